@@ -1,0 +1,83 @@
+//! Errors of the actor layer and the error codes clients see.
+
+use thiserror::Error;
+
+/// Every error code a client can receive in `{"type":"error","code":...}`.
+///
+/// The list is part of the protocol (`docs/protocol.md`); add codes, never rename them.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum ErrorCode {
+    /// The frame is not valid JSON.
+    BadJson,
+    /// The frame has no `type`, or one the server does not know.
+    UnknownType,
+    /// A known type with a missing or ill-typed field.
+    InvalidMessage,
+    /// A room message before `join`.
+    NotJoined,
+    /// A second `join` on a connection that is already in a room.
+    AlreadyJoined,
+    /// The target `peerId` is not in the room.
+    PeerNotFound,
+    /// The room has reached its participant limit.
+    RoomFull,
+    /// The room is not open to this user (invitees only), or the token is for another room.
+    RoomForbidden,
+    /// The token lacks the grant this message needs.
+    Forbidden,
+    /// The room id is not acceptable.
+    InvalidRoomId,
+    /// Too many messages: this one was dropped.
+    RateLimited,
+    /// A field is larger than its limit (chat text, overlay, SDP).
+    TooLarge,
+    /// Binary frames are not part of the protocol.
+    BinaryUnsupported,
+    /// The room could not be reached; the client may retry.
+    RoomUnavailable,
+    /// The server is shutting down or not ready.
+    Unavailable,
+    /// Something failed on the server; details are in its log.
+    Internal,
+}
+
+impl ErrorCode {
+    /// The wire spelling.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ErrorCode::BadJson => "bad_json",
+            ErrorCode::UnknownType => "unknown_type",
+            ErrorCode::InvalidMessage => "invalid_message",
+            ErrorCode::NotJoined => "not_joined",
+            ErrorCode::AlreadyJoined => "already_joined",
+            ErrorCode::PeerNotFound => "peer_not_found",
+            ErrorCode::RoomFull => "room_full",
+            ErrorCode::RoomForbidden => "room_forbidden",
+            ErrorCode::Forbidden => "forbidden",
+            ErrorCode::InvalidRoomId => "invalid_room_id",
+            ErrorCode::RateLimited => "rate_limited",
+            ErrorCode::TooLarge => "too_large",
+            ErrorCode::BinaryUnsupported => "binary_unsupported",
+            ErrorCode::RoomUnavailable => "room_unavailable",
+            ErrorCode::Unavailable => "unavailable",
+            ErrorCode::Internal => "internal",
+        }
+    }
+}
+
+/// An error a room reports back to the connection that caused it.
+#[derive(Debug, Error, Clone)]
+#[error("{message}")]
+pub struct RoomError {
+    /// What the client sees as `code`.
+    pub code: ErrorCode,
+    /// A sentence the client can show or log.
+    pub message: String,
+}
+
+impl RoomError {
+    /// An error with a code and a message.
+    pub fn new(code: ErrorCode, message: impl Into<String>) -> Self {
+        Self { code, message: message.into() }
+    }
+}

@@ -1,0 +1,133 @@
+//! The two ports through which actors reach the outside: persistence and delivery.
+
+use crate::call_status::{CallStatus, CallTransition};
+use crate::ids::{ConnId, PeerId, RoomId, UserId};
+use crate::media::MediaState;
+use crate::protocol::ChatMessage;
+use std::sync::Arc;
+use std::time::Instant;
+use thiserror::Error;
+
+/// A serialized server-to-client message on its way to a connection.
+///
+/// `body` is a JSON object without `seq`; the connection that writes it adds its own
+/// per-session sequence number. The body is shared, so a broadcast serializes once.
+#[derive(Clone, Debug)]
+pub struct Frame {
+    /// The JSON object, starting with `{`.
+    pub body: Arc<str>,
+    /// When the relayed message entered the server, for the relay latency histogram.
+    pub received_at: Option<Instant>,
+}
+
+/// Delivery of frames to client connections, wherever they are.
+pub trait Edge: Send + Sync + 'static {
+    /// Queues `frame` for connection `conn`. Returns false when the connection is gone.
+    fn deliver(&self, conn: &ConnId, frame: Frame) -> bool;
+    /// Whether the connection is still open.
+    fn is_connected(&self, conn: &ConnId) -> bool;
+}
+
+/// Failure of the persistence port.
+#[derive(Debug, Error)]
+pub enum StoreError {
+    /// The database could not be reached or refused the statement.
+    #[error("database error: {0}")]
+    Database(String),
+    /// A row holds something the code cannot read.
+    #[error("corrupt row: {0}")]
+    Corrupt(String),
+}
+
+/// Who may join a room and how many at once.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct RoomPolicy {
+    /// Most participants present at once.
+    pub max_participants: u32,
+    /// When set, only these users may join (seed 003's participant-only rule).
+    pub invitees: Option<Vec<UserId>>,
+}
+
+/// A participant as the database remembers it.
+#[derive(Clone, Debug)]
+pub struct StoredParticipant {
+    /// Session id.
+    pub peer_id: PeerId,
+    /// The user.
+    pub user_id: UserId,
+    /// Name shown to others.
+    pub display_name: String,
+    /// The connection that carries this session.
+    pub conn_id: ConnId,
+    /// Media state last recorded.
+    pub media: MediaState,
+    /// Join time, unix milliseconds.
+    pub joined_at: i64,
+}
+
+/// Everything a room needs to (re)start.
+#[derive(Clone, Debug)]
+pub struct StoredRoom {
+    /// Admission policy.
+    pub policy: RoomPolicy,
+    /// Status of the current (or last) call.
+    pub status: CallStatus,
+    /// The current call session, when one is open.
+    pub call_id: Option<String>,
+    /// Participants whose session has not been closed.
+    pub participants: Vec<StoredParticipant>,
+    /// The most recent chat messages, oldest first.
+    pub recent_chat: Vec<ChatMessage>,
+    /// Sequence number the next chat message gets.
+    pub next_chat_seq: i64,
+}
+
+/// A call status change to persist with the change that caused it.
+#[derive(Clone, Debug)]
+pub struct CallChange {
+    /// The call session.
+    pub call_id: String,
+    /// What happens to it.
+    pub transition: CallTransition,
+    /// Why (for a close): `"ended_by_participant"`, `"empty"`, ...
+    pub reason: Option<String>,
+}
+
+/// Persistence of room state. Each method is one transaction: the state change, the call
+/// status change that came with it and their outbox events commit together or not at all.
+#[async_trait::async_trait]
+pub trait RoomStore: Send + Sync + 'static {
+    /// Loads a room, creating it with `default_policy` if it does not exist.
+    async fn load_room(
+        &self,
+        room: &RoomId,
+        default_policy: &RoomPolicy,
+        chat_history: u32,
+    ) -> Result<StoredRoom, StoreError>;
+    /// Records a participant joining (session row, `participant.joined` event).
+    async fn record_join(
+        &self,
+        room: &RoomId,
+        participant: &StoredParticipant,
+        call: Option<&CallChange>,
+    ) -> Result<(), StoreError>;
+    /// Records a participant leaving (session closed, `participant.left` event).
+    async fn record_leave(
+        &self,
+        room: &RoomId,
+        peer: &PeerId,
+        reason: &str,
+        call: Option<&CallChange>,
+    ) -> Result<(), StoreError>;
+    /// Records a call status change on its own (an explicit end of call).
+    async fn record_call_change(&self, room: &RoomId, call: &CallChange) -> Result<(), StoreError>;
+    /// Records a participant's media state.
+    async fn record_media(&self, peer: &PeerId, media: &MediaState) -> Result<(), StoreError>;
+    /// Appends a chat message.
+    async fn append_chat(&self, message: &ChatMessage) -> Result<(), StoreError>;
+}
+
+/// Current time in unix milliseconds.
+pub fn now_ms() -> i64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_millis() as i64).unwrap_or(0)
+}

@@ -1,0 +1,650 @@
+//! Room actor: one per active room on this node. It owns who is in the room, the call
+//! status, the latest overlays and the recent chat, and relays signaling between its peers.
+//!
+//! Supervised by the [`RoomSupervisor`](crate::room_supervisor::RoomSupervisor), which
+//! restarts it after a failure. A room starts from what the store holds, so a restarted
+//! room has the same participants (those whose connection is still open), call status,
+//! media states and chat. It supervises one [`Participant`] actor per peer session, and
+//! stops itself after it has been empty for `idle_timeout`.
+
+use crate::call_status::{CallStatus, CallTransition};
+use crate::error::{ErrorCode, RoomError};
+use crate::ids::{ConnId, PeerId, RoomId, UserId, random_id};
+use crate::media::{ControlAction, MediaState};
+use crate::participant::{Participant, ParticipantArgs, ParticipantMsg};
+use crate::ports::{CallChange, Edge, Frame, RoomPolicy, RoomStore, StoredParticipant, now_ms};
+use crate::protocol::{ChatMessage, MAX_CHAT_CHARS, Overlay, ParticipantInfo, PeerOverlay, RelayKind, ServerMessage};
+use crate::restart_policy::{RestartDecision, RestartPolicy, RestartTracker};
+use ractor::{Actor, ActorProcessingErr, ActorRef, RpcReplyPort, SupervisionEvent};
+use serde_json::Value;
+use std::collections::VecDeque;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
+
+/// Settings every room shares.
+#[derive(Clone, Debug)]
+pub struct RoomConfig {
+    /// Policy of a room created by a join (no `POST /rooms` before).
+    pub default_policy: RoomPolicy,
+    /// Chat messages kept in memory and sent in `joined`.
+    pub chat_history: u32,
+    /// How long an empty room stays up.
+    pub idle_timeout: Duration,
+    /// Restart policy for participant actors.
+    pub participant_restart: RestartPolicy,
+}
+
+/// What every room of a node shares: its ports and settings.
+pub struct RoomContext {
+    /// Persistence.
+    pub store: Arc<dyn RoomStore>,
+    /// Delivery to connections.
+    pub edge: Arc<dyn Edge>,
+    /// Settings.
+    pub config: RoomConfig,
+}
+
+/// The actor.
+pub struct Room;
+
+/// Start arguments.
+pub struct RoomArgs {
+    /// Which room.
+    pub room_id: RoomId,
+    /// Shared ports and settings.
+    pub ctx: Arc<RoomContext>,
+    /// Where the room publishes its participant count (read by `/metrics`).
+    pub present: Arc<AtomicUsize>,
+}
+
+/// A join request, already authenticated by the edge.
+#[derive(Debug)]
+pub struct JoinRequest {
+    /// The connection asking.
+    pub conn: ConnId,
+    /// The token's subject.
+    pub user: UserId,
+    /// Name to show.
+    pub display_name: String,
+    /// ICE servers for this user, sent in `joined`.
+    pub ice_servers: Value,
+    /// Admins pass the invitee list.
+    pub admin: bool,
+}
+
+/// What a relay carries.
+#[derive(Debug)]
+pub enum RelayPayload {
+    /// An offer's or answer's SDP.
+    Sdp(String),
+    /// A trickled candidate.
+    Candidate(Value),
+}
+
+/// A room as `GET /rooms/{id}` shows it.
+#[derive(Clone, Debug, serde::Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct RoomInfo {
+    /// The room.
+    pub room_id: RoomId,
+    /// Call status.
+    pub call_status: CallStatus,
+    /// Current call session.
+    pub call_id: Option<String>,
+    /// Who is present.
+    pub participants: Vec<ParticipantInfo>,
+    /// Participant limit.
+    pub max_participants: u32,
+    /// Invitees, when the room is closed to others.
+    pub invitees: Option<Vec<UserId>>,
+}
+
+/// Messages a room handles. Every message from a peer names the sending session and the
+/// connection it came on; the room ignores messages from sessions it does not have.
+pub enum RoomMsg {
+    /// Enter the room; replies with the new peer id.
+    Join {
+        /// Who and from where.
+        request: JoinRequest,
+        /// The answer.
+        reply: RpcReplyPort<Result<PeerId, RoomError>>,
+    },
+    /// A session leaves (`reason`: `left` when asked for, `disconnected` when its connection closed).
+    Leave {
+        /// The session.
+        peer: PeerId,
+        /// Why.
+        reason: String,
+    },
+    /// Relay an offer, answer or candidate to one peer.
+    Relay {
+        /// Sender session.
+        from: PeerId,
+        /// Target session.
+        to: PeerId,
+        /// Which message.
+        kind: RelayKind,
+        /// Its content.
+        payload: RelayPayload,
+        /// The client's `id`, for an error answer.
+        reference: Option<Value>,
+        /// When the edge received it.
+        received_at: Instant,
+    },
+    /// A control action on the sender's media.
+    Control {
+        /// Sender session.
+        from: PeerId,
+        /// The action.
+        action: ControlAction,
+        /// The client's `id`.
+        reference: Option<Value>,
+    },
+    /// An overlay from the sender (already validated by the edge).
+    Overlay {
+        /// Sender session.
+        from: PeerId,
+        /// The overlay.
+        overlay: Overlay,
+    },
+    /// A chat message from the sender.
+    Chat {
+        /// Sender session.
+        from: PeerId,
+        /// The text.
+        text: String,
+        /// The client's `id`.
+        reference: Option<Value>,
+    },
+    /// End the current call.
+    EndCall {
+        /// Who ends it.
+        from: PeerId,
+        /// The client's `id`.
+        reference: Option<Value>,
+    },
+    /// Describe the room.
+    Info(RpcReplyPort<RoomInfo>),
+    /// Stop if still empty (scheduled when the room becomes empty).
+    IdleCheck,
+    /// The node is going down: close every session and the call, then stop.
+    Shutdown(RpcReplyPort<()>),
+    /// Fault injection for tests and chaos runs: the room panics.
+    InjectFault,
+}
+
+struct Member {
+    info: ParticipantInfo,
+    conn: ConnId,
+    overlay: Option<Overlay>,
+    actor: ActorRef<ParticipantMsg>,
+    restarts: RestartTracker,
+}
+
+/// The room's state.
+pub struct RoomState {
+    id: RoomId,
+    ctx: Arc<RoomContext>,
+    policy: RoomPolicy,
+    status: CallStatus,
+    call_id: Option<String>,
+    members: Vec<Member>,
+    chat: VecDeque<ChatMessage>,
+    next_chat_seq: i64,
+    present: Arc<AtomicUsize>,
+    empty_since: Option<Instant>,
+}
+
+impl Actor for Room {
+    type Msg = RoomMsg;
+    type State = RoomState;
+    type Arguments = RoomArgs;
+
+    async fn pre_start(&self, myself: ActorRef<RoomMsg>, args: RoomArgs) -> Result<RoomState, ActorProcessingErr> {
+        let ctx = args.ctx;
+        let stored = ctx.store.load_room(&args.room_id, &ctx.config.default_policy, ctx.config.chat_history).await?;
+        let mut state = RoomState {
+            id: args.room_id,
+            ctx: ctx.clone(),
+            policy: stored.policy,
+            status: stored.status,
+            call_id: stored.call_id,
+            members: Vec::new(),
+            chat: stored.recent_chat.into(),
+            next_chat_seq: stored.next_chat_seq,
+            present: args.present,
+            empty_since: None,
+        };
+        let mut gone = Vec::new();
+        for p in stored.participants {
+            if !ctx.edge.is_connected(&p.conn_id) {
+                gone.push(p.peer_id);
+                continue;
+            }
+            let actor = spawn_participant(&myself, &state, p.peer_id.clone(), p.media.clone()).await?;
+            let info = ParticipantInfo {
+                peer_id: p.peer_id,
+                user_id: p.user_id,
+                display_name: p.display_name,
+                media: p.media,
+                joined_at: p.joined_at,
+            };
+            state.members.push(Member {
+                info,
+                conn: p.conn_id,
+                overlay: None,
+                actor,
+                restarts: RestartTracker::default(),
+            });
+        }
+        // Sessions whose connection closed while the room was down leave now.
+        for peer in gone {
+            record_leave(&mut state, &peer, "disconnected").await?;
+        }
+        tracing::debug!(room_id = %state.id, present = state.members.len(), status = %state.status, "room started");
+        after_presence_change(&myself, &mut state);
+        Ok(state)
+    }
+
+    async fn post_stop(&self, _myself: ActorRef<RoomMsg>, state: &mut RoomState) -> Result<(), ActorProcessingErr> {
+        state.present.store(0, Ordering::Relaxed);
+        Ok(())
+    }
+
+    async fn handle(
+        &self,
+        myself: ActorRef<RoomMsg>,
+        message: RoomMsg,
+        state: &mut RoomState,
+    ) -> Result<(), ActorProcessingErr> {
+        match message {
+            RoomMsg::Join { request, reply } => {
+                let result = join(&myself, state, request).await;
+                let _ = reply.send(result);
+            }
+            RoomMsg::Leave { peer, reason } => leave(&myself, state, &peer, &reason).await?,
+            RoomMsg::Relay { from, to, kind, payload, reference, received_at } => {
+                relay(state, &from, &to, kind, &payload, reference.as_ref(), received_at)
+            }
+            RoomMsg::Control { from, action, reference } => control(state, &from, action, reference.as_ref()).await,
+            RoomMsg::Overlay { from, overlay } => set_overlay(state, &from, overlay),
+            RoomMsg::Chat { from, text, reference } => chat(state, &from, text, reference.as_ref()).await,
+            RoomMsg::EndCall { from, reference } => end_call(state, &from, reference.as_ref()).await,
+            RoomMsg::Info(reply) => {
+                let _ = reply.send(info(state));
+            }
+            RoomMsg::IdleCheck => idle_check(&myself, state),
+            RoomMsg::Shutdown(reply) => {
+                shutdown(state).await;
+                let _ = reply.send(());
+                myself.stop(Some("shutdown".into()));
+            }
+            RoomMsg::InjectFault => panic!("fault injected into room {}", state.id),
+        }
+        Ok(())
+    }
+
+    async fn handle_supervisor_evt(
+        &self,
+        myself: ActorRef<RoomMsg>,
+        event: SupervisionEvent,
+        state: &mut RoomState,
+    ) -> Result<(), ActorProcessingErr> {
+        // Participants only stop when the room stops them; any other exit is a failure.
+        let failure = match &event {
+            SupervisionEvent::ActorFailed(cell, err) => Some((cell, err.to_string())),
+            SupervisionEvent::ActorTerminated(cell, _, Some(reason)) if reason != "left" => {
+                Some((cell, reason.clone()))
+            }
+            _ => None,
+        };
+        if let Some((cell, err)) = failure {
+            let Some(i) = state.members.iter().position(|m| m.actor.get_id() == cell.get_id()) else {
+                return Ok(());
+            };
+            metrics::counter!("switchboard_actor_restarts_total", "actor" => "participant").increment(1);
+            let policy = state.ctx.config.participant_restart.clone();
+            match state.members[i].restarts.on_failure(&policy, Instant::now()) {
+                RestartDecision::Restart(_) => {
+                    tracing::warn!(room_id = %state.id, peer_id = %state.members[i].info.peer_id, %err, "participant failed; restarting");
+                    let (peer, media) = (state.members[i].info.peer_id.clone(), state.members[i].info.media.clone());
+                    state.members[i].actor = spawn_participant(&myself, state, peer, media).await?;
+                }
+                RestartDecision::Escalate => {
+                    let peer = state.members[i].info.peer_id.clone();
+                    tracing::error!(room_id = %state.id, peer_id = %peer, %err, "participant keeps failing; removing it");
+                    leave(&myself, state, &peer, "failed").await?;
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+async fn spawn_participant(
+    myself: &ActorRef<RoomMsg>,
+    state: &RoomState,
+    peer_id: PeerId,
+    media: MediaState,
+) -> Result<ActorRef<ParticipantMsg>, ActorProcessingErr> {
+    let args = ParticipantArgs { peer_id, media, store: state.ctx.store.clone() };
+    let (actor, _) = Actor::spawn_linked(None, Participant, args, myself.get_cell()).await?;
+    Ok(actor)
+}
+
+impl RoomState {
+    fn member(&self, peer: &PeerId) -> Option<&Member> {
+        self.members.iter().find(|m| &m.info.peer_id == peer)
+    }
+
+    fn member_mut(&mut self, peer: &PeerId) -> Option<&mut Member> {
+        self.members.iter_mut().find(|m| &m.info.peer_id == peer)
+    }
+
+    fn send_to(&self, conn: &ConnId, body: Arc<str>, received_at: Option<Instant>) {
+        self.ctx.edge.deliver(conn, Frame { body, received_at });
+    }
+
+    fn broadcast(&self, body: Arc<str>, except: Option<&PeerId>) {
+        for m in &self.members {
+            if Some(&m.info.peer_id) != except {
+                self.send_to(&m.conn, body.clone(), None);
+            }
+        }
+    }
+
+    fn error_to(&self, peer: &PeerId, code: ErrorCode, message: &str, reference: Option<&Value>) {
+        if let Some(m) = self.member(peer) {
+            let body = ServerMessage::Error { code: code.as_str(), message, reference }.to_body();
+            self.send_to(&m.conn, body, None);
+        }
+    }
+
+    /// Plans the call status change that `present` participants cause.
+    fn plan(&self, present: usize, reason: &str) -> Option<CallChange> {
+        let transition = self.status.on_presence(present)?;
+        Some(self.change(transition, reason))
+    }
+
+    fn change(&self, transition: CallTransition, reason: &str) -> CallChange {
+        let call_id = match (transition, &self.call_id) {
+            (CallTransition::Open(_), _) | (_, None) => random_id(),
+            (_, Some(id)) => id.clone(),
+        };
+        let reason = matches!(transition, CallTransition::Close).then(|| reason.to_owned());
+        CallChange { call_id, transition, reason }
+    }
+
+    /// Applies a persisted call change and tells everyone present.
+    fn commit(&mut self, change: Option<CallChange>, except: Option<&PeerId>) {
+        let Some(change) = change else { return };
+        self.status = self.status.apply(change.transition);
+        self.call_id = Some(change.call_id);
+        let body = ServerMessage::CallStatus { status: self.status, call_id: self.call_id.as_deref() }.to_body();
+        self.broadcast(body, except);
+    }
+}
+
+async fn join(myself: &ActorRef<RoomMsg>, state: &mut RoomState, req: JoinRequest) -> Result<PeerId, RoomError> {
+    if let Some(invitees) = &state.policy.invitees
+        && !req.admin
+        && !invitees.contains(&req.user)
+    {
+        return Err(RoomError::new(ErrorCode::RoomForbidden, "this room is open to its invitees only"));
+    }
+    if state.members.len() >= state.policy.max_participants as usize {
+        return Err(RoomError::new(
+            ErrorCode::RoomFull,
+            format!("the room is full ({} participants)", state.policy.max_participants),
+        ));
+    }
+    let peer_id = PeerId::new(random_id());
+    let media = MediaState::initial();
+    let stored = StoredParticipant {
+        peer_id: peer_id.clone(),
+        user_id: req.user.clone(),
+        display_name: req.display_name.clone(),
+        conn_id: req.conn.clone(),
+        media: media.clone(),
+        joined_at: now_ms(),
+    };
+    let change = state.plan(state.members.len() + 1, "");
+    state.ctx.store.record_join(&state.id, &stored, change.as_ref()).await.map_err(|e| {
+        tracing::warn!(room_id = %state.id, error = %e, "join not recorded");
+        RoomError::new(ErrorCode::Internal, "the join could not be recorded; try again")
+    })?;
+    let actor = spawn_participant(myself, state, peer_id.clone(), media.clone())
+        .await
+        .map_err(|e| RoomError::new(ErrorCode::Internal, format!("participant did not start: {e}")))?;
+    let info = ParticipantInfo {
+        peer_id: peer_id.clone(),
+        user_id: req.user,
+        display_name: req.display_name,
+        media,
+        joined_at: stored.joined_at,
+    };
+    state.members.push(Member {
+        info,
+        conn: req.conn.clone(),
+        overlay: None,
+        actor,
+        restarts: RestartTracker::default(),
+    });
+    state.commit(change, Some(&peer_id));
+
+    let me = state.members.last().map(|m| &m.info);
+    let body = ServerMessage::Joined {
+        room_id: &state.id,
+        peer_id: &peer_id,
+        session_id: &peer_id,
+        peers: state.members.iter().map(|m| &m.info.peer_id).filter(|p| *p != &peer_id).collect(),
+        participants: state.members.iter().map(|m| &m.info).collect(),
+        ice_servers: &req.ice_servers,
+        call_status: state.status,
+        call_id: state.call_id.as_deref(),
+        chat: state.chat.make_contiguous(),
+        overlays: state
+            .members
+            .iter()
+            .filter_map(|m| m.overlay.clone().map(|overlay| PeerOverlay { peer_id: m.info.peer_id.clone(), overlay }))
+            .collect(),
+    }
+    .to_body();
+    state.send_to(&req.conn, body, None);
+    if let Some(me) = me {
+        let body = ServerMessage::PeerJoined { peer_id: &peer_id, participant: me }.to_body();
+        state.broadcast(body, Some(&peer_id));
+    }
+    metrics::counter!("switchboard_room_joins_total").increment(1);
+    after_presence_change(myself, state);
+    Ok(peer_id)
+}
+
+/// Persists a leave and its call change; removes the member. Returns the connection it was on.
+async fn record_leave(
+    state: &mut RoomState,
+    peer: &PeerId,
+    reason: &str,
+) -> Result<Option<ConnId>, ActorProcessingErr> {
+    let remaining = state.members.iter().filter(|m| &m.info.peer_id != peer).count();
+    let change = state.plan(remaining, "empty");
+    state.ctx.store.record_leave(&state.id, peer, reason, change.as_ref()).await?;
+    let conn = state.members.iter().position(|m| &m.info.peer_id == peer).map(|i| {
+        let m = state.members.remove(i);
+        m.actor.stop(Some("left".into()));
+        m.conn
+    });
+    state.commit(change, None);
+    Ok(conn)
+}
+
+async fn leave(
+    myself: &ActorRef<RoomMsg>,
+    state: &mut RoomState,
+    peer: &PeerId,
+    reason: &str,
+) -> Result<(), ActorProcessingErr> {
+    if state.member(peer).is_none() {
+        return Ok(());
+    }
+    // A store failure here fails the room; its supervisor restarts it from the store, where
+    // the session is still open, and the restarted room retries the leave for a closed connection.
+    let conn = record_leave(state, peer, reason).await?;
+    if reason == "left"
+        && let Some(conn) = conn
+    {
+        state.send_to(&conn, ServerMessage::Left { room_id: &state.id }.to_body(), None);
+    }
+    state.broadcast(ServerMessage::PeerLeft { peer_id: peer, reason }.to_body(), None);
+    after_presence_change(myself, state);
+    Ok(())
+}
+
+fn after_presence_change(myself: &ActorRef<RoomMsg>, state: &mut RoomState) {
+    state.present.store(state.members.len(), Ordering::Relaxed);
+    if state.members.is_empty() {
+        state.empty_since = Some(Instant::now());
+        myself.send_after(state.ctx.config.idle_timeout, || RoomMsg::IdleCheck);
+    } else {
+        state.empty_since = None;
+    }
+}
+
+fn idle_check(myself: &ActorRef<RoomMsg>, state: &RoomState) {
+    if let Some(since) = state.empty_since
+        && since.elapsed() >= state.ctx.config.idle_timeout
+    {
+        tracing::debug!(room_id = %state.id, "room idle; stopping");
+        myself.stop(Some("idle".into()));
+    }
+}
+
+fn relay(
+    state: &RoomState,
+    from: &PeerId,
+    to: &PeerId,
+    kind: RelayKind,
+    payload: &RelayPayload,
+    reference: Option<&Value>,
+    received_at: Instant,
+) {
+    if state.member(from).is_none() {
+        return;
+    }
+    let Some(target) = state.member(to) else {
+        let message = format!("peer {to} is not in this room");
+        state.error_to(from, ErrorCode::PeerNotFound, &message, reference);
+        return;
+    };
+    let body = match (kind, payload) {
+        (RelayKind::Offer, RelayPayload::Sdp(sdp)) => ServerMessage::Offer { peer_id: from, sdp },
+        (RelayKind::Answer, RelayPayload::Sdp(sdp)) => ServerMessage::Answer { peer_id: from, sdp },
+        (RelayKind::IceCandidate, RelayPayload::Candidate(candidate)) => {
+            ServerMessage::IceCandidate { peer_id: from, candidate }
+        }
+        _ => return,
+    }
+    .to_body();
+    state.send_to(&target.conn, body, Some(received_at));
+}
+
+async fn control(state: &mut RoomState, from: &PeerId, action: ControlAction, reference: Option<&Value>) {
+    let Some(member) = state.member(from) else { return };
+    let asked =
+        member.actor.call(|reply| ParticipantMsg::Control { action, reply }, Some(Duration::from_secs(10))).await;
+    let media = match asked {
+        Ok(ractor::rpc::CallResult::Success(Ok(Some(media)))) => media,
+        Ok(ractor::rpc::CallResult::Success(Ok(None))) => return,
+        Ok(ractor::rpc::CallResult::Success(Err(e))) => {
+            state.error_to(from, e.code, &e.message, reference);
+            return;
+        }
+        _ => {
+            state.error_to(from, ErrorCode::Internal, "the control action was not applied; try again", reference);
+            return;
+        }
+    };
+    if let Some(m) = state.member_mut(from) {
+        m.info.media = media;
+    }
+    if let Some(m) = state.member(from) {
+        let body = ServerMessage::Control { peer_id: from, action, media: &m.info.media }.to_body();
+        state.broadcast(body, None);
+    }
+}
+
+fn set_overlay(state: &mut RoomState, from: &PeerId, overlay: Overlay) {
+    let Some(m) = state.member_mut(from) else { return };
+    m.overlay = (overlay != Overlay::Clear).then(|| overlay.clone());
+    let body = ServerMessage::Overlay { peer_id: from, overlay: &overlay }.to_body();
+    state.broadcast(body, Some(from));
+}
+
+async fn chat(state: &mut RoomState, from: &PeerId, text: String, reference: Option<&Value>) {
+    let Some(m) = state.member(from) else { return };
+    let text = text.trim().to_owned();
+    if text.is_empty() || text.chars().count() > MAX_CHAT_CHARS {
+        let message = format!("chat text must be 1 to {MAX_CHAT_CHARS} characters");
+        state.error_to(from, ErrorCode::InvalidMessage, &message, reference);
+        return;
+    }
+    let message = ChatMessage {
+        id: random_id(),
+        room_id: state.id.clone(),
+        seq: state.next_chat_seq,
+        peer_id: from.clone(),
+        user_id: m.info.user_id.clone(),
+        display_name: m.info.display_name.clone(),
+        text,
+        sent_at: now_ms(),
+    };
+    if let Err(e) = state.ctx.store.append_chat(&message).await {
+        tracing::warn!(room_id = %state.id, error = %e, "chat message not stored");
+        state.error_to(from, ErrorCode::Internal, "the message could not be stored; try again", reference);
+        return;
+    }
+    state.next_chat_seq += 1;
+    state.broadcast(ServerMessage::Chat(&message).to_body(), None);
+    state.chat.push_back(message);
+    while state.chat.len() > state.ctx.config.chat_history as usize {
+        state.chat.pop_front();
+    }
+}
+
+async fn end_call(state: &mut RoomState, from: &PeerId, reference: Option<&Value>) {
+    if state.member(from).is_none() {
+        return;
+    }
+    let Some(transition) = state.status.on_end() else {
+        state.error_to(from, ErrorCode::InvalidMessage, "there is no call in progress", reference);
+        return;
+    };
+    let change = state.change(transition, "ended_by_participant");
+    if let Err(e) = state.ctx.store.record_call_change(&state.id, &change).await {
+        tracing::warn!(room_id = %state.id, error = %e, "end of call not recorded");
+        state.error_to(from, ErrorCode::Internal, "the call could not be ended; try again", reference);
+        return;
+    }
+    state.commit(Some(change), None);
+}
+
+fn info(state: &RoomState) -> RoomInfo {
+    RoomInfo {
+        room_id: state.id.clone(),
+        call_status: state.status,
+        call_id: state.call_id.clone(),
+        participants: state.members.iter().map(|m| m.info.clone()).collect(),
+        max_participants: state.policy.max_participants,
+        invitees: state.policy.invitees.clone(),
+    }
+}
+
+async fn shutdown(state: &mut RoomState) {
+    let peers: Vec<PeerId> = state.members.iter().map(|m| m.info.peer_id.clone()).collect();
+    for peer in peers {
+        if let Err(e) = record_leave(state, &peer, "server_shutdown").await {
+            tracing::warn!(room_id = %state.id, peer_id = %peer, error = %e, "leave not recorded at shutdown");
+        }
+    }
+}

@@ -1,0 +1,55 @@
+//! What every HTTP handler and connection of a node shares.
+
+use crate::auth::Authority;
+use crate::config::Config;
+use crate::edge::edge_router::EdgeRouter;
+use crate::store::Store;
+use metrics_exporter_prometheus::PrometheusHandle;
+use ractor::ActorRef;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use switchboard_actors::room_supervisor::RoomSupervisorMsg;
+
+/// A node's shared state.
+pub struct App {
+    /// Configuration in effect.
+    pub config: Config,
+    /// Token minting and verification.
+    pub authority: Authority,
+    /// The database.
+    pub store: Store,
+    /// The root of the room actors.
+    pub rooms: ActorRef<RoomSupervisorMsg>,
+    /// Open connections.
+    pub edge: Arc<EdgeRouter>,
+    /// Prometheus renderer.
+    pub metrics: PrometheusHandle,
+    /// Whether token minting is open (see `Config::dev_mode`).
+    pub dev_mode: bool,
+    shutting_down: AtomicBool,
+}
+
+impl App {
+    /// Assembles the state.
+    pub fn new(
+        config: Config,
+        authority: Authority,
+        store: Store,
+        rooms: ActorRef<RoomSupervisorMsg>,
+        edge: Arc<EdgeRouter>,
+        metrics: PrometheusHandle,
+    ) -> App {
+        let dev_mode = config.dev_mode();
+        App { config, authority, store, rooms, edge, metrics, dev_mode, shutting_down: AtomicBool::new(false) }
+    }
+
+    /// Whether the node is draining.
+    pub fn is_shutting_down(&self) -> bool {
+        self.shutting_down.load(Ordering::Acquire)
+    }
+
+    /// Marks the node as draining: `/readyz` fails and new connections are refused.
+    pub fn begin_shutdown(&self) {
+        self.shutting_down.store(true, Ordering::Release);
+    }
+}

@@ -1,0 +1,296 @@
+//! Tokens: HS256 JWTs with `exp`, `nbf`, `iat`, `iss`, `aud`, a subject (the user) and
+//! grants. Verification is strict: one algorithm, all time claims required, issuer and
+//! audience checked. The signing secret comes from config or is generated into the data
+//! dir with mode 0600.
+
+use crate::config::AuthConfig;
+use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header, Validation, errors::ErrorKind};
+use serde::{Deserialize, Serialize};
+use std::path::Path;
+use std::time::Duration;
+use switchboard_actors::ErrorCode;
+
+/// What a token allows.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(default, rename_all = "camelCase")]
+pub struct Grants {
+    /// Send offers, answers and candidates.
+    pub publish: bool,
+    /// Send control and overlay messages, end the call.
+    pub control: bool,
+    /// Send chat messages.
+    pub chat: bool,
+    /// Bypass room invitee lists; read any room; create rooms.
+    pub admin: bool,
+}
+
+impl Default for Grants {
+    fn default() -> Self {
+        Self { publish: true, control: true, chat: true, admin: false }
+    }
+}
+
+/// The claims of a Switchboard token.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct Claims {
+    /// Issuer.
+    pub iss: String,
+    /// Audience.
+    pub aud: String,
+    /// The user.
+    pub sub: String,
+    /// Expiry, unix seconds.
+    pub exp: i64,
+    /// Not before, unix seconds.
+    pub nbf: i64,
+    /// Issued at, unix seconds.
+    pub iat: i64,
+    /// Token id.
+    pub jti: String,
+    /// The only room this token may join; absent means any room.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub room: Option<String>,
+    /// Display name.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
+    /// What it allows.
+    #[serde(default)]
+    pub grants: Grants,
+}
+
+/// Why a token was refused.
+#[derive(Debug, thiserror::Error)]
+pub enum TokenError {
+    /// `exp` has passed.
+    #[error("the token has expired")]
+    Expired,
+    /// `nbf` is in the future.
+    #[error("the token is not valid yet")]
+    NotYetValid,
+    /// Bad signature, algorithm, issuer, audience or shape.
+    #[error("the token is invalid: {0}")]
+    Invalid(String),
+}
+
+impl TokenError {
+    /// The code a client sees.
+    pub fn code(&self) -> &'static str {
+        match self {
+            TokenError::Expired => "token_expired",
+            TokenError::NotYetValid => "token_not_yet_valid",
+            TokenError::Invalid(_) => "token_invalid",
+        }
+    }
+}
+
+/// What a mint request asks for.
+#[derive(Debug, Default)]
+pub struct MintRequest {
+    /// The user.
+    pub user_id: String,
+    /// Restrict to one room.
+    pub room_id: Option<String>,
+    /// Display name.
+    pub name: Option<String>,
+    /// Lifetime; capped at the configured maximum.
+    pub ttl: Option<Duration>,
+    /// Grants; defaults when absent.
+    pub grants: Option<Grants>,
+}
+
+/// Mints and verifies tokens.
+pub struct Authority {
+    encoding: EncodingKey,
+    decoding: DecodingKey,
+    validation: Validation,
+    issuer: String,
+    audience: String,
+    default_ttl: Duration,
+    max_ttl: Duration,
+}
+
+impl Authority {
+    /// An authority over `secret`.
+    pub fn new(secret: &[u8], cfg: &AuthConfig) -> Authority {
+        let mut validation = Validation::new(Algorithm::HS256);
+        validation.set_required_spec_claims(&["exp", "nbf", "iat", "iss", "aud", "sub"]);
+        validation.validate_exp = true;
+        validation.validate_nbf = true;
+        validation.leeway = cfg.leeway.as_secs();
+        validation.set_issuer(&[&cfg.issuer]);
+        validation.set_audience(&[&cfg.audience]);
+        Authority {
+            encoding: EncodingKey::from_secret(secret),
+            decoding: DecodingKey::from_secret(secret),
+            validation,
+            issuer: cfg.issuer.clone(),
+            audience: cfg.audience.clone(),
+            default_ttl: cfg.token_ttl,
+            max_ttl: cfg.max_token_ttl,
+        }
+    }
+
+    /// Mints a token; returns it with its expiry (unix seconds).
+    pub fn mint(&self, req: MintRequest) -> Result<(String, i64), TokenError> {
+        if req.user_id.is_empty() || req.user_id.len() > 128 {
+            return Err(TokenError::Invalid("userId must be 1 to 128 characters".into()));
+        }
+        let now = unix_now();
+        let ttl = req.ttl.unwrap_or(self.default_ttl).min(self.max_ttl).as_secs().max(1) as i64;
+        let claims = Claims {
+            iss: self.issuer.clone(),
+            aud: self.audience.clone(),
+            sub: req.user_id,
+            exp: now + ttl,
+            nbf: now,
+            iat: now,
+            jti: switchboard_actors::ids::random_id(),
+            room: req.room_id,
+            name: req.name,
+            grants: req.grants.unwrap_or_default(),
+        };
+        let token = jsonwebtoken::encode(&Header::new(Algorithm::HS256), &claims, &self.encoding)
+            .map_err(|e| TokenError::Invalid(e.to_string()))?;
+        Ok((token, claims.exp))
+    }
+
+    /// Signs arbitrary claims (tests use it to make expired and future tokens).
+    pub fn sign(&self, claims: &Claims) -> String {
+        jsonwebtoken::encode(&Header::new(Algorithm::HS256), claims, &self.encoding).unwrap_or_default()
+    }
+
+    /// Verifies a token strictly.
+    pub fn verify(&self, token: &str) -> Result<Claims, TokenError> {
+        jsonwebtoken::decode::<Claims>(token, &self.decoding, &self.validation).map(|d| d.claims).map_err(|e| {
+            match e.kind() {
+                ErrorKind::ExpiredSignature => TokenError::Expired,
+                ErrorKind::ImmatureSignature => TokenError::NotYetValid,
+                ErrorKind::InvalidSignature => TokenError::Invalid("bad signature".into()),
+                ErrorKind::InvalidAlgorithm | ErrorKind::InvalidAlgorithmName => {
+                    TokenError::Invalid("algorithm not allowed".into())
+                }
+                ErrorKind::InvalidIssuer => TokenError::Invalid("wrong issuer".into()),
+                ErrorKind::InvalidAudience => TokenError::Invalid("wrong audience".into()),
+                ErrorKind::MissingRequiredClaim(c) => TokenError::Invalid(format!("missing claim {c}")),
+                _ => TokenError::Invalid("malformed token".into()),
+            }
+        })
+    }
+}
+
+impl From<&TokenError> for ErrorCode {
+    fn from(_: &TokenError) -> ErrorCode {
+        ErrorCode::Forbidden
+    }
+}
+
+/// Current unix time in seconds.
+pub fn unix_now() -> i64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs() as i64).unwrap_or(0)
+}
+
+/// The signing secret: from config, else from `<data_dir>/auth_secret`, generated (mode 0600)
+/// on first start.
+pub fn load_or_create_secret(cfg: &AuthConfig, data_dir: &Path) -> anyhow::Result<Vec<u8>> {
+    if let Some(secret) = &cfg.secret {
+        return Ok(secret.as_bytes().to_vec());
+    }
+    let path = data_dir.join("auth_secret");
+    match std::fs::read_to_string(&path) {
+        Ok(s) if s.trim().len() >= 32 => return Ok(s.trim().as_bytes().to_vec()),
+        Ok(_) => anyhow::bail!("{} is shorter than 32 characters; delete it to regenerate", path.display()),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+        Err(e) => anyhow::bail!("cannot read {}: {e}", path.display()),
+    }
+    std::fs::create_dir_all(data_dir)?;
+    let secret: String = (0..4).map(|_| format!("{:016x}", rand::random::<u64>())).collect();
+    write_private(&path, &secret)?;
+    tracing::info!(path = %path.display(), "generated a token signing secret");
+    Ok(secret.into_bytes())
+}
+
+fn write_private(path: &Path, content: &str) -> anyhow::Result<()> {
+    use std::io::Write;
+    let mut options = std::fs::OpenOptions::new();
+    options.write(true).create_new(true);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::OpenOptionsExt;
+        options.mode(0o600);
+    }
+    let mut file = options.open(path).map_err(|e| anyhow::anyhow!("cannot create {}: {e}", path.display()))?;
+    file.write_all(content.as_bytes())?;
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn authority() -> Authority {
+        Authority::new(b"0123456789abcdef0123456789abcdef", &AuthConfig::default())
+    }
+
+    #[test]
+    fn minted_tokens_verify() {
+        let a = authority();
+        let (token, exp) = a.mint(MintRequest { user_id: "alice".into(), ..Default::default() }).expect("mint");
+        let claims = a.verify(&token).expect("verify");
+        assert_eq!(claims.sub, "alice");
+        assert_eq!(claims.exp, exp);
+        assert!(claims.grants.publish && !claims.grants.admin);
+    }
+
+    #[test]
+    fn forged_and_none_tokens_fail() {
+        let a = authority();
+        let other = Authority::new(b"another-secret-another-secret-xx", &AuthConfig::default());
+        let (token, _) = other.mint(MintRequest { user_id: "mallory".into(), ..Default::default() }).expect("mint");
+        assert_eq!(a.verify(&token).unwrap_err().code(), "token_invalid");
+        // alg:none: header {"alg":"none","typ":"JWT"}, same claims, empty signature.
+        use base64::Engine;
+        let b64 = base64::engine::general_purpose::URL_SAFE_NO_PAD;
+        let payload = token.split('.').nth(1).expect("payload");
+        let none = format!("{}.{}.", b64.encode(r#"{"alg":"none","typ":"JWT"}"#), payload);
+        assert_eq!(a.verify(&none).unwrap_err().code(), "token_invalid");
+    }
+
+    #[test]
+    fn time_claims_are_enforced() {
+        let a = authority();
+        let now = unix_now();
+        let mut c = Claims {
+            iss: "switchboard".into(),
+            aud: "switchboard".into(),
+            sub: "bob".into(),
+            exp: now - 60,
+            nbf: now - 120,
+            iat: now - 120,
+            jti: "j".into(),
+            room: None,
+            name: None,
+            grants: Grants::default(),
+        };
+        assert_eq!(a.verify(&a.sign(&c)).unwrap_err().code(), "token_expired");
+        c.exp = now + 600;
+        c.nbf = now + 300;
+        assert_eq!(a.verify(&a.sign(&c)).unwrap_err().code(), "token_not_yet_valid");
+        c.nbf = now;
+        c.aud = "someone-else".into();
+        assert_eq!(a.verify(&a.sign(&c)).unwrap_err().code(), "token_invalid");
+    }
+
+    #[test]
+    fn secret_file_is_private_and_stable() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let first = load_or_create_secret(&AuthConfig::default(), dir.path()).expect("create");
+        let again = load_or_create_secret(&AuthConfig::default(), dir.path()).expect("read");
+        assert_eq!(first, again);
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::PermissionsExt;
+            let mode = std::fs::metadata(dir.path().join("auth_secret")).expect("meta").permissions().mode();
+            assert_eq!(mode & 0o777, 0o600);
+        }
+    }
+}

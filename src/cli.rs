@@ -1,0 +1,116 @@
+//! Command line: `serve`, `migrate`, `token`. Flags override environment variables, which
+//! override the config file, which overrides the defaults.
+
+use crate::auth::{Authority, Grants, MintRequest, load_or_create_secret};
+use crate::config::Config;
+use clap::{Args, Parser, Subcommand};
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+/// Switchboard: the control plane of realtime calls.
+#[derive(Parser, Debug)]
+#[command(name = "switchboard", version, about)]
+pub struct Cli {
+    /// What to do.
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// Subcommands.
+#[derive(Subcommand, Debug)]
+pub enum Command {
+    /// Run a node.
+    Serve(Common),
+    /// Run database migrations and exit.
+    Migrate(Common),
+    /// Mint a token offline with the node's signing secret.
+    Token {
+        /// Config options.
+        #[command(flatten)]
+        common: Common,
+        /// The user (token subject).
+        #[arg(long)]
+        user: String,
+        /// Restrict the token to one room.
+        #[arg(long)]
+        room: Option<String>,
+        /// Display name.
+        #[arg(long)]
+        name: Option<String>,
+        /// Lifetime, e.g. `1h`, `15m`.
+        #[arg(long, default_value = "1h")]
+        ttl: humantime::Duration,
+        /// Grant admin rights.
+        #[arg(long)]
+        admin: bool,
+    },
+}
+
+/// Options every subcommand takes.
+#[derive(Args, Debug)]
+pub struct Common {
+    /// TOML config file (see config/example.toml).
+    #[arg(long, env = "SWITCHBOARD_CONFIG")]
+    pub config: Option<PathBuf>,
+    /// HTTP and WebSocket listen address.
+    #[arg(long, env = "SWITCHBOARD_HTTP_ADDR")]
+    pub http_addr: Option<SocketAddr>,
+    /// Data directory (SQLite file, generated secret).
+    #[arg(long, env = "SWITCHBOARD_DATA_DIR")]
+    pub data_dir: Option<PathBuf>,
+    /// `sqlite://...` or `postgres://...`.
+    #[arg(long, env = "SWITCHBOARD_DATABASE_URL")]
+    pub database_url: Option<String>,
+    /// This node's id.
+    #[arg(long, env = "SWITCHBOARD_NODE_ID")]
+    pub node_id: Option<String>,
+}
+
+impl Common {
+    /// Defaults, then the file, then secret env vars, then flags and their env vars.
+    pub fn load(&self) -> anyhow::Result<Config> {
+        let mut config = match &self.config {
+            Some(path) => Config::from_file(path)?,
+            None => Config::default(),
+        };
+        config.apply_secret_env();
+        if let Some(v) = self.http_addr {
+            config.http.addr = v;
+        }
+        if let Some(v) = &self.data_dir {
+            config.data_dir = v.clone();
+        }
+        if let Some(v) = &self.database_url {
+            config.database.url = Some(v.clone());
+        }
+        if let Some(v) = &self.node_id {
+            config.node_id = v.clone();
+        }
+        config.validate()?;
+        Ok(config)
+    }
+}
+
+/// `switchboard token`: prints a token.
+pub fn mint_offline(config: &Config, req: MintRequest) -> anyhow::Result<String> {
+    let secret = load_or_create_secret(&config.auth, &config.data_dir)?;
+    let (token, _) = Authority::new(&secret, &config.auth).mint(req).map_err(|e| anyhow::anyhow!("{e}"))?;
+    Ok(token)
+}
+
+/// Builds the mint request of `switchboard token`.
+pub fn token_request(
+    user: String,
+    room: Option<String>,
+    name: Option<String>,
+    ttl: humantime::Duration,
+    admin: bool,
+) -> MintRequest {
+    MintRequest {
+        user_id: user,
+        room_id: room,
+        name,
+        ttl: Some(ttl.into()),
+        grants: Some(Grants { admin, ..Grants::default() }),
+    }
+}

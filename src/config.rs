@@ -1,0 +1,309 @@
+//! Node configuration: defaults here, then the TOML file, then `SWITCHBOARD_*` environment
+//! variables, then command-line flags (applied by `cli.rs`). `validate` names the bad key.
+
+use serde::Deserialize;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+/// Everything a node is configured with. Every key is documented in `config/example.toml`.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Config {
+    /// This node's id (sessions record where they live).
+    pub node_id: String,
+    /// Where state lives when no database URL is given, and the generated signing secret.
+    pub data_dir: PathBuf,
+    /// HTTP and WebSocket listener.
+    pub http: HttpConfig,
+    /// Database.
+    pub database: DatabaseConfig,
+    /// Tokens and API key.
+    pub auth: AuthConfig,
+    /// STUN and TURN servers handed to clients.
+    pub ice: IceConfig,
+    /// Room defaults.
+    pub rooms: RoomsConfig,
+    /// Per-connection limits.
+    pub limits: LimitsConfig,
+}
+
+/// `[http]`
+#[derive(Clone, Debug, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct HttpConfig {
+    /// Listen address.
+    pub addr: SocketAddr,
+    /// How long a shutdown waits for connections to close.
+    #[serde(with = "duration_text")]
+    pub shutdown_grace: Duration,
+}
+
+/// `[database]`
+#[derive(Clone, Debug, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct DatabaseConfig {
+    /// `sqlite://...` or `postgres://...`; empty means a SQLite file in the data dir.
+    pub url: Option<String>,
+    /// Pool size.
+    pub max_connections: u32,
+}
+
+/// `[auth]`
+#[derive(Clone, Debug, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct AuthConfig {
+    /// HMAC secret that signs tokens (HS256). Generated into the data dir when absent.
+    pub secret: Option<String>,
+    /// Bearer key that `POST /auth/token` and `POST /rooms` require outside dev mode.
+    pub api_key: Option<String>,
+    /// Token issuer (`iss`).
+    pub issuer: String,
+    /// Token audience (`aud`).
+    pub audience: String,
+    /// Lifetime of a minted token unless the request asks for less.
+    #[serde(with = "duration_text")]
+    pub token_ttl: Duration,
+    /// Longest lifetime a request may ask for.
+    #[serde(with = "duration_text")]
+    pub max_token_ttl: Duration,
+    /// Clock skew tolerated on `exp` and `nbf`.
+    #[serde(with = "duration_text")]
+    pub leeway: Duration,
+    /// Token minting without an API key. `None`: on exactly when listening on loopback
+    /// without an API key.
+    pub dev_mode: Option<bool>,
+}
+
+/// `[ice]`
+#[derive(Clone, Debug, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct IceConfig {
+    /// STUN URLs, e.g. `stun:stun.example.org:3478`.
+    pub stun_urls: Vec<String>,
+    /// TURN URLs, e.g. `turn:turn.example.org:3478?transport=udp`.
+    pub turn_urls: Vec<String>,
+    /// coturn `static-auth-secret`; required when TURN URLs are set.
+    pub turn_secret: Option<String>,
+    /// Lifetime of TURN credentials.
+    #[serde(with = "duration_text")]
+    pub turn_ttl: Duration,
+}
+
+/// `[rooms]`
+#[derive(Clone, Debug, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct RoomsConfig {
+    /// Participant limit of rooms created by a join.
+    pub max_participants: u32,
+    /// How long an empty room's actor stays up.
+    #[serde(with = "duration_text")]
+    pub idle_timeout: Duration,
+    /// Chat messages sent in `joined`.
+    pub chat_history: u32,
+}
+
+/// `[limits]`
+#[derive(Clone, Debug, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct LimitsConfig {
+    /// Largest WebSocket message accepted, in bytes; larger ones close the connection (1009).
+    pub max_message_bytes: usize,
+    /// Sustained messages per second per connection.
+    pub messages_per_second: f64,
+    /// Burst above the sustained rate.
+    pub burst: f64,
+    /// Messages dropped for rate in a row before the connection is closed (1008).
+    pub max_rate_violations: u32,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Self {
+            node_id: "local".into(),
+            data_dir: PathBuf::from("./data"),
+            http: HttpConfig::default(),
+            database: DatabaseConfig::default(),
+            auth: AuthConfig::default(),
+            ice: IceConfig::default(),
+            rooms: RoomsConfig::default(),
+            limits: LimitsConfig::default(),
+        }
+    }
+}
+
+impl Default for HttpConfig {
+    fn default() -> Self {
+        Self { addr: SocketAddr::from(([127, 0, 0, 1], 8080)), shutdown_grace: Duration::from_secs(10) }
+    }
+}
+
+impl Default for DatabaseConfig {
+    fn default() -> Self {
+        Self { url: None, max_connections: 8 }
+    }
+}
+
+impl Default for AuthConfig {
+    fn default() -> Self {
+        Self {
+            secret: None,
+            api_key: None,
+            issuer: "switchboard".into(),
+            audience: "switchboard".into(),
+            token_ttl: Duration::from_secs(3600),
+            max_token_ttl: Duration::from_secs(24 * 3600),
+            leeway: Duration::from_secs(5),
+            dev_mode: None,
+        }
+    }
+}
+
+impl Default for IceConfig {
+    fn default() -> Self {
+        Self { stun_urls: Vec::new(), turn_urls: Vec::new(), turn_secret: None, turn_ttl: Duration::from_secs(3600) }
+    }
+}
+
+impl Default for RoomsConfig {
+    fn default() -> Self {
+        Self { max_participants: 16, idle_timeout: Duration::from_secs(30), chat_history: 50 }
+    }
+}
+
+impl Default for LimitsConfig {
+    fn default() -> Self {
+        Self { max_message_bytes: 64 * 1024, messages_per_second: 50.0, burst: 200.0, max_rate_violations: 100 }
+    }
+}
+
+impl Config {
+    /// Reads a TOML file over the defaults.
+    pub fn from_file(path: &Path) -> anyhow::Result<Config> {
+        let text = std::fs::read_to_string(path)
+            .map_err(|e| anyhow::anyhow!("cannot read config file {}: {e}", path.display()))?;
+        toml::from_str(&text).map_err(|e| anyhow::anyhow!("config file {}: {e}", path.display()))
+    }
+
+    /// Applies the environment variables that have no flag (secrets stay out of `ps`).
+    pub fn apply_secret_env(&mut self) {
+        if let Ok(v) = std::env::var("SWITCHBOARD_AUTH_SECRET") {
+            self.auth.secret = Some(v);
+        }
+        if let Ok(v) = std::env::var("SWITCHBOARD_API_KEY") {
+            self.auth.api_key = Some(v);
+        }
+        if let Ok(v) = std::env::var("SWITCHBOARD_TURN_SECRET") {
+            self.ice.turn_secret = Some(v);
+        }
+    }
+
+    /// The database URL in effect.
+    pub fn database_url(&self) -> String {
+        match &self.database.url {
+            Some(url) if !url.is_empty() => url.clone(),
+            _ => format!("sqlite://{}?mode=rwc", self.data_dir.join("switchboard.db").display()),
+        }
+    }
+
+    /// Whether `POST /auth/token` is open without an API key.
+    pub fn dev_mode(&self) -> bool {
+        self.auth.dev_mode.unwrap_or_else(|| self.http.addr.ip().is_loopback() && self.auth.api_key.is_none())
+    }
+
+    /// Checks the configuration; the error names the key.
+    pub fn validate(&self) -> anyhow::Result<()> {
+        use anyhow::bail;
+        if switchboard_cluster::NodeId::parse(&self.node_id).is_err() {
+            bail!("node_id {:?}: use 1-64 characters of [A-Za-z0-9._-]", self.node_id);
+        }
+        let url = self.database_url();
+        if !(url.starts_with("sqlite:") || url.starts_with("postgres://") || url.starts_with("postgresql://")) {
+            bail!("database.url: expected sqlite:... or postgres://...");
+        }
+        if self.database.max_connections == 0 {
+            bail!("database.max_connections must be at least 1");
+        }
+        if let Some(s) = &self.auth.secret
+            && s.len() < 32
+        {
+            bail!("auth.secret must be at least 32 characters");
+        }
+        if let Some(k) = &self.auth.api_key
+            && k.len() < 16
+        {
+            bail!("auth.api_key must be at least 16 characters");
+        }
+        if !self.http.addr.ip().is_loopback() {
+            if self.auth.api_key.is_none() || self.auth.secret.is_none() {
+                bail!(
+                    "http.addr {} is not a loopback address: set auth.api_key and auth.secret \
+                     (or SWITCHBOARD_API_KEY and SWITCHBOARD_AUTH_SECRET) before exposing the node",
+                    self.http.addr
+                );
+            }
+            if self.auth.dev_mode == Some(true) {
+                bail!("auth.dev_mode cannot be on for a node listening on a public address");
+            }
+        }
+        if self.auth.token_ttl > self.auth.max_token_ttl || self.auth.token_ttl.is_zero() {
+            bail!("auth.token_ttl must be positive and at most auth.max_token_ttl");
+        }
+        if !self.ice.turn_urls.is_empty() && self.ice.turn_secret.is_none() {
+            bail!("ice.turn_secret is required when ice.turn_urls is set");
+        }
+        if self.rooms.max_participants == 0 {
+            bail!("rooms.max_participants must be at least 1");
+        }
+        if self.limits.max_message_bytes < 1024 {
+            bail!("limits.max_message_bytes must be at least 1024");
+        }
+        if self.limits.messages_per_second <= 0.0 || self.limits.burst < 1.0 {
+            bail!("limits.messages_per_second must be positive and limits.burst at least 1");
+        }
+        Ok(())
+    }
+}
+
+/// Durations as text: `"30s"`, `"1h"`, `"500ms"`.
+mod duration_text {
+    use serde::{Deserialize, Deserializer};
+    use std::time::Duration;
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
+        let text = String::deserialize(d)?;
+        humantime::parse_duration(&text).map_err(serde::de::Error::custom)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults_are_valid_and_dev_mode_on_loopback() {
+        let c = Config::default();
+        c.validate().expect("defaults validate");
+        assert!(c.dev_mode());
+    }
+
+    #[test]
+    fn public_address_needs_key_and_secret() {
+        let mut c = Config::default();
+        c.http.addr = "0.0.0.0:8080".parse().expect("addr");
+        let err = c.validate().expect_err("must refuse").to_string();
+        assert!(err.contains("auth.api_key"), "{err}");
+        c.auth.api_key = Some("k".repeat(20));
+        c.auth.secret = Some("s".repeat(40));
+        c.validate().expect("valid with key and secret");
+        assert!(!c.dev_mode());
+    }
+
+    #[test]
+    fn toml_overrides_and_unknown_keys_fail() {
+        let c: Config = toml::from_str("[rooms]\nmax_participants = 2\nidle_timeout = \"5s\"\n").expect("parse");
+        assert_eq!(c.rooms.max_participants, 2);
+        assert_eq!(c.rooms.idle_timeout, Duration::from_secs(5));
+        assert!(toml::from_str::<Config>("[rooms]\nmax_people = 2\n").is_err());
+    }
+}

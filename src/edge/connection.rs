@@ -1,0 +1,502 @@
+//! Connection actor: one per client WebSocket. It owns the socket's write half, parses and
+//! checks what the client sends, routes it to the client's room, and writes what rooms
+//! deliver, numbering every frame with a per-session `seq`.
+//!
+//! A reader task owns the read half: it enforces the rate limit and the frame size (through
+//! the WebSocket config) and forwards text frames to the actor. The actor is not supervised:
+//! when it stops, for any reason, the socket closes and the room is told the peer left.
+
+use crate::app::App;
+use crate::auth::Claims;
+use crate::edge::rate_limit::TokenBucket;
+use crate::ice::ice_servers;
+use axum::extract::ws::{CloseFrame, Message, Utf8Bytes, WebSocket};
+use futures_util::stream::{SplitSink, SplitStream};
+use futures_util::{SinkExt, StreamExt};
+use ractor::rpc::CallResult;
+use ractor::{Actor, ActorProcessingErr, ActorRef, MessagingErr};
+use serde_json::Value;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use switchboard_actors::ids::{random_id, valid_room_id};
+use switchboard_actors::ports::{Frame, now_ms};
+use switchboard_actors::protocol::{ClientMessage, MAX_NAME_CHARS, RelayKind, ServerMessage, parse_client};
+use switchboard_actors::room::{JoinRequest, RelayPayload, RoomMsg};
+use switchboard_actors::room_supervisor::RoomSupervisorMsg;
+use switchboard_actors::{ConnId, ErrorCode, PeerId, RoomId, UserId};
+
+/// Close codes (RFC 6455).
+pub mod close_code {
+    /// The server is going away.
+    pub const GOING_AWAY: u16 = 1001;
+    /// The client broke a rule (flood, bad token).
+    pub const POLICY: u16 = 1008;
+    /// A message was larger than the limit.
+    pub const TOO_BIG: u16 = 1009;
+}
+
+/// The actor.
+pub struct Connection;
+
+/// Start arguments.
+pub struct ConnectionArgs {
+    /// Its id.
+    pub conn_id: ConnId,
+    /// The verified token.
+    pub claims: Claims,
+    /// The write half.
+    pub sink: SplitSink<WebSocket, Message>,
+    /// Node state.
+    pub app: Arc<App>,
+}
+
+struct Joined {
+    room_id: RoomId,
+    peer: PeerId,
+    room: ActorRef<RoomMsg>,
+}
+
+/// Connection state.
+pub struct ConnectionState {
+    conn_id: ConnId,
+    claims: Claims,
+    sink: SplitSink<WebSocket, Message>,
+    app: Arc<App>,
+    seq: u64,
+    joined: Option<Joined>,
+}
+
+/// Messages a connection handles.
+pub enum ConnectionMsg {
+    /// A text frame from the client.
+    Inbound {
+        /// The frame.
+        text: Utf8Bytes,
+        /// When it was read.
+        received_at: Instant,
+    },
+    /// A frame from a room.
+    Deliver(Frame),
+    /// The reader refused a frame (rate limit, binary); tell the client.
+    Refuse {
+        /// Why.
+        code: ErrorCode,
+        /// Sentence.
+        message: String,
+    },
+    /// Close the socket with a code and a reason, then stop.
+    Close {
+        /// RFC 6455 close code.
+        code: u16,
+        /// Reason text.
+        reason: String,
+    },
+    /// The client's side ended.
+    Gone,
+}
+
+impl Actor for Connection {
+    type Msg = ConnectionMsg;
+    type State = ConnectionState;
+    type Arguments = ConnectionArgs;
+
+    async fn pre_start(
+        &self,
+        myself: ActorRef<Self::Msg>,
+        args: ConnectionArgs,
+    ) -> Result<Self::State, ActorProcessingErr> {
+        args.app.edge.register(args.conn_id.clone(), myself);
+        metrics::gauge!("switchboard_ws_connections").increment(1.0);
+        Ok(ConnectionState {
+            conn_id: args.conn_id,
+            claims: args.claims,
+            sink: args.sink,
+            app: args.app,
+            seq: 0,
+            joined: None,
+        })
+    }
+
+    async fn post_stop(&self, _myself: ActorRef<Self::Msg>, state: &mut Self::State) -> Result<(), ActorProcessingErr> {
+        state.app.edge.unregister(&state.conn_id);
+        metrics::gauge!("switchboard_ws_connections").decrement(1.0);
+        if let Some(j) = state.joined.take() {
+            let _ = j.room.cast(RoomMsg::Leave { peer: j.peer, reason: "disconnected".into() });
+        }
+        Ok(())
+    }
+
+    async fn handle(
+        &self,
+        myself: ActorRef<Self::Msg>,
+        message: Self::Msg,
+        state: &mut Self::State,
+    ) -> Result<(), ActorProcessingErr> {
+        match message {
+            ConnectionMsg::Inbound { text, received_at } => inbound(&myself, state, &text, received_at).await,
+            ConnectionMsg::Deliver(frame) => {
+                write(&myself, state, &frame.body).await;
+                if let Some(t) = frame.received_at {
+                    metrics::histogram!("switchboard_relay_seconds").record(t.elapsed().as_secs_f64());
+                }
+            }
+            ConnectionMsg::Refuse { code, message } => send_error(&myself, state, code, &message, None).await,
+            ConnectionMsg::Close { code, reason } => {
+                let frame = CloseFrame { code, reason: reason.into() };
+                let _ =
+                    tokio::time::timeout(Duration::from_secs(2), state.sink.send(Message::Close(Some(frame)))).await;
+                myself.stop(Some("closed".into()));
+            }
+            ConnectionMsg::Gone => myself.stop(Some("client gone".into())),
+        }
+        Ok(())
+    }
+}
+
+/// Runs a connection for an upgraded socket until it closes.
+pub async fn run(app: Arc<App>, claims: Claims, socket: WebSocket) {
+    let (sink, stream) = socket.split();
+    let conn_id = ConnId::new(random_id());
+    let limits = app.config.limits.clone();
+    let args = ConnectionArgs { conn_id, claims, sink, app };
+    let (actor, handle) = match Actor::spawn(None, Connection, args).await {
+        Ok(started) => started,
+        Err(e) => {
+            tracing::warn!(error = %e, "connection actor did not start");
+            return;
+        }
+    };
+    let reader = tokio::spawn(read_loop(stream, actor.clone(), limits));
+    let _ = handle.await;
+    reader.abort();
+}
+
+/// Opens a connection only to tell the client why it cannot stay (a bad token), then closes.
+pub async fn refuse(mut socket: WebSocket, code: &str, message: &str) {
+    let body = ServerMessage::Error { code, message, reference: None }.to_body();
+    let _ = socket.send(Message::Text(with_seq(1, &body).into())).await;
+    let frame = CloseFrame { code: close_code::POLICY, reason: code.into() };
+    let _ = socket.send(Message::Close(Some(frame))).await;
+}
+
+async fn read_loop(
+    mut stream: SplitStream<WebSocket>,
+    actor: ActorRef<ConnectionMsg>,
+    limits: crate::config::LimitsConfig,
+) {
+    let mut bucket = TokenBucket::new(limits.messages_per_second, limits.burst, Instant::now());
+    let mut violations = 0u32;
+    while let Some(next) = stream.next().await {
+        let now = Instant::now();
+        let msg = match next {
+            Ok(Message::Text(text)) => {
+                if bucket.try_take(now) {
+                    violations = 0;
+                    ConnectionMsg::Inbound { text, received_at: now }
+                } else {
+                    violations += 1;
+                    metrics::counter!("switchboard_signaling_errors_total", "code" => "rate_limited").increment(1);
+                    if violations > limits.max_rate_violations {
+                        let _ = actor.cast(ConnectionMsg::Close {
+                            code: close_code::POLICY,
+                            reason: "rate limit exceeded".into(),
+                        });
+                        return;
+                    }
+                    // Tell the client once per run of refused messages, not once per message.
+                    if violations > 1 {
+                        continue;
+                    }
+                    ConnectionMsg::Refuse {
+                        code: ErrorCode::RateLimited,
+                        message: "too many messages; slow down".into(),
+                    }
+                }
+            }
+            Ok(Message::Binary(_)) => ConnectionMsg::Refuse {
+                code: ErrorCode::BinaryUnsupported,
+                message: "binary frames are not part of the protocol; send JSON text".into(),
+            },
+            Ok(Message::Close(_)) => break,
+            Ok(Message::Ping(_) | Message::Pong(_)) => continue,
+            Err(e) => {
+                let text = e.to_string();
+                if text.contains("too long") || text.contains("too big") || text.contains("Space limit") {
+                    metrics::counter!("switchboard_signaling_errors_total", "code" => "too_large").increment(1);
+                    let reason = format!("message larger than {} bytes", limits.max_message_bytes);
+                    let _ = actor.cast(ConnectionMsg::Close { code: close_code::TOO_BIG, reason });
+                    return;
+                }
+                break;
+            }
+        };
+        if actor.cast(msg).is_err() {
+            return;
+        }
+    }
+    let _ = actor.cast(ConnectionMsg::Gone);
+}
+
+/// Frames a body with its sequence number: `{"seq":N,` + the body without its `{`.
+fn with_seq(seq: u64, body: &str) -> String {
+    let mut out = String::with_capacity(body.len() + 24);
+    out.push_str("{\"seq\":");
+    out.push_str(&seq.to_string());
+    if body.len() > 2 {
+        out.push(',');
+    }
+    out.push_str(&body[1..]);
+    out
+}
+
+async fn write(myself: &ActorRef<ConnectionMsg>, state: &mut ConnectionState, body: &str) {
+    state.seq += 1;
+    let text = with_seq(state.seq, body);
+    if state.sink.send(Message::Text(text.into())).await.is_err() {
+        myself.stop(Some("write failed".into()));
+    }
+}
+
+async fn send_error(
+    myself: &ActorRef<ConnectionMsg>,
+    state: &mut ConnectionState,
+    code: ErrorCode,
+    message: &str,
+    reference: Option<&Value>,
+) {
+    metrics::counter!("switchboard_signaling_errors_total", "code" => code.as_str()).increment(1);
+    let body = ServerMessage::Error { code: code.as_str(), message, reference }.to_body();
+    write(myself, state, &body).await;
+}
+
+async fn inbound(myself: &ActorRef<ConnectionMsg>, state: &mut ConnectionState, text: &str, received_at: Instant) {
+    let envelope = match parse_client(text) {
+        Ok(env) => env,
+        Err(e) => return send_error(myself, state, e.code, &e.message, e.reference.as_ref()).await,
+    };
+    let reference = envelope.id;
+    let kind = message_type(&envelope.message);
+    metrics::counter!("switchboard_signaling_messages_total", "type" => kind).increment(1);
+    let grants = &state.claims.grants;
+    let allowed = match &envelope.message {
+        ClientMessage::Offer { .. } | ClientMessage::Answer { .. } | ClientMessage::IceCandidate { .. } => {
+            grants.publish
+        }
+        ClientMessage::Control { .. } | ClientMessage::Overlay { .. } | ClientMessage::EndCall {} => grants.control,
+        ClientMessage::Chat { .. } => grants.chat,
+        _ => true,
+    };
+    if !allowed {
+        let message = format!("this token does not allow {kind} messages");
+        return send_error(myself, state, ErrorCode::Forbidden, &message, reference.as_ref()).await;
+    }
+    let msg = match envelope.message {
+        ClientMessage::Ping {} => {
+            let body = ServerMessage::Pong { reference: reference.as_ref(), server_time: now_ms() }.to_body();
+            return write(myself, state, &body).await;
+        }
+        ClientMessage::Join { room_id, display_name } => {
+            return join(myself, state, room_id, display_name, reference, received_at).await;
+        }
+        ClientMessage::Overlay { overlay } => {
+            if let Err(problem) = overlay.validate() {
+                return send_error(myself, state, ErrorCode::InvalidMessage, &problem, reference.as_ref()).await;
+            }
+            let Some(peer) = peer(state) else { return not_joined(myself, state, reference).await };
+            RoomMsg::Overlay { from: peer, overlay }
+        }
+        ClientMessage::Leave {} => {
+            let Some(j) = state.joined.take() else { return not_joined(myself, state, reference).await };
+            let _ = j.room.cast(RoomMsg::Leave { peer: j.peer, reason: "left".into() });
+            return;
+        }
+        other => {
+            let Some(from) = peer(state) else { return not_joined(myself, state, reference).await };
+            match other {
+                ClientMessage::Offer { peer_id, sdp } => {
+                    relay(from, peer_id, RelayKind::Offer, RelayPayload::Sdp(sdp), reference, received_at)
+                }
+                ClientMessage::Answer { peer_id, sdp } => {
+                    relay(from, peer_id, RelayKind::Answer, RelayPayload::Sdp(sdp), reference, received_at)
+                }
+                ClientMessage::IceCandidate { peer_id, candidate } => relay(
+                    from,
+                    peer_id,
+                    RelayKind::IceCandidate,
+                    RelayPayload::Candidate(candidate),
+                    reference,
+                    received_at,
+                ),
+                ClientMessage::Control { action } => RoomMsg::Control { from, action, reference },
+                ClientMessage::Chat { text } => RoomMsg::Chat { from, text, reference },
+                ClientMessage::EndCall {} => RoomMsg::EndCall { from, reference },
+                // Handled above.
+                ClientMessage::Ping {}
+                | ClientMessage::Join { .. }
+                | ClientMessage::Overlay { .. }
+                | ClientMessage::Leave {} => return,
+            }
+        }
+    };
+    to_room(myself, state, msg).await;
+}
+
+fn relay(
+    from: PeerId,
+    to: String,
+    kind: RelayKind,
+    payload: RelayPayload,
+    reference: Option<Value>,
+    received_at: Instant,
+) -> RoomMsg {
+    RoomMsg::Relay { from, to: PeerId::new(to), kind, payload, reference, received_at }
+}
+
+fn message_type(m: &ClientMessage) -> &'static str {
+    match m {
+        ClientMessage::Join { .. } => "join",
+        ClientMessage::Leave {} => "leave",
+        ClientMessage::Offer { .. } => "offer",
+        ClientMessage::Answer { .. } => "answer",
+        ClientMessage::IceCandidate { .. } => "ice-candidate",
+        ClientMessage::Control { .. } => "control",
+        ClientMessage::Overlay { .. } => "overlay",
+        ClientMessage::Chat { .. } => "chat",
+        ClientMessage::EndCall {} => "end_call",
+        ClientMessage::Ping {} => "ping",
+    }
+}
+
+fn peer(state: &ConnectionState) -> Option<PeerId> {
+    state.joined.as_ref().map(|j| j.peer.clone())
+}
+
+async fn not_joined(myself: &ActorRef<ConnectionMsg>, state: &mut ConnectionState, reference: Option<Value>) {
+    send_error(myself, state, ErrorCode::NotJoined, "join a room first", reference.as_ref()).await;
+}
+
+/// Sends to the room; if its actor has gone (restarted after a failure), finds it again once.
+async fn to_room(myself: &ActorRef<ConnectionMsg>, state: &mut ConnectionState, msg: RoomMsg) {
+    let Some(j) = &state.joined else { return };
+    let msg = match j.room.cast(msg) {
+        Ok(()) => return,
+        Err(MessagingErr::SendErr(msg)) => msg,
+        Err(_) => return,
+    };
+    let room_id = j.room_id.clone();
+    match resolve(&state.app, &room_id).await {
+        Ok(room) => {
+            if let Some(j) = state.joined.as_mut() {
+                j.room = room.clone();
+            }
+            let _ = room.cast(msg);
+        }
+        Err((code, message)) => send_error(myself, state, code, &message, reference_of(&msg)).await,
+    }
+}
+
+fn reference_of(msg: &RoomMsg) -> Option<&Value> {
+    match msg {
+        RoomMsg::Relay { reference, .. }
+        | RoomMsg::Control { reference, .. }
+        | RoomMsg::Chat { reference, .. }
+        | RoomMsg::EndCall { reference, .. } => reference.as_ref(),
+        _ => None,
+    }
+}
+
+async fn resolve(app: &App, room: &RoomId) -> Result<ActorRef<RoomMsg>, (ErrorCode, String)> {
+    let unavailable = || (ErrorCode::RoomUnavailable, "the room is not reachable; try again".to_owned());
+    match app
+        .rooms
+        .call(|reply| RoomSupervisorMsg::Resolve { room: room.clone(), reply }, Some(Duration::from_secs(10)))
+        .await
+    {
+        Ok(CallResult::Success(Ok(room))) => Ok(room),
+        Ok(CallResult::Success(Err(e))) => Err((e.code, e.message)),
+        _ => Err(unavailable()),
+    }
+}
+
+async fn join(
+    myself: &ActorRef<ConnectionMsg>,
+    state: &mut ConnectionState,
+    room_id: String,
+    display_name: Option<String>,
+    reference: Option<Value>,
+    received_at: Instant,
+) {
+    let r = reference.as_ref();
+    if let Some(j) = &state.joined {
+        let message = format!("already in room {}; leave it first", j.room_id);
+        return send_error(myself, state, ErrorCode::AlreadyJoined, &message, r).await;
+    }
+    if !valid_room_id(&room_id) {
+        return send_error(
+            myself,
+            state,
+            ErrorCode::InvalidRoomId,
+            "roomId must be 1-64 characters of [A-Za-z0-9._:-]",
+            r,
+        )
+        .await;
+    }
+    if state.claims.room.as_ref().is_some_and(|allowed| allowed != &room_id) {
+        return send_error(myself, state, ErrorCode::RoomForbidden, "this token is for another room", r).await;
+    }
+    if state.app.is_shutting_down() {
+        return send_error(
+            myself,
+            state,
+            ErrorCode::Unavailable,
+            "the server is shutting down; connect to another node",
+            r,
+        )
+        .await;
+    }
+    let name = display_name.or_else(|| state.claims.name.clone()).unwrap_or_else(|| state.claims.sub.clone());
+    if name.trim().is_empty() || name.chars().count() > MAX_NAME_CHARS {
+        let message = format!("displayName must be 1 to {MAX_NAME_CHARS} characters");
+        return send_error(myself, state, ErrorCode::InvalidMessage, &message, r).await;
+    }
+    let room_id = RoomId::new(room_id);
+    let ice = ice_servers(&state.app.config.ice, &state.claims.sub, now_ms() / 1000);
+    // A room that stops (idle) between resolve and join drops the request; resolve again.
+    let mut last = (ErrorCode::RoomUnavailable, "the room is not reachable; try again".to_owned());
+    for _ in 0..3 {
+        let room = match resolve(&state.app, &room_id).await {
+            Ok(room) => room,
+            Err(e) => {
+                last = e;
+                continue;
+            }
+        };
+        let request = JoinRequest {
+            conn: state.conn_id.clone(),
+            user: UserId::new(&state.claims.sub),
+            display_name: name.clone(),
+            ice_servers: ice.clone(),
+            admin: state.claims.grants.admin,
+        };
+        match room.call(|reply| RoomMsg::Join { request, reply }, Some(Duration::from_secs(10))).await {
+            Ok(CallResult::Success(Ok(peer))) => {
+                metrics::histogram!("switchboard_join_seconds").record(received_at.elapsed().as_secs_f64());
+                state.joined = Some(Joined { room_id, peer, room });
+                return;
+            }
+            Ok(CallResult::Success(Err(e))) => return send_error(myself, state, e.code, &e.message, r).await,
+            _ => continue,
+        }
+    }
+    send_error(myself, state, last.0, &last.1, r).await;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::with_seq;
+
+    #[test]
+    fn seq_is_spliced_in_front() {
+        assert_eq!(with_seq(7, r#"{"type":"pong"}"#), r#"{"seq":7,"type":"pong"}"#);
+    }
+}

@@ -1,0 +1,294 @@
+//! The HTTP surface of a node: token minting, rooms, ICE servers, the signaling WebSocket,
+//! metrics and health. Errors answer `{"type":"error","code":...,"message":...}`.
+
+use crate::app::App;
+use crate::auth::{Claims, Grants, MintRequest};
+use crate::edge::connection;
+use crate::ice::ice_servers;
+use axum::extract::ws::WebSocketUpgrade;
+use axum::extract::{Path, Query, State};
+use axum::http::{HeaderMap, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use ractor::rpc::CallResult;
+use serde::Deserialize;
+use serde_json::json;
+use std::sync::Arc;
+use std::time::Duration;
+use switchboard_actors::ids::valid_room_id;
+use switchboard_actors::ports::RoomPolicy;
+use switchboard_actors::room::RoomMsg;
+use switchboard_actors::room_supervisor::{RoomStats, RoomSupervisorMsg};
+use switchboard_actors::{RoomId, UserId};
+
+/// All routes.
+pub fn router(app: Arc<App>) -> Router {
+    Router::new()
+        .route("/auth/token", post(mint_token))
+        .route("/rooms", post(create_room))
+        .route("/rooms/{id}", get(get_room))
+        .route("/rooms/{id}/chat", get(get_chat))
+        .route("/ice-servers", get(get_ice_servers))
+        .route("/ws/signal", get(ws_signal))
+        .route("/metrics", get(get_metrics))
+        .route("/healthz", get(|| async { "ok" }))
+        .route("/readyz", get(readyz))
+        .with_state(app)
+}
+
+/// An HTTP error with the protocol's error shape.
+pub struct ApiError(StatusCode, &'static str, String);
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        (self.0, Json(json!({"type": "error", "code": self.1, "message": self.2}))).into_response()
+    }
+}
+
+fn internal(e: impl std::fmt::Display) -> ApiError {
+    tracing::warn!(error = %e, "request failed");
+    ApiError(StatusCode::INTERNAL_SERVER_ERROR, "internal", "the request failed; see the server log".into())
+}
+
+fn bearer(headers: &HeaderMap) -> Option<&str> {
+    headers.get(header::AUTHORIZATION)?.to_str().ok()?.strip_prefix("Bearer ").map(str::trim)
+}
+
+fn same(a: &str, b: &str) -> bool {
+    // Constant time in the length of the shorter input: no early exit on the first mismatch.
+    a.len() == b.len() && a.bytes().zip(b.bytes()).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
+fn is_api_key(app: &App, headers: &HeaderMap) -> bool {
+    matches!((bearer(headers), &app.config.auth.api_key), (Some(given), Some(key)) if same(given, key))
+}
+
+fn claims(app: &App, headers: &HeaderMap) -> Result<Claims, ApiError> {
+    let token = bearer(headers).ok_or_else(|| {
+        ApiError(StatusCode::UNAUTHORIZED, "token_missing", "send Authorization: Bearer <token>".into())
+    })?;
+    app.authority.verify(token).map_err(|e| ApiError(StatusCode::UNAUTHORIZED, e.code(), e.to_string()))
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+struct TokenRequest {
+    user_id: String,
+    #[serde(default)]
+    room_id: Option<String>,
+    #[serde(default)]
+    display_name: Option<String>,
+    #[serde(default)]
+    ttl_seconds: Option<u64>,
+    #[serde(default)]
+    grants: Option<Grants>,
+}
+
+async fn mint_token(
+    State(app): State<Arc<App>>,
+    headers: HeaderMap,
+    body: Json<TokenRequest>,
+) -> Result<Response, ApiError> {
+    if !app.dev_mode && !is_api_key(&app, &headers) {
+        return Err(ApiError(
+            StatusCode::UNAUTHORIZED,
+            "api_key_required",
+            "send Authorization: Bearer <api key>".into(),
+        ));
+    }
+    let req = body.0;
+    if let Some(room) = &req.room_id
+        && !valid_room_id(room)
+    {
+        return Err(ApiError(
+            StatusCode::BAD_REQUEST,
+            "invalid_room_id",
+            "roomId must be 1-64 characters of [A-Za-z0-9._:-]".into(),
+        ));
+    }
+    let mint = MintRequest {
+        user_id: req.user_id,
+        room_id: req.room_id,
+        name: req.display_name,
+        ttl: req.ttl_seconds.map(Duration::from_secs),
+        grants: req.grants,
+    };
+    let (token, expires_at) =
+        app.authority.mint(mint).map_err(|e| ApiError(StatusCode::BAD_REQUEST, "invalid_request", e.to_string()))?;
+    Ok(Json(json!({"token": token, "expiresAt": expires_at})).into_response())
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+struct CreateRoom {
+    #[serde(default)]
+    room_id: Option<String>,
+    #[serde(default)]
+    max_participants: Option<u32>,
+    #[serde(default)]
+    invitees: Option<Vec<String>>,
+}
+
+async fn create_room(
+    State(app): State<Arc<App>>,
+    headers: HeaderMap,
+    body: Json<CreateRoom>,
+) -> Result<Response, ApiError> {
+    let creator = if is_api_key(&app, &headers) {
+        "api".to_owned()
+    } else {
+        let c = claims(&app, &headers)?;
+        if !c.grants.admin && !app.dev_mode {
+            return Err(ApiError(
+                StatusCode::FORBIDDEN,
+                "forbidden",
+                "creating rooms needs the API key or an admin token".into(),
+            ));
+        }
+        c.sub
+    };
+    let req = body.0;
+    let room_id = req.room_id.unwrap_or_else(switchboard_actors::ids::random_id);
+    if !valid_room_id(&room_id) {
+        return Err(ApiError(
+            StatusCode::BAD_REQUEST,
+            "invalid_room_id",
+            "roomId must be 1-64 characters of [A-Za-z0-9._:-]".into(),
+        ));
+    }
+    let max = req.max_participants.unwrap_or(app.config.rooms.max_participants);
+    if max == 0 || max > 1000 {
+        return Err(ApiError(StatusCode::BAD_REQUEST, "invalid_request", "maxParticipants must be 1 to 1000".into()));
+    }
+    let policy =
+        RoomPolicy { max_participants: max, invitees: req.invitees.map(|v| v.into_iter().map(UserId::from).collect()) };
+    if !app.store.create_room(&room_id, &policy, &creator).await.map_err(internal)? {
+        return Err(ApiError(StatusCode::CONFLICT, "room_exists", format!("room {room_id} exists already")));
+    }
+    let room = app.store.room(&room_id).await.map_err(internal)?;
+    Ok((StatusCode::CREATED, Json(room)).into_response())
+}
+
+async fn authorize_room(app: &App, headers: &HeaderMap, room: &str) -> Result<(), ApiError> {
+    if is_api_key(app, headers) {
+        return Ok(());
+    }
+    let c = claims(app, headers)?;
+    if c.grants.admin || app.store.is_member(room, &c.sub).await.map_err(internal)? {
+        return Ok(());
+    }
+    Err(ApiError(StatusCode::FORBIDDEN, "forbidden", "only the room's participants may read it".into()))
+}
+
+async fn get_room(
+    State(app): State<Arc<App>>,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+) -> Result<Response, ApiError> {
+    authorize_room(&app, &headers, &id).await?;
+    let Some(row) = app.store.room(&id).await.map_err(internal)? else {
+        return Err(ApiError(StatusCode::NOT_FOUND, "room_not_found", format!("no room {id}")));
+    };
+    let live = app
+        .rooms
+        .call(|reply| RoomSupervisorMsg::Lookup { room: RoomId::new(&id), reply }, Some(Duration::from_secs(5)))
+        .await;
+    if let Ok(CallResult::Success(Some(room))) = live
+        && let Ok(CallResult::Success(info)) = room.call(RoomMsg::Info, Some(Duration::from_secs(5))).await
+    {
+        return Ok(Json(info).into_response());
+    }
+    Ok(Json(json!({
+        "roomId": row.room_id,
+        "callStatus": row.call_status,
+        "callId": row.call_id,
+        "participants": [],
+        "maxParticipants": row.max_participants,
+        "invitees": row.invitees,
+    }))
+    .into_response())
+}
+
+#[derive(Deserialize)]
+struct ChatQuery {
+    before: Option<i64>,
+    limit: Option<u32>,
+}
+
+async fn get_chat(
+    State(app): State<Arc<App>>,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+    Query(q): Query<ChatQuery>,
+) -> Result<Response, ApiError> {
+    authorize_room(&app, &headers, &id).await?;
+    let limit = q.limit.unwrap_or(50).clamp(1, 500);
+    let messages = app.store.chat(&id, q.before, limit).await.map_err(internal)?;
+    Ok(Json(json!({"roomId": id, "messages": messages})).into_response())
+}
+
+async fn get_ice_servers(State(app): State<Arc<App>>, headers: HeaderMap) -> Result<Response, ApiError> {
+    let c = claims(&app, &headers)?;
+    let servers = ice_servers(&app.config.ice, &c.sub, crate::auth::unix_now());
+    Ok(Json(json!({"iceServers": servers})).into_response())
+}
+
+#[derive(Deserialize)]
+struct SignalQuery {
+    token: Option<String>,
+}
+
+async fn ws_signal(
+    State(app): State<Arc<App>>,
+    headers: HeaderMap,
+    Query(q): Query<SignalQuery>,
+    ws: WebSocketUpgrade,
+) -> Response {
+    if app.is_shutting_down() {
+        return ApiError(StatusCode::SERVICE_UNAVAILABLE, "unavailable", "the server is shutting down".into())
+            .into_response();
+    }
+    let limit = app.config.limits.max_message_bytes;
+    let ws = ws
+        .read_buffer_size(4 * 1024)
+        .write_buffer_size(0)
+        .max_write_buffer_size(4 * limit)
+        .max_message_size(limit)
+        .max_frame_size(limit);
+    let token = q.token.or_else(|| bearer(&headers).map(str::to_owned));
+    let verified = match token {
+        None => Err(("token_missing", "connect with ?token=<token> or Authorization: Bearer <token>".to_owned())),
+        Some(t) => app.authority.verify(&t).map_err(|e| (e.code(), e.to_string())),
+    };
+    // Browsers cannot read the status of a failed upgrade, so a bad token is reported in
+    // band: the socket opens, carries one error frame and closes with 1008.
+    match verified {
+        Ok(claims) => ws.on_upgrade(move |socket| connection::run(app, claims, socket)),
+        Err((code, message)) => {
+            metrics::counter!("switchboard_signaling_errors_total", "code" => code).increment(1);
+            ws.on_upgrade(move |socket| async move { connection::refuse(socket, code, &message).await })
+        }
+    }
+}
+
+async fn get_metrics(State(app): State<Arc<App>>) -> Response {
+    let stats = match app.rooms.call(RoomSupervisorMsg::Stats, Some(Duration::from_secs(2))).await {
+        Ok(CallResult::Success(s)) => s,
+        _ => RoomStats::default(),
+    };
+    metrics::gauge!("switchboard_rooms_active").set(stats.rooms as f64);
+    metrics::gauge!("switchboard_room_participants").set(stats.participants as f64);
+    ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], app.metrics.render()).into_response()
+}
+
+async fn readyz(State(app): State<Arc<App>>) -> Response {
+    if app.is_shutting_down() {
+        return (StatusCode::SERVICE_UNAVAILABLE, "shutting down").into_response();
+    }
+    if app.store.ping().await {
+        (StatusCode::OK, "ready").into_response()
+    } else {
+        (StatusCode::SERVICE_UNAVAILABLE, "database unreachable").into_response()
+    }
+}

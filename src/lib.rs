@@ -1,0 +1,13 @@
+//! Switchboard, the node: configuration, auth, store, HTTP and WebSocket edge, wired to the
+//! room actors of `switchboard-actors`. `main.rs` is only the command line over this.
+
+pub mod app;
+pub mod auth;
+pub mod cli;
+pub mod config;
+pub mod edge;
+pub mod http;
+pub mod ice;
+pub mod server;
+pub mod store;
+pub mod telemetry;

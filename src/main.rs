@@ -1,0 +1,40 @@
+//! The `switchboard` binary.
+
+use clap::Parser;
+use switchboard::cli::{Cli, Command, mint_offline, token_request};
+use switchboard::{server, telemetry};
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let cli = Cli::parse();
+    telemetry::init_logs();
+    match cli.command {
+        Command::Serve(common) => {
+            let config = common.load()?;
+            let listener = tokio::net::TcpListener::bind(config.http.addr)
+                .await
+                .map_err(|e| anyhow::anyhow!("cannot listen on {}: {e}", config.http.addr))?;
+            let running = server::start(config, listener).await?;
+            server::termination_signal().await;
+            running.shutdown().await?;
+        }
+        Command::Migrate(common) => {
+            let config = common.load()?;
+            server::migrate(&config).await?.close().await;
+            println!("migrations applied to {}", redact(&config.database_url()));
+        }
+        Command::Token { common, user, room, name, ttl, admin } => {
+            let config = common.load()?;
+            println!("{}", mint_offline(&config, token_request(user, room, name, ttl, admin))?);
+        }
+    }
+    Ok(())
+}
+
+/// A database URL without its password, for printing.
+fn redact(url: &str) -> String {
+    match (url.find("://"), url.rfind('@')) {
+        (Some(scheme), Some(at)) if at > scheme => format!("{}://***@{}", &url[..scheme], &url[at + 1..]),
+        _ => url.to_owned(),
+    }
+}

@@ -1,0 +1,490 @@
+//! The operational store: sqlx over SQLite (embedded default) or PostgreSQL, the same SQL on
+//! both (`migrations/`), `$n` placeholders, times in unix milliseconds.
+//!
+//! Every state change is one transaction together with its outbox events (`events` table),
+//! so an event exists exactly when the change it records does.
+
+use serde_json::json;
+use sqlx::any::{AnyPoolOptions, AnyRow};
+use sqlx::{Any, AnyPool, Executor, Row, Transaction};
+use std::time::Duration;
+use switchboard_actors::call_status::{CallStatus, CallTransition};
+use switchboard_actors::ids::{ConnId, PeerId, RoomId, UserId};
+use switchboard_actors::media::MediaState;
+use switchboard_actors::ports::{CallChange, RoomPolicy, RoomStore, StoreError, StoredParticipant, StoredRoom, now_ms};
+use switchboard_actors::protocol::ChatMessage;
+
+static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations");
+
+/// Which database is behind the pool.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Backend {
+    /// Embedded file database.
+    Sqlite,
+    /// Server database (required for clusters).
+    Postgres,
+}
+
+/// The store of one node.
+#[derive(Clone)]
+pub struct Store {
+    pool: AnyPool,
+    backend: Backend,
+    node_id: String,
+}
+
+/// A room row.
+#[derive(Clone, Debug, serde::Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct RoomRow {
+    /// Id.
+    pub room_id: String,
+    /// Unix ms.
+    pub created_at: i64,
+    /// Limit.
+    pub max_participants: u32,
+    /// Closed list, if any.
+    pub invitees: Option<Vec<String>>,
+    /// Current call status.
+    pub call_status: CallStatus,
+    /// Current call.
+    pub call_id: Option<String>,
+}
+
+/// An outbox event.
+#[derive(Clone, Debug, serde::Serialize)]
+pub struct EventRow {
+    /// Idempotency key.
+    pub id: String,
+    /// `session.created`, `participant.joined`, ...
+    pub kind: String,
+    /// The room.
+    pub room_id: String,
+    /// JSON payload.
+    pub payload: serde_json::Value,
+}
+
+fn db(e: sqlx::Error) -> StoreError {
+    StoreError::Database(e.to_string())
+}
+
+impl Store {
+    /// Connects (creating a SQLite file if needed) and runs the migrations.
+    pub async fn open(url: &str, max_connections: u32, node_id: &str) -> anyhow::Result<Store> {
+        sqlx::any::install_default_drivers();
+        let backend = if url.starts_with("sqlite:") { Backend::Sqlite } else { Backend::Postgres };
+        let pool = AnyPoolOptions::new()
+            .max_connections(max_connections)
+            .acquire_timeout(Duration::from_secs(5))
+            .after_connect(move |conn, _| {
+                Box::pin(async move {
+                    if backend == Backend::Sqlite {
+                        conn.execute("PRAGMA journal_mode = WAL; PRAGMA synchronous = NORMAL; PRAGMA busy_timeout = 5000; PRAGMA foreign_keys = ON;").await?;
+                    }
+                    Ok(())
+                })
+            })
+            .connect(url)
+            .await
+            .map_err(|e| anyhow::anyhow!("cannot open database: {e}"))?;
+        MIGRATOR.run(&pool).await.map_err(|e| anyhow::anyhow!("migrations failed: {e}"))?;
+        Ok(Store { pool, backend, node_id: node_id.to_owned() })
+    }
+
+    /// Which backend.
+    pub fn backend(&self) -> Backend {
+        self.backend
+    }
+
+    /// Whether the database answers.
+    pub async fn ping(&self) -> bool {
+        tokio::time::timeout(Duration::from_secs(2), sqlx::query("SELECT 1").execute(&self.pool))
+            .await
+            .is_ok_and(|r| r.is_ok())
+    }
+
+    /// Closes the pool.
+    pub async fn close(&self) {
+        self.pool.close().await;
+    }
+
+    /// After a crash: closes this node's sessions that are still open and ends calls that
+    /// nobody is in any more. Returns (sessions closed, calls ended).
+    pub async fn reconcile(&self) -> Result<(u64, u64), StoreError> {
+        let now = now_ms();
+        let mut tx = self.pool.begin().await.map_err(db)?;
+        let open = sqlx::query("SELECT id, room_id, user_id FROM sessions WHERE left_at IS NULL AND node_id = $1")
+            .bind(&self.node_id)
+            .fetch_all(&mut *tx)
+            .await
+            .map_err(db)?;
+        for row in &open {
+            let (peer, room, user): (String, String, String) = (row.get(0), row.get(1), row.get(2));
+            sqlx::query("UPDATE sessions SET left_at = $1, leave_reason = 'node_restart' WHERE id = $2")
+                .bind(now)
+                .bind(&peer)
+                .execute(&mut *tx)
+                .await
+                .map_err(db)?;
+            event(
+                &mut tx,
+                "participant.left",
+                &room,
+                json!({"peerId": peer, "userId": user, "reason": "node_restart"}),
+            )
+            .await?;
+        }
+        let orphans = sqlx::query(
+            "SELECT c.id, c.room_id FROM call_sessions c WHERE c.status <> 'ended' \
+             AND NOT EXISTS (SELECT 1 FROM sessions s WHERE s.room_id = c.room_id AND s.left_at IS NULL)",
+        )
+        .fetch_all(&mut *tx)
+        .await
+        .map_err(db)?;
+        for row in &orphans {
+            let (call, room): (String, String) = (row.get(0), row.get(1));
+            let change =
+                CallChange { call_id: call, transition: CallTransition::Close, reason: Some("reconciled".into()) };
+            apply_call_change(&mut tx, &RoomId::new(&room), &change, now).await?;
+        }
+        tx.commit().await.map_err(db)?;
+        Ok((open.len() as u64, orphans.len() as u64))
+    }
+
+    /// Creates a room with a policy; `Ok(false)` when it exists already.
+    pub async fn create_room(&self, room: &str, policy: &RoomPolicy, created_by: &str) -> Result<bool, StoreError> {
+        let invitees = policy.invitees.as_ref().map(|v| serde_json::to_string(v).unwrap_or_default());
+        let done = sqlx::query(
+            "INSERT INTO rooms (id, created_at, created_by, max_participants, invitees) VALUES ($1, $2, $3, $4, $5) \
+             ON CONFLICT (id) DO NOTHING",
+        )
+        .bind(room)
+        .bind(now_ms())
+        .bind(created_by)
+        .bind(i64::from(policy.max_participants))
+        .bind(invitees)
+        .execute(&self.pool)
+        .await
+        .map_err(db)?;
+        Ok(done.rows_affected() == 1)
+    }
+
+    /// A room row.
+    pub async fn room(&self, room: &str) -> Result<Option<RoomRow>, StoreError> {
+        let row = sqlx::query(
+            "SELECT id, created_at, max_participants, invitees, call_status, current_call_id FROM rooms WHERE id = $1",
+        )
+        .bind(room)
+        .fetch_optional(&self.pool)
+        .await
+        .map_err(db)?;
+        row.map(|r| room_row(&r)).transpose()
+    }
+
+    /// Whether `user` may read `room`: an invitee, or someone who has had a session in it.
+    pub async fn is_member(&self, room: &str, user: &str) -> Result<bool, StoreError> {
+        let had_session = sqlx::query("SELECT 1 FROM sessions WHERE room_id = $1 AND user_id = $2 LIMIT 1")
+            .bind(room)
+            .bind(user)
+            .fetch_optional(&self.pool)
+            .await
+            .map_err(db)?
+            .is_some();
+        if had_session {
+            return Ok(true);
+        }
+        let invited = self.room(room).await?.and_then(|r| r.invitees).is_some_and(|i| i.iter().any(|u| u == user));
+        Ok(invited)
+    }
+
+    /// Chat messages of a room, oldest first: the `limit` newest before `before` (a seq).
+    pub async fn chat(&self, room: &str, before: Option<i64>, limit: u32) -> Result<Vec<ChatMessage>, StoreError> {
+        let rows = sqlx::query(
+            "SELECT id, room_id, seq, peer_id, user_id, display_name, text, sent_at FROM chat_messages \
+             WHERE room_id = $1 AND seq < $2 ORDER BY seq DESC LIMIT $3",
+        )
+        .bind(room)
+        .bind(before.unwrap_or(i64::MAX))
+        .bind(i64::from(limit))
+        .fetch_all(&self.pool)
+        .await
+        .map_err(db)?;
+        let mut out: Vec<ChatMessage> = rows.iter().map(chat_row).collect();
+        out.reverse();
+        Ok(out)
+    }
+
+    /// Outbox events of a room, oldest first.
+    pub async fn events(&self, room: &str) -> Result<Vec<EventRow>, StoreError> {
+        let rows = sqlx::query("SELECT id, kind, room_id, payload FROM events WHERE room_id = $1 ORDER BY id")
+            .bind(room)
+            .fetch_all(&self.pool)
+            .await
+            .map_err(db)?;
+        Ok(rows
+            .iter()
+            .map(|r| EventRow {
+                id: r.get(0),
+                kind: r.get(1),
+                room_id: r.get(2),
+                payload: serde_json::from_str(&r.get::<String, _>(3)).unwrap_or_default(),
+            })
+            .collect())
+    }
+
+    /// Call sessions of a room as (id, status, end reason), oldest first.
+    pub async fn calls(&self, room: &str) -> Result<Vec<(String, CallStatus, Option<String>)>, StoreError> {
+        let rows =
+            sqlx::query("SELECT id, status, end_reason FROM call_sessions WHERE room_id = $1 ORDER BY created_at, id")
+                .bind(room)
+                .fetch_all(&self.pool)
+                .await
+                .map_err(db)?;
+        Ok(rows.iter().map(|r| (r.get(0), CallStatus::parse(&r.get::<String, _>(1)), r.get(2))).collect())
+    }
+}
+
+fn room_row(r: &AnyRow) -> Result<RoomRow, StoreError> {
+    let invitees: Option<String> = r.get(3);
+    let invitees = invitees
+        .map(|s| serde_json::from_str::<Vec<String>>(&s))
+        .transpose()
+        .map_err(|e| StoreError::Corrupt(format!("rooms.invitees: {e}")))?;
+    Ok(RoomRow {
+        room_id: r.get(0),
+        created_at: r.get(1),
+        max_participants: u32::try_from(r.get::<i64, _>(2)).unwrap_or(u32::MAX),
+        invitees,
+        call_status: CallStatus::parse(&r.get::<String, _>(4)),
+        call_id: r.get(5),
+    })
+}
+
+fn chat_row(r: &AnyRow) -> ChatMessage {
+    ChatMessage {
+        id: r.get(0),
+        room_id: RoomId::new(r.get::<String, _>(1)),
+        seq: r.get(2),
+        peer_id: PeerId::new(r.get::<String, _>(3)),
+        user_id: UserId::new(r.get::<String, _>(4)),
+        display_name: r.get(5),
+        text: r.get(6),
+        sent_at: r.get(7),
+    }
+}
+
+async fn event(
+    tx: &mut Transaction<'_, Any>,
+    kind: &str,
+    room: &str,
+    payload: serde_json::Value,
+) -> Result<(), StoreError> {
+    sqlx::query("INSERT INTO events (id, kind, room_id, payload, created_at) VALUES ($1, $2, $3, $4, $5)")
+        .bind(uuid::Uuid::now_v7().to_string())
+        .bind(kind)
+        .bind(room)
+        .bind(payload.to_string())
+        .bind(now_ms())
+        .execute(&mut **tx)
+        .await
+        .map_err(db)?;
+    Ok(())
+}
+
+async fn apply_call_change(
+    tx: &mut Transaction<'_, Any>,
+    room: &RoomId,
+    c: &CallChange,
+    now: i64,
+) -> Result<(), StoreError> {
+    let status = match c.transition {
+        CallTransition::Open(s) => {
+            let active_at = (s == CallStatus::Active).then_some(now);
+            sqlx::query(
+                "INSERT INTO call_sessions (id, room_id, status, created_at, active_at) VALUES ($1, $2, $3, $4, $5)",
+            )
+            .bind(&c.call_id)
+            .bind(room.as_str())
+            .bind(s.as_str())
+            .bind(now)
+            .bind(active_at)
+            .execute(&mut **tx)
+            .await
+            .map_err(db)?;
+            event(tx, "session.created", room.as_str(), json!({"callId": c.call_id, "status": s})).await?;
+            s
+        }
+        CallTransition::Change(s) => {
+            sqlx::query("UPDATE call_sessions SET status = $1, active_at = COALESCE(active_at, $2) WHERE id = $3")
+                .bind(s.as_str())
+                .bind(now)
+                .bind(&c.call_id)
+                .execute(&mut **tx)
+                .await
+                .map_err(db)?;
+            s
+        }
+        CallTransition::Close => {
+            sqlx::query("UPDATE call_sessions SET status = 'ended', ended_at = $1, end_reason = $2 WHERE id = $3")
+                .bind(now)
+                .bind(c.reason.as_deref())
+                .bind(&c.call_id)
+                .execute(&mut **tx)
+                .await
+                .map_err(db)?;
+            event(tx, "session.closed", room.as_str(), json!({"callId": c.call_id, "reason": c.reason})).await?;
+            CallStatus::Ended
+        }
+    };
+    sqlx::query("UPDATE rooms SET call_status = $1, current_call_id = $2 WHERE id = $3")
+        .bind(status.as_str())
+        .bind(&c.call_id)
+        .bind(room.as_str())
+        .execute(&mut **tx)
+        .await
+        .map_err(db)?;
+    Ok(())
+}
+
+#[async_trait::async_trait]
+impl RoomStore for Store {
+    async fn load_room(
+        &self,
+        room: &RoomId,
+        default_policy: &RoomPolicy,
+        chat_history: u32,
+    ) -> Result<StoredRoom, StoreError> {
+        self.create_room(room.as_str(), default_policy, "join").await?;
+        let row =
+            self.room(room.as_str()).await?.ok_or_else(|| StoreError::Corrupt(format!("room {room} vanished")))?;
+        let rows = sqlx::query(
+            "SELECT id, user_id, display_name, conn_id, media, joined_at FROM sessions \
+             WHERE room_id = $1 AND left_at IS NULL ORDER BY joined_at, id",
+        )
+        .bind(room.as_str())
+        .fetch_all(&self.pool)
+        .await
+        .map_err(db)?;
+        let participants = rows
+            .iter()
+            .map(|r| StoredParticipant {
+                peer_id: PeerId::new(r.get::<String, _>(0)),
+                user_id: UserId::new(r.get::<String, _>(1)),
+                display_name: r.get(2),
+                conn_id: ConnId::new(r.get::<String, _>(3)),
+                media: serde_json::from_str(&r.get::<String, _>(4)).unwrap_or_else(|_| MediaState::initial()),
+                joined_at: r.get(5),
+            })
+            .collect();
+        let next_chat_seq: i64 = sqlx::query("SELECT COALESCE(MAX(seq), 0) + 1 FROM chat_messages WHERE room_id = $1")
+            .bind(room.as_str())
+            .fetch_one(&self.pool)
+            .await
+            .map_err(db)?
+            .get(0);
+        let call_id = if row.call_status.is_open() { row.call_id } else { None };
+        Ok(StoredRoom {
+            policy: RoomPolicy {
+                max_participants: row.max_participants,
+                invitees: row.invitees.map(|v| v.into_iter().map(UserId::from).collect()),
+            },
+            status: row.call_status,
+            call_id,
+            participants,
+            recent_chat: self.chat(room.as_str(), None, chat_history).await?,
+            next_chat_seq,
+        })
+    }
+
+    async fn record_join(
+        &self,
+        room: &RoomId,
+        p: &StoredParticipant,
+        call: Option<&CallChange>,
+    ) -> Result<(), StoreError> {
+        let now = now_ms();
+        let mut tx = self.pool.begin().await.map_err(db)?;
+        if let Some(c) = call {
+            apply_call_change(&mut tx, room, c, now).await?;
+        }
+        sqlx::query(
+            "INSERT INTO sessions (id, room_id, call_id, user_id, display_name, node_id, conn_id, media, joined_at) \
+             VALUES ($1, $2, (SELECT current_call_id FROM rooms WHERE id = $2), $3, $4, $5, $6, $7, $8)",
+        )
+        .bind(p.peer_id.as_str())
+        .bind(room.as_str())
+        .bind(p.user_id.as_str())
+        .bind(&p.display_name)
+        .bind(&self.node_id)
+        .bind(p.conn_id.as_str())
+        .bind(serde_json::to_string(&p.media).unwrap_or_default())
+        .bind(p.joined_at)
+        .execute(&mut *tx)
+        .await
+        .map_err(db)?;
+        let payload = json!({"peerId": p.peer_id, "userId": p.user_id, "displayName": p.display_name});
+        event(&mut tx, "participant.joined", room.as_str(), payload).await?;
+        tx.commit().await.map_err(db)
+    }
+
+    async fn record_leave(
+        &self,
+        room: &RoomId,
+        peer: &PeerId,
+        reason: &str,
+        call: Option<&CallChange>,
+    ) -> Result<(), StoreError> {
+        let now = now_ms();
+        let mut tx = self.pool.begin().await.map_err(db)?;
+        let closed =
+            sqlx::query("UPDATE sessions SET left_at = $1, leave_reason = $2 WHERE id = $3 AND left_at IS NULL")
+                .bind(now)
+                .bind(reason)
+                .bind(peer.as_str())
+                .execute(&mut *tx)
+                .await
+                .map_err(db)?;
+        if closed.rows_affected() == 1 {
+            event(&mut tx, "participant.left", room.as_str(), json!({"peerId": peer, "reason": reason})).await?;
+        }
+        if let Some(c) = call {
+            apply_call_change(&mut tx, room, c, now).await?;
+        }
+        tx.commit().await.map_err(db)
+    }
+
+    async fn record_call_change(&self, room: &RoomId, call: &CallChange) -> Result<(), StoreError> {
+        let mut tx = self.pool.begin().await.map_err(db)?;
+        apply_call_change(&mut tx, room, call, now_ms()).await?;
+        tx.commit().await.map_err(db)
+    }
+
+    async fn record_media(&self, peer: &PeerId, media: &MediaState) -> Result<(), StoreError> {
+        sqlx::query("UPDATE sessions SET media = $1 WHERE id = $2")
+            .bind(serde_json::to_string(media).unwrap_or_default())
+            .bind(peer.as_str())
+            .execute(&self.pool)
+            .await
+            .map_err(db)?;
+        Ok(())
+    }
+
+    async fn append_chat(&self, m: &ChatMessage) -> Result<(), StoreError> {
+        sqlx::query(
+            "INSERT INTO chat_messages (id, room_id, seq, peer_id, user_id, display_name, text, sent_at) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
+        )
+        .bind(&m.id)
+        .bind(m.room_id.as_str())
+        .bind(m.seq)
+        .bind(m.peer_id.as_str())
+        .bind(m.user_id.as_str())
+        .bind(&m.display_name)
+        .bind(&m.text)
+        .bind(m.sent_at)
+        .execute(&self.pool)
+        .await
+        .map_err(db)?;
+        Ok(())
+    }
+}

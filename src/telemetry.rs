@@ -1,0 +1,46 @@
+//! Logs and metrics setup. Metric names are `switchboard_<subsystem>_<thing>_<unit>`; labels
+//! never carry ids.
+
+use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
+use std::sync::OnceLock;
+
+static HANDLE: OnceLock<PrometheusHandle> = OnceLock::new();
+
+/// Installs the Prometheus recorder once per process and returns its handle.
+pub fn metrics() -> PrometheusHandle {
+    HANDLE
+        .get_or_init(|| {
+            let buckets = [0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0];
+            let builder = PrometheusBuilder::new()
+                .set_buckets_for_metric(Matcher::Suffix("_seconds".into()), &buckets)
+                .unwrap_or_else(|_| PrometheusBuilder::new());
+            let handle = match builder.install_recorder() {
+                Ok(handle) => handle,
+                // Another recorder is installed (embedding): render from a private one.
+                Err(_) => PrometheusBuilder::new().build_recorder().handle(),
+            };
+            describe();
+            handle
+        })
+        .clone()
+}
+
+fn describe() {
+    use metrics::{describe_counter, describe_gauge, describe_histogram};
+    describe_gauge!("switchboard_ws_connections", "open WebSocket connections");
+    describe_gauge!("switchboard_rooms_active", "rooms with a running actor on this node");
+    describe_gauge!("switchboard_room_participants", "participants present in this node's rooms");
+    describe_counter!("switchboard_signaling_messages_total", "client messages accepted, by type");
+    describe_counter!("switchboard_signaling_errors_total", "errors sent to clients, by code");
+    describe_counter!("switchboard_actor_restarts_total", "actors restarted after a failure, by actor");
+    describe_counter!("switchboard_room_joins_total", "successful joins");
+    describe_histogram!("switchboard_join_seconds", "join received to joined sent");
+    describe_histogram!("switchboard_relay_seconds", "relayed message received to written to its target");
+}
+
+/// Installs the log subscriber (`RUST_LOG` filters, default `info`).
+pub fn init_logs() {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,sqlx=warn"));
+    let _ = tracing_subscriber::fmt().with_env_filter(filter).with_target(false).try_init();
+}
