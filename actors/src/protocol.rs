@@ -377,7 +377,10 @@ pub enum ServerMessage<'a> {
     },
     /// A chat message.
     #[serde(rename = "chat")]
-    Chat(&'a ChatMessage),
+    Chat {
+        /// The message (its `seq` numbers the room's chat, not the session's frames).
+        message: &'a ChatMessage,
+    },
     /// The call status changed.
     #[serde(rename = "call_status", rename_all = "camelCase")]
     CallStatus {

@@ -378,9 +378,20 @@ impl RoomState {
 
     /// Applies a persisted call change and tells everyone present.
     fn commit(&mut self, change: Option<CallChange>, except: Option<&PeerId>) {
-        let Some(change) = change else { return };
+        if self.apply(change) {
+            self.announce_status(except);
+        }
+    }
+
+    /// Applies a persisted call change; returns whether there was one.
+    fn apply(&mut self, change: Option<CallChange>) -> bool {
+        let Some(change) = change else { return false };
         self.status = self.status.apply(change.transition);
         self.call_id = Some(change.call_id);
+        true
+    }
+
+    fn announce_status(&self, except: Option<&PeerId>) {
         let body = ServerMessage::CallStatus { status: self.status, call_id: self.call_id.as_deref() }.to_body();
         self.broadcast(body, except);
     }
@@ -431,7 +442,7 @@ async fn join(myself: &ActorRef<RoomMsg>, state: &mut RoomState, req: JoinReques
         actor,
         restarts: RestartTracker::default(),
     });
-    state.commit(change, Some(&peer_id));
+    let status_changed = state.apply(change);
 
     let me = state.members.last().map(|m| &m.info);
     let body = ServerMessage::Joined {
@@ -455,6 +466,9 @@ async fn join(myself: &ActorRef<RoomMsg>, state: &mut RoomState, req: JoinReques
     if let Some(me) = me {
         let body = ServerMessage::PeerJoined { peer_id: &peer_id, participant: me }.to_body();
         state.broadcast(body, Some(&peer_id));
+    }
+    if status_changed {
+        state.announce_status(Some(&peer_id));
     }
     metrics::counter!("switchboard_room_joins_total").increment(1);
     after_presence_change(myself, state);
@@ -605,7 +619,7 @@ async fn chat(state: &mut RoomState, from: &PeerId, text: String, reference: Opt
         return;
     }
     state.next_chat_seq += 1;
-    state.broadcast(ServerMessage::Chat(&message).to_body(), None);
+    state.broadcast(ServerMessage::Chat { message: &message }.to_body(), None);
     state.chat.push_back(message);
     while state.chat.len() > state.ctx.config.chat_history as usize {
         state.chat.pop_front();

@@ -1,1 +1,12 @@
-fn main() {}
+//! Switchboard's integration tests: one binary, real servers on 127.0.0.1 ports chosen by
+//! the OS, real WebSocket clients, real WebRTC peers, SQLite always and PostgreSQL when
+//! `SWITCHBOARD_TEST_DATABASE_URL` is set.
+
+mod bad_input;
+mod http_api;
+mod restart;
+mod room_crash;
+mod signaling;
+mod store;
+mod support;
+mod webrtc_call;

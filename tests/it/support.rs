@@ -1,0 +1,186 @@
+//! Test support: in-process servers, WebSocket clients, tokens, fresh PostgreSQL databases.
+
+use futures_util::{SinkExt, StreamExt};
+use serde_json::{Value, json};
+use std::time::Duration;
+use switchboard::config::Config;
+use switchboard::server::{RunningServer, start};
+use tokio::net::TcpStream;
+use tokio_tungstenite::tungstenite::Message;
+use tokio_tungstenite::tungstenite::protocol::CloseFrame;
+use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
+
+/// How long a test waits for any one event.
+pub const WAIT: Duration = Duration::from_secs(10);
+
+/// A fixed secret so tests can sign their own (bad) tokens.
+pub const SECRET: &str = "test-secret-test-secret-test-secret-0123";
+
+/// A server running in this process, with its data directory.
+pub struct TestServer {
+    pub server: Option<RunningServer>,
+    pub addr: std::net::SocketAddr,
+    pub dir: tempfile::TempDir,
+    pub http: reqwest::Client,
+}
+
+/// A config for tests: loopback, port 0, a temp data dir, a known secret.
+pub fn test_config(dir: &std::path::Path) -> Config {
+    let mut c = Config::default();
+    c.http.addr = "127.0.0.1:0".parse().expect("addr");
+    c.data_dir = dir.to_path_buf();
+    c.auth.secret = Some(SECRET.into());
+    c
+}
+
+impl TestServer {
+    /// A server on SQLite in a fresh temp dir.
+    pub async fn start() -> TestServer {
+        Self::start_with(|_| {}).await
+    }
+
+    /// A server whose config `tweak` adjusts.
+    pub async fn start_with(tweak: impl FnOnce(&mut Config)) -> TestServer {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let mut config = test_config(dir.path());
+        tweak(&mut config);
+        Self::start_in(dir, config).await
+    }
+
+    /// A server with a given config and dir.
+    pub async fn start_in(dir: tempfile::TempDir, config: Config) -> TestServer {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let server = start(config, listener).await.expect("server starts");
+        let addr = server.addr;
+        TestServer { server: Some(server), addr, dir, http: reqwest::Client::new() }
+    }
+
+    pub fn app(&self) -> &std::sync::Arc<switchboard::app::App> {
+        &self.server.as_ref().expect("running").app
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("http://{}{}", self.addr, path)
+    }
+
+    /// A token from `POST /auth/token`.
+    pub async fn token(&self, body: Value) -> String {
+        let resp = self.http.post(self.url("/auth/token")).json(&body).send().await.expect("post token");
+        assert_eq!(resp.status(), 200, "token request {body}");
+        let v: Value = resp.json().await.expect("json");
+        v["token"].as_str().expect("token").to_owned()
+    }
+
+    /// A client connected with a fresh token for `user`.
+    pub async fn client(&self, user: &str) -> Client {
+        let token = self.token(json!({"userId": user})).await;
+        Client::connect(self.addr, &token).await
+    }
+
+    /// A client that has joined `room`; returns it with its `joined` message.
+    pub async fn joined(&self, user: &str, room: &str) -> (Client, Value) {
+        let mut c = self.client(user).await;
+        c.send(json!({"type": "join", "roomId": room})).await;
+        let joined = c.recv_type("joined").await;
+        c.peer_id = joined["peerId"].as_str().expect("peerId").to_owned();
+        (c, joined)
+    }
+
+    /// Graceful shutdown.
+    pub async fn stop(&mut self) {
+        if let Some(s) = self.server.take() {
+            s.shutdown().await.expect("clean shutdown");
+        }
+    }
+}
+
+/// A WebSocket client speaking protocol v1.
+pub struct Client {
+    pub ws: WebSocketStream<MaybeTlsStream<TcpStream>>,
+    pub peer_id: String,
+    pub last_seq: u64,
+}
+
+impl Client {
+    pub async fn connect(addr: std::net::SocketAddr, token: &str) -> Client {
+        let url = format!("ws://{addr}/ws/signal?token={token}");
+        let (ws, _) = tokio::time::timeout(WAIT, tokio_tungstenite::connect_async(url))
+            .await
+            .expect("connect in time")
+            .expect("connect");
+        Client { ws, peer_id: String::new(), last_seq: 0 }
+    }
+
+    pub async fn send(&mut self, v: Value) {
+        self.ws.send(Message::text(v.to_string())).await.expect("send");
+    }
+
+    pub async fn send_raw(&mut self, text: &str) {
+        self.ws.send(Message::text(text.to_owned())).await.expect("send");
+    }
+
+    /// The next text frame, checking that `seq` rises by one each time.
+    pub async fn recv(&mut self) -> Value {
+        loop {
+            let msg = tokio::time::timeout(WAIT, self.ws.next())
+                .await
+                .expect("a message in time")
+                .expect("stream open")
+                .expect("frame");
+            match msg {
+                Message::Text(t) => {
+                    let v: Value = serde_json::from_str(&t).expect("server sends JSON");
+                    let seq = v["seq"].as_u64().expect("every server message has a seq");
+                    assert_eq!(seq, self.last_seq + 1, "seq must rise by one: {v}");
+                    self.last_seq = seq;
+                    return v;
+                }
+                Message::Close(f) => panic!("connection closed: {f:?}"),
+                _ => continue,
+            }
+        }
+    }
+
+    /// The next message of type `t`, skipping at most 20 others (call status updates...).
+    pub async fn recv_type(&mut self, t: &str) -> Value {
+        for _ in 0..20 {
+            let v = self.recv().await;
+            if v["type"] == t {
+                return v;
+            }
+            if v["type"] == "error" && t != "error" {
+                panic!("expected {t}, got error {v}");
+            }
+        }
+        panic!("no {t} message among the next 20");
+    }
+
+    /// Waits for the server to close the connection; returns the close frame.
+    pub async fn closed(&mut self) -> Option<CloseFrame> {
+        for _ in 0..1000 {
+            match tokio::time::timeout(WAIT, self.ws.next()).await.expect("close in time") {
+                Some(Ok(Message::Close(f))) => return f,
+                Some(Ok(_)) => continue,
+                Some(Err(_)) | None => return None,
+            }
+        }
+        panic!("connection did not close");
+    }
+}
+
+/// A fresh PostgreSQL database for one test, or `None` (with a loud note) when
+/// `SWITCHBOARD_TEST_DATABASE_URL` is not set.
+pub async fn fresh_postgres(test: &str) -> Option<String> {
+    let Ok(base) = std::env::var("SWITCHBOARD_TEST_DATABASE_URL") else {
+        eprintln!("SKIPPED ({test}): PostgreSQL part skipped: SWITCHBOARD_TEST_DATABASE_URL is not set");
+        return None;
+    };
+    use sqlx::Connection;
+    sqlx::any::install_default_drivers();
+    let mut conn = sqlx::AnyConnection::connect(&base).await.expect("connect to SWITCHBOARD_TEST_DATABASE_URL");
+    let name = format!("sb_test_{:016x}", rand::random::<u64>());
+    sqlx::query(&format!("CREATE DATABASE {name}")).execute(&mut conn).await.expect("create database");
+    let _ = conn.close().await;
+    let (prefix, _) = base.rsplit_once('/').expect("URL has a database path");
+    Some(format!("{prefix}/{name}"))
+}
