@@ -1,1 +1,127 @@
+//! The store behaves the same on SQLite and PostgreSQL: migrations, rooms, sessions, call
+//! status transitions with their outbox events, chat paging, media state, reconciliation.
 
+use crate::support::fresh_postgres;
+use switchboard::store::Store;
+use switchboard_actors::call_status::{CallStatus, CallTransition};
+use switchboard_actors::ids::{ConnId, PeerId, RoomId, UserId};
+use switchboard_actors::media::{ControlAction, MediaState};
+use switchboard_actors::ports::{CallChange, RoomPolicy, RoomStore, StoredParticipant, now_ms};
+use switchboard_actors::protocol::ChatMessage;
+
+fn participant(peer: &str, user: &str) -> StoredParticipant {
+    StoredParticipant {
+        peer_id: PeerId::new(peer),
+        user_id: UserId::new(user),
+        display_name: user.to_uppercase(),
+        conn_id: ConnId::new(format!("conn-{peer}")),
+        media: MediaState::initial(),
+        joined_at: now_ms(),
+    }
+}
+
+fn chat(room: &RoomId, seq: i64, text: &str) -> ChatMessage {
+    ChatMessage {
+        id: format!("m{seq}-{}", room),
+        room_id: room.clone(),
+        seq,
+        peer_id: PeerId::new("p1"),
+        user_id: UserId::new("alice"),
+        display_name: "ALICE".into(),
+        text: text.into(),
+        sent_at: now_ms(),
+    }
+}
+
+async fn exercise(url: &str) {
+    let store = Store::open(url, 4, "node-a").await.expect("open and migrate");
+    // Migrating again is a no-op.
+    Store::open(url, 2, "node-a").await.expect("reopen").close().await;
+
+    let room = RoomId::new("store-room");
+    let policy = RoomPolicy { max_participants: 4, invitees: None };
+    let loaded = store.load_room(&room, &policy, 10).await.expect("load creates");
+    assert_eq!(loaded.status, CallStatus::NotStarted);
+    assert!(loaded.participants.is_empty());
+    assert_eq!(loaded.next_chat_seq, 1);
+    assert!(!store.create_room("store-room", &policy, "t").await.expect("create"), "exists already");
+    let closed = RoomPolicy { max_participants: 2, invitees: Some(vec![UserId::new("doc")]) };
+    assert!(store.create_room("closed-room", &closed, "t").await.expect("create"));
+    let row = store.room("closed-room").await.expect("room").expect("exists");
+    assert_eq!(row.invitees, Some(vec!["doc".to_owned()]));
+
+    let open =
+        CallChange { call_id: "call-1".into(), transition: CallTransition::Open(CallStatus::Waiting), reason: None };
+    store.record_join(&room, &participant("p1", "alice"), Some(&open)).await.expect("join 1");
+    let active =
+        CallChange { call_id: "call-1".into(), transition: CallTransition::Change(CallStatus::Active), reason: None };
+    store.record_join(&room, &participant("p2", "bob"), Some(&active)).await.expect("join 2");
+    let mut media = MediaState::initial();
+    media.apply(ControlAction::MuteAudio);
+    store.record_media(&PeerId::new("p2"), &media).await.expect("media");
+
+    for (i, text) in ["one", "two", "three"].iter().enumerate() {
+        store.append_chat(&chat(&room, i as i64 + 1, text)).await.expect("chat");
+    }
+    assert!(store.append_chat(&chat(&room, 2, "dup")).await.is_err(), "a chat seq is unique per room");
+    let page: Vec<String> =
+        store.chat("store-room", Some(3), 1).await.expect("page").into_iter().map(|m| m.text).collect();
+    assert_eq!(page, ["two"]);
+
+    let loaded = store.load_room(&room, &policy, 2).await.expect("reload");
+    assert_eq!(loaded.status, CallStatus::Active);
+    assert_eq!(loaded.call_id.as_deref(), Some("call-1"));
+    assert_eq!(loaded.participants.len(), 2);
+    assert!(loaded.participants[1].media.audio_muted, "media state persisted");
+    assert_eq!(loaded.recent_chat.iter().map(|m| m.text.as_str()).collect::<Vec<_>>(), ["two", "three"]);
+    assert_eq!(loaded.next_chat_seq, 4);
+    assert!(store.is_member("store-room", "bob").await.expect("member"));
+    assert!(!store.is_member("store-room", "mallory").await.expect("member"));
+    assert!(store.is_member("closed-room", "doc").await.expect("invitee"));
+
+    store.record_leave(&room, &PeerId::new("p1"), "left", None).await.expect("leave");
+    // Leaving twice records nothing more.
+    store.record_leave(&room, &PeerId::new("p1"), "left", None).await.expect("leave again");
+
+    // p2 is still in; a crash now leaves the call open. Reconciliation ends it.
+    let (sessions, calls) = store.reconcile().await.expect("reconcile");
+    assert_eq!((sessions, calls), (1, 1));
+    let loaded = store.load_room(&room, &policy, 2).await.expect("reload");
+    assert_eq!(loaded.status, CallStatus::Ended);
+    assert!(loaded.participants.is_empty());
+    let calls = store.calls("store-room").await.expect("calls");
+    assert_eq!(calls, vec![("call-1".to_owned(), CallStatus::Ended, Some("reconciled".to_owned()))]);
+
+    let kinds: Vec<String> = store.events("store-room").await.expect("events").into_iter().map(|e| e.kind).collect();
+    assert_eq!(
+        kinds,
+        [
+            "session.created",
+            "participant.joined",
+            "participant.joined",
+            "participant.left",
+            "participant.left",
+            "session.closed"
+        ]
+    );
+    // Another node's open sessions are not this node's to reconcile.
+    let other = Store::open(url, 2, "node-b").await.expect("open as node-b");
+    let open2 =
+        CallChange { call_id: "call-2".into(), transition: CallTransition::Open(CallStatus::Waiting), reason: None };
+    store.record_join(&room, &participant("p3", "carol"), Some(&open2)).await.expect("join 3");
+    assert_eq!(other.reconcile().await.expect("reconcile"), (0, 0));
+    store.close().await;
+}
+
+#[tokio::test]
+async fn store_on_sqlite() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let url = format!("sqlite://{}?mode=rwc", dir.path().join("store.db").display());
+    exercise(&url).await;
+}
+
+#[tokio::test]
+async fn store_on_postgres() {
+    let Some(url) = fresh_postgres("store_on_postgres").await else { return };
+    exercise(&url).await;
+}

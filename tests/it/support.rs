@@ -184,3 +184,97 @@ pub async fn fresh_postgres(test: &str) -> Option<String> {
     let (prefix, _) = base.rsplit_once('/').expect("URL has a database path");
     Some(format!("{prefix}/{name}"))
 }
+
+/// A `switchboard serve` process (a real node, for crash and restart tests).
+pub struct Node {
+    pub child: std::process::Child,
+    pub addr: std::net::SocketAddr,
+    pub log: std::sync::Arc<std::sync::Mutex<String>>,
+}
+
+impl Node {
+    /// Starts the binary with `args` after `serve`, on port 0; waits for its address.
+    pub fn spawn(data_dir: &std::path::Path, extra: &[&str]) -> Node {
+        use std::io::BufRead;
+        let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_switchboard"))
+            .arg("serve")
+            .args(["--http-addr", "127.0.0.1:0", "--data-dir"])
+            .arg(data_dir)
+            .args(extra)
+            .env("SWITCHBOARD_AUTH_SECRET", SECRET)
+            .env("RUST_LOG", "info")
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .expect("spawn switchboard");
+        let log = std::sync::Arc::new(std::sync::Mutex::new(String::new()));
+        let (tx, rx) = std::sync::mpsc::channel();
+        for pipe in [
+            Box::new(child.stdout.take().expect("stdout")) as Box<dyn std::io::Read + Send>,
+            Box::new(child.stderr.take().expect("stderr")),
+        ] {
+            let (log, tx) = (log.clone(), tx.clone());
+            std::thread::spawn(move || {
+                for line in std::io::BufReader::new(pipe).lines().map_while(Result::ok) {
+                    if let Some(rest) = line.split("ws://").nth(1)
+                        && let Some(addr) = rest.split("/ws/signal").next()
+                    {
+                        let _ = tx.send(addr.to_owned());
+                    }
+                    log.lock().expect("log").push_str(&(line + "\n"));
+                }
+            });
+        }
+        let addr = rx
+            .recv_timeout(WAIT)
+            .unwrap_or_else(|_| panic!("node did not report its address:\n{}", log.lock().expect("log")));
+        Node { child, addr: addr.parse().expect("address"), log }
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("http://{}{}", self.addr, path)
+    }
+
+    /// kill -9.
+    pub fn kill(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
+    /// SIGTERM, then waits (bounded) for a clean exit.
+    pub fn terminate(&mut self) -> std::process::ExitStatus {
+        let _ = std::process::Command::new("kill").arg("-TERM").arg(self.child.id().to_string()).status();
+        for _ in 0..1000 {
+            if let Some(status) = self.child.try_wait().expect("wait") {
+                return status;
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        panic!("node did not exit within 10 s of SIGTERM");
+    }
+
+    pub fn log(&self) -> String {
+        self.log.lock().expect("log").clone()
+    }
+}
+
+impl Drop for Node {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// A token from a node.
+pub async fn node_token(addr: std::net::SocketAddr, user: &str) -> String {
+    let v: Value = reqwest::Client::new()
+        .post(format!("http://{addr}/auth/token"))
+        .json(&json!({"userId": user}))
+        .send()
+        .await
+        .expect("post")
+        .json()
+        .await
+        .expect("json");
+    v["token"].as_str().expect("token").to_owned()
+}
