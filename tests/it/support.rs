@@ -20,7 +20,8 @@ pub const SECRET: &str = "test-secret-test-secret-test-secret-0123";
 pub struct TestServer {
     pub server: Option<RunningServer>,
     pub addr: std::net::SocketAddr,
-    pub dir: tempfile::TempDir,
+    /// Kept so the data directory lives as long as the server.
+    pub _dir: tempfile::TempDir,
     pub http: reqwest::Client,
 }
 
@@ -52,7 +53,7 @@ impl TestServer {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
         let server = start(config, listener).await.expect("server starts");
         let addr = server.addr;
-        TestServer { server: Some(server), addr, dir, http: reqwest::Client::new() }
+        TestServer { server: Some(server), addr, _dir: dir, http: reqwest::Client::new() }
     }
 
     pub fn app(&self) -> &std::sync::Arc<switchboard::app::App> {
