@@ -8,7 +8,6 @@ use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header, Validation, erro
 use serde::{Deserialize, Serialize};
 use std::path::Path;
 use std::time::Duration;
-use switchboard_actors::ErrorCode;
 
 /// What a token allows.
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
@@ -175,12 +174,6 @@ impl Authority {
                 _ => TokenError::Invalid("malformed token".into()),
             }
         })
-    }
-}
-
-impl From<&TokenError> for ErrorCode {
-    fn from(_: &TokenError) -> ErrorCode {
-        ErrorCode::Forbidden
     }
 }
 

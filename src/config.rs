@@ -300,6 +300,18 @@ mod tests {
     }
 
     #[test]
+    fn the_example_file_parses_to_the_defaults() {
+        let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("config/example.toml");
+        let c = Config::from_file(&path).expect("example parses");
+        c.validate().expect("example validates");
+        let d = Config::default();
+        assert_eq!(c.http.addr, d.http.addr);
+        assert_eq!(c.limits.max_message_bytes, d.limits.max_message_bytes);
+        assert_eq!(c.rooms.idle_timeout, d.rooms.idle_timeout);
+        assert_eq!(c.auth.token_ttl, d.auth.token_ttl);
+    }
+
+    #[test]
     fn toml_overrides_and_unknown_keys_fail() {
         let c: Config = toml::from_str("[rooms]\nmax_participants = 2\nidle_timeout = \"5s\"\n").expect("parse");
         assert_eq!(c.rooms.max_participants, 2);

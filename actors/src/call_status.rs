@@ -3,7 +3,7 @@
 //! A room holds one call at a time. The first participant to join opens a call in
 //! `waiting`; a second participant makes it `active`; it ends when someone ends it
 //! explicitly or when the last participant leaves. The next join after that opens a new
-//! call. The room decides the transitions with [`CallStatus::on_presence`] and
+//! call. The room decides the transitions with [`CallStatus::on_join`], [`CallStatus::on_leave`] and
 //! [`CallStatus::on_end`]; the store persists each one in the same transaction as the
 //! change that caused it.
 
@@ -62,18 +62,22 @@ impl CallStatus {
         matches!(self, CallStatus::Waiting | CallStatus::Active)
     }
 
-    /// The transition, if any, when the number of present participants becomes `present`.
-    pub fn on_presence(self, present: usize) -> Option<CallTransition> {
+    /// The transition, if any, when a join makes `present` participants.
+    pub fn on_join(self, present: usize) -> Option<CallTransition> {
         match (self, present) {
-            (CallStatus::NotStarted | CallStatus::Ended, 0) => None,
+            (_, 0) => None,
             (CallStatus::NotStarted | CallStatus::Ended, 1) => Some(CallTransition::Open(CallStatus::Waiting)),
             (CallStatus::NotStarted | CallStatus::Ended, _) => Some(CallTransition::Open(CallStatus::Active)),
-            (CallStatus::Waiting | CallStatus::Active, 0) => Some(CallTransition::Close),
             (CallStatus::Waiting, n) if n >= 2 => Some(CallTransition::Change(CallStatus::Active)),
-            // An active call stays active while one participant waits for the other to come
-            // back: a dropped connection must not end a consultation.
             (CallStatus::Waiting | CallStatus::Active, _) => None,
         }
+    }
+
+    /// The transition, if any, when a leave leaves `remaining` participants. Leaves never
+    /// open a call, and an active call stays active while one participant waits for the
+    /// other to come back: a dropped connection must not end a consultation.
+    pub fn on_leave(self, remaining: usize) -> Option<CallTransition> {
+        (self.is_open() && remaining == 0).then_some(CallTransition::Close)
     }
 
     /// The transition when a participant ends the call explicitly.
@@ -104,12 +108,17 @@ mod tests {
 
     #[test]
     fn a_call_goes_through_its_states() {
-        assert_eq!(NotStarted.on_presence(1), Some(Open(Waiting)));
-        assert_eq!(Waiting.on_presence(2), Some(Change(Active)));
-        assert_eq!(Active.on_presence(1), None);
-        assert_eq!(Active.on_presence(0), Some(Close));
-        assert_eq!(Ended.on_presence(1), Some(Open(Waiting)));
-        assert_eq!(Waiting.on_presence(0), Some(Close));
+        assert_eq!(NotStarted.on_join(1), Some(Open(Waiting)));
+        assert_eq!(Waiting.on_join(2), Some(Change(Active)));
+        assert_eq!(Active.on_join(3), None);
+        assert_eq!(Active.on_leave(1), None);
+        assert_eq!(Active.on_leave(0), Some(Close));
+        assert_eq!(Ended.on_join(1), Some(Open(Waiting)));
+        assert_eq!(Ended.on_join(2), Some(Open(Active)));
+        assert_eq!(Waiting.on_leave(0), Some(Close));
+        // After an explicit end, people leaving do not start a new call.
+        assert_eq!(Ended.on_leave(1), None);
+        assert_eq!(Ended.on_leave(0), None);
     }
 
     #[test]

@@ -324,7 +324,7 @@ pub enum ServerMessage<'a> {
     PeerLeft {
         /// Their peer id.
         peer_id: &'a PeerId,
-        /// Why: `left`, `disconnected`, `server_shutdown`...
+        /// Why: `left` (asked to), `disconnected` (connection closed), `failed` (its actor kept failing).
         reason: &'a str,
     },
     /// Answer to `leave`.

@@ -241,6 +241,7 @@ impl Actor for Room {
         // Sessions whose connection closed while the room was down leave now.
         for peer in gone {
             record_leave(&mut state, &peer, "disconnected").await?;
+            state.broadcast(ServerMessage::PeerLeft { peer_id: &peer, reason: "disconnected" }.to_body(), None);
         }
         tracing::debug!(room_id = %state.id, present = state.members.len(), status = %state.status, "room started");
         after_presence_change(&myself, &mut state);
@@ -361,12 +362,6 @@ impl RoomState {
         }
     }
 
-    /// Plans the call status change that `present` participants cause.
-    fn plan(&self, present: usize, reason: &str) -> Option<CallChange> {
-        let transition = self.status.on_presence(present)?;
-        Some(self.change(transition, reason))
-    }
-
     fn change(&self, transition: CallTransition, reason: &str) -> CallChange {
         let call_id = match (transition, &self.call_id) {
             (CallTransition::Open(_), _) | (_, None) => random_id(),
@@ -420,7 +415,7 @@ async fn join(myself: &ActorRef<RoomMsg>, state: &mut RoomState, req: JoinReques
         media: media.clone(),
         joined_at: now_ms(),
     };
-    let change = state.plan(state.members.len() + 1, "");
+    let change = state.status.on_join(state.members.len() + 1).map(|t| state.change(t, ""));
     state.ctx.store.record_join(&state.id, &stored, change.as_ref()).await.map_err(|e| {
         tracing::warn!(room_id = %state.id, error = %e, "join not recorded");
         RoomError::new(ErrorCode::Internal, "the join could not be recorded; try again")
@@ -482,7 +477,8 @@ async fn record_leave(
     reason: &str,
 ) -> Result<Option<ConnId>, ActorProcessingErr> {
     let remaining = state.members.iter().filter(|m| &m.info.peer_id != peer).count();
-    let change = state.plan(remaining, "empty");
+    let close_reason = if reason == "server_shutdown" { reason } else { "empty" };
+    let change = state.status.on_leave(remaining).map(|t| state.change(t, close_reason));
     state.ctx.store.record_leave(&state.id, peer, reason, change.as_ref()).await?;
     let conn = state.members.iter().position(|m| &m.info.peer_id == peer).map(|i| {
         let m = state.members.remove(i);

@@ -188,40 +188,12 @@ async fn read_loop(
     let mut violations = 0u32;
     while let Some(next) = stream.next().await {
         let now = Instant::now();
-        let msg = match next {
-            Ok(Message::Text(text)) => {
-                if bucket.try_take(now) {
-                    violations = 0;
-                    ConnectionMsg::Inbound { text, received_at: now }
-                } else {
-                    violations += 1;
-                    metrics::counter!("switchboard_signaling_errors_total", "code" => "rate_limited").increment(1);
-                    if violations > limits.max_rate_violations {
-                        let _ = actor.cast(ConnectionMsg::Close {
-                            code: close_code::POLICY,
-                            reason: "rate limit exceeded".into(),
-                        });
-                        return;
-                    }
-                    // Tell the client once per run of refused messages, not once per message.
-                    if violations > 1 {
-                        continue;
-                    }
-                    ConnectionMsg::Refuse {
-                        code: ErrorCode::RateLimited,
-                        message: "too many messages; slow down".into(),
-                    }
-                }
-            }
-            Ok(Message::Binary(_)) => ConnectionMsg::Refuse {
-                code: ErrorCode::BinaryUnsupported,
-                message: "binary frames are not part of the protocol; send JSON text".into(),
-            },
+        let frame = match next {
             Ok(Message::Close(_)) => break,
             Ok(Message::Ping(_) | Message::Pong(_)) => continue,
+            Ok(frame) => frame,
             Err(e) => {
-                let text = e.to_string();
-                if text.contains("too long") || text.contains("too big") || text.contains("Space limit") {
+                if is_too_big(e) {
                     metrics::counter!("switchboard_signaling_errors_total", "code" => "too_large").increment(1);
                     let reason = format!("message larger than {} bytes", limits.max_message_bytes);
                     let _ = actor.cast(ConnectionMsg::Close { code: close_code::TOO_BIG, reason });
@@ -230,11 +202,46 @@ async fn read_loop(
                 break;
             }
         };
+        // Every data frame, text or not, spends from the connection's budget.
+        if !bucket.try_take(now) {
+            violations += 1;
+            metrics::counter!("switchboard_signaling_errors_total", "code" => "rate_limited").increment(1);
+            if violations > limits.max_rate_violations {
+                let _ =
+                    actor.cast(ConnectionMsg::Close { code: close_code::POLICY, reason: "rate limit exceeded".into() });
+                return;
+            }
+            // Tell the client once per run of refused messages, not once per message.
+            if violations == 1 {
+                let refuse = ConnectionMsg::Refuse {
+                    code: ErrorCode::RateLimited,
+                    message: "too many messages; slow down".into(),
+                };
+                if actor.cast(refuse).is_err() {
+                    return;
+                }
+            }
+            continue;
+        }
+        violations = 0;
+        let msg = match frame {
+            Message::Text(text) => ConnectionMsg::Inbound { text, received_at: now },
+            _ => ConnectionMsg::Refuse {
+                code: ErrorCode::BinaryUnsupported,
+                message: "binary frames are not part of the protocol; send JSON text".into(),
+            },
+        };
         if actor.cast(msg).is_err() {
             return;
         }
     }
     let _ = actor.cast(ConnectionMsg::Gone);
+}
+
+/// Whether a read failed because a message or frame exceeded the configured size.
+fn is_too_big(e: axum::Error) -> bool {
+    use tokio_tungstenite::tungstenite::Error;
+    matches!(e.into_inner().downcast_ref::<Error>(), Some(Error::Capacity(_)))
 }
 
 /// Frames a body with its sequence number: `{"seq":N,` + the body without its `{`.
@@ -306,8 +313,10 @@ async fn inbound(myself: &ActorRef<ConnectionMsg>, state: &mut ConnectionState, 
             RoomMsg::Overlay { from: peer, overlay }
         }
         ClientMessage::Leave {} => {
-            let Some(j) = state.joined.take() else { return not_joined(myself, state, reference).await };
-            let _ = j.room.cast(RoomMsg::Leave { peer: j.peer, reason: "left".into() });
+            let Some(peer) = peer(state) else { return not_joined(myself, state, reference).await };
+            // Sent like any room message, so a room that restarted still gets it.
+            to_room(myself, state, RoomMsg::Leave { peer, reason: "left".into() }).await;
+            state.joined = None;
             return;
         }
         other => {
@@ -485,7 +494,10 @@ async fn join(
                 return;
             }
             Ok(CallResult::Success(Err(e))) => return send_error(myself, state, e.code, &e.message, r).await,
-            _ => continue,
+            // The room stopped before it answered: the join did not happen; try again.
+            Ok(CallResult::SenderError) | Err(_) => continue,
+            // The room is slow: the join may still happen, so it is not retried.
+            Ok(CallResult::Timeout) => break,
         }
     }
     send_error(myself, state, last.0, &last.1, r).await;

@@ -102,6 +102,12 @@ async fn control_overlay_and_chat_reach_everyone_and_late_joiners() {
     // Ending the call reaches everyone and is recorded.
     alice.send(json!({"type": "end_call"})).await;
     assert_eq!(bob.recv_type("call_status").await["status"], "ended");
+    // Leaving an ended call does not start a new one.
+    bob.send(json!({"type": "leave"})).await;
+    assert_eq!(alice.recv_type("peer_left").await["peerId"], bob.peer_id.as_str());
+    alice.send(json!({"type": "ping", "id": "after"})).await;
+    let next = alice.recv().await;
+    assert_eq!(next["type"], "pong", "no call_status after a leave from an ended call: {next}");
     let calls = s.app().store.calls("media-room").await.expect("calls");
     assert_eq!(calls.len(), 1);
     assert_eq!(calls[0].2.as_deref(), Some("ended_by_participant"));
