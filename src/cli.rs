@@ -23,6 +23,12 @@ pub enum Command {
     Serve(Common),
     /// Run database migrations and exit.
     Migrate(Common),
+    /// Load generators behind docs/benchmarks.md (each starts its own node).
+    Bench {
+        /// Which benchmark.
+        #[command(subcommand)]
+        which: BenchKind,
+    },
     /// Mint a token offline with the node's signing secret.
     Token {
         /// Config options.
@@ -43,6 +49,38 @@ pub enum Command {
         /// Grant admin rights.
         #[arg(long)]
         admin: bool,
+    },
+}
+
+/// Benchmarks.
+#[derive(Subcommand, Debug)]
+pub enum BenchKind {
+    /// Server memory per idle joined WebSocket connection.
+    Idle {
+        /// Connections to open.
+        #[arg(long, default_value_t = 1000)]
+        connections: usize,
+        /// Participants per room.
+        #[arg(long, default_value_t = 2)]
+        room_size: usize,
+        /// Extra `serve` flags, e.g. `--database-url postgres://...`.
+        #[arg(last = true)]
+        serve: Vec<String>,
+    },
+    /// Latency of offers relayed A→B, and server CPU per message.
+    Relay {
+        /// Rooms of two.
+        #[arg(long, default_value_t = 50)]
+        pairs: usize,
+        /// Aggregate messages per second.
+        #[arg(long, default_value_t = 2000)]
+        rate: u64,
+        /// Duration in seconds.
+        #[arg(long, default_value_t = 10)]
+        seconds: u64,
+        /// Extra `serve` flags.
+        #[arg(last = true)]
+        serve: Vec<String>,
     },
 }
 

@@ -1,8 +1,8 @@
 //! The `switchboard` binary.
 
 use clap::Parser;
-use switchboard::cli::{Cli, Command, mint_offline, token_request};
-use switchboard::{server, telemetry};
+use switchboard::cli::{BenchKind, Cli, Command, mint_offline, token_request};
+use switchboard::{bench, server, telemetry};
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
@@ -22,6 +22,12 @@ async fn main() -> anyhow::Result<()> {
             let config = common.load()?;
             server::migrate(&config).await?.close().await;
             println!("migrations applied to {}", redact(&config.database_url()));
+        }
+        Command::Bench { which: BenchKind::Idle { connections, room_size, serve } } => {
+            bench::idle(connections, room_size, &serve).await?;
+        }
+        Command::Bench { which: BenchKind::Relay { pairs, rate, seconds, serve } } => {
+            bench::relay(pairs, rate, seconds, &serve).await?;
         }
         Command::Token { common, user, room, name, ttl, admin } => {
             let config = common.load()?;
