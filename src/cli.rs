@@ -69,8 +69,8 @@ pub enum BenchKind {
     },
     /// Latency of offers relayed A→B, and server CPU per message.
     Relay {
-        /// Rooms of two.
-        #[arg(long, default_value_t = 50)]
+        /// Rooms of two (keep rate/pairs under the per-connection rate limit).
+        #[arg(long, default_value_t = 100)]
         pairs: usize,
         /// Aggregate messages per second.
         #[arg(long, default_value_t = 2000)]

@@ -6,7 +6,7 @@ use crate::auth::{Claims, Grants, MintRequest};
 use crate::edge::connection;
 use crate::ice::ice_servers;
 use axum::extract::ws::WebSocketUpgrade;
-use axum::extract::{Path, Query, State};
+use axum::extract::{FromRequest, Path, Query, State};
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
@@ -85,10 +85,25 @@ struct TokenRequest {
     grants: Option<Grants>,
 }
 
+/// A JSON body whose rejection (bad JSON, wrong content type, unknown field) answers in the
+/// protocol's error shape instead of the framework's plain text.
+pub struct Body<T>(pub T);
+
+impl<S: Send + Sync, T: serde::de::DeserializeOwned> FromRequest<S> for Body<T> {
+    type Rejection = ApiError;
+
+    async fn from_request(req: axum::extract::Request, state: &S) -> Result<Self, Self::Rejection> {
+        match Json::<T>::from_request(req, state).await {
+            Ok(Json(v)) => Ok(Body(v)),
+            Err(rejection) => Err(ApiError(rejection.status(), "invalid_request", rejection.body_text())),
+        }
+    }
+}
+
 async fn mint_token(
     State(app): State<Arc<App>>,
     headers: HeaderMap,
-    body: Json<TokenRequest>,
+    body: Body<TokenRequest>,
 ) -> Result<Response, ApiError> {
     if !app.dev_mode && !is_api_key(&app, &headers) {
         return Err(ApiError(
@@ -133,7 +148,7 @@ struct CreateRoom {
 async fn create_room(
     State(app): State<Arc<App>>,
     headers: HeaderMap,
-    body: Json<CreateRoom>,
+    body: Body<CreateRoom>,
 ) -> Result<Response, ApiError> {
     let creator = if is_api_key(&app, &headers) {
         "api".to_owned()

@@ -151,3 +151,31 @@ async fn health_readiness_and_metrics() {
     assert!(!text.contains("metrics-room"), "labels never carry ids");
     s.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bad_request_bodies_get_the_error_shape() {
+    let mut s = TestServer::start().await;
+    let url = s.url("/auth/token");
+    let r = s.http.post(&url).header("content-type", "application/json").body("{oops").send().await.expect("post");
+    assert_eq!(r.status(), 400);
+    assert_eq!(r.json::<Value>().await.expect("json")["code"], "invalid_request");
+    let r = s.http.post(&url).json(&json!({"userId": "a", "isAdmin": true})).send().await.expect("post");
+    assert_eq!(r.json::<Value>().await.expect("json")["code"], "invalid_request", "unknown fields are refused");
+    let r = s.http.post(&url).json(&json!({"userId": ""})).send().await.expect("post");
+    assert_eq!(r.status(), 400);
+    s.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_websocket_accepts_a_bearer_header() {
+    use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+    let mut s = TestServer::start().await;
+    let token = s.token(json!({"userId": "alice"})).await;
+    let mut req = format!("ws://{}/ws/signal", s.addr).into_client_request().expect("request");
+    req.headers_mut().insert("authorization", format!("Bearer {token}").parse().expect("header"));
+    let (ws, _) = tokio_tungstenite::connect_async(req).await.expect("connect");
+    let mut c = crate::support::Client { ws, peer_id: String::new(), last_seq: 0 };
+    c.send(json!({"type": "join", "roomId": "bearer-room"})).await;
+    assert_eq!(c.recv_type("joined").await["roomId"], "bearer-room");
+    s.stop().await;
+}

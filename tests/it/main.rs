@@ -3,6 +3,7 @@
 //! `SWITCHBOARD_TEST_DATABASE_URL` is set.
 
 mod bad_input;
+mod cli;
 mod http_api;
 mod restart;
 mod room_crash;
