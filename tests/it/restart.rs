@@ -40,6 +40,25 @@ async fn kill_and_restart(extra: &[&str]) {
     assert_eq!(room["callStatus"], "ended", "the call active at the crash is reconciled: {room}");
     let chat = get(&node, "/rooms/durable/chat", "bob").await;
     assert_eq!(chat["messages"][0]["text"], "remember me");
+    // The outbox has the whole story, the reconciliation included.
+    let url = match extra {
+        ["--database-url", url] => url.to_string(),
+        _ => format!("sqlite://{}?mode=rw", dir.path().join("switchboard.db").display()),
+    };
+    let store = switchboard::store::Store::open(&url, 1, "observer").await.expect("open the node's store");
+    let kinds: Vec<String> = store.events("durable").await.expect("events").into_iter().map(|e| e.kind).collect();
+    assert_eq!(
+        kinds,
+        [
+            "session.created",
+            "participant.joined",
+            "participant.joined",
+            "participant.left",
+            "participant.left",
+            "session.closed"
+        ]
+    );
+    store.close().await;
     assert!(node.log().contains("closed sessions and calls left open by an earlier run"), "{}", node.log());
 
     // The room works again: a fresh join opens a new call.
