@@ -26,21 +26,49 @@ pub struct App {
     pub metrics: PrometheusHandle,
     /// Whether token minting is open (see `Config::dev_mode`).
     pub dev_mode: bool,
+    /// Cluster membership, when this node is a member.
+    pub cluster: Option<switchboard_cluster::Cluster>,
+    /// What this node tells its peers about itself.
+    pub hello: switchboard_cluster::node_agent::HelloSource,
     shutting_down: AtomicBool,
+}
+
+/// Everything `App` is made of, but its own flags.
+pub struct AppParts {
+    /// Configuration in effect.
+    pub config: Config,
+    /// Token minting and verification.
+    pub authority: Authority,
+    /// The database.
+    pub store: Store,
+    /// The root of the room actors.
+    pub rooms: ActorRef<RoomSupervisorMsg>,
+    /// Open connections.
+    pub edge: Arc<EdgeRouter>,
+    /// Prometheus renderer.
+    pub metrics: PrometheusHandle,
+    /// Cluster membership, when clustered.
+    pub cluster: Option<switchboard_cluster::Cluster>,
+    /// What this node tells its peers about itself.
+    pub hello: switchboard_cluster::node_agent::HelloSource,
 }
 
 impl App {
     /// Assembles the state.
-    pub fn new(
-        config: Config,
-        authority: Authority,
-        store: Store,
-        rooms: ActorRef<RoomSupervisorMsg>,
-        edge: Arc<EdgeRouter>,
-        metrics: PrometheusHandle,
-    ) -> App {
-        let dev_mode = config.dev_mode();
-        App { config, authority, store, rooms, edge, metrics, dev_mode, shutting_down: AtomicBool::new(false) }
+    pub fn new(p: AppParts) -> App {
+        let dev_mode = p.config.dev_mode();
+        App {
+            config: p.config,
+            authority: p.authority,
+            store: p.store,
+            rooms: p.rooms,
+            edge: p.edge,
+            metrics: p.metrics,
+            dev_mode,
+            cluster: p.cluster,
+            hello: p.hello,
+            shutting_down: AtomicBool::new(false),
+        }
     }
 
     /// Whether the node is draining.

@@ -177,6 +177,15 @@ impl Authority {
     }
 }
 
+/// A fingerprint of the signing secret that peers compare without learning the secret:
+/// HMAC-SHA1 of a fixed text, hex, first 16 characters.
+pub fn secret_fingerprint(secret: &[u8]) -> String {
+    use hmac::{Hmac, Mac};
+    let mut mac = <Hmac<sha1::Sha1> as Mac>::new_from_slice(secret).expect("HMAC accepts any key length");
+    mac.update(b"switchboard cluster secret fingerprint v1");
+    mac.finalize().into_bytes().iter().take(8).map(|b| format!("{b:02x}")).collect()
+}
+
 /// Current unix time in seconds.
 pub fn unix_now() -> i64 {
     std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs() as i64).unwrap_or(0)

@@ -102,6 +102,12 @@ pub struct Common {
     /// This node's id.
     #[arg(long, env = "SWITCHBOARD_NODE_ID")]
     pub node_id: Option<String>,
+    /// Cluster listener address; makes this node a cluster member.
+    #[arg(long, env = "SWITCHBOARD_CLUSTER_ADDR")]
+    pub cluster_addr: Option<std::net::SocketAddr>,
+    /// Cluster members to dial, comma-separated `host:port`.
+    #[arg(long, env = "SWITCHBOARD_SEEDS", value_delimiter = ',')]
+    pub seeds: Option<Vec<String>>,
 }
 
 impl Common {
@@ -123,6 +129,12 @@ impl Common {
         }
         if let Some(v) = &self.node_id {
             config.node_id = v.clone();
+        }
+        if let Some(v) = self.cluster_addr {
+            config.cluster.addr = Some(v);
+        }
+        if let Some(v) = &self.seeds {
+            config.cluster.seeds = v.iter().filter(|s| !s.is_empty()).cloned().collect();
         }
         config.validate()?;
         Ok(config)

@@ -26,7 +26,42 @@ pub struct Config {
     pub rooms: RoomsConfig,
     /// Per-connection limits.
     pub limits: LimitsConfig,
+    /// Cluster membership.
+    pub cluster: ClusterSettings,
 }
+
+/// `[cluster]`
+#[derive(Clone, Debug, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ClusterSettings {
+    /// Cluster listener; setting it makes this node a cluster member.
+    pub addr: Option<SocketAddr>,
+    /// Other members to dial (`host:port`), usually one or two stable nodes.
+    pub seeds: Vec<String>,
+    /// Shared secret of the cluster handshake. Outside dev mode it must be set.
+    pub cookie: Option<String>,
+    /// Heartbeat period.
+    #[serde(with = "duration_text")]
+    pub heartbeat_interval: Duration,
+    /// Silence after which a peer is down.
+    #[serde(with = "duration_text")]
+    pub heartbeat_timeout: Duration,
+}
+
+impl Default for ClusterSettings {
+    fn default() -> Self {
+        Self {
+            addr: None,
+            seeds: Vec::new(),
+            cookie: None,
+            heartbeat_interval: Duration::from_millis(500),
+            heartbeat_timeout: Duration::from_secs(2),
+        }
+    }
+}
+
+/// The cookie a dev-mode cluster uses when none is configured.
+pub const DEV_COOKIE: &str = "switchboard-dev-cookie";
 
 /// `[http]`
 #[derive(Clone, Debug, Deserialize)]
@@ -128,6 +163,7 @@ impl Default for Config {
             ice: IceConfig::default(),
             rooms: RoomsConfig::default(),
             limits: LimitsConfig::default(),
+            cluster: ClusterSettings::default(),
         }
     }
 }
@@ -196,6 +232,9 @@ impl Config {
         if let Ok(v) = std::env::var("SWITCHBOARD_TURN_SECRET") {
             self.ice.turn_secret = Some(v);
         }
+        if let Ok(v) = std::env::var("SWITCHBOARD_CLUSTER_COOKIE") {
+            self.cluster.cookie = Some(v);
+        }
     }
 
     /// The database URL in effect.
@@ -204,6 +243,16 @@ impl Config {
             Some(url) if !url.is_empty() => url.clone(),
             _ => format!("sqlite://{}?mode=rwc", self.data_dir.join("switchboard.db").display()),
         }
+    }
+
+    /// Whether this node is a cluster member.
+    pub fn clustered(&self) -> bool {
+        self.cluster.addr.is_some() || !self.cluster.seeds.is_empty()
+    }
+
+    /// The cluster cookie in effect.
+    pub fn cluster_cookie(&self) -> String {
+        self.cluster.cookie.clone().unwrap_or_else(|| DEV_COOKIE.to_owned())
     }
 
     /// Whether `POST /auth/token` is open without an API key.
@@ -258,6 +307,38 @@ impl Config {
         if self.limits.max_message_bytes < 1024 {
             bail!("limits.max_message_bytes must be at least 1024");
         }
+        if self.clustered() {
+            if self.cluster.addr.is_none() {
+                bail!(
+                    "cluster.seeds is set but cluster.addr is not: a member needs its own cluster address (--cluster-addr)"
+                );
+            }
+            if url.starts_with("sqlite:") {
+                bail!(
+                    "a cluster needs PostgreSQL: set database.url (--database-url postgres://...); \
+                     SQLite is one node's file and cannot be shared"
+                );
+            }
+            match &self.cluster.cookie {
+                None if !self.dev_mode() => {
+                    bail!(
+                        "cluster.cookie must be set (or SWITCHBOARD_CLUSTER_COOKIE) outside dev mode; the default is for development only"
+                    )
+                }
+                Some(c) if c.len() < 16 => bail!("cluster.cookie must be at least 16 characters"),
+                Some(c) if c == DEV_COOKIE && !self.dev_mode() => {
+                    bail!("cluster.cookie: the development cookie is refused outside dev mode")
+                }
+                _ => {}
+            }
+            if self.cluster.heartbeat_interval.is_zero()
+                || self.cluster.heartbeat_timeout <= self.cluster.heartbeat_interval
+            {
+                bail!(
+                    "cluster.heartbeat_timeout must be longer than cluster.heartbeat_interval (and the interval positive)"
+                );
+            }
+        }
         if self.limits.messages_per_second <= 0.0 || self.limits.burst < 1.0 {
             bail!("limits.messages_per_second must be positive and limits.burst at least 1");
         }
@@ -309,6 +390,24 @@ mod tests {
         assert_eq!(c.limits.max_message_bytes, d.limits.max_message_bytes);
         assert_eq!(c.rooms.idle_timeout, d.rooms.idle_timeout);
         assert_eq!(c.auth.token_ttl, d.auth.token_ttl);
+    }
+
+    #[test]
+    fn clusters_need_postgres_and_a_cookie() {
+        let mut c = Config::default();
+        c.cluster.addr = Some("127.0.0.1:7001".parse().expect("addr"));
+        let err = c.validate().expect_err("sqlite refused").to_string();
+        assert!(err.contains("PostgreSQL"), "{err}");
+        c.database.url = Some("postgres://postgres@127.0.0.1/test".into());
+        c.validate().expect("dev mode accepts the dev cookie");
+        c.auth.dev_mode = Some(false);
+        let err = c.validate().expect_err("cookie required").to_string();
+        assert!(err.contains("cluster.cookie"), "{err}");
+        c.cluster.cookie = Some("a-long-enough-cluster-cookie".into());
+        c.validate().expect("valid");
+        let mut s = Config::default();
+        s.cluster.seeds = vec!["127.0.0.1:7001".into()];
+        assert!(s.validate().expect_err("no addr").to_string().contains("cluster.addr"));
     }
 
     #[test]

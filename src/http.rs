@@ -34,6 +34,7 @@ pub fn router(app: Arc<App>) -> Router {
         .route("/metrics", get(get_metrics))
         .route("/healthz", get(|| async { "ok" }))
         .route("/readyz", get(readyz))
+        .route("/api/cluster", get(get_cluster))
         .with_state(app)
 }
 
@@ -306,4 +307,62 @@ async fn readyz(State(app): State<Arc<App>>) -> Response {
     } else {
         (StatusCode::SERVICE_UNAVAILABLE, "database unreachable").into_response()
     }
+}
+
+#[derive(Deserialize)]
+struct ClusterQuery {
+    #[serde(default)]
+    limit: Option<usize>,
+    #[serde(default)]
+    after: Option<String>,
+}
+
+/// The operator view of the cluster: members with their health, and the rooms hosted here.
+async fn get_cluster(
+    State(app): State<Arc<App>>,
+    headers: HeaderMap,
+    Query(q): Query<ClusterQuery>,
+) -> Result<Response, ApiError> {
+    if !is_api_key(&app, &headers) && !app.dev_mode {
+        let c = claims(&app, &headers)?;
+        if !c.grants.admin {
+            return Err(ApiError(
+                StatusCode::FORBIDDEN,
+                "forbidden",
+                "the cluster view needs the API key or an admin token".into(),
+            ));
+        }
+    }
+    let me = (app.hello)();
+    let members = match &app.cluster {
+        Some(cluster) => cluster.members(&me),
+        None => vec![switchboard_cluster::MemberView {
+            node_id: me.node_id.clone(),
+            cluster_addr: String::new(),
+            http_addr: Some(me.http_addr.clone()),
+            state: switchboard_cluster::MemberState::Up,
+            is_self: true,
+            last_heartbeat: None,
+            rtt_ms: None,
+            rooms: Some(me.rooms),
+            connections: Some(me.connections),
+            refused_because: None,
+        }],
+    };
+    let limit = q.limit.unwrap_or(100).clamp(1, 1000);
+    let mut rooms = match app.rooms.call(RoomSupervisorMsg::List, Some(Duration::from_secs(5))).await {
+        Ok(CallResult::Success(rooms)) => rooms,
+        _ => Vec::new(),
+    };
+    rooms.sort();
+    let page: Vec<_> = rooms.iter().filter(|r| q.after.as_deref().is_none_or(|a| r.as_str() > a)).take(limit).collect();
+    let next = (page.len() == limit).then(|| page.last().map(|r| r.to_string())).flatten();
+    Ok(Json(json!({
+        "nodeId": me.node_id,
+        "clustered": app.cluster.is_some(),
+        "members": members,
+        "rooms": page.iter().map(|r| json!({"roomId": r, "nodeId": me.node_id})).collect::<Vec<_>>(),
+        "nextRooms": next,
+    }))
+    .into_response())
 }

@@ -1,8 +1,8 @@
 //! Starting and stopping a node: store, actors, HTTP listener, and the graceful shutdown
 //! that closes sessions and calls in the store and tells every client why its socket closes.
 
-use crate::app::App;
-use crate::auth::{Authority, load_or_create_secret};
+use crate::app::{App, AppParts};
+use crate::auth::{Authority, load_or_create_secret, secret_fingerprint};
 use crate::config::Config;
 use crate::edge::connection::close_code;
 use crate::edge::edge_router::EdgeRouter;
@@ -11,11 +11,14 @@ use crate::{http, telemetry};
 use ractor::Actor;
 use std::net::SocketAddr;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 use switchboard_actors::ports::RoomPolicy;
 use switchboard_actors::restart_policy::RestartPolicy;
 use switchboard_actors::room::{RoomConfig, RoomContext};
 use switchboard_actors::room_supervisor::{RoomSupervisor, RoomSupervisorArgs, RoomSupervisorMsg};
+use switchboard_cluster::node_agent::HelloSource;
+use switchboard_cluster::{Cluster, ClusterConfig, NodeHello, NodeId};
 use tokio::net::TcpListener;
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
@@ -28,6 +31,7 @@ pub struct RunningServer {
     pub app: Arc<App>,
     stop_http: Option<oneshot::Sender<()>>,
     http: JoinHandle<std::io::Result<()>>,
+    beats: Option<JoinHandle<()>>,
 }
 
 /// Opens the store and runs migrations, nothing else (`switchboard migrate`).
@@ -54,6 +58,7 @@ pub async fn start(config: Config, listener: TcpListener) -> anyhow::Result<Runn
         tracing::warn!(sessions, calls, "closed sessions and calls left open by an earlier run");
     }
     let edge = Arc::new(EdgeRouter::default());
+    let live_rooms = Arc::new(AtomicUsize::new(0));
     let ctx = Arc::new(RoomContext {
         store: Arc::new(store.clone()),
         edge: edge.clone(),
@@ -63,11 +68,22 @@ pub async fn start(config: Config, listener: TcpListener) -> anyhow::Result<Runn
             idle_timeout: config.rooms.idle_timeout,
             participant_restart: RestartPolicy::default(),
         },
+        live_rooms: live_rooms.clone(),
     });
     let (rooms, _) =
         Actor::spawn(None, RoomSupervisor, RoomSupervisorArgs { ctx, policy: RestartPolicy::default() }).await?;
     let addr = listener.local_addr()?;
-    let app = Arc::new(App::new(config, authority, store, rooms, edge, metrics));
+    let hello = hello_source(&config, &secret, addr, &edge, &live_rooms);
+    let cluster = match start_cluster(&config, hello.clone(), &store).await {
+        Ok(cluster) => cluster,
+        Err(e) => {
+            rooms.stop(None);
+            store.close().await;
+            return Err(e);
+        }
+    };
+    let cluster_addr = cluster.as_ref().map(|c| c.addr().to_string());
+    let app = Arc::new(App::new(AppParts { config, authority, store, rooms, edge, metrics, cluster, hello }));
     let (stop_http, stopped) = oneshot::channel::<()>();
     let router = http::router(app.clone());
     let http = tokio::spawn(async move {
@@ -82,10 +98,12 @@ pub async fn start(config: Config, listener: TcpListener) -> anyhow::Result<Runn
         node_id = %app.config.node_id,
         database = ?app.store.backend(),
         dev_mode = app.dev_mode,
+        cluster_addr = cluster_addr.as_deref().unwrap_or("none"),
         startup_ms = started.elapsed().as_millis() as u64,
         "switchboard serving; signaling at ws://{addr}/ws/signal"
     );
-    Ok(RunningServer { addr, app, stop_http: Some(stop_http), http })
+    let beats = app.cluster.is_some().then(|| tokio::spawn(beat(app.clone())));
+    Ok(RunningServer { addr, app, stop_http: Some(stop_http), http, beats })
 }
 
 impl RunningServer {
@@ -109,9 +127,111 @@ impl RunningServer {
             Ok(joined) => joined??,
             Err(_) => self.http.abort(),
         }
+        // The cluster links close last, so peers see this node leave after its clients did.
+        if let Some(cluster) = &app.cluster {
+            if let Some(beats) = self.beats.take() {
+                beats.abort();
+            }
+            let me = (app.hello)();
+            if let Err(e) = app.store.release_node(&me.node_id, &me.incarnation.to_string()).await {
+                tracing::warn!(error = %e, "node id not released");
+            }
+            cluster.shutdown().await;
+        }
         app.store.close().await;
         tracing::info!("stopped");
         Ok(())
+    }
+}
+
+/// Keeps this node's claim on its id alive in the database.
+async fn beat(app: Arc<App>) {
+    let me = (app.hello)();
+    let incarnation = me.incarnation.to_string();
+    let mut ticker = tokio::time::interval(app.config.cluster.heartbeat_interval);
+    loop {
+        ticker.tick().await;
+        match app.store.beat(&me.node_id, &incarnation).await {
+            Ok(true) => {}
+            Ok(false) => tracing::error!(node_id = %me.node_id, "another process has taken this node's id"),
+            Err(e) => tracing::warn!(error = %e, "node heartbeat not recorded"),
+        }
+    }
+}
+
+/// What this node tells its peers in every heartbeat answer.
+fn hello_source(
+    config: &Config,
+    secret: &[u8],
+    http: SocketAddr,
+    edge: &Arc<EdgeRouter>,
+    live_rooms: &Arc<AtomicUsize>,
+) -> HelloSource {
+    let base = NodeHello {
+        node_id: config.node_id.clone(),
+        cluster_addr: config.cluster.addr.map(|a| a.to_string()).unwrap_or_default(),
+        http_addr: http.to_string(),
+        secret_fingerprint: secret_fingerprint(secret),
+        incarnation: rand::random(),
+        rooms: 0,
+        connections: 0,
+    };
+    let (edge, live_rooms) = (edge.clone(), live_rooms.clone());
+    Arc::new(move || NodeHello {
+        rooms: live_rooms.load(Ordering::Relaxed) as u64,
+        connections: edge.len() as u64,
+        ..base.clone()
+    })
+}
+
+/// Joins the cluster when configured: waits (up to the heartbeat timeout) for a first peer,
+/// and refuses to go on if another live node already has this node's id.
+async fn start_cluster(config: &Config, hello: HelloSource, store: &Store) -> anyhow::Result<Option<Cluster>> {
+    let Some(addr) = config.cluster.addr else { return Ok(None) };
+    let node_id = NodeId::parse(&config.node_id).map_err(|e| anyhow::anyhow!(e))?;
+    let cfg = ClusterConfig {
+        node_id,
+        addr,
+        seeds: config.cluster.seeds.clone(),
+        cookie: config.cluster_cookie(),
+        heartbeat_interval: config.cluster.heartbeat_interval,
+        heartbeat_timeout: config.cluster.heartbeat_timeout,
+    };
+    let cluster = Cluster::start(cfg, hello.clone()).await?;
+    let me = hello();
+    let claimed = store
+        .claim_node(
+            &me.node_id,
+            &me.incarnation.to_string(),
+            &cluster.addr().to_string(),
+            &me.http_addr,
+            config.cluster.heartbeat_timeout,
+        )
+        .await;
+    if let Err(e) = claimed {
+        cluster.shutdown().await;
+        return Err(e.into());
+    }
+    if config.cluster.seeds.is_empty() {
+        return Ok(Some(cluster));
+    }
+    let deadline = Instant::now() + config.cluster.heartbeat_timeout * 2;
+    loop {
+        if let Some(other) = cluster.duplicate_of() {
+            cluster.shutdown().await;
+            anyhow::bail!(
+                "node id {:?} is already live in the cluster (at {other}); choose another --node-id",
+                config.node_id
+            );
+        }
+        if cluster.live_nodes().len() > 1 {
+            return Ok(Some(cluster));
+        }
+        if Instant::now() >= deadline {
+            tracing::warn!(seeds = ?config.cluster.seeds, "no cluster member reached yet; serving alone and still dialling the seeds");
+            return Ok(Some(cluster));
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
     }
 }
 

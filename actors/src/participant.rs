@@ -42,6 +42,9 @@ pub enum ParticipantMsg {
     },
 }
 
+// Local only: never crosses nodes (the cluster feature turns off ractor's blanket impl).
+impl ractor::Message for ParticipantMsg {}
+
 impl Actor for Participant {
     type Msg = ParticipantMsg;
     type State = ParticipantState;

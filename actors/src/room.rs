@@ -43,6 +43,8 @@ pub struct RoomContext {
     pub edge: Arc<dyn Edge>,
     /// Settings.
     pub config: RoomConfig,
+    /// Rooms running on this node, kept by the supervisor (read by heartbeats and metrics).
+    pub live_rooms: Arc<AtomicUsize>,
 }
 
 /// The actor.
@@ -173,6 +175,9 @@ pub enum RoomMsg {
     /// Fault injection for tests and chaos runs: the room panics.
     InjectFault,
 }
+
+// Local only: never crosses nodes (the cluster feature turns off ractor's blanket impl).
+impl ractor::Message for RoomMsg {}
 
 struct Member {
     info: ParticipantInfo,

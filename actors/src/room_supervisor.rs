@@ -72,11 +72,16 @@ pub enum RoomSupervisorMsg {
     },
     /// Counts for metrics.
     Stats(RpcReplyPort<RoomStats>),
+    /// Ids of the rooms running here.
+    List(RpcReplyPort<Vec<RoomId>>),
     /// Restart a failed room (sent to itself after the backoff).
     Restart(RoomId),
     /// The node stops: shut every room down (sessions and calls closed in the store).
     Shutdown(RpcReplyPort<()>),
 }
+
+// Local only: never crosses nodes (the cluster feature turns off ractor's blanket impl).
+impl ractor::Message for RoomSupervisorMsg {}
 
 impl Actor for RoomSupervisor {
     type Msg = RoomSupervisorMsg;
@@ -111,12 +116,18 @@ impl Actor for RoomSupervisor {
             RoomSupervisorMsg::Stats(reply) => {
                 let _ = reply.send(stats(state));
             }
+            RoomSupervisorMsg::List(reply) => {
+                let ids =
+                    state.rooms.iter().filter(|(_, e)| matches!(e.slot, Slot::Running(_))).map(|(id, _)| id.clone());
+                let _ = reply.send(ids.collect());
+            }
             RoomSupervisorMsg::Restart(room) => restart(&myself, state, room).await,
             RoomSupervisorMsg::Shutdown(reply) => {
                 shutdown(state).await;
                 let _ = reply.send(());
             }
         }
+        publish_count(state);
         Ok(())
     }
 
@@ -138,8 +149,14 @@ impl Actor for RoomSupervisor {
             SupervisionEvent::ActorFailed(cell, err) => on_failure(&myself, state, &cell, &err.to_string()),
             _ => {}
         }
+        publish_count(state);
         Ok(())
     }
+}
+
+fn publish_count(state: &RoomSupervisorState) {
+    let running = state.rooms.values().filter(|e| matches!(e.slot, Slot::Running(_))).count();
+    state.ctx.live_rooms.store(running, Ordering::Relaxed);
 }
 
 fn is_alive(room: &ActorRef<RoomMsg>) -> bool {

@@ -1,10 +1,22 @@
-//! Cluster building blocks of Switchboard: node identity and room placement.
+//! Cluster building blocks of Switchboard: node identity, formation over ractor_cluster,
+//! membership with a failure detector of our own, and room placement.
 //!
-//! Formation (ractor_cluster), the failure detector and leases come with the cluster work;
-//! what is here is real now and used by a single node too.
+//! ractor_cluster gives a full mesh of authenticated TCP sessions and process groups, but no
+//! reconnection, no timeouts and no failure detection beyond "the TCP connection closed". This
+//! crate adds those: a seed dialer with backoff, a membership table keyed by node id that
+//! debounces session flaps, and a heartbeat (an RPC to each peer's [`NodeAgent`]) that marks
+//! a silent peer down within a configured timeout.
 
+pub mod membership;
+pub mod node_agent;
 pub mod node_id;
 pub mod placement;
+pub mod wire;
 
+mod dialer;
+mod heartbeat;
+
+pub use membership::{Cluster, ClusterConfig, ClusterError, MemberState, MemberView};
+pub use node_agent::NodeHello;
 pub use node_id::NodeId;
 pub use placement::place;

@@ -95,6 +95,9 @@ pub enum ConnectionMsg {
     Gone,
 }
 
+// Local only: never crosses nodes (the cluster feature turns off ractor's blanket impl).
+impl ractor::Message for ConnectionMsg {}
+
 impl Actor for Connection {
     type Msg = ConnectionMsg;
     type State = ConnectionState;

@@ -4,6 +4,7 @@
 
 mod bad_input;
 mod cli;
+mod cluster;
 mod http_api;
 mod restart;
 mod room_crash;

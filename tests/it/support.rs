@@ -190,12 +190,18 @@ pub async fn fresh_postgres(test: &str) -> Option<String> {
 pub struct Node {
     pub child: std::process::Child,
     pub addr: std::net::SocketAddr,
+    pub cluster_addr: Option<std::net::SocketAddr>,
     pub log: std::sync::Arc<std::sync::Mutex<String>>,
 }
 
 impl Node {
     /// Starts the binary with `args` after `serve`, on port 0; waits for its address.
     pub fn spawn(data_dir: &std::path::Path, extra: &[&str]) -> Node {
+        Self::spawn_with_env(data_dir, extra, &[])
+    }
+
+    /// Like `spawn`, with extra environment variables (they override the defaults).
+    pub fn spawn_with_env(data_dir: &std::path::Path, extra: &[&str], env: &[(&str, &str)]) -> Node {
         use std::io::BufRead;
         let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_switchboard"))
             .arg("serve")
@@ -204,6 +210,7 @@ impl Node {
             .args(extra)
             .env("SWITCHBOARD_AUTH_SECRET", SECRET)
             .env("RUST_LOG", "info")
+            .envs(env.iter().copied())
             .stdout(std::process::Stdio::piped())
             .stderr(std::process::Stdio::piped())
             .spawn()
@@ -220,20 +227,32 @@ impl Node {
                     if let Some(rest) = line.split("ws://").nth(1)
                         && let Some(addr) = rest.split("/ws/signal").next()
                     {
-                        let _ = tx.send(addr.to_owned());
+                        let cluster = line
+                            .split("cluster_addr=")
+                            .nth(1)
+                            .and_then(|r| r.split_whitespace().next())
+                            .map(|a| a.trim_matches('"').to_owned());
+                        let _ = tx.send((addr.to_owned(), cluster));
                     }
                     log.lock().expect("log").push_str(&(line + "\n"));
                 }
             });
         }
-        let addr = rx
+        let (addr, cluster) = rx
             .recv_timeout(WAIT)
             .unwrap_or_else(|_| panic!("node did not report its address:\n{}", log.lock().expect("log")));
-        Node { child, addr: addr.parse().expect("address"), log }
+        let cluster_addr = cluster.and_then(|c| c.parse().ok());
+        Node { child, addr: addr.parse().expect("address"), cluster_addr, log }
     }
 
     pub fn url(&self, path: &str) -> String {
         format!("http://{}{}", self.addr, path)
+    }
+
+    /// SIGSTOP (true) or SIGCONT (false).
+    pub fn freeze(&self, stop: bool) {
+        let signal = if stop { "-STOP" } else { "-CONT" };
+        let _ = std::process::Command::new("kill").arg(signal).arg(self.child.id().to_string()).status();
     }
 
     /// kill -9.

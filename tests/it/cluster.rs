@@ -1,0 +1,153 @@
+//! Cluster formation and failure detection with real `switchboard serve` processes on
+//! 127.0.0.1 against one PostgreSQL database (ractor's process groups are process-global, so
+//! nodes in one process would prove nothing).
+
+use crate::support::{Node, WAIT, fresh_postgres};
+use serde_json::Value;
+use std::collections::BTreeMap;
+use std::time::{Duration, Instant};
+
+/// Starts member `id` against `db`, dialling `seeds`.
+fn member(db: &str, id: &str, seeds: &[&Node], env: &[(&str, &str)]) -> (Node, tempfile::TempDir) {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let seeds: Vec<String> =
+        seeds.iter().map(|n| n.cluster_addr.expect("seed has a cluster address").to_string()).collect();
+    let mut args = vec!["--node-id", id, "--cluster-addr", "127.0.0.1:0", "--database-url", db];
+    let joined = seeds.join(",");
+    if !seeds.is_empty() {
+        args.extend(["--seeds", joined.as_str()]);
+    }
+    let node = Node::spawn_with_env(dir.path(), &args, env);
+    (node, dir)
+}
+
+async fn view(node: &Node) -> BTreeMap<String, String> {
+    let v: Value =
+        reqwest::Client::new().get(node.url("/api/cluster")).send().await.expect("get").json().await.expect("json");
+    v["members"]
+        .as_array()
+        .expect("members")
+        .iter()
+        .map(|m| (m["nodeId"].as_str().expect("id").to_owned(), m["state"].as_str().expect("state").to_owned()))
+        .collect()
+}
+
+/// Polls `node`'s view (every 50 ms, for at most 15 s) until `want` holds; returns the time taken.
+async fn until(node: &Node, what: &str, want: impl Fn(&BTreeMap<String, String>) -> bool) -> Duration {
+    let started = Instant::now();
+    for _ in 0..300 {
+        let v = view(node).await;
+        if want(&v) {
+            return started.elapsed();
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    panic!("{what}: not reached in 15 s; last view {:?}\n{}", view(node).await, node.log());
+}
+
+fn states(pairs: &[(&str, &str)]) -> BTreeMap<String, String> {
+    pairs.iter().map(|(a, b)| (a.to_string(), b.to_string())).collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn three_nodes_form_a_cluster_and_agree() {
+    let Some(db) = fresh_postgres("three_nodes_form_a_cluster_and_agree").await else { return };
+    let (n1, _d1) = member(&db, "n1", &[], &[]);
+    let (n2, _d2) = member(&db, "n2", &[&n1], &[]);
+    let (n3, _d3) = member(&db, "n3", &[&n1], &[]);
+    let all_up = states(&[("n1", "up"), ("n2", "up"), ("n3", "up")]);
+    for n in [&n1, &n2, &n3] {
+        until(n, "every member up", |v| *v == all_up).await;
+    }
+    // Transitive discovery: n2 and n3 only knew n1, yet see each other.
+    let v: Value =
+        reqwest::Client::new().get(n2.url("/api/cluster")).send().await.expect("get").json().await.expect("json");
+    let n3_seen = v["members"].as_array().expect("members").iter().find(|m| m["nodeId"] == "n3").cloned().expect("n3");
+    assert_eq!(n3_seen["httpAddr"], n3.addr.to_string());
+    assert!(n3_seen["lastHeartbeat"].as_i64().is_some());
+    let metrics = reqwest::Client::new().get(n1.url("/metrics")).send().await.expect("get").text().await.expect("text");
+    assert!(metrics.contains("switchboard_cluster_members{state=\"up\"} 3"), "{metrics}");
+    assert!(metrics.contains("switchboard_cluster_heartbeat_seconds_bucket"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dead_and_frozen_nodes_are_detected_and_rejoin() {
+    let Some(db) = fresh_postgres("dead_and_frozen_nodes_are_detected_and_rejoin").await else { return };
+    let (n1, _d1) = member(&db, "n1", &[], &[]);
+    let (n2, _d2) = member(&db, "n2", &[&n1], &[]);
+    let (mut n3, _d3) = member(&db, "n3", &[&n1], &[]);
+    let all_up = states(&[("n1", "up"), ("n2", "up"), ("n3", "up")]);
+    until(&n1, "formed", |v| *v == all_up).await;
+
+    // kill -9: the link closes at once.
+    n3.kill();
+    let t = until(&n1, "n3 down after kill -9", |v| v.get("n3").map(String::as_str) == Some("down")).await;
+    eprintln!("kill -9 detected in {t:?}");
+    until(&n2, "n2 agrees", |v| v.get("n3").map(String::as_str) == Some("down")).await;
+
+    // A killed node started again (same id; it waits out its stale claim) rejoins.
+    let (n3b, _d3b) = member(&db, "n3", &[&n1], &[]);
+    for n in [&n1, &n2, &n3b] {
+        until(n, "n3 back", |v| *v == all_up).await;
+    }
+
+    // A frozen process keeps its sockets open: only the heartbeat finds it.
+    n2.freeze(true);
+    let t = until(&n1, "n2 down while frozen", |v| v.get("n2").map(String::as_str) == Some("down")).await;
+    eprintln!("SIGSTOP detected in {t:?}");
+    assert!(t >= Duration::from_millis(1500), "a frozen node is not declared dead before the timeout ({t:?})");
+    n2.freeze(false);
+    until(&n1, "n2 back after SIGCONT", |v| *v == all_up).await;
+    until(&n2, "n2 sees everyone", |v| *v == all_up).await;
+    let _ = WAIT;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn misconfigured_nodes_are_refused() {
+    let Some(db) = fresh_postgres("misconfigured_nodes_are_refused").await else { return };
+    let (n1, _d1) = member(&db, "n1", &[], &[]);
+
+    // Signed with another secret: seen, and refused.
+    let other = [("SWITCHBOARD_AUTH_SECRET", "another-secret-another-secret-another")];
+    let (_rogue, _dr) = member(&db, "rogue", &[&n1], &other);
+    until(&n1, "rogue refused", |v| v.get("rogue").map(String::as_str) == Some("refused")).await;
+
+    // A second process with a live node's id exits, saying why.
+    let dir = tempfile::tempdir().expect("tempdir");
+    let seed = n1.cluster_addr.expect("addr").to_string();
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_switchboard"))
+        .args(["serve", "--http-addr", "127.0.0.1:0", "--node-id", "n1", "--cluster-addr", "127.0.0.1:0"])
+        .args(["--seeds", &seed, "--database-url", &db, "--data-dir"])
+        .arg(dir.path())
+        .env("SWITCHBOARD_AUTH_SECRET", crate::support::SECRET)
+        .output()
+        .expect("run");
+    let text = String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "a duplicate id must not start:\n{text}");
+    assert!(text.contains("already live in the cluster"), "{text}");
+    // The original is unharmed.
+    until(&n1, "n1 still serves", |v| v.get("n1").map(String::as_str) == Some("up")).await;
+}
+
+#[test]
+fn a_cluster_on_sqlite_is_refused() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_switchboard"))
+        .args([
+            "serve",
+            "--http-addr",
+            "127.0.0.1:0",
+            "--cluster-addr",
+            "127.0.0.1:0",
+            "--seeds",
+            "127.0.0.1:1",
+            "--data-dir",
+        ])
+        .arg(dir.path())
+        .env_remove("SWITCHBOARD_DATABASE_URL")
+        .output()
+        .expect("run");
+    let text = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert!(text.contains("a cluster needs PostgreSQL"), "{text}");
+}
