@@ -46,6 +46,9 @@ pub struct ClusterSettings {
     /// Silence after which a peer is down.
     #[serde(with = "duration_text")]
     pub heartbeat_timeout: Duration,
+    /// Lifetime of a room's lease; a room renews it every third of it and stops if it cannot.
+    #[serde(with = "duration_text")]
+    pub lease_ttl: Duration,
 }
 
 impl Default for ClusterSettings {
@@ -56,6 +59,7 @@ impl Default for ClusterSettings {
             cookie: None,
             heartbeat_interval: Duration::from_millis(500),
             heartbeat_timeout: Duration::from_secs(2),
+            lease_ttl: Duration::from_secs(4),
         }
     }
 }
@@ -330,6 +334,9 @@ impl Config {
                     bail!("cluster.cookie: the development cookie is refused outside dev mode")
                 }
                 _ => {}
+            }
+            if self.cluster.lease_ttl < Duration::from_millis(300) {
+                bail!("cluster.lease_ttl must be at least 300ms");
             }
             if self.cluster.heartbeat_interval.is_zero()
                 || self.cluster.heartbeat_timeout <= self.cluster.heartbeat_interval

@@ -15,7 +15,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 use switchboard_actors::ports::RoomPolicy;
 use switchboard_actors::restart_policy::RestartPolicy;
-use switchboard_actors::room::{RoomConfig, RoomContext};
+use switchboard_actors::room::{LeaseSettings, RoomConfig, RoomContext};
 use switchboard_actors::room_supervisor::{RoomSupervisor, RoomSupervisorArgs, RoomSupervisorMsg};
 use switchboard_cluster::node_agent::HelloSource;
 use switchboard_cluster::{Cluster, ClusterConfig, NodeHello, NodeId};
@@ -67,6 +67,9 @@ pub async fn start(config: Config, listener: TcpListener) -> anyhow::Result<Runn
             chat_history: config.rooms.chat_history,
             idle_timeout: config.rooms.idle_timeout,
             participant_restart: RestartPolicy::default(),
+            lease: config
+                .clustered()
+                .then(|| LeaseSettings { node_id: config.node_id.clone(), ttl: config.cluster.lease_ttl }),
         },
         live_rooms: live_rooms.clone(),
     });

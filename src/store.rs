@@ -11,7 +11,9 @@ use std::time::Duration;
 use switchboard_actors::call_status::{CallStatus, CallTransition};
 use switchboard_actors::ids::{ConnId, PeerId, RoomId, UserId};
 use switchboard_actors::media::MediaState;
-use switchboard_actors::ports::{CallChange, RoomPolicy, RoomStore, StoreError, StoredParticipant, StoredRoom, now_ms};
+use switchboard_actors::ports::{
+    CallChange, Fence, RoomPolicy, RoomStore, StoreError, StoredParticipant, StoredRoom, now_ms,
+};
 use switchboard_actors::protocol::ChatMessage;
 
 static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations");
@@ -94,6 +96,29 @@ impl Store {
     /// Which backend.
     pub fn backend(&self) -> Backend {
         self.backend
+    }
+
+    /// The database's clock in unix milliseconds, as SQL: leases expire by one clock, the
+    /// database's, whatever the nodes' clocks say.
+    fn db_now(&self) -> &'static str {
+        match self.backend {
+            Backend::Postgres => "(EXTRACT(EPOCH FROM clock_timestamp()) * 1000)::BIGINT",
+            Backend::Sqlite => "CAST((julianday('now') - 2440587.5) * 86400000.0 AS INTEGER)",
+        }
+    }
+
+    /// Inside a write's transaction: refuses it unless `fence` is still the room's live lease.
+    /// The no-op update takes the lease row's lock, so a takeover cannot commit in between.
+    async fn check_fence(&self, tx: &mut Transaction<'_, Any>, fence: Option<&Fence>) -> Result<(), StoreError> {
+        let Some(f) = fence else { return Ok(()) };
+        let sql = format!(
+            "UPDATE room_leases SET node_id = node_id \
+             WHERE room_id = $1 AND node_id = $2 AND epoch = $3 AND expires_at >= {}",
+            self.db_now()
+        );
+        let held =
+            sqlx::query(&sql).bind(f.room.as_str()).bind(&f.node).bind(f.epoch).execute(&mut **tx).await.map_err(db)?;
+        if held.rows_affected() == 1 { Ok(()) } else { Err(StoreError::Fenced(f.room.to_string())) }
     }
 
     /// Whether the database answers.
@@ -401,9 +426,11 @@ impl RoomStore for Store {
         room: &RoomId,
         p: &StoredParticipant,
         call: Option<&CallChange>,
+        fence: Option<&Fence>,
     ) -> Result<(), StoreError> {
         let now = now_ms();
         let mut tx = self.pool.begin().await.map_err(db)?;
+        self.check_fence(&mut tx, fence).await?;
         if let Some(c) = call {
             apply_call_change(&mut tx, room, c, now).await?;
         }
@@ -433,9 +460,11 @@ impl RoomStore for Store {
         peer: &PeerId,
         reason: &str,
         call: Option<&CallChange>,
+        fence: Option<&Fence>,
     ) -> Result<(), StoreError> {
         let now = now_ms();
         let mut tx = self.pool.begin().await.map_err(db)?;
+        self.check_fence(&mut tx, fence).await?;
         let closed =
             sqlx::query("UPDATE sessions SET left_at = $1, leave_reason = $2 WHERE id = $3 AND left_at IS NULL")
                 .bind(now)
@@ -453,23 +482,33 @@ impl RoomStore for Store {
         tx.commit().await.map_err(db)
     }
 
-    async fn record_call_change(&self, room: &RoomId, call: &CallChange) -> Result<(), StoreError> {
+    async fn record_call_change(
+        &self,
+        room: &RoomId,
+        call: &CallChange,
+        fence: Option<&Fence>,
+    ) -> Result<(), StoreError> {
         let mut tx = self.pool.begin().await.map_err(db)?;
+        self.check_fence(&mut tx, fence).await?;
         apply_call_change(&mut tx, room, call, now_ms()).await?;
         tx.commit().await.map_err(db)
     }
 
-    async fn record_media(&self, peer: &PeerId, media: &MediaState) -> Result<(), StoreError> {
+    async fn record_media(&self, peer: &PeerId, media: &MediaState, fence: Option<&Fence>) -> Result<(), StoreError> {
+        let mut tx = self.pool.begin().await.map_err(db)?;
+        self.check_fence(&mut tx, fence).await?;
         sqlx::query("UPDATE sessions SET media = $1 WHERE id = $2")
             .bind(serde_json::to_string(media).unwrap_or_default())
             .bind(peer.as_str())
-            .execute(&self.pool)
+            .execute(&mut *tx)
             .await
             .map_err(db)?;
-        Ok(())
+        tx.commit().await.map_err(db)
     }
 
-    async fn append_chat(&self, m: &ChatMessage) -> Result<(), StoreError> {
+    async fn append_chat(&self, m: &ChatMessage, fence: Option<&Fence>) -> Result<(), StoreError> {
+        let mut tx = self.pool.begin().await.map_err(db)?;
+        self.check_fence(&mut tx, fence).await?;
         sqlx::query(
             "INSERT INTO chat_messages (id, room_id, seq, peer_id, user_id, display_name, text, sent_at) \
              VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
@@ -482,9 +521,68 @@ impl RoomStore for Store {
         .bind(&m.display_name)
         .bind(&m.text)
         .bind(m.sent_at)
-        .execute(&self.pool)
+        .execute(&mut *tx)
         .await
         .map_err(db)?;
+        tx.commit().await.map_err(db)
+    }
+
+    async fn acquire_lease(&self, room: &RoomId, node: &str, ttl: Duration) -> Result<Result<i64, String>, StoreError> {
+        // A live lease of another node blocks; an expired one, or this node's own (its
+        // previous room actor died), is taken over with the next epoch.
+        let sql = format!(
+            "INSERT INTO room_leases (room_id, node_id, epoch, expires_at) VALUES ($1, $2, 1, {now} + $3) \
+             ON CONFLICT (room_id) DO UPDATE SET node_id = excluded.node_id, epoch = room_leases.epoch + 1, \
+             expires_at = excluded.expires_at \
+             WHERE room_leases.expires_at < {now} OR room_leases.node_id = excluded.node_id \
+             RETURNING epoch",
+            now = self.db_now()
+        );
+        let row = sqlx::query(&sql)
+            .bind(room.as_str())
+            .bind(node)
+            .bind(ttl.as_millis() as i64)
+            .fetch_optional(&self.pool)
+            .await
+            .map_err(db)?;
+        if let Some(row) = row {
+            return Ok(Ok(row.get::<i64, _>(0)));
+        }
+        let holder = sqlx::query("SELECT node_id FROM room_leases WHERE room_id = $1")
+            .bind(room.as_str())
+            .fetch_optional(&self.pool)
+            .await
+            .map_err(db)?
+            .map(|r| r.get::<String, _>(0))
+            .unwrap_or_default();
+        Ok(Err(holder))
+    }
+
+    async fn renew_lease(&self, fence: &Fence, ttl: Duration) -> Result<bool, StoreError> {
+        let sql = format!(
+            "UPDATE room_leases SET expires_at = {now} + $1 \
+             WHERE room_id = $2 AND node_id = $3 AND epoch = $4 AND expires_at >= {now}",
+            now = self.db_now()
+        );
+        let done = sqlx::query(&sql)
+            .bind(ttl.as_millis() as i64)
+            .bind(fence.room.as_str())
+            .bind(&fence.node)
+            .bind(fence.epoch)
+            .execute(&self.pool)
+            .await
+            .map_err(db)?;
+        Ok(done.rows_affected() == 1)
+    }
+
+    async fn release_lease(&self, fence: &Fence) -> Result<(), StoreError> {
+        sqlx::query("DELETE FROM room_leases WHERE room_id = $1 AND node_id = $2 AND epoch = $3")
+            .bind(fence.room.as_str())
+            .bind(&fence.node)
+            .bind(fence.epoch)
+            .execute(&self.pool)
+            .await
+            .map_err(db)?;
         Ok(())
     }
 }

@@ -35,6 +35,8 @@ pub enum ErrorCode {
     BinaryUnsupported,
     /// The room could not be reached; the client may retry.
     RoomUnavailable,
+    /// Another node owns the room (holds its lease).
+    RoomElsewhere,
     /// The server is shutting down or not ready.
     Unavailable,
     /// Something failed on the server; details are in its log.
@@ -59,6 +61,7 @@ impl ErrorCode {
             ErrorCode::TooLarge => "too_large",
             ErrorCode::BinaryUnsupported => "binary_unsupported",
             ErrorCode::RoomUnavailable => "room_unavailable",
+            ErrorCode::RoomElsewhere => "room_elsewhere",
             ErrorCode::Unavailable => "unavailable",
             ErrorCode::Internal => "internal",
         }

@@ -7,7 +7,7 @@
 use crate::error::{ErrorCode, RoomError};
 use crate::ids::PeerId;
 use crate::media::{ControlAction, MediaState};
-use crate::ports::RoomStore;
+use crate::ports::{Fence, RoomStore};
 use ractor::{Actor, ActorProcessingErr, ActorRef, RpcReplyPort};
 use std::sync::Arc;
 
@@ -22,6 +22,8 @@ pub struct ParticipantArgs {
     pub media: MediaState,
     /// Where changes are recorded.
     pub store: Arc<dyn RoomStore>,
+    /// The room's lease, carried by every write in a cluster.
+    pub fence: Option<Fence>,
 }
 
 /// The session state it owns.
@@ -29,6 +31,7 @@ pub struct ParticipantState {
     peer_id: PeerId,
     media: MediaState,
     store: Arc<dyn RoomStore>,
+    fence: Option<Fence>,
 }
 
 /// Messages a participant handles.
@@ -55,7 +58,7 @@ impl Actor for Participant {
         _myself: ActorRef<Self::Msg>,
         args: ParticipantArgs,
     ) -> Result<Self::State, ActorProcessingErr> {
-        Ok(ParticipantState { peer_id: args.peer_id, media: args.media, store: args.store })
+        Ok(ParticipantState { peer_id: args.peer_id, media: args.media, store: args.store, fence: args.fence })
     }
 
     async fn handle(
@@ -78,7 +81,7 @@ async fn apply_control(state: &mut ParticipantState, action: ControlAction) -> R
     if !next.apply(action) {
         return Ok(None);
     }
-    state.store.record_media(&state.peer_id, &next).await.map_err(|e| {
+    state.store.record_media(&state.peer_id, &next, state.fence.as_ref()).await.map_err(|e| {
         tracing::warn!(peer_id = %state.peer_id, error = %e, "media state not recorded");
         RoomError::new(ErrorCode::Internal, "the change could not be recorded; try again")
     })?;

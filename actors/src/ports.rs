@@ -5,7 +5,7 @@ use crate::ids::{ConnId, PeerId, RoomId, UserId};
 use crate::media::MediaState;
 use crate::protocol::ChatMessage;
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 use thiserror::Error;
 
 /// A serialized server-to-client message on its way to a connection.
@@ -37,6 +37,22 @@ pub enum StoreError {
     /// A row holds something the code cannot read.
     #[error("corrupt row: {0}")]
     Corrupt(String),
+    /// The write carried a lease epoch that is no longer current: another node owns the room.
+    #[error("fenced: the lease on room {0} is no longer held at this epoch")]
+    Fenced(String),
+}
+
+/// The proof of ownership every write of a clustered room carries: the room's lease as this
+/// node acquired it. A write whose fence is stale is refused, so a node that lost a room
+/// (frozen, partitioned) can never change it again.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Fence {
+    /// The room.
+    pub room: RoomId,
+    /// The owning node.
+    pub node: String,
+    /// Lease epoch: rises with every new owner.
+    pub epoch: i64,
 }
 
 /// Who may join a room and how many at once.
@@ -110,6 +126,7 @@ pub trait RoomStore: Send + Sync + 'static {
         room: &RoomId,
         participant: &StoredParticipant,
         call: Option<&CallChange>,
+        fence: Option<&Fence>,
     ) -> Result<(), StoreError>;
     /// Records a participant leaving (session closed, `participant.left` event).
     async fn record_leave(
@@ -118,13 +135,26 @@ pub trait RoomStore: Send + Sync + 'static {
         peer: &PeerId,
         reason: &str,
         call: Option<&CallChange>,
+        fence: Option<&Fence>,
     ) -> Result<(), StoreError>;
     /// Records a call status change on its own (an explicit end of call).
-    async fn record_call_change(&self, room: &RoomId, call: &CallChange) -> Result<(), StoreError>;
+    async fn record_call_change(
+        &self,
+        room: &RoomId,
+        call: &CallChange,
+        fence: Option<&Fence>,
+    ) -> Result<(), StoreError>;
     /// Records a participant's media state.
-    async fn record_media(&self, peer: &PeerId, media: &MediaState) -> Result<(), StoreError>;
+    async fn record_media(&self, peer: &PeerId, media: &MediaState, fence: Option<&Fence>) -> Result<(), StoreError>;
     /// Appends a chat message.
-    async fn append_chat(&self, message: &ChatMessage) -> Result<(), StoreError>;
+    async fn append_chat(&self, message: &ChatMessage, fence: Option<&Fence>) -> Result<(), StoreError>;
+    /// Takes the room's lease for `node` if nobody holds a live one; returns the new epoch,
+    /// or `None` with the current holder's node id when another node holds it.
+    async fn acquire_lease(&self, room: &RoomId, node: &str, ttl: Duration) -> Result<Result<i64, String>, StoreError>;
+    /// Extends a held lease; `false` when it is no longer held at this epoch.
+    async fn renew_lease(&self, fence: &Fence, ttl: Duration) -> Result<bool, StoreError>;
+    /// Gives a lease up (clean stop), so the next owner need not wait for it to expire.
+    async fn release_lease(&self, fence: &Fence) -> Result<(), StoreError>;
 }
 
 /// Current time in unix milliseconds.

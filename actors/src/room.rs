@@ -12,7 +12,7 @@ use crate::error::{ErrorCode, RoomError};
 use crate::ids::{ConnId, PeerId, RoomId, UserId, random_id};
 use crate::media::{ControlAction, MediaState};
 use crate::participant::{Participant, ParticipantArgs, ParticipantMsg};
-use crate::ports::{CallChange, Edge, Frame, RoomPolicy, RoomStore, StoredParticipant, now_ms};
+use crate::ports::{CallChange, Edge, Fence, Frame, RoomPolicy, RoomStore, StoredParticipant, now_ms};
 use crate::protocol::{ChatMessage, MAX_CHAT_CHARS, Overlay, ParticipantInfo, PeerOverlay, RelayKind, ServerMessage};
 use crate::restart_policy::{RestartDecision, RestartPolicy, RestartTracker};
 use ractor::{Actor, ActorProcessingErr, ActorRef, RpcReplyPort, SupervisionEvent};
@@ -33,7 +33,23 @@ pub struct RoomConfig {
     pub idle_timeout: Duration,
     /// Restart policy for participant actors.
     pub participant_restart: RestartPolicy,
+    /// In a cluster, rooms act only while they hold a lease; `None` on a single node.
+    pub lease: Option<LeaseSettings>,
 }
+
+/// How a clustered room holds its lease.
+#[derive(Clone, Debug)]
+pub struct LeaseSettings {
+    /// This node's id (the lease holder).
+    pub node_id: String,
+    /// Lease lifetime; renewed every third of it.
+    pub ttl: Duration,
+}
+
+/// A room could not start here because another node holds its lease.
+#[derive(Debug, thiserror::Error)]
+#[error("room is served by node {0}")]
+pub struct RoomElsewhere(pub String);
 
 /// What every room of a node shares: its ports and settings.
 pub struct RoomContext {
@@ -174,6 +190,8 @@ pub enum RoomMsg {
     Shutdown(RpcReplyPort<()>),
     /// Fault injection for tests and chaos runs: the room panics.
     InjectFault,
+    /// Renew the lease (a timer sends it every third of the lease's lifetime).
+    RenewLease,
 }
 
 // Local only: never crosses nodes (the cluster feature turns off ractor's blanket impl).
@@ -199,6 +217,11 @@ pub struct RoomState {
     next_chat_seq: i64,
     present: Arc<AtomicUsize>,
     empty_since: Option<Instant>,
+    /// The lease this room holds, in a cluster.
+    fence: Option<Fence>,
+    /// The room must not act after this instant unless it renews (local monotonic clock, so a
+    /// process that was frozen notices it lost the lease before doing anything).
+    lease_valid_until: Option<Instant>,
 }
 
 impl Actor for Room {
@@ -208,6 +231,19 @@ impl Actor for Room {
 
     async fn pre_start(&self, myself: ActorRef<RoomMsg>, args: RoomArgs) -> Result<RoomState, ActorProcessingErr> {
         let ctx = args.ctx;
+        let mut fence = None;
+        let mut lease_valid_until = None;
+        if let Some(lease) = &ctx.config.lease {
+            let asked = Instant::now();
+            match ctx.store.acquire_lease(&args.room_id, &lease.node_id, lease.ttl).await? {
+                Ok(epoch) => {
+                    fence = Some(Fence { room: args.room_id.clone(), node: lease.node_id.clone(), epoch });
+                    lease_valid_until = Some(asked + lease.ttl * 4 / 5);
+                    myself.send_interval(lease.ttl / 3, || RoomMsg::RenewLease);
+                }
+                Err(holder) => return Err(Box::new(RoomElsewhere(holder))),
+            }
+        }
         let stored = ctx.store.load_room(&args.room_id, &ctx.config.default_policy, ctx.config.chat_history).await?;
         let mut state = RoomState {
             id: args.room_id,
@@ -220,6 +256,8 @@ impl Actor for Room {
             next_chat_seq: stored.next_chat_seq,
             present: args.present,
             empty_since: None,
+            fence,
+            lease_valid_until,
         };
         let mut gone = Vec::new();
         for p in stored.participants {
@@ -255,6 +293,10 @@ impl Actor for Room {
 
     async fn post_stop(&self, _myself: ActorRef<RoomMsg>, state: &mut RoomState) -> Result<(), ActorProcessingErr> {
         state.present.store(0, Ordering::Relaxed);
+        // A clean stop hands the lease back so the next owner need not wait for it to expire.
+        if let (Some(fence), Some(_)) = (&state.fence, state.lease_valid_until) {
+            let _ = state.ctx.store.release_lease(fence).await;
+        }
         Ok(())
     }
 
@@ -264,6 +306,10 @@ impl Actor for Room {
         message: RoomMsg,
         state: &mut RoomState,
     ) -> Result<(), ActorProcessingErr> {
+        if state.lease_valid_until.is_some_and(|until| Instant::now() > until) {
+            lose_lease(&myself, state, "lease not renewed in time");
+            return Ok(());
+        }
         match message {
             RoomMsg::Join { request, reply } => {
                 let result = join(&myself, state, request).await;
@@ -287,6 +333,7 @@ impl Actor for Room {
                 myself.stop(Some("shutdown".into()));
             }
             RoomMsg::InjectFault => panic!("fault injected into room {}", state.id),
+            RoomMsg::RenewLease => renew_lease(&myself, state).await,
         }
         Ok(())
     }
@@ -328,13 +375,35 @@ impl Actor for Room {
     }
 }
 
+/// Stops the room without another write or delivery: another node may own it now.
+fn lose_lease(myself: &ActorRef<RoomMsg>, state: &mut RoomState, why: &str) {
+    tracing::warn!(room_id = %state.id, why, "room lost its lease; stopping");
+    metrics::counter!("switchboard_lease_lost_total").increment(1);
+    state.lease_valid_until = None;
+    myself.stop(Some("lease_lost".into()));
+}
+
+async fn renew_lease(myself: &ActorRef<RoomMsg>, state: &mut RoomState) {
+    let (Some(fence), Some(lease)) = (&state.fence, &state.ctx.config.lease) else { return };
+    let asked = Instant::now();
+    match state.ctx.store.renew_lease(fence, lease.ttl).await {
+        Ok(true) => state.lease_valid_until = Some(asked + lease.ttl * 4 / 5),
+        Ok(false) => lose_lease(myself, state, "lease taken over"),
+        // The database is unreachable: keep trying until the lease would have run out.
+        Err(e) => {
+            metrics::counter!("switchboard_lease_renew_failures_total").increment(1);
+            tracing::warn!(room_id = %state.id, error = %e, "lease renewal failed");
+        }
+    }
+}
+
 async fn spawn_participant(
     myself: &ActorRef<RoomMsg>,
     state: &RoomState,
     peer_id: PeerId,
     media: MediaState,
 ) -> Result<ActorRef<ParticipantMsg>, ActorProcessingErr> {
-    let args = ParticipantArgs { peer_id, media, store: state.ctx.store.clone() };
+    let args = ParticipantArgs { peer_id, media, store: state.ctx.store.clone(), fence: state.fence.clone() };
     let (actor, _) = Actor::spawn_linked(None, Participant, args, myself.get_cell()).await?;
     Ok(actor)
 }
@@ -421,7 +490,7 @@ async fn join(myself: &ActorRef<RoomMsg>, state: &mut RoomState, req: JoinReques
         joined_at: now_ms(),
     };
     let change = state.status.on_join(state.members.len() + 1).map(|t| state.change(t, ""));
-    state.ctx.store.record_join(&state.id, &stored, change.as_ref()).await.map_err(|e| {
+    state.ctx.store.record_join(&state.id, &stored, change.as_ref(), state.fence.as_ref()).await.map_err(|e| {
         tracing::warn!(room_id = %state.id, error = %e, "join not recorded");
         RoomError::new(ErrorCode::Internal, "the join could not be recorded; try again")
     })?;
@@ -484,7 +553,7 @@ async fn record_leave(
     let remaining = state.members.iter().filter(|m| &m.info.peer_id != peer).count();
     let close_reason = if reason == "server_shutdown" { reason } else { "empty" };
     let change = state.status.on_leave(remaining).map(|t| state.change(t, close_reason));
-    state.ctx.store.record_leave(&state.id, peer, reason, change.as_ref()).await?;
+    state.ctx.store.record_leave(&state.id, peer, reason, change.as_ref(), state.fence.as_ref()).await?;
     let conn = state.members.iter().position(|m| &m.info.peer_id == peer).map(|i| {
         let m = state.members.remove(i);
         m.actor.stop(Some("left".into()));
@@ -614,7 +683,7 @@ async fn chat(state: &mut RoomState, from: &PeerId, text: String, reference: Opt
         text,
         sent_at: now_ms(),
     };
-    if let Err(e) = state.ctx.store.append_chat(&message).await {
+    if let Err(e) = state.ctx.store.append_chat(&message, state.fence.as_ref()).await {
         tracing::warn!(room_id = %state.id, error = %e, "chat message not stored");
         state.error_to(from, ErrorCode::Internal, "the message could not be stored; try again", reference);
         return;
@@ -636,7 +705,7 @@ async fn end_call(state: &mut RoomState, from: &PeerId, reference: Option<&Value
         return;
     };
     let change = state.change(transition, "ended_by_participant");
-    if let Err(e) = state.ctx.store.record_call_change(&state.id, &change).await {
+    if let Err(e) = state.ctx.store.record_call_change(&state.id, &change, state.fence.as_ref()).await {
         tracing::warn!(room_id = %state.id, error = %e, "end of call not recorded");
         state.error_to(from, ErrorCode::Internal, "the call could not be ended; try again", reference);
         return;

@@ -8,7 +8,7 @@
 use crate::error::{ErrorCode, RoomError};
 use crate::ids::RoomId;
 use crate::restart_policy::{RestartDecision, RestartPolicy, RestartTracker};
-use crate::room::{Room, RoomArgs, RoomContext, RoomMsg};
+use crate::room::{Room, RoomArgs, RoomContext, RoomElsewhere, RoomMsg};
 use ractor::{Actor, ActorCell, ActorProcessingErr, ActorRef, ActorStatus, RpcReplyPort, SupervisionEvent};
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -139,7 +139,7 @@ impl Actor for RoomSupervisor {
     ) -> Result<(), ActorProcessingErr> {
         match event {
             SupervisionEvent::ActorTerminated(cell, _, reason) => {
-                let clean = matches!(reason.as_deref(), Some("idle" | "shutdown"));
+                let clean = matches!(reason.as_deref(), Some("idle" | "shutdown" | "lease_lost"));
                 if clean {
                     forget(state, &cell);
                 } else {
@@ -185,6 +185,10 @@ async fn spawn_room(
     let args = RoomArgs { room_id: room.clone(), ctx: state.ctx.clone(), present };
     match Actor::spawn_linked(None, Room, args, myself.get_cell()).await {
         Ok((actor, _)) => Ok(actor),
+        Err(ractor::SpawnErr::StartupFailed(e)) if e.downcast_ref::<RoomElsewhere>().is_some() => {
+            let holder = e.downcast_ref::<RoomElsewhere>().map(|r| r.0.clone()).unwrap_or_default();
+            Err(RoomError::new(ErrorCode::RoomElsewhere, format!("the room is served by node {holder}")))
+        }
         Err(e) => {
             tracing::warn!(room_id = %room, error = %e, "room did not start");
             Err(RoomError::new(ErrorCode::RoomUnavailable, "the room could not be started; try again"))
@@ -242,6 +246,10 @@ async fn restart(myself: &ActorRef<RoomSupervisorMsg>, state: &mut RoomSuperviso
                 entry.slot = Slot::Running(actor);
             }
             tracing::info!(room_id = %room, "room restarted");
+        }
+        Err(e) if e.code == ErrorCode::RoomElsewhere => {
+            tracing::info!(room_id = %room, "room moved to another node while restarting");
+            state.rooms.remove(&room);
         }
         Err(_) => {
             // Starting failed (the store is down, say): count it as another failure.

@@ -2,11 +2,12 @@
 //! status transitions with their outbox events, chat paging, media state, reconciliation.
 
 use crate::support::fresh_postgres;
+use std::time::Duration;
 use switchboard::store::Store;
 use switchboard_actors::call_status::{CallStatus, CallTransition};
 use switchboard_actors::ids::{ConnId, PeerId, RoomId, UserId};
 use switchboard_actors::media::{ControlAction, MediaState};
-use switchboard_actors::ports::{CallChange, RoomPolicy, RoomStore, StoredParticipant, now_ms};
+use switchboard_actors::ports::{CallChange, Fence, RoomPolicy, RoomStore, StoreError, StoredParticipant, now_ms};
 use switchboard_actors::protocol::ChatMessage;
 
 fn participant(peer: &str, user: &str) -> StoredParticipant {
@@ -52,18 +53,18 @@ async fn exercise(url: &str) {
 
     let open =
         CallChange { call_id: "call-1".into(), transition: CallTransition::Open(CallStatus::Waiting), reason: None };
-    store.record_join(&room, &participant("p1", "alice"), Some(&open)).await.expect("join 1");
+    store.record_join(&room, &participant("p1", "alice"), Some(&open), None).await.expect("join 1");
     let active =
         CallChange { call_id: "call-1".into(), transition: CallTransition::Change(CallStatus::Active), reason: None };
-    store.record_join(&room, &participant("p2", "bob"), Some(&active)).await.expect("join 2");
+    store.record_join(&room, &participant("p2", "bob"), Some(&active), None).await.expect("join 2");
     let mut media = MediaState::initial();
     media.apply(ControlAction::MuteAudio);
-    store.record_media(&PeerId::new("p2"), &media).await.expect("media");
+    store.record_media(&PeerId::new("p2"), &media, None).await.expect("media");
 
     for (i, text) in ["one", "two", "three"].iter().enumerate() {
-        store.append_chat(&chat(&room, i as i64 + 1, text)).await.expect("chat");
+        store.append_chat(&chat(&room, i as i64 + 1, text), None).await.expect("chat");
     }
-    assert!(store.append_chat(&chat(&room, 2, "dup")).await.is_err(), "a chat seq is unique per room");
+    assert!(store.append_chat(&chat(&room, 2, "dup"), None).await.is_err(), "a chat seq is unique per room");
     let page: Vec<String> =
         store.chat("store-room", Some(3), 1).await.expect("page").into_iter().map(|m| m.text).collect();
     assert_eq!(page, ["two"]);
@@ -79,9 +80,9 @@ async fn exercise(url: &str) {
     assert!(!store.is_member("store-room", "mallory").await.expect("member"));
     assert!(store.is_member("closed-room", "doc").await.expect("invitee"));
 
-    store.record_leave(&room, &PeerId::new("p1"), "left", None).await.expect("leave");
+    store.record_leave(&room, &PeerId::new("p1"), "left", None, None).await.expect("leave");
     // Leaving twice records nothing more.
-    store.record_leave(&room, &PeerId::new("p1"), "left", None).await.expect("leave again");
+    store.record_leave(&room, &PeerId::new("p1"), "left", None, None).await.expect("leave again");
 
     // p2 is still in; a crash now leaves the call open. Reconciliation ends it.
     let (sessions, calls) = store.reconcile().await.expect("reconcile");
@@ -108,9 +109,53 @@ async fn exercise(url: &str) {
     let other = Store::open(url, 2, "node-b").await.expect("open as node-b");
     let open2 =
         CallChange { call_id: "call-2".into(), transition: CallTransition::Open(CallStatus::Waiting), reason: None };
-    store.record_join(&room, &participant("p3", "carol"), Some(&open2)).await.expect("join 3");
+    store.record_join(&room, &participant("p3", "carol"), Some(&open2), None).await.expect("join 3");
     assert_eq!(other.reconcile().await.expect("reconcile"), (0, 0));
+    leases(&store).await;
     store.close().await;
+}
+
+/// Leases: one live holder, epochs rise with each new owner, stale fences are refused.
+async fn leases(store: &Store) {
+    let room = RoomId::new("lease-room");
+    let policy = RoomPolicy { max_participants: 4, invitees: None };
+    store.load_room(&room, &policy, 1).await.expect("room");
+    let ttl = Duration::from_millis(400);
+    let e1 = store.acquire_lease(&room, "node-a", ttl).await.expect("db").expect("free lease");
+    assert_eq!(
+        store.acquire_lease(&room, "node-b", ttl).await.expect("db"),
+        Err("node-a".to_owned()),
+        "held by node-a"
+    );
+    let fence_a = Fence { room: room.clone(), node: "node-a".into(), epoch: e1 };
+    assert!(store.renew_lease(&fence_a, ttl).await.expect("db"));
+    store.append_chat(&chat(&room, 1, "fenced ok"), Some(&fence_a)).await.expect("a write with the live fence");
+
+    // node-a goes silent; once the lease expires node-b takes over with a higher epoch.
+    let mut e2 = None;
+    for _ in 0..100 {
+        if let Ok(epoch) = store.acquire_lease(&room, "node-b", ttl).await.expect("db") {
+            e2 = Some(epoch);
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let e2 = e2.expect("takeover after expiry");
+    assert!(e2 > e1, "epochs rise: {e1} then {e2}");
+    let fence_b = Fence { room: room.clone(), node: "node-b".into(), epoch: e2 };
+
+    // The old owner wakes up: every write and renewal it tries is refused.
+    assert!(!store.renew_lease(&fence_a, ttl).await.expect("db"), "stale renewal refused");
+    let stale = store.append_chat(&chat(&room, 2, "stale"), Some(&fence_a)).await;
+    assert!(matches!(stale, Err(StoreError::Fenced(_))), "stale write refused: {stale:?}");
+    let stale = store.record_media(&PeerId::new("p1"), &MediaState::initial(), Some(&fence_a)).await;
+    assert!(matches!(stale, Err(StoreError::Fenced(_))));
+    assert_eq!(store.chat("lease-room", None, 10).await.expect("chat").len(), 1, "nothing stale was written");
+    store.append_chat(&chat(&room, 2, "new owner"), Some(&fence_b)).await.expect("the new owner writes");
+
+    // A clean release frees the room at once.
+    store.release_lease(&fence_b).await.expect("release");
+    assert!(store.acquire_lease(&room, "node-c", ttl).await.expect("db").is_ok());
 }
 
 #[tokio::test]
