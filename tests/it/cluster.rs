@@ -151,3 +151,111 @@ fn a_cluster_on_sqlite_is_refused() {
     assert!(!out.status.success());
     assert!(text.contains("a cluster needs PostgreSQL"), "{text}");
 }
+
+/// A config file with short cluster timings, for the fencing test.
+fn fast_config(dir: &std::path::Path) -> String {
+    let path = dir.join("fast.toml");
+    std::fs::write(
+        &path,
+        "[cluster]\nheartbeat_interval = \"200ms\"\nheartbeat_timeout = \"800ms\"\nlease_ttl = \"1s\"\n",
+    )
+    .expect("config");
+    path.to_str().expect("path").to_owned()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_frozen_owner_is_fenced_off_when_it_wakes() {
+    use crate::support::{Client, node_token};
+    use serde_json::json;
+    let Some(db) = fresh_postgres("a_frozen_owner_is_fenced_off_when_it_wakes").await else { return };
+    let cfg_dir = tempfile::tempdir().expect("tempdir");
+    let cfg = fast_config(cfg_dir.path());
+    let d1 = tempfile::tempdir().expect("tempdir");
+    let n1 = Node::spawn(
+        d1.path(),
+        &["--node-id", "n1", "--cluster-addr", "127.0.0.1:0", "--database-url", &db, "--config", &cfg],
+    );
+    let d2 = tempfile::tempdir().expect("tempdir");
+    let seed = n1.cluster_addr.expect("addr").to_string();
+    let n2 = Node::spawn(
+        d2.path(),
+        &[
+            "--node-id",
+            "n2",
+            "--cluster-addr",
+            "127.0.0.1:0",
+            "--seeds",
+            &seed,
+            "--database-url",
+            &db,
+            "--config",
+            &cfg,
+        ],
+    );
+
+    let join = |addr, user: &'static str| async move {
+        let mut c = Client::connect(addr, &node_token(addr, user).await).await;
+        c.send(json!({"type": "join", "roomId": "fenced"})).await;
+        let v = c.recv().await;
+        (c, v)
+    };
+    let (mut alice, j) = join(n1.addr, "alice").await;
+    assert_eq!(j["type"], "joined", "{j}");
+    let (mut bob, j) = join(n1.addr, "bob").await;
+    assert_eq!(j["type"], "joined");
+    bob.peer_id = j["peerId"].as_str().expect("id").to_owned();
+    alice.recv_type("peer_joined").await;
+
+    // While n1 owns the room, n2 cannot take it.
+    let (_c, refused) = join(n2.addr, "carol").await;
+    assert_eq!(refused["code"], "room_elsewhere", "{refused}");
+
+    // Freeze the owner past its lease; n2 takes the room over.
+    n1.freeze(true);
+    let mut carol = None;
+    for _ in 0..100 {
+        let (c, v) = join(n2.addr, "carol").await;
+        if v["type"] == "joined" {
+            carol = Some((c, v));
+            break;
+        }
+        assert_eq!(v["code"], "room_elsewhere", "{v}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let (_carol, joined) = carol.expect("n2 took the room over within 5 s");
+    assert_eq!(joined["peers"].as_array().map(Vec::len), Some(0), "n1's sessions are not n2's: {joined}");
+
+    // The old owner wakes up believing it owns the room. It must neither deliver nor write.
+    n1.freeze(false);
+    alice.send(json!({"type": "chat", "text": "stale", "id": 1})).await;
+    alice.send(json!({"type": "offer", "peerId": bob.peer_id, "sdp": "stale", "id": 2})).await;
+    let mut refused = None;
+    for _ in 0..5 {
+        let v = alice.recv().await;
+        if v["type"] == "error" {
+            refused = Some(v);
+            break;
+        }
+        assert_ne!(v["type"], "chat", "a fenced room broadcast a chat message: {v}");
+    }
+    let refused = refused.expect("alice is told the room is elsewhere");
+    assert_eq!(refused["code"], "room_elsewhere", "{refused}");
+    bob.send(json!({"type": "ping", "id": "p"})).await;
+    let next = bob.recv().await;
+    assert_eq!(next["type"], "pong", "bob got a stale message: {next}");
+
+    let token = node_token(n2.addr, "carol").await;
+    let chat: serde_json::Value = reqwest::Client::new()
+        .get(n2.url("/rooms/fenced/chat"))
+        .bearer_auth(token)
+        .send()
+        .await
+        .expect("get")
+        .json()
+        .await
+        .expect("json");
+    assert_eq!(chat["messages"].as_array().map(Vec::len), Some(0), "nothing stale was written: {chat}");
+    let v: serde_json::Value =
+        reqwest::Client::new().get(n1.url("/api/cluster")).send().await.expect("get").json().await.expect("json");
+    assert_eq!(v["rooms"].as_array().map(Vec::len), Some(0), "n1 serves none of its old rooms: {v}");
+}
