@@ -13,7 +13,7 @@ use axum::routing::{get, post};
 use axum::{Json, Router};
 use ractor::rpc::CallResult;
 use serde::Deserialize;
-use serde_json::json;
+use serde_json::{Value, json};
 use std::sync::Arc;
 use std::time::Duration;
 use switchboard_actors::ids::valid_room_id;
@@ -350,18 +350,31 @@ async fn get_cluster(
         }],
     };
     let limit = q.limit.unwrap_or(100).clamp(1, 1000);
-    let mut rooms = match app.rooms.call(RoomSupervisorMsg::List, Some(Duration::from_secs(5))).await {
-        Ok(CallResult::Success(rooms)) => rooms,
-        _ => Vec::new(),
+    let after = q.after.clone().unwrap_or_default();
+    // In a cluster the lease table is the room map; a single node lists its own rooms.
+    let page: Vec<Value> = if app.cluster.is_some() {
+        let leases = app.store.live_leases(&after, limit as u32).await.map_err(internal)?;
+        leases.into_iter().map(|(room, node, epoch)| json!({"roomId": room, "nodeId": node, "epoch": epoch})).collect()
+    } else {
+        let mut rooms = match app.rooms.call(RoomSupervisorMsg::List, Some(Duration::from_secs(5))).await {
+            Ok(CallResult::Success(rooms)) => rooms,
+            _ => Vec::new(),
+        };
+        rooms.sort();
+        rooms
+            .iter()
+            .filter(|r| r.as_str() > after.as_str())
+            .take(limit)
+            .map(|r| json!({"roomId": r, "nodeId": me.node_id}))
+            .collect()
     };
-    rooms.sort();
-    let page: Vec<_> = rooms.iter().filter(|r| q.after.as_deref().is_none_or(|a| r.as_str() > a)).take(limit).collect();
-    let next = (page.len() == limit).then(|| page.last().map(|r| r.to_string())).flatten();
+    let next =
+        (page.len() == limit).then(|| page.last().and_then(|r| r["roomId"].as_str()).map(str::to_owned)).flatten();
     Ok(Json(json!({
         "nodeId": me.node_id,
         "clustered": app.cluster.is_some(),
         "members": members,
-        "rooms": page.iter().map(|r| json!({"roomId": r, "nodeId": me.node_id})).collect::<Vec<_>>(),
+        "rooms": page,
         "nextRooms": next,
     }))
     .into_response())

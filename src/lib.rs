@@ -9,6 +9,7 @@ pub mod config;
 pub mod edge;
 pub mod http;
 pub mod ice;
+pub mod routing;
 pub mod server;
 pub mod store;
 pub mod telemetry;

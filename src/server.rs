@@ -18,6 +18,7 @@ use switchboard_actors::restart_policy::RestartPolicy;
 use switchboard_actors::room::{LeaseSettings, RoomConfig, RoomContext};
 use switchboard_actors::room_supervisor::{RoomSupervisor, RoomSupervisorArgs, RoomSupervisorMsg};
 use switchboard_cluster::node_agent::HelloSource;
+use switchboard_cluster::routing::{EdgeLink, EdgeLinkArgs, RoomHost, RoomHostArgs};
 use switchboard_cluster::{Cluster, ClusterConfig, NodeHello, NodeId};
 use tokio::net::TcpListener;
 use tokio::sync::oneshot;
@@ -57,7 +58,7 @@ pub async fn start(config: Config, listener: TcpListener) -> anyhow::Result<Runn
     if sessions + calls > 0 {
         tracing::warn!(sessions, calls, "closed sessions and calls left open by an earlier run");
     }
-    let edge = Arc::new(EdgeRouter::default());
+    let edge = Arc::new(EdgeRouter::new(&config.node_id));
     let live_rooms = Arc::new(AtomicUsize::new(0));
     let ctx = Arc::new(RoomContext {
         store: Arc::new(store.clone()),
@@ -86,6 +87,13 @@ pub async fn start(config: Config, listener: TcpListener) -> anyhow::Result<Runn
         }
     };
     let cluster_addr = cluster.as_ref().map(|c| c.addr().to_string());
+    if cluster.is_some() {
+        // The two remotable actors through which other nodes reach this node's rooms and
+        // connections.
+        let host = RoomHostArgs { node_id: config.node_id.clone(), rooms: rooms.clone(), edge: edge.clone() };
+        Actor::spawn(None, RoomHost, host).await?;
+        Actor::spawn(None, EdgeLink, EdgeLinkArgs { node_id: config.node_id.clone(), edge: edge.clone() }).await?;
+    }
     let app = Arc::new(App::new(AppParts { config, authority, store, rooms, edge, metrics, cluster, hello }));
     let (stop_http, stopped) = oneshot::channel::<()>();
     let router = http::router(app.clone());

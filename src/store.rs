@@ -701,3 +701,22 @@ impl Store {
         Ok(())
     }
 }
+
+impl Store {
+    /// The node holding a live lease on `room`, if any.
+    pub async fn lease_holder(&self, room: &str) -> Result<Option<String>, StoreError> {
+        let sql = format!("SELECT node_id FROM room_leases WHERE room_id = $1 AND expires_at >= {}", self.db_now());
+        let row = sqlx::query(&sql).bind(room).fetch_optional(&self.pool).await.map_err(db)?;
+        Ok(row.map(|r| r.get::<String, _>(0)))
+    }
+
+    /// Live leases (room, node, epoch) in room order, `limit` after `after`: the cluster's room map.
+    pub async fn live_leases(&self, after: &str, limit: u32) -> Result<Vec<(String, String, i64)>, StoreError> {
+        let sql = format!(
+            "SELECT room_id, node_id, epoch FROM room_leases WHERE expires_at >= {} AND room_id > $1 ORDER BY room_id LIMIT $2",
+            self.db_now()
+        );
+        let rows = sqlx::query(&sql).bind(after).bind(i64::from(limit)).fetch_all(&self.pool).await.map_err(db)?;
+        Ok(rows.iter().map(|r| (r.get(0), r.get(1), r.get(2))).collect())
+    }
+}

@@ -11,6 +11,7 @@ pub mod membership;
 pub mod node_agent;
 pub mod node_id;
 pub mod placement;
+pub mod routing;
 pub mod wire;
 
 mod dialer;

@@ -10,11 +10,11 @@ use crate::app::App;
 use crate::auth::Claims;
 use crate::edge::rate_limit::TokenBucket;
 use crate::ice::ice_servers;
+use crate::routing::{self, RoomHandle};
 use axum::extract::ws::{CloseFrame, Message, Utf8Bytes, WebSocket};
 use futures_util::stream::{SplitSink, SplitStream};
 use futures_util::{SinkExt, StreamExt};
-use ractor::rpc::CallResult;
-use ractor::{Actor, ActorProcessingErr, ActorRef, MessagingErr};
+use ractor::{Actor, ActorProcessingErr, ActorRef};
 use serde_json::Value;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -22,7 +22,6 @@ use switchboard_actors::ids::{random_id, valid_room_id};
 use switchboard_actors::ports::{Frame, now_ms};
 use switchboard_actors::protocol::{ClientMessage, MAX_NAME_CHARS, RelayKind, ServerMessage, parse_client};
 use switchboard_actors::room::{JoinRequest, RelayPayload, RoomMsg};
-use switchboard_actors::room_supervisor::RoomSupervisorMsg;
 use switchboard_actors::{ConnId, ErrorCode, PeerId, RoomId, UserId};
 
 /// Close codes (RFC 6455).
@@ -53,7 +52,7 @@ pub struct ConnectionArgs {
 struct Joined {
     room_id: RoomId,
     peer: PeerId,
-    room: ActorRef<RoomMsg>,
+    room: RoomHandle,
 }
 
 /// Connection state.
@@ -123,8 +122,9 @@ impl Actor for Connection {
     async fn post_stop(&self, _myself: ActorRef<Self::Msg>, state: &mut Self::State) -> Result<(), ActorProcessingErr> {
         state.app.edge.unregister(&state.conn_id);
         metrics::gauge!("switchboard_ws_connections").decrement(1.0);
-        if let Some(j) = state.joined.take() {
-            let _ = j.room.cast(RoomMsg::Leave { peer: j.peer, reason: "disconnected".into() });
+        if let Some(mut j) = state.joined.take() {
+            let leave = RoomMsg::Leave { peer: j.peer, reason: "disconnected".into() };
+            let _ = routing::send(&state.app, &mut j.room, &j.room_id, &state.conn_id, leave).await;
         }
         Ok(())
     }
@@ -159,7 +159,8 @@ impl Actor for Connection {
 /// Runs a connection for an upgraded socket until it closes.
 pub async fn run(app: Arc<App>, claims: Claims, socket: WebSocket) {
     let (sink, stream) = socket.split();
-    let conn_id = ConnId::new(random_id());
+    // A connection id names its node, so rooms elsewhere can answer through this node's edge.
+    let conn_id = ConnId::new(format!("{}/{}", app.config.node_id, random_id()));
     let limits = app.config.limits.clone();
     let args = ConnectionArgs { conn_id, claims, sink, app };
     let (actor, handle) = match Actor::spawn(None, Connection, args).await {
@@ -387,23 +388,17 @@ async fn not_joined(myself: &ActorRef<ConnectionMsg>, state: &mut ConnectionStat
     send_error(myself, state, ErrorCode::NotJoined, "join a room first", reference.as_ref()).await;
 }
 
-/// Sends to the room; if its actor has gone (restarted after a failure), finds it again once.
+/// Sends to the room wherever it lives; errors (moved, unreachable) go back to the client.
 async fn to_room(myself: &ActorRef<ConnectionMsg>, state: &mut ConnectionState, msg: RoomMsg) {
-    let Some(j) = &state.joined else { return };
-    let msg = match j.room.cast(msg) {
-        Ok(()) => return,
-        Err(MessagingErr::SendErr(msg)) => msg,
-        Err(_) => return,
-    };
-    let room_id = j.room_id.clone();
-    match resolve(&state.app, &room_id).await {
-        Ok(room) => {
-            if let Some(j) = state.joined.as_mut() {
-                j.room = room.clone();
-            }
-            let _ = room.cast(msg);
+    let Some(j) = state.joined.as_mut() else { return };
+    let reference = reference_of(&msg).cloned();
+    let sent = routing::send(&state.app, &mut j.room, &j.room_id, &state.conn_id, msg).await;
+    if let Err((code, message)) = sent {
+        if code == ErrorCode::RoomElsewhere {
+            // The session ended with the room's move: the client joins again.
+            state.joined = None;
         }
-        Err((code, message)) => send_error(myself, state, code, &message, reference_of(&msg)).await,
+        send_error(myself, state, code, &message, reference.as_ref()).await;
     }
 }
 
@@ -414,19 +409,6 @@ fn reference_of(msg: &RoomMsg) -> Option<&Value> {
         | RoomMsg::Chat { reference, .. }
         | RoomMsg::EndCall { reference, .. } => reference.as_ref(),
         _ => None,
-    }
-}
-
-async fn resolve(app: &App, room: &RoomId) -> Result<ActorRef<RoomMsg>, (ErrorCode, String)> {
-    let unavailable = || (ErrorCode::RoomUnavailable, "the room is not reachable; try again".to_owned());
-    match app
-        .rooms
-        .call(|reply| RoomSupervisorMsg::Resolve { room: room.clone(), reply }, Some(Duration::from_secs(10)))
-        .await
-    {
-        Ok(CallResult::Success(Ok(room))) => Ok(room),
-        Ok(CallResult::Success(Err(e))) => Err((e.code, e.message)),
-        _ => Err(unavailable()),
     }
 }
 
@@ -473,37 +455,20 @@ async fn join(
     }
     let room_id = RoomId::new(room_id);
     let ice = ice_servers(&state.app.config.ice, &state.claims.sub, now_ms() / 1000);
-    // A room that stops (idle) between resolve and join drops the request; resolve again.
-    let mut last = (ErrorCode::RoomUnavailable, "the room is not reachable; try again".to_owned());
-    for _ in 0..3 {
-        let room = match resolve(&state.app, &room_id).await {
-            Ok(room) => room,
-            Err(e) => {
-                last = e;
-                continue;
-            }
-        };
-        let request = JoinRequest {
-            conn: state.conn_id.clone(),
-            user: UserId::new(&state.claims.sub),
-            display_name: name.clone(),
-            ice_servers: ice.clone(),
-            admin: state.claims.grants.admin,
-        };
-        match room.call(|reply| RoomMsg::Join { request, reply }, Some(Duration::from_secs(10))).await {
-            Ok(CallResult::Success(Ok(peer))) => {
-                metrics::histogram!("switchboard_join_seconds").record(received_at.elapsed().as_secs_f64());
-                state.joined = Some(Joined { room_id, peer, room });
-                return;
-            }
-            Ok(CallResult::Success(Err(e))) => return send_error(myself, state, e.code, &e.message, r).await,
-            // The room stopped before it answered: the join did not happen; try again.
-            Ok(CallResult::SenderError) | Err(_) => continue,
-            // The room is slow: the join may still happen, so it is not retried.
-            Ok(CallResult::Timeout) => break,
+    let request = JoinRequest {
+        conn: state.conn_id.clone(),
+        user: UserId::new(&state.claims.sub),
+        display_name: name,
+        ice_servers: ice,
+        admin: state.claims.grants.admin,
+    };
+    match routing::join(&state.app, &room_id, request).await {
+        Ok((peer, room)) => {
+            metrics::histogram!("switchboard_join_seconds").record(received_at.elapsed().as_secs_f64());
+            state.joined = Some(Joined { room_id, peer, room });
         }
+        Err((code, message)) => send_error(myself, state, code, &message, r).await,
     }
-    send_error(myself, state, last.0, &last.1, r).await;
 }
 
 #[cfg(test)]

@@ -8,14 +8,25 @@ use std::collections::HashMap;
 use std::sync::RwLock;
 use switchboard_actors::ConnId;
 use switchboard_actors::ports::{Edge, Frame};
+use switchboard_cluster::routing::{EdgeMsg, edge_group, node_of};
 
-/// Open connections of this node by id.
-#[derive(Default)]
+/// Open connections of this node by id; frames for other nodes' connections go to their
+/// node's edge link (process group `edge:{node}`).
 pub struct EdgeRouter {
+    node_id: String,
     connections: RwLock<HashMap<ConnId, ActorRef<ConnectionMsg>>>,
 }
 
 impl EdgeRouter {
+    /// The router of node `node_id`.
+    pub fn new(node_id: &str) -> EdgeRouter {
+        EdgeRouter { node_id: node_id.to_owned(), connections: RwLock::default() }
+    }
+
+    fn is_remote<'a>(&self, conn: &'a ConnId) -> Option<&'a str> {
+        node_of(conn).filter(|node| *node != self.node_id)
+    }
+
     /// Registers a new connection.
     pub fn register(&self, conn: ConnId, actor: ActorRef<ConnectionMsg>) {
         self.write().insert(conn, actor);
@@ -54,6 +65,12 @@ impl EdgeRouter {
 
 impl Edge for EdgeRouter {
     fn deliver(&self, conn: &ConnId, frame: Frame) -> bool {
+        if let Some(node) = self.is_remote(conn) {
+            let Some(cell) = ractor::pg::get_members(&edge_group(node)).into_iter().next() else { return false };
+            let link: ActorRef<EdgeMsg> = cell.into();
+            metrics::counter!("switchboard_cross_node_messages_total").increment(1);
+            return link.cast(EdgeMsg::Deliver(conn.to_string(), frame.body.to_string())).is_ok();
+        }
         match self.read().get(conn) {
             Some(actor) => actor.cast(ConnectionMsg::Deliver(frame)).is_ok(),
             None => false,
@@ -61,6 +78,11 @@ impl Edge for EdgeRouter {
     }
 
     fn is_connected(&self, conn: &ConnId) -> bool {
-        self.read().contains_key(conn)
+        // Another node's connection counts as open while that node is reachable; if it is not,
+        // its sessions leave when it is declared down.
+        match self.is_remote(conn) {
+            Some(node) => !ractor::pg::get_members(&edge_group(node)).is_empty(),
+            None => self.read().contains_key(conn),
+        }
     }
 }

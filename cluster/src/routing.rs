@@ -1,0 +1,361 @@
+//! Cross-node routing: the two remotable actors every node runs, and what they carry.
+//!
+//! - [`RoomHost`] (process group `host:{node}`) takes commands for rooms this node owns: a
+//!   join (an RPC, answered with the new peer id) or any other room message, and hands them to
+//!   the local room supervisor.
+//! - [`EdgeLink`] (process group `edge:{node}`) takes frames rooms elsewhere deliver to this
+//!   node's connections.
+//!
+//! Rooms and connections stay local-only actors; only ids and bincode payloads cross nodes.
+//! Messages between two nodes travel on one TCP session and each actor handles its mailbox in
+//! order, so the messages of one sender to one room keep their order.
+
+use crate::wire::Bincode;
+use ractor::rpc::CallResult;
+use ractor::{Actor, ActorProcessingErr, ActorRef, RpcReplyPort};
+use ractor_cluster::RactorClusterMessage;
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use switchboard_actors::ids::{ConnId, PeerId, RoomId, UserId};
+use switchboard_actors::media::ControlAction;
+use switchboard_actors::ports::{Edge, Frame};
+use switchboard_actors::protocol::{Overlay, RelayKind, ServerMessage};
+use switchboard_actors::room::{JoinRequest, RelayPayload, RoomMsg};
+use switchboard_actors::room_supervisor::RoomSupervisorMsg;
+use switchboard_actors::{ErrorCode, RoomError};
+
+/// The process group of a node's room host.
+pub fn host_group(node: &str) -> String {
+    format!("host:{node}")
+}
+
+/// The process group of a node's edge link.
+pub fn edge_group(node: &str) -> String {
+    format!("edge:{node}")
+}
+
+/// A join forwarded to the owner's node.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct JoinCmd {
+    /// The room.
+    pub room: String,
+    /// The joining connection (its id names its node).
+    pub conn: String,
+    /// The user.
+    pub user: String,
+    /// Display name.
+    pub display_name: String,
+    /// ICE servers for `joined`, as JSON text.
+    pub ice_servers: String,
+    /// Admin grant.
+    pub admin: bool,
+}
+
+/// The answer to a forwarded join: the peer id, or an error code and message.
+pub type JoinOutcome = Result<String, (String, String)>;
+
+/// A room message forwarded to the owner's node. JSON values travel as text: bincode cannot
+/// carry self-describing values.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub enum RoomCmd {
+    /// See [`RoomMsg::Leave`].
+    Leave { peer: String, reason: String },
+    /// See [`RoomMsg::Relay`].
+    Relay {
+        from: String,
+        to: String,
+        kind: u8,
+        sdp: Option<String>,
+        candidate: Option<String>,
+        reference: Option<String>,
+    },
+    /// See [`RoomMsg::Control`].
+    Control { from: String, action: ControlAction, reference: Option<String> },
+    /// See [`RoomMsg::Overlay`].
+    Overlay { from: String, overlay: String },
+    /// See [`RoomMsg::Chat`].
+    Chat { from: String, text: String, reference: Option<String> },
+    /// See [`RoomMsg::EndCall`].
+    EndCall { from: String, reference: Option<String> },
+}
+
+fn json_text(v: &Option<Value>) -> Option<String> {
+    v.as_ref().map(Value::to_string)
+}
+
+fn json_value(s: &Option<String>) -> Option<Value> {
+    s.as_deref().and_then(|s| serde_json::from_str(s).ok())
+}
+
+impl RoomCmd {
+    /// The wire form of a room message; `None` for messages that never cross nodes.
+    pub fn from_room_msg(msg: &RoomMsg) -> Option<RoomCmd> {
+        Some(match msg {
+            RoomMsg::Leave { peer, reason } => RoomCmd::Leave { peer: peer.to_string(), reason: reason.clone() },
+            RoomMsg::Relay { from, to, kind, payload, reference, .. } => {
+                let (sdp, candidate) = match payload {
+                    RelayPayload::Sdp(s) => (Some(s.clone()), None),
+                    RelayPayload::Candidate(c) => (None, Some(c.to_string())),
+                };
+                let kind = match kind {
+                    RelayKind::Offer => 0,
+                    RelayKind::Answer => 1,
+                    RelayKind::IceCandidate => 2,
+                };
+                RoomCmd::Relay {
+                    from: from.to_string(),
+                    to: to.to_string(),
+                    kind,
+                    sdp,
+                    candidate,
+                    reference: json_text(reference),
+                }
+            }
+            RoomMsg::Control { from, action, reference } => {
+                RoomCmd::Control { from: from.to_string(), action: *action, reference: json_text(reference) }
+            }
+            RoomMsg::Overlay { from, overlay } => {
+                RoomCmd::Overlay { from: from.to_string(), overlay: serde_json::to_string(overlay).ok()? }
+            }
+            RoomMsg::Chat { from, text, reference } => {
+                RoomCmd::Chat { from: from.to_string(), text: text.clone(), reference: json_text(reference) }
+            }
+            RoomMsg::EndCall { from, reference } => {
+                RoomCmd::EndCall { from: from.to_string(), reference: json_text(reference) }
+            }
+            _ => return None,
+        })
+    }
+
+    /// The room message again, on the owner's node.
+    pub fn into_room_msg(self) -> Option<RoomMsg> {
+        Some(match self {
+            RoomCmd::Leave { peer, reason } => RoomMsg::Leave { peer: PeerId::new(peer), reason },
+            RoomCmd::Relay { from, to, kind, sdp, candidate, reference } => {
+                let (kind, payload) = match (kind, sdp, candidate) {
+                    (0, Some(s), _) => (RelayKind::Offer, RelayPayload::Sdp(s)),
+                    (1, Some(s), _) => (RelayKind::Answer, RelayPayload::Sdp(s)),
+                    (2, _, Some(c)) => {
+                        (RelayKind::IceCandidate, RelayPayload::Candidate(serde_json::from_str(&c).ok()?))
+                    }
+                    _ => return None,
+                };
+                RoomMsg::Relay {
+                    from: PeerId::new(from),
+                    to: PeerId::new(to),
+                    kind,
+                    payload,
+                    reference: json_value(&reference),
+                    received_at: Instant::now(),
+                }
+            }
+            RoomCmd::Control { from, action, reference } => {
+                RoomMsg::Control { from: PeerId::new(from), action, reference: json_value(&reference) }
+            }
+            RoomCmd::Overlay { from, overlay } => {
+                RoomMsg::Overlay { from: PeerId::new(from), overlay: serde_json::from_str::<Overlay>(&overlay).ok()? }
+            }
+            RoomCmd::Chat { from, text, reference } => {
+                RoomMsg::Chat { from: PeerId::new(from), text, reference: json_value(&reference) }
+            }
+            RoomCmd::EndCall { from, reference } => {
+                RoomMsg::EndCall { from: PeerId::new(from), reference: json_value(&reference) }
+            }
+        })
+    }
+}
+
+/// Messages of a node's room host. Variants are identified by name on the wire: add, never rename.
+#[derive(RactorClusterMessage)]
+pub enum HostMsg {
+    /// A join for a room this node should own; answers with the outcome.
+    #[rpc]
+    Join(Bincode<JoinCmd>, RpcReplyPort<Bincode<JoinOutcome>>),
+    /// Any other command for a room: (room, sending connection, command).
+    ToRoom(String, String, Bincode<RoomCmd>),
+}
+
+/// Messages of a node's edge link.
+#[derive(RactorClusterMessage)]
+pub enum EdgeMsg {
+    /// A frame for one of this node's connections: (connection, JSON body without `seq`).
+    Deliver(String, String),
+}
+
+/// The room host actor.
+pub struct RoomHost;
+
+/// What the room host needs.
+pub struct RoomHostArgs {
+    /// This node.
+    pub node_id: String,
+    /// The local room supervisor.
+    pub rooms: ActorRef<RoomSupervisorMsg>,
+    /// Delivery to connections (for errors about commands that found no room).
+    pub edge: Arc<dyn Edge>,
+}
+
+impl Actor for RoomHost {
+    type Msg = HostMsg;
+    type State = RoomHostArgs;
+    type Arguments = RoomHostArgs;
+
+    async fn pre_start(
+        &self,
+        myself: ActorRef<HostMsg>,
+        args: RoomHostArgs,
+    ) -> Result<RoomHostArgs, ActorProcessingErr> {
+        ractor::pg::join(host_group(&args.node_id), vec![myself.get_cell()]);
+        Ok(args)
+    }
+
+    async fn handle(
+        &self,
+        _myself: ActorRef<HostMsg>,
+        msg: HostMsg,
+        state: &mut RoomHostArgs,
+    ) -> Result<(), ActorProcessingErr> {
+        match msg {
+            HostMsg::Join(cmd, reply) => {
+                // The join waits on the room (a database write); it runs apart so the host
+                // keeps taking other commands meanwhile.
+                let rooms = state.rooms.clone();
+                tokio::spawn(async move {
+                    let _ = reply.send(Bincode(remote_join(rooms, cmd.0).await));
+                });
+            }
+            HostMsg::ToRoom(room, conn, cmd) => to_local_room(state, RoomId::new(room), ConnId::new(conn), cmd.0).await,
+        }
+        Ok(())
+    }
+}
+
+async fn remote_join(rooms: ActorRef<RoomSupervisorMsg>, cmd: JoinCmd) -> JoinOutcome {
+    let err = |e: RoomError| (e.code.as_str().to_owned(), e.message);
+    let room = RoomId::new(&cmd.room);
+    let actor =
+        match rooms.call(|reply| RoomSupervisorMsg::Resolve { room, reply }, Some(Duration::from_secs(10))).await {
+            Ok(CallResult::Success(Ok(actor))) => actor,
+            Ok(CallResult::Success(Err(e))) => return Err(err(e)),
+            _ => return Err(("room_unavailable".into(), "the room is not reachable; try again".into())),
+        };
+    let request = JoinRequest {
+        conn: ConnId::new(cmd.conn),
+        user: UserId::new(cmd.user),
+        display_name: cmd.display_name,
+        ice_servers: serde_json::from_str(&cmd.ice_servers).unwrap_or(Value::Array(Vec::new())),
+        admin: cmd.admin,
+    };
+    match actor.call(|reply| RoomMsg::Join { request, reply }, Some(Duration::from_secs(10))).await {
+        Ok(CallResult::Success(Ok(peer))) => Ok(peer.to_string()),
+        Ok(CallResult::Success(Err(e))) => Err(err(e)),
+        _ => Err(("room_unavailable".into(), "the room is not reachable; try again".into())),
+    }
+}
+
+async fn to_local_room(state: &RoomHostArgs, room: RoomId, conn: ConnId, cmd: RoomCmd) {
+    let found = state
+        .rooms
+        .call(|reply| RoomSupervisorMsg::Lookup { room: room.clone(), reply }, Some(Duration::from_secs(5)))
+        .await;
+    let delivered = match (found, cmd.into_room_msg()) {
+        (Ok(CallResult::Success(Some(actor))), Some(msg)) => actor.cast(msg).is_ok(),
+        _ => false,
+    };
+    if !delivered {
+        metrics::counter!("switchboard_routing_misses_total").increment(1);
+        let body = ServerMessage::Error {
+            code: ErrorCode::RoomElsewhere.as_str(),
+            message: "the room is no longer served by this node; join it again",
+            reference: None,
+        }
+        .to_body();
+        state.edge.deliver(&conn, Frame { body, received_at: None });
+    }
+}
+
+/// The edge link actor.
+pub struct EdgeLink;
+
+/// What the edge link needs.
+pub struct EdgeLinkArgs {
+    /// This node.
+    pub node_id: String,
+    /// This node's connections.
+    pub edge: Arc<dyn Edge>,
+}
+
+impl Actor for EdgeLink {
+    type Msg = EdgeMsg;
+    type State = EdgeLinkArgs;
+    type Arguments = EdgeLinkArgs;
+
+    async fn pre_start(
+        &self,
+        myself: ActorRef<EdgeMsg>,
+        args: EdgeLinkArgs,
+    ) -> Result<EdgeLinkArgs, ActorProcessingErr> {
+        ractor::pg::join(edge_group(&args.node_id), vec![myself.get_cell()]);
+        Ok(args)
+    }
+
+    async fn handle(
+        &self,
+        _myself: ActorRef<EdgeMsg>,
+        msg: EdgeMsg,
+        state: &mut EdgeLinkArgs,
+    ) -> Result<(), ActorProcessingErr> {
+        match msg {
+            EdgeMsg::Deliver(conn, body) => {
+                state.edge.deliver(&ConnId::new(conn), Frame { body: body.into(), received_at: None });
+            }
+        }
+        Ok(())
+    }
+}
+
+/// The node a connection id belongs to (`"{node}/{random}"`).
+pub fn node_of(conn: &ConnId) -> Option<&str> {
+    conn.as_str().split_once('/').map(|(node, _)| node)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn room_commands_survive_the_wire() {
+        use ractor::BytesConvertable;
+        let msg = RoomMsg::Relay {
+            from: PeerId::new("a"),
+            to: PeerId::new("b"),
+            kind: RelayKind::IceCandidate,
+            payload: RelayPayload::Candidate(serde_json::json!({"candidate": "c", "sdpMid": "0"})),
+            reference: Some(serde_json::json!(7)),
+            received_at: Instant::now(),
+        };
+        let cmd = RoomCmd::from_room_msg(&msg).expect("crosses nodes");
+        let bytes = Bincode(cmd).into_bytes();
+        let back = Bincode::<RoomCmd>::from_bytes(bytes).0.into_room_msg().expect("decodes");
+        match back {
+            RoomMsg::Relay { kind, payload: RelayPayload::Candidate(c), reference, .. } => {
+                assert_eq!(kind, RelayKind::IceCandidate);
+                assert_eq!(c["sdpMid"], "0");
+                assert_eq!(reference, Some(serde_json::json!(7)));
+            }
+            _ => panic!("wrong message"),
+        }
+        let overlay =
+            RoomMsg::Overlay { from: PeerId::new("a"), overlay: Overlay::Pointer { x: 0.5, y: 0.5, color: None } };
+        let back = RoomCmd::from_room_msg(&overlay).expect("crosses").into_room_msg();
+        assert!(matches!(back, Some(RoomMsg::Overlay { overlay: Overlay::Pointer { .. }, .. })));
+    }
+
+    #[test]
+    fn connection_ids_name_their_node() {
+        assert_eq!(node_of(&ConnId::new("n2/abc")), Some("n2"));
+        assert_eq!(node_of(&ConnId::new("abc")), None);
+    }
+}

@@ -1,0 +1,203 @@
+//! Where a room lives and how a connection reaches it.
+//!
+//! On a single node every room is local. In a cluster the owner of a room is the node holding
+//! its live lease; a room nobody holds goes to the rendezvous-hash choice over the live members
+//! (a hint: the lease decides). A connection resolves its room once, at join, and keeps the
+//! answer ([`RoomHandle`]); the lease table is read only then, or when the room turns out to
+//! have moved.
+
+use crate::app::App;
+use ractor::rpc::CallResult;
+use ractor::{ActorRef, MessagingErr};
+use std::time::Duration;
+use switchboard_actors::room::{JoinRequest, RoomMsg};
+use switchboard_actors::room_supervisor::RoomSupervisorMsg;
+use switchboard_actors::{ConnId, ErrorCode, PeerId, RoomId};
+use switchboard_cluster::NodeId;
+use switchboard_cluster::routing::{HostMsg, JoinCmd, RoomCmd, host_group};
+use switchboard_cluster::wire::Bincode;
+
+/// An error for the client: code and sentence.
+pub type RouteError = (ErrorCode, String);
+
+/// How a connection reaches its room.
+pub enum RoomHandle {
+    /// The room's actor on this node.
+    Local(ActorRef<RoomMsg>),
+    /// The room lives on another node.
+    Remote(String),
+}
+
+fn unavailable() -> RouteError {
+    (ErrorCode::RoomUnavailable, "the room is not reachable; try again".to_owned())
+}
+
+/// The node that should serve `room`: the live lease holder, else the placement hint.
+async fn owner_of(app: &App, room: &RoomId) -> String {
+    let me = &app.config.node_id;
+    let Some(cluster) = &app.cluster else { return me.clone() };
+    match app.store.lease_holder(room.as_str()).await {
+        Ok(Some(holder)) => holder,
+        _ => {
+            let live = cluster.live_nodes();
+            switchboard_cluster::place(room.as_str(), &live).map(NodeId::to_string).unwrap_or_else(|| me.clone())
+        }
+    }
+}
+
+/// Joins `room`, wherever it lives.
+pub async fn join(app: &App, room: &RoomId, request: JoinRequest) -> Result<(PeerId, RoomHandle), RouteError> {
+    if app.cluster.is_none() {
+        return local_join(app, room, request).await.map(|(peer, actor)| (peer, RoomHandle::Local(actor)));
+    }
+    let me = app.config.node_id.clone();
+    let mut target = owner_of(app, room).await;
+    let mut last = unavailable();
+    // A lease can change hands between the lookup and the join: follow it a few hops.
+    for _ in 0..3 {
+        let outcome = if target == me {
+            local_join(app, room, clone_request(&request)).await.map(|(peer, actor)| (peer, RoomHandle::Local(actor)))
+        } else {
+            remote_join(room, &target, &request).await.map(|peer| (peer, RoomHandle::Remote(target.clone())))
+        };
+        match outcome {
+            Err((ErrorCode::RoomElsewhere, message)) => {
+                metrics::counter!("switchboard_routing_misses_total").increment(1);
+                last = (ErrorCode::RoomElsewhere, message);
+                match app.store.lease_holder(room.as_str()).await {
+                    Ok(Some(holder)) if holder != target => target = holder,
+                    _ => tokio::time::sleep(Duration::from_millis(50)).await,
+                }
+            }
+            other => return other,
+        }
+    }
+    Err(last)
+}
+
+fn clone_request(r: &JoinRequest) -> JoinRequest {
+    JoinRequest {
+        conn: r.conn.clone(),
+        user: r.user.clone(),
+        display_name: r.display_name.clone(),
+        ice_servers: r.ice_servers.clone(),
+        admin: r.admin,
+    }
+}
+
+async fn remote_join(room: &RoomId, node: &str, r: &JoinRequest) -> Result<PeerId, RouteError> {
+    let Some(cell) = ractor::pg::get_members(&host_group(node)).into_iter().next() else {
+        return Err((
+            ErrorCode::RoomUnavailable,
+            format!("the node serving the room ({node}) is unreachable; try again"),
+        ));
+    };
+    let host: ActorRef<HostMsg> = cell.into();
+    let cmd = JoinCmd {
+        room: room.to_string(),
+        conn: r.conn.to_string(),
+        user: r.user.to_string(),
+        display_name: r.display_name.clone(),
+        ice_servers: r.ice_servers.to_string(),
+        admin: r.admin,
+    };
+    metrics::counter!("switchboard_cross_node_messages_total").increment(1);
+    match host.call(|reply| HostMsg::Join(Bincode(cmd), reply), Some(Duration::from_secs(10))).await {
+        Ok(CallResult::Success(Bincode(Ok(peer)))) => Ok(PeerId::new(peer)),
+        Ok(CallResult::Success(Bincode(Err((code, message))))) => Err((code_from(&code), message)),
+        _ => Err(unavailable()),
+    }
+}
+
+fn code_from(code: &str) -> ErrorCode {
+    [
+        ErrorCode::RoomFull,
+        ErrorCode::RoomForbidden,
+        ErrorCode::RoomElsewhere,
+        ErrorCode::RoomUnavailable,
+        ErrorCode::Internal,
+        ErrorCode::InvalidMessage,
+    ]
+    .into_iter()
+    .find(|c| c.as_str() == code)
+    .unwrap_or(ErrorCode::RoomUnavailable)
+}
+
+/// Resolves the room on this node (starting it if needed) and joins it.
+async fn local_join(app: &App, room: &RoomId, request: JoinRequest) -> Result<(PeerId, ActorRef<RoomMsg>), RouteError> {
+    // A room that stops (idle) between resolve and join drops the request; resolve again.
+    let mut last = unavailable();
+    let mut request = Some(request);
+    for _ in 0..3 {
+        let actor = match resolve(app, room).await {
+            Ok(actor) => actor,
+            Err(e) => {
+                if e.0 == ErrorCode::RoomElsewhere {
+                    return Err(e);
+                }
+                last = e;
+                continue;
+            }
+        };
+        let Some(req) = request.take() else { break };
+        let kept = clone_request(&req);
+        match actor.call(|reply| RoomMsg::Join { request: req, reply }, Some(Duration::from_secs(10))).await {
+            Ok(CallResult::Success(Ok(peer))) => return Ok((peer, actor)),
+            Ok(CallResult::Success(Err(e))) => return Err((e.code, e.message)),
+            // The room stopped before it answered: the join did not happen; try again.
+            Ok(CallResult::SenderError) | Err(_) => request = Some(kept),
+            // The room is slow: the join may still happen, so it is not retried.
+            Ok(CallResult::Timeout) => break,
+        }
+    }
+    Err(last)
+}
+
+/// The room's actor on this node, started if needed.
+async fn resolve(app: &App, room: &RoomId) -> Result<ActorRef<RoomMsg>, RouteError> {
+    let asked = app
+        .rooms
+        .call(|reply| RoomSupervisorMsg::Resolve { room: room.clone(), reply }, Some(Duration::from_secs(10)))
+        .await;
+    match asked {
+        Ok(CallResult::Success(Ok(room))) => Ok(room),
+        Ok(CallResult::Success(Err(e))) => Err((e.code, e.message)),
+        _ => Err(unavailable()),
+    }
+}
+
+/// Sends a message to the room behind `handle`. A local room that restarted is found again;
+/// one that moved to another node is reported as `room_elsewhere` (join again).
+pub async fn send(
+    app: &App,
+    handle: &mut RoomHandle,
+    room: &RoomId,
+    conn: &ConnId,
+    msg: RoomMsg,
+) -> Result<(), RouteError> {
+    match handle {
+        RoomHandle::Local(actor) => {
+            let msg = match actor.cast(msg) {
+                Ok(()) => return Ok(()),
+                Err(MessagingErr::SendErr(msg)) => msg,
+                Err(_) => return Err(unavailable()),
+            };
+            if app.cluster.is_some() && owner_of(app, room).await != app.config.node_id {
+                return Err((ErrorCode::RoomElsewhere, "the room moved to another node; join it again".into()));
+            }
+            let again = resolve(app, room).await?;
+            let _ = again.cast(msg);
+            *handle = RoomHandle::Local(again);
+            Ok(())
+        }
+        RoomHandle::Remote(node) => {
+            let Some(cmd) = RoomCmd::from_room_msg(&msg) else { return Ok(()) };
+            let Some(cell) = ractor::pg::get_members(&host_group(node)).into_iter().next() else {
+                return Err((ErrorCode::RoomUnavailable, format!("the node serving the room ({node}) is unreachable")));
+            };
+            let host: ActorRef<HostMsg> = cell.into();
+            metrics::counter!("switchboard_cross_node_messages_total").increment(1);
+            host.cast(HostMsg::ToRoom(room.to_string(), conn.to_string(), Bincode(cmd))).map_err(|_| unavailable())
+        }
+    }
+}
