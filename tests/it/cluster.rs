@@ -8,7 +8,7 @@ use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
 /// Starts member `id` against `db`, dialling `seeds`.
-fn member(db: &str, id: &str, seeds: &[&Node], env: &[(&str, &str)]) -> (Node, tempfile::TempDir) {
+pub(crate) fn member(db: &str, id: &str, seeds: &[&Node], env: &[(&str, &str)]) -> (Node, tempfile::TempDir) {
     let dir = tempfile::tempdir().expect("tempdir");
     let seeds: Vec<String> =
         seeds.iter().map(|n| n.cluster_addr.expect("seed has a cluster address").to_string()).collect();
@@ -33,7 +33,7 @@ async fn view(node: &Node) -> BTreeMap<String, String> {
 }
 
 /// Polls `node`'s view (every 50 ms, for at most 15 s) until `want` holds; returns the time taken.
-async fn until(node: &Node, what: &str, want: impl Fn(&BTreeMap<String, String>) -> bool) -> Duration {
+pub(crate) async fn until(node: &Node, what: &str, want: impl Fn(&BTreeMap<String, String>) -> bool) -> Duration {
     let started = Instant::now();
     for _ in 0..300 {
         let v = view(node).await;
@@ -264,4 +264,59 @@ async fn a_frozen_owner_is_fenced_off_when_it_wakes() {
     assert_eq!(v["members"][0]["rooms"], 0, "n1 serves none of its old rooms: {v}");
     assert_eq!(v["rooms"][0]["nodeId"], "n2", "the room map names the new owner: {v}");
     assert_eq!(v["rooms"][0]["epoch"], 2, "one takeover, one epoch: {v}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rooms_spread_over_the_nodes_with_one_owner_each() {
+    use crate::support::{Client, node_token};
+    use serde_json::json;
+    let Some(db) = fresh_postgres("rooms_spread_over_the_nodes_with_one_owner_each").await else { return };
+    let (n1, _d1) = member(&db, "n1", &[], &[]);
+    let (n2, _d2) = member(&db, "n2", &[&n1], &[]);
+    let (n3, _d3) = member(&db, "n3", &[&n1], &[]);
+    let all_up = states(&[("n1", "up"), ("n2", "up"), ("n3", "up")]);
+    for n in [&n1, &n2, &n3] {
+        until(n, "formed", |v| *v == all_up).await;
+    }
+    // 300 rooms, joined through all three edges in turn.
+    let nodes = [&n1, &n2, &n3];
+    let mut tokens = Vec::new();
+    for n in nodes {
+        tokens.push(node_token(n.addr, "spread").await);
+    }
+    let mut clients = Vec::new();
+    for i in 0..300 {
+        let n = i % 3;
+        let mut c = Client::connect(nodes[n].addr, &tokens[n]).await;
+        c.send(json!({"type": "join", "roomId": format!("spread-{i}")})).await;
+        let v = c.recv().await;
+        assert_eq!(v["type"], "joined", "room {i}: {v}");
+        clients.push(c);
+    }
+    let view: Value = reqwest::Client::new()
+        .get(n2.url("/api/cluster?limit=1000"))
+        .send()
+        .await
+        .expect("get")
+        .json()
+        .await
+        .expect("json");
+    let leases = view["rooms"].as_array().expect("rooms");
+    assert_eq!(leases.len(), 300, "one lease per room");
+    let mut per_node: BTreeMap<String, usize> = BTreeMap::new();
+    for l in leases {
+        *per_node.entry(l["nodeId"].as_str().expect("node").to_owned()).or_default() += 1;
+    }
+    for (node, count) in &per_node {
+        assert!((60..=150).contains(count), "{node} owns {count} of 300 rooms: {per_node:?}");
+    }
+    // Exactly one live Room actor per room, cluster-wide: each node counts its own.
+    let mut actors = 0;
+    for n in nodes {
+        let v: Value =
+            reqwest::Client::new().get(n.url("/api/cluster")).send().await.expect("get").json().await.expect("json");
+        actors += v["members"][0]["rooms"].as_u64().expect("rooms");
+    }
+    assert_eq!(actors, 300, "room actors across the cluster");
+    eprintln!("spread of 300 rooms: {per_node:?}");
 }

@@ -217,10 +217,18 @@ fn audio_track() -> Arc<TrackLocalStaticRTP> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_webrtc_peers_connect_through_switchboard() -> Result<()> {
     let mut s = TestServer::start().await;
-    let (mut alice, _) = s.joined("alice", "webrtc-room").await;
-    let (bob, joined) = s.joined("bob", "webrtc-room").await;
-    assert_eq!(joined["peers"], json!([alice.peer_id]));
+    let (alice, _) = s.joined("alice", "webrtc-room").await;
+    let (bob, _) = s.joined("bob", "webrtc-room").await;
+    call(alice, bob).await?;
+    s.stop().await;
+    Ok(())
+}
+
+/// Alice and Bob (joined, Alice first) set up a real call through the server(s) they are
+/// connected to: data channel both ways, then a renegotiation adding audio.
+pub async fn call(mut alice: Client, bob: Client) -> Result<()> {
     let bob_id = alice.recv_type("peer_joined").await["peerId"].as_str().expect("id").to_owned();
+    ensure!(bob_id == bob.peer_id, "peer_joined names bob");
     let alice_id = alice.peer_id.clone();
 
     let mut a = peer(alice, &bob_id).await?;
@@ -272,6 +280,40 @@ async fn two_webrtc_peers_connect_through_switchboard() -> Result<()> {
     b.pc.close().await?;
     a.signaling.abort();
     b.signaling.abort();
-    s.stop().await;
     Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_call_connects_across_three_nodes() -> Result<()> {
+    use crate::cluster::{member, until};
+    let Some(db) = crate::support::fresh_postgres("a_call_connects_across_three_nodes").await else { return Ok(()) };
+    let (n1, _d1) = member(&db, "n1", &[], &[]);
+    let (n2, _d2) = member(&db, "n2", &[&n1], &[]);
+    let (n3, _d3) = member(&db, "n3", &[&n1], &[]);
+    for n in [&n1, &n2, &n3] {
+        until(n, "formed", |v| v.len() == 3 && v.values().all(|s| s == "up")).await;
+    }
+    // A room whose placement is n3: Alice connects to n1, Bob to n2.
+    let nodes: Vec<switchboard_cluster::NodeId> =
+        ["n1", "n2", "n3"].iter().map(|n| switchboard_cluster::NodeId::parse(n).expect("id")).collect();
+    let room = (0..1000)
+        .map(|i| format!("call-{i}"))
+        .find(|r| switchboard_cluster::place(r, &nodes).map(|n| n.as_str()) == Some("n3"))
+        .expect("a room placed on n3");
+    let join = |node: &crate::support::Node, user: &'static str| {
+        let (addr, room) = (node.addr, room.clone());
+        async move {
+            let mut c = Client::connect(addr, &crate::support::node_token(addr, user).await).await;
+            c.send(json!({"type": "join", "roomId": room})).await;
+            let joined = c.recv_type("joined").await;
+            c.peer_id = joined["peerId"].as_str().expect("peerId").to_owned();
+            c
+        }
+    };
+    let alice = join(&n1, "alice").await;
+    let bob = join(&n2, "bob").await;
+    let v: Value = reqwest::Client::new().get(n3.url("/api/cluster")).send().await?.json().await?;
+    let owner = v["rooms"].as_array().and_then(|r| r.iter().find(|x| x["roomId"] == room.as_str())).cloned();
+    ensure!(owner.as_ref().map(|o| o["nodeId"] == "n3") == Some(true), "the room lives on n3: {v}");
+    call(alice, bob).await
 }
