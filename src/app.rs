@@ -30,7 +30,9 @@ pub struct App {
     pub cluster: Option<switchboard_cluster::Cluster>,
     /// What this node tells its peers about itself.
     pub hello: switchboard_cluster::node_agent::HelloSource,
-    shutting_down: AtomicBool,
+    /// Where a room goes when this node gives it up.
+    pub successor: Successor,
+    shutting_down: Arc<AtomicBool>,
 }
 
 /// Everything `App` is made of, but its own flags.
@@ -51,7 +53,13 @@ pub struct AppParts {
     pub cluster: Option<switchboard_cluster::Cluster>,
     /// What this node tells its peers about itself.
     pub hello: switchboard_cluster::node_agent::HelloSource,
+    /// Set when the node begins to shut down or drain (shared with the room host).
+    pub draining: Arc<AtomicBool>,
+    /// Where a room goes when this node gives it up.
+    pub successor: Successor,
 }
+
+pub use switchboard_cluster::routing::Successor;
 
 impl App {
     /// Assembles the state.
@@ -67,7 +75,8 @@ impl App {
             dev_mode,
             cluster: p.cluster,
             hello: p.hello,
-            shutting_down: AtomicBool::new(false),
+            successor: p.successor,
+            shutting_down: p.draining,
         }
     }
 

@@ -39,7 +39,12 @@ async fn owner_of(app: &App, room: &RoomId) -> String {
     match app.store.lease_holder(room.as_str()).await {
         Ok(Some(holder)) => holder,
         _ => {
-            let live = cluster.live_nodes();
+            // Only nodes whose room host is reachable right now can take a room.
+            let live: Vec<NodeId> = cluster
+                .live_nodes()
+                .into_iter()
+                .filter(|n| n.as_str() == me || !ractor::pg::get_members(&host_group(n.as_str())).is_empty())
+                .collect();
             switchboard_cluster::place(room.as_str(), &live).map(NodeId::to_string).unwrap_or_else(|| me.clone())
         }
     }
@@ -191,13 +196,51 @@ pub async fn send(
             Ok(())
         }
         RoomHandle::Remote(node) => {
-            let Some(cmd) = RoomCmd::from_room_msg(&msg) else { return Ok(()) };
-            let Some(cell) = ractor::pg::get_members(&host_group(node)).into_iter().next() else {
-                return Err((ErrorCode::RoomUnavailable, format!("the node serving the room ({node}) is unreachable")));
-            };
-            let host: ActorRef<HostMsg> = cell.into();
-            metrics::counter!("switchboard_cross_node_messages_total").increment(1);
-            host.cast(HostMsg::ToRoom(room.to_string(), conn.to_string(), Bincode(cmd))).map_err(|_| unavailable())
+            if ractor::pg::get_members(&host_group(node)).is_empty() {
+                // The owner is gone: find where the room is (or should be) now.
+                return reroute(app, handle, room, conn, "", msg).await;
+            }
+            send_remote(node, room, conn, &msg)
         }
     }
+}
+
+fn send_remote(node: &str, room: &RoomId, conn: &ConnId, msg: &RoomMsg) -> Result<(), RouteError> {
+    let Some(cmd) = RoomCmd::from_room_msg(msg) else { return Ok(()) };
+    let Some(cell) = ractor::pg::get_members(&host_group(node)).into_iter().next() else {
+        return Err((
+            ErrorCode::RoomUnavailable,
+            format!("the node serving the room ({node}) is unreachable; try again"),
+        ));
+    };
+    let host: ActorRef<HostMsg> = cell.into();
+    metrics::counter!("switchboard_cross_node_messages_total").increment(1);
+    host.cast(HostMsg::ToRoom(room.to_string(), conn.to_string(), Bincode(cmd))).map_err(|_| unavailable())
+}
+
+/// Finds the room again (the live lease, else `hint`, else placement) and sends `msg` there:
+/// the path of a command whose room moved (drain, owner death).
+pub async fn reroute(
+    app: &App,
+    handle: &mut RoomHandle,
+    room: &RoomId,
+    conn: &ConnId,
+    hint: &str,
+    msg: RoomMsg,
+) -> Result<(), RouteError> {
+    let me = app.config.node_id.clone();
+    let target = match app.store.lease_holder(room.as_str()).await {
+        Ok(Some(holder)) => holder,
+        _ if !hint.is_empty() => hint.to_owned(),
+        _ => owner_of(app, room).await,
+    };
+    if target == me {
+        let actor = resolve(app, room).await?;
+        actor.cast(msg).map_err(|_| unavailable())?;
+        *handle = RoomHandle::Local(actor);
+        return Ok(());
+    }
+    send_remote(&target, room, conn, &msg)?;
+    *handle = RoomHandle::Remote(target);
+    Ok(())
 }

@@ -1,7 +1,7 @@
 //! Starting and stopping a node: store, actors, HTTP listener, and the graceful shutdown
 //! that closes sessions and calls in the store and tells every client why its socket closes.
 
-use crate::app::{App, AppParts};
+use crate::app::{App, AppParts, Successor};
 use crate::auth::{Authority, load_or_create_secret, secret_fingerprint};
 use crate::config::Config;
 use crate::edge::connection::close_code;
@@ -9,8 +9,11 @@ use crate::edge::edge_router::EdgeRouter;
 use crate::store::Store;
 use crate::{http, telemetry};
 use ractor::Actor;
+use ractor::ActorRef;
+use ractor::rpc::CallResult;
 use std::net::SocketAddr;
 use std::sync::Arc;
+use std::sync::atomic::AtomicBool;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 use switchboard_actors::ports::RoomPolicy;
@@ -18,8 +21,8 @@ use switchboard_actors::restart_policy::RestartPolicy;
 use switchboard_actors::room::{LeaseSettings, RoomConfig, RoomContext};
 use switchboard_actors::room_supervisor::{RoomSupervisor, RoomSupervisorArgs, RoomSupervisorMsg};
 use switchboard_cluster::node_agent::HelloSource;
-use switchboard_cluster::routing::{EdgeLink, EdgeLinkArgs, RoomHost, RoomHostArgs};
-use switchboard_cluster::{Cluster, ClusterConfig, NodeHello, NodeId};
+use switchboard_cluster::routing::{EdgeLink, EdgeLinkArgs, HostMsg, Reroute, RoomHost, RoomHostArgs, host_group};
+use switchboard_cluster::{Cluster, ClusterConfig, LiveView, NodeHello, NodeId};
 use tokio::net::TcpListener;
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
@@ -87,14 +90,36 @@ pub async fn start(config: Config, listener: TcpListener) -> anyhow::Result<Runn
         }
     };
     let cluster_addr = cluster.as_ref().map(|c| c.addr().to_string());
+    let draining = Arc::new(AtomicBool::new(false));
+    let successor = successor_of(&config.node_id, cluster.as_ref().map(Cluster::live_view));
     if cluster.is_some() {
         // The two remotable actors through which other nodes reach this node's rooms and
         // connections.
-        let host = RoomHostArgs { node_id: config.node_id.clone(), rooms: rooms.clone(), edge: edge.clone() };
+        let host = RoomHostArgs {
+            node_id: config.node_id.clone(),
+            rooms: rooms.clone(),
+            edge: edge.clone(),
+            draining: draining.clone(),
+            successor: successor.clone(),
+        };
         Actor::spawn(None, RoomHost, host).await?;
-        Actor::spawn(None, EdgeLink, EdgeLinkArgs { node_id: config.node_id.clone(), edge: edge.clone() }).await?;
+        let local = edge.clone();
+        let reroute: Reroute = Arc::new(move |conn, room, hint, msg| local.reroute(&conn, room, hint, msg));
+        Actor::spawn(None, EdgeLink, EdgeLinkArgs { node_id: config.node_id.clone(), edge: edge.clone(), reroute })
+            .await?;
     }
-    let app = Arc::new(App::new(AppParts { config, authority, store, rooms, edge, metrics, cluster, hello }));
+    let app = Arc::new(App::new(AppParts {
+        config,
+        authority,
+        store,
+        rooms,
+        edge,
+        metrics,
+        cluster,
+        hello,
+        draining,
+        successor,
+    }));
     let (stop_http, stopped) = oneshot::channel::<()>();
     let router = http::router(app.clone());
     let http = tokio::spawn(async move {
@@ -124,11 +149,13 @@ impl RunningServer {
         let app = self.app.clone();
         app.begin_shutdown();
         tracing::info!(connections = app.edge.len(), "shutting down");
-        let _ = app.rooms.call(RoomSupervisorMsg::Shutdown, Some(Duration::from_secs(15))).await;
-        app.edge.close_all(close_code::GOING_AWAY, "server shutting down");
         let deadline = Instant::now() + app.config.http.shutdown_grace;
-        while !app.edge.is_empty() && Instant::now() < deadline {
-            tokio::time::sleep(Duration::from_millis(10)).await;
+        if app.cluster.is_some() {
+            drain(&app, deadline).await;
+        } else {
+            let _ = app.rooms.call(RoomSupervisorMsg::Shutdown, Some(Duration::from_secs(15))).await;
+            app.edge.close_all(close_code::GOING_AWAY, "server shutting down");
+            wait_for_clients(&app, deadline).await;
         }
         app.rooms.stop(Some("shutdown".into()));
         if let Some(stop) = self.stop_http.take() {
@@ -153,6 +180,42 @@ impl RunningServer {
         tracing::info!("stopped");
         Ok(())
     }
+}
+
+async fn wait_for_clients(app: &App, deadline: Instant) {
+    while !app.edge.is_empty() && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
+/// A clustered node leaves without ending anyone's call: its own clients are told to reconnect
+/// elsewhere (their sessions close in their rooms), then its rooms are handed to other nodes
+/// with their sessions, which go on through those nodes.
+async fn drain(app: &App, deadline: Instant) {
+    app.edge.goaway_all("node draining");
+    wait_for_clients(app, deadline).await;
+    let handed = match app.rooms.call(RoomSupervisorMsg::Handoff, Some(Duration::from_secs(15))).await {
+        Ok(CallResult::Success(rooms)) => rooms,
+        _ => Vec::new(),
+    };
+    for room in &handed {
+        let Some(target) = (app.successor)(room.as_str()) else { continue };
+        if let Some(cell) = ractor::pg::get_members(&host_group(&target)).into_iter().next() {
+            let host: ActorRef<HostMsg> = cell.into();
+            let _ = host.cast(HostMsg::Adopt(room.to_string()));
+        }
+    }
+    tracing::info!(rooms = handed.len(), "rooms handed off");
+}
+
+/// Where a room goes when this node gives it up: placement over the other live members.
+fn successor_of(me: &str, view: Option<LiveView>) -> Successor {
+    let me = me.to_owned();
+    Arc::new(move |room: &str| {
+        let view = view.as_ref()?;
+        let others: Vec<NodeId> = view.live_nodes().into_iter().filter(|n| n.as_str() != me).collect();
+        switchboard_cluster::place(room, &others).map(NodeId::to_string)
+    })
 }
 
 /// Keeps this node's claim on its id alive in the database.

@@ -576,7 +576,8 @@ impl RoomStore for Store {
     }
 
     async fn release_lease(&self, fence: &Fence) -> Result<(), StoreError> {
-        sqlx::query("DELETE FROM room_leases WHERE room_id = $1 AND node_id = $2 AND epoch = $3")
+        // The row stays, expired, so the next owner's epoch is still higher: epochs never repeat.
+        sqlx::query("UPDATE room_leases SET expires_at = 0 WHERE room_id = $1 AND node_id = $2 AND epoch = $3")
             .bind(fence.room.as_str())
             .bind(&fence.node)
             .bind(fence.epoch)

@@ -78,6 +78,9 @@ pub enum RoomSupervisorMsg {
     Restart(RoomId),
     /// The node stops: shut every room down (sessions and calls closed in the store).
     Shutdown(RpcReplyPort<()>),
+    /// The node drains: stop every room without closing its sessions, handing its lease
+    /// back so another node can take it over; replies with the rooms handed off.
+    Handoff(RpcReplyPort<Vec<RoomId>>),
 }
 
 // Local only: never crosses nodes (the cluster feature turns off ractor's blanket impl).
@@ -126,6 +129,9 @@ impl Actor for RoomSupervisor {
                 shutdown(state).await;
                 let _ = reply.send(());
             }
+            RoomSupervisorMsg::Handoff(reply) => {
+                let _ = reply.send(handoff(state).await);
+            }
         }
         publish_count(state);
         Ok(())
@@ -139,7 +145,7 @@ impl Actor for RoomSupervisor {
     ) -> Result<(), ActorProcessingErr> {
         match event {
             SupervisionEvent::ActorTerminated(cell, _, reason) => {
-                let clean = matches!(reason.as_deref(), Some("idle" | "shutdown" | "lease_lost"));
+                let clean = matches!(reason.as_deref(), Some("idle" | "shutdown" | "lease_lost" | "handoff"));
                 if clean {
                     forget(state, &cell);
                 } else {
@@ -291,4 +297,25 @@ async fn shutdown(state: &mut RoomSupervisorState) {
     for room in rooms {
         let _ = room.call(RoomMsg::Shutdown, Some(Duration::from_secs(5))).await;
     }
+}
+
+async fn handoff(state: &mut RoomSupervisorState) -> Vec<RoomId> {
+    let running: Vec<(RoomId, ActorRef<RoomMsg>)> = state
+        .rooms
+        .iter()
+        .filter_map(|(id, e)| match &e.slot {
+            Slot::Running(r) => Some((id.clone(), r.clone())),
+            Slot::Restarting => None,
+        })
+        .collect();
+    let mut handed = Vec::new();
+    for (id, room) in running {
+        // The room releases its lease as it stops (post_stop), so once this returns another
+        // node can take it at once.
+        if room.stop_and_wait(Some("handoff".into()), Some(Duration::from_secs(5))).await.is_ok() {
+            handed.push(id.clone());
+        }
+        state.rooms.remove(&id);
+    }
+    handed
 }

@@ -17,7 +17,7 @@ pub mod wire;
 mod dialer;
 mod heartbeat;
 
-pub use membership::{Cluster, ClusterConfig, ClusterError, MemberState, MemberView};
+pub use membership::{Cluster, ClusterConfig, ClusterError, LiveView, MemberState, MemberView};
 pub use node_agent::NodeHello;
 pub use node_id::NodeId;
 pub use placement::place;

@@ -207,6 +207,32 @@ impl NodeEventSubscription for Events {
     }
 }
 
+/// A cheap, cloneable view of who is up (for code that cannot hold the [`Cluster`]).
+#[derive(Clone)]
+pub struct LiveView {
+    table: SharedTable,
+}
+
+impl LiveView {
+    /// Ids of the members that are up, this node included, sorted.
+    pub fn live_nodes(&self) -> Vec<NodeId> {
+        live_nodes(&self.table)
+    }
+}
+
+fn live_nodes(table: &SharedTable) -> Vec<NodeId> {
+    let t = lock(table);
+    let mut out: Vec<NodeId> = t
+        .members
+        .iter()
+        .filter(|(_, m)| m.state == MemberState::Up)
+        .filter_map(|(id, _)| NodeId::parse(id).ok())
+        .chain(std::iter::once(t.me.clone()))
+        .collect();
+    out.sort();
+    out
+}
+
 /// A running cluster layer.
 pub struct Cluster {
     node: ActorRef<NodeServerMessage>,
@@ -289,16 +315,12 @@ impl Cluster {
 
     /// Ids of the members that are up, this node included, sorted.
     pub fn live_nodes(&self) -> Vec<NodeId> {
-        let t = lock(&self.table);
-        let mut out: Vec<NodeId> = t
-            .members
-            .iter()
-            .filter(|(_, m)| m.state == MemberState::Up)
-            .filter_map(|(id, _)| NodeId::parse(id).ok())
-            .chain(std::iter::once(t.me.clone()))
-            .collect();
-        out.sort();
-        out
+        live_nodes(&self.table)
+    }
+
+    /// A view of the live members that can be cloned into other tasks.
+    pub fn live_view(&self) -> LiveView {
+        LiveView { table: self.table.clone() }
     }
 
     /// Stops the dialer, the heartbeat, the agent and the node server (closing every link).

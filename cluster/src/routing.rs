@@ -17,6 +17,7 @@ use ractor_cluster::RactorClusterMessage;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 use switchboard_actors::ids::{ConnId, PeerId, RoomId, UserId};
 use switchboard_actors::media::ControlAction;
@@ -175,6 +176,8 @@ pub enum HostMsg {
     Join(Bincode<JoinCmd>, RpcReplyPort<Bincode<JoinOutcome>>),
     /// Any other command for a room: (room, sending connection, command).
     ToRoom(String, String, Bincode<RoomCmd>),
+    /// Take over a room handed off by a draining node: start it here from the database.
+    Adopt(String),
 }
 
 /// Messages of a node's edge link.
@@ -182,6 +185,10 @@ pub enum HostMsg {
 pub enum EdgeMsg {
     /// A frame for one of this node's connections: (connection, JSON body without `seq`).
     Deliver(String, String),
+    /// A command of one of this node's connections reached a node that does not serve its
+    /// room: (connection, room, node to try, command). The connection finds the room again
+    /// and re-sends it.
+    Bounce(String, String, String, Bincode<RoomCmd>),
 }
 
 /// The room host actor.
@@ -195,7 +202,14 @@ pub struct RoomHostArgs {
     pub rooms: ActorRef<RoomSupervisorMsg>,
     /// Delivery to connections (for errors about commands that found no room).
     pub edge: Arc<dyn Edge>,
+    /// Set while the node drains: it starts no room and sends commands on.
+    pub draining: Arc<AtomicBool>,
+    /// Where a room should go when this node gives it up (placement over the other members).
+    pub successor: Successor,
 }
+
+/// Picks the node a room should move to when this node gives it up.
+pub type Successor = Arc<dyn Fn(&str) -> Option<String> + Send + Sync>;
 
 impl Actor for RoomHost {
     type Msg = HostMsg;
@@ -219,6 +233,11 @@ impl Actor for RoomHost {
     ) -> Result<(), ActorProcessingErr> {
         match msg {
             HostMsg::Join(cmd, reply) => {
+                if state.draining.load(Ordering::Acquire) {
+                    let refusal = ("room_elsewhere".to_owned(), "this node is draining; the room is moving".to_owned());
+                    let _ = reply.send(Bincode(Err(refusal)));
+                    return Ok(());
+                }
                 // The join waits on the room (a database write); it runs apart so the host
                 // keeps taking other commands meanwhile.
                 let rooms = state.rooms.clone();
@@ -227,6 +246,21 @@ impl Actor for RoomHost {
                 });
             }
             HostMsg::ToRoom(room, conn, cmd) => to_local_room(state, RoomId::new(room), ConnId::new(conn), cmd.0).await,
+            HostMsg::Adopt(room) => {
+                if !state.draining.load(Ordering::Acquire) {
+                    let room = RoomId::new(room);
+                    let asked = state
+                        .rooms
+                        .call(
+                            |reply| RoomSupervisorMsg::Resolve { room: room.clone(), reply },
+                            Some(Duration::from_secs(10)),
+                        )
+                        .await;
+                    if let Ok(CallResult::Success(Err(e))) = asked {
+                        tracing::info!(room_id = %room, error = %e, "room not adopted");
+                    }
+                }
+            }
         }
         Ok(())
     }
@@ -255,29 +289,62 @@ async fn remote_join(rooms: ActorRef<RoomSupervisorMsg>, cmd: JoinCmd) -> JoinOu
     }
 }
 
+/// Hands a command to the local room, starting the room here when this node should own it
+/// (its owner died or handed it off); bounces it back to the sender's node when another node
+/// owns the room.
 async fn to_local_room(state: &RoomHostArgs, room: RoomId, conn: ConnId, cmd: RoomCmd) {
     let found = state
         .rooms
         .call(|reply| RoomSupervisorMsg::Lookup { room: room.clone(), reply }, Some(Duration::from_secs(5)))
         .await;
-    let delivered = match (found, cmd.into_room_msg()) {
-        (Ok(CallResult::Success(Some(actor))), Some(msg)) => actor.cast(msg).is_ok(),
-        _ => false,
+    let actor = match found {
+        Ok(CallResult::Success(Some(actor))) => Ok(actor),
+        _ if state.draining.load(Ordering::Acquire) => Err((state.successor)(room.as_str())),
+        _ => match state
+            .rooms
+            .call(|reply| RoomSupervisorMsg::Resolve { room: room.clone(), reply }, Some(Duration::from_secs(10)))
+            .await
+        {
+            Ok(CallResult::Success(Ok(actor))) => Ok(actor),
+            Ok(CallResult::Success(Err(e))) if e.code == ErrorCode::RoomElsewhere => Err(None),
+            _ => Err(None),
+        },
     };
-    if !delivered {
-        metrics::counter!("switchboard_routing_misses_total").increment(1);
-        let body = ServerMessage::Error {
-            code: ErrorCode::RoomElsewhere.as_str(),
-            message: "the room is no longer served by this node; join it again",
-            reference: None,
+    let actor = match actor {
+        Ok(actor) => actor,
+        Err(hint) => return bounce(state, room, conn, cmd, hint.unwrap_or_default()),
+    };
+    if let Some(msg) = cmd.into_room_msg() {
+        let _ = actor.cast(msg);
+    }
+}
+
+fn bounce(state: &RoomHostArgs, room: RoomId, conn: ConnId, cmd: RoomCmd, hint: String) {
+    metrics::counter!("switchboard_routing_misses_total").increment(1);
+    let link = node_of(&conn).and_then(|node| ractor::pg::get_members(&edge_group(node)).into_iter().next());
+    match link {
+        Some(cell) => {
+            let link: ActorRef<EdgeMsg> = cell.into();
+            let _ = link.cast(EdgeMsg::Bounce(conn.to_string(), room.to_string(), hint, Bincode(cmd)));
         }
-        .to_body();
-        state.edge.deliver(&conn, Frame { body, received_at: None });
+        None => {
+            let body = ServerMessage::Error {
+                code: ErrorCode::RoomUnavailable.as_str(),
+                message: "the room is moving; try again",
+                reference: None,
+            }
+            .to_body();
+            state.edge.deliver(&conn, Frame { body, received_at: None });
+        }
     }
 }
 
 /// The edge link actor.
 pub struct EdgeLink;
+
+/// Re-sends a bounced command from the connection that sent it: (connection, room, node to
+/// try, message).
+pub type Reroute = Arc<dyn Fn(ConnId, RoomId, String, RoomMsg) + Send + Sync>;
 
 /// What the edge link needs.
 pub struct EdgeLinkArgs {
@@ -285,6 +352,8 @@ pub struct EdgeLinkArgs {
     pub node_id: String,
     /// This node's connections.
     pub edge: Arc<dyn Edge>,
+    /// Hands bounced commands back to their connection.
+    pub reroute: Reroute,
 }
 
 impl Actor for EdgeLink {
@@ -310,6 +379,11 @@ impl Actor for EdgeLink {
         match msg {
             EdgeMsg::Deliver(conn, body) => {
                 state.edge.deliver(&ConnId::new(conn), Frame { body: body.into(), received_at: None });
+            }
+            EdgeMsg::Bounce(conn, room, hint, cmd) => {
+                if let Some(msg) = cmd.0.into_room_msg() {
+                    (state.reroute)(ConnId::new(conn), RoomId::new(room), hint, msg);
+                }
             }
         }
         Ok(())

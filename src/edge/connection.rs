@@ -63,6 +63,8 @@ pub struct ConnectionState {
     app: Arc<App>,
     seq: u64,
     joined: Option<Joined>,
+    /// Bounced commands re-sent since the room last delivered something.
+    reroutes: u32,
 }
 
 /// Messages a connection handles.
@@ -92,6 +94,21 @@ pub enum ConnectionMsg {
     },
     /// The client's side ended.
     Gone,
+    /// The node is going away: tell the client to reconnect elsewhere, then close.
+    GoAway {
+        /// Why, for the client and the close frame.
+        reason: String,
+    },
+    /// A command this connection sent reached a node that does not serve the room: find the
+    /// room again (`hint`: a node to try) and re-send it.
+    Reroute {
+        /// The room.
+        room: RoomId,
+        /// A node to try when no lease names the owner.
+        hint: String,
+        /// The command.
+        msg: RoomMsg,
+    },
 }
 
 // Local only: never crosses nodes (the cluster feature turns off ractor's blanket impl).
@@ -116,6 +133,7 @@ impl Actor for Connection {
             app: args.app,
             seq: 0,
             joined: None,
+            reroutes: 0,
         })
     }
 
@@ -138,6 +156,7 @@ impl Actor for Connection {
         match message {
             ConnectionMsg::Inbound { text, received_at } => inbound(&myself, state, &text, received_at).await,
             ConnectionMsg::Deliver(frame) => {
+                state.reroutes = 0;
                 write(&myself, state, &frame.body).await;
                 if let Some(t) = frame.received_at {
                     metrics::histogram!("switchboard_relay_seconds").record(t.elapsed().as_secs_f64());
@@ -151,6 +170,18 @@ impl Actor for Connection {
                 myself.stop(Some("closed".into()));
             }
             ConnectionMsg::Gone => myself.stop(Some("client gone".into())),
+            ConnectionMsg::GoAway { reason } => {
+                let body = format!(
+                    "{{\"type\":\"goaway\",\"reason\":{},\"reconnect\":true}}",
+                    serde_json::Value::String(reason.clone())
+                );
+                write(&myself, state, &body).await;
+                let frame = CloseFrame { code: close_code::GOING_AWAY, reason: reason.into() };
+                let _ =
+                    tokio::time::timeout(Duration::from_secs(2), state.sink.send(Message::Close(Some(frame)))).await;
+                myself.stop(Some("goaway".into()));
+            }
+            ConnectionMsg::Reroute { room, hint, msg } => reroute(&myself, state, room, hint, msg).await,
         }
         Ok(())
     }
@@ -398,6 +429,32 @@ async fn to_room(myself: &ActorRef<ConnectionMsg>, state: &mut ConnectionState, 
             // The session ended with the room's move: the client joins again.
             state.joined = None;
         }
+        send_error(myself, state, code, &message, reference.as_ref()).await;
+    }
+}
+
+/// Re-sends a bounced command to wherever its room is now. A command bounces at most a few
+/// times in a row; then the client is told to join again.
+async fn reroute(
+    myself: &ActorRef<ConnectionMsg>,
+    state: &mut ConnectionState,
+    room: RoomId,
+    hint: String,
+    msg: RoomMsg,
+) {
+    let Some(j) = state.joined.as_mut() else { return };
+    if j.room_id != room {
+        return;
+    }
+    let reference = reference_of(&msg).cloned();
+    state.reroutes += 1;
+    let sent = if state.reroutes > 3 {
+        Err((ErrorCode::RoomElsewhere, "the room could not be found again; join it again".to_owned()))
+    } else {
+        routing::reroute(&state.app, &mut j.room, &j.room_id, &state.conn_id, &hint, msg).await
+    };
+    if let Err((code, message)) = sent {
+        state.joined = None;
         send_error(myself, state, code, &message, reference.as_ref()).await;
     }
 }

@@ -6,8 +6,9 @@ use super::connection::ConnectionMsg;
 use ractor::ActorRef;
 use std::collections::HashMap;
 use std::sync::RwLock;
-use switchboard_actors::ConnId;
 use switchboard_actors::ports::{Edge, Frame};
+use switchboard_actors::room::RoomMsg;
+use switchboard_actors::{ConnId, RoomId};
 use switchboard_cluster::routing::{EdgeMsg, edge_group, node_of};
 
 /// Open connections of this node by id; frames for other nodes' connections go to their
@@ -45,6 +46,20 @@ impl EdgeRouter {
     /// Whether no connection is open.
     pub fn is_empty(&self) -> bool {
         self.len() == 0
+    }
+
+    /// Tells every connection to reconnect elsewhere (`goaway`), then closes it.
+    pub fn goaway_all(&self, reason: &str) {
+        for actor in self.read().values() {
+            let _ = actor.cast(ConnectionMsg::GoAway { reason: reason.to_owned() });
+        }
+    }
+
+    /// Hands a bounced command back to the local connection that sent it.
+    pub fn reroute(&self, conn: &ConnId, room: RoomId, hint: String, msg: RoomMsg) {
+        if let Some(actor) = self.read().get(conn) {
+            let _ = actor.cast(ConnectionMsg::Reroute { room, hint, msg });
+        }
     }
 
     /// Asks every connection to close with `code` and `reason`.

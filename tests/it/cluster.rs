@@ -320,3 +320,64 @@ async fn rooms_spread_over_the_nodes_with_one_owner_each() {
     assert_eq!(actors, 300, "room actors across the cluster");
     eprintln!("spread of 300 rooms: {per_node:?}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_draining_node_hands_its_rooms_over_and_the_call_goes_on() {
+    use crate::support::{Client, node_token};
+    use serde_json::json;
+    let Some(db) = fresh_postgres("a_draining_node_hands_its_rooms_over_and_the_call_goes_on").await else { return };
+    let (n1, _d1) = member(&db, "n1", &[], &[]);
+    let (n2, _d2) = member(&db, "n2", &[&n1], &[]);
+    let (mut n3, _d3) = member(&db, "n3", &[&n1], &[]);
+    let all_up = states(&[("n1", "up"), ("n2", "up"), ("n3", "up")]);
+    for n in [&n1, &n2, &n3] {
+        until(n, "formed", |v| *v == all_up).await;
+    }
+    let nodes: Vec<switchboard_cluster::NodeId> =
+        ["n1", "n2", "n3"].iter().map(|n| switchboard_cluster::NodeId::parse(n).expect("id")).collect();
+    let room = (0..1000)
+        .map(|i| format!("busy-{i}"))
+        .find(|r| switchboard_cluster::place(r, &nodes).map(|n| n.as_str()) == Some("n3"))
+        .expect("a room placed on n3");
+    let join = |addr, user: &'static str, room: String| async move {
+        let mut c = Client::connect(addr, &node_token(addr, user).await).await;
+        c.send(json!({"type": "join", "roomId": room})).await;
+        let joined = c.recv_type("joined").await;
+        c.peer_id = joined["peerId"].as_str().expect("peerId").to_owned();
+        c
+    };
+    let mut alice = join(n1.addr, "alice", room.clone()).await;
+    let mut bob = join(n2.addr, "bob", room.clone()).await;
+    let mut carol = join(n3.addr, "carol", room.clone()).await;
+    alice.send(json!({"type": "offer", "peerId": bob.peer_id, "sdp": "before"})).await;
+    assert_eq!(bob.recv_type("offer").await["sdp"], "before");
+
+    // SIGTERM the owner: its own client is told to go elsewhere, the node exits cleanly.
+    let status = n3.terminate();
+    assert!(status.success(), "n3 exit: {status:?}\n{}", n3.log());
+    let goaway = carol.recv_type("goaway").await;
+    assert_eq!(goaway["reconnect"], true);
+    let close = carol.closed().await.expect("close frame");
+    assert_eq!(u16::from(close.code), 1001);
+    assert!(n3.log().contains("rooms handed off"), "{}", n3.log());
+
+    // The call goes on through the move, both ways, with the same sessions.
+    alice.send(json!({"type": "offer", "peerId": bob.peer_id, "sdp": "after-drain"})).await;
+    let offer = bob.recv_type("offer").await;
+    assert_eq!((offer["sdp"].as_str(), offer["peerId"].as_str()), (Some("after-drain"), Some(alice.peer_id.as_str())));
+    bob.send(json!({"type": "answer", "peerId": alice.peer_id, "sdp": "answer-after-drain"})).await;
+    assert_eq!(alice.recv_type("answer").await["sdp"], "answer-after-drain");
+
+    let v: Value = reqwest::Client::new()
+        .get(n1.url("/api/cluster?limit=1000"))
+        .send()
+        .await
+        .expect("get")
+        .json()
+        .await
+        .expect("json");
+    let lease =
+        v["rooms"].as_array().and_then(|r| r.iter().find(|x| x["roomId"] == room.as_str()).cloned()).expect("lease");
+    assert!(lease["nodeId"] == "n1" || lease["nodeId"] == "n2", "the room moved to a live node: {lease}");
+    assert!(lease["epoch"].as_i64() > Some(1), "a new owner, a new epoch: {lease}");
+}
