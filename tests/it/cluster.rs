@@ -381,3 +381,73 @@ async fn a_draining_node_hands_its_rooms_over_and_the_call_goes_on() {
     assert!(lease["nodeId"] == "n1" || lease["nodeId"] == "n2", "the room moved to a live node: {lease}");
     assert!(lease["epoch"].as_i64() > Some(1), "a new owner, a new epoch: {lease}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_killed_owners_room_comes_back_on_a_survivor() {
+    use crate::support::{Client, node_token};
+    use serde_json::json;
+    let Some(db) = fresh_postgres("a_killed_owners_room_comes_back_on_a_survivor").await else { return };
+    let cfg_dir = tempfile::tempdir().expect("tempdir");
+    let cfg = fast_config(cfg_dir.path());
+    let spawn = |id: &str, seed: Option<&Node>| {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let seed = seed.map(|n| n.cluster_addr.expect("addr").to_string());
+        let mut args = vec!["--node-id", id, "--cluster-addr", "127.0.0.1:0", "--database-url", &db, "--config", &cfg];
+        if let Some(s) = seed.as_deref() {
+            args.extend(["--seeds", s]);
+        }
+        (Node::spawn(dir.path(), &args), dir)
+    };
+    let (n1, _d1) = spawn("n1", None);
+    let (n2, _d2) = spawn("n2", Some(&n1));
+    let (mut n3, _d3) = spawn("n3", Some(&n1));
+    let all_up = states(&[("n1", "up"), ("n2", "up"), ("n3", "up")]);
+    for n in [&n1, &n2, &n3] {
+        until(n, "formed", |v| *v == all_up).await;
+    }
+    let nodes: Vec<switchboard_cluster::NodeId> =
+        ["n1", "n2", "n3"].iter().map(|n| switchboard_cluster::NodeId::parse(n).expect("id")).collect();
+    let room = (0..1000)
+        .map(|i| format!("doomed-{i}"))
+        .find(|r| switchboard_cluster::place(r, &nodes).map(|n| n.as_str()) == Some("n3"))
+        .expect("a room placed on n3");
+    let join = |addr, user: &'static str, room: String| async move {
+        let mut c = Client::connect(addr, &node_token(addr, user).await).await;
+        c.send(json!({"type": "join", "roomId": room})).await;
+        let joined = c.recv_type("joined").await;
+        c.peer_id = joined["peerId"].as_str().expect("peerId").to_owned();
+        c
+    };
+    let mut alice = join(n1.addr, "alice", room.clone()).await;
+    let mut bob = join(n2.addr, "bob", room.clone()).await;
+    alice.recv_type("peer_joined").await;
+    alice.recv_type("call_status").await;
+
+    n3.kill();
+    let killed = Instant::now();
+    // Alice keeps talking; each chat comes back to her (it is broadcast) once the room serves
+    // again, or she is told the room is not reachable yet and tries again.
+    let mut served = None;
+    for i in 0..200 {
+        alice.send(json!({"type": "chat", "text": format!("after-kill-{i}"), "id": i})).await;
+        let v = alice.recv().await;
+        match v["type"].as_str() {
+            Some("chat") => {
+                served = Some((i, killed.elapsed()));
+                break;
+            }
+            Some("error") => {
+                assert!(matches!(v["code"].as_str(), Some("room_unavailable" | "room_elsewhere")), "{v}");
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+            _ => panic!("unexpected {v}"),
+        }
+    }
+    let (i, took) = served.expect("the room serves again within 10 s");
+    assert!(took < Duration::from_secs(5), "re-homed in {took:?}");
+    eprintln!("room serving again {took:?} after kill -9 (lease ttl 1 s)");
+    let got = bob.recv_type("chat").await;
+    assert_eq!(got["message"]["text"], format!("after-kill-{i}"), "bob, on another survivor, is still in the room");
+    alice.send(json!({"type": "offer", "peerId": bob.peer_id, "sdp": "renegotiate"})).await;
+    assert_eq!(bob.recv_type("offer").await["sdp"], "renegotiate");
+}
