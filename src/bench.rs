@@ -17,10 +17,14 @@ use tokio_tungstenite::tungstenite::Message;
 
 type Ws = tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
 
+/// Nodes of one benchmark share a signing secret, as a cluster's nodes do.
+const BENCH_SECRET: &str = "switchboard-bench-secret-0123456789abcdef";
+
 /// A node started for a benchmark; killed on drop.
 struct BenchNode {
     child: Child,
     addr: SocketAddr,
+    cluster_addr: Option<String>,
     _dir: std::path::PathBuf,
 }
 
@@ -39,6 +43,7 @@ fn start_node(extra: &[String]) -> Result<BenchNode> {
         .arg(&dir)
         .args(extra)
         .env("RUST_LOG", "warn,switchboard=info")
+        .env("SWITCHBOARD_AUTH_SECRET", BENCH_SECRET)
         .stdout(Stdio::piped())
         .stderr(Stdio::inherit())
         .spawn()
@@ -48,12 +53,19 @@ fn start_node(extra: &[String]) -> Result<BenchNode> {
     std::thread::spawn(move || {
         for line in std::io::BufReader::new(stdout).lines().map_while(Result::ok) {
             if let Some(addr) = line.split("ws://").nth(1).and_then(|r| r.split("/ws/signal").next()) {
-                let _ = tx.send(addr.to_owned());
+                let cluster = line
+                    .split("cluster_addr=")
+                    .nth(1)
+                    .and_then(|r| r.split_whitespace().next())
+                    .map(|a| a.trim_matches('"').to_owned())
+                    .filter(|a| a != "none");
+                let _ = tx.send((addr.to_owned(), cluster));
             }
         }
     });
-    let addr = rx.recv_timeout(Duration::from_secs(30)).context("the node did not report its address")?.parse()?;
-    Ok(BenchNode { child, addr, _dir: dir })
+    let (addr, cluster_addr) =
+        rx.recv_timeout(Duration::from_secs(30)).context("the node did not report its address")?;
+    Ok(BenchNode { child, addr: addr.parse()?, cluster_addr, _dir: dir })
 }
 
 fn proc_field(pid: u32, key: &str) -> Result<u64> {
@@ -133,9 +145,24 @@ pub async fn idle(connections: usize, room_size: usize, extra: &[String]) -> Res
     Ok(())
 }
 
-/// Relay latency of offers A→B at `rate` messages per second over `pairs` rooms of two.
-pub async fn relay(pairs: usize, rate: u64, seconds: u64, extra: &[String]) -> Result<()> {
-    let node = start_node(extra)?;
+/// Relay latency of offers A→B at `rate` messages per second over `pairs` rooms of two. With
+/// `cross_node` (needs `--database-url postgres://...` in `extra`), A connects to one node of a
+/// two-node cluster and B to the other.
+pub async fn relay(pairs: usize, rate: u64, seconds: u64, cross_node: bool, extra: &[String]) -> Result<()> {
+    let mut args = extra.to_vec();
+    if cross_node {
+        args.extend(["--node-id", "b1", "--cluster-addr", "127.0.0.1:0"].map(String::from));
+    }
+    let node = start_node(&args)?;
+    let second = if cross_node {
+        let seed = node.cluster_addr.clone().ok_or_else(|| anyhow!("the first node has no cluster address"))?;
+        let mut args = extra.to_vec();
+        args.extend(["--node-id", "b2", "--cluster-addr", "127.0.0.1:0", "--seeds", &seed].map(String::from));
+        Some(start_node(&args)?)
+    } else {
+        None
+    };
+    let b_addr = second.as_ref().map_or(node.addr, |n| n.addr);
     let pid = node.child.id();
     let sdp_filler = "a=x-filler:".to_owned() + &"0123456789".repeat(150);
     let mut senders = Vec::new();
@@ -143,7 +170,7 @@ pub async fn relay(pairs: usize, rate: u64, seconds: u64, extra: &[String]) -> R
     for p in 0..pairs {
         let room = format!("relay-{p}");
         let (a, _) = join(node.addr, &format!("a{p}"), &room).await?;
-        let (mut b, b_id) = join(node.addr, &format!("b{p}"), &room).await?;
+        let (mut b, b_id) = join(b_addr, &format!("b{p}"), &room).await?;
         let lat_tx = lat_tx.clone();
         let t0 = Instant::now();
         // B measures: each offer carries its send time (µs since t0) at the start of the SDP.
@@ -165,7 +192,8 @@ pub async fn relay(pairs: usize, rate: u64, seconds: u64, extra: &[String]) -> R
     drop(lat_tx);
     let total = rate * seconds;
     let interval = Duration::from_secs_f64(1.0 / rate as f64);
-    let cpu_before = cpu_time(pid)?;
+    let second_pid = second.as_ref().map(|n| n.child.id());
+    let cpu_before = cpu_time(pid)? + second_pid.map(cpu_time).transpose()?.unwrap_or_default();
     let started = Instant::now();
     for n in 0..total {
         let due = started + interval * n as u32;
@@ -183,7 +211,7 @@ pub async fn relay(pairs: usize, rate: u64, seconds: u64, extra: &[String]) -> R
             _ => break,
         }
     }
-    let cpu = cpu_time(pid)?.saturating_sub(cpu_before);
+    let cpu = (cpu_time(pid)? + second_pid.map(cpu_time).transpose()?.unwrap_or_default()).saturating_sub(cpu_before);
     latencies.sort();
     let pct = |q: f64| {
         latencies
@@ -191,8 +219,16 @@ pub async fn relay(pairs: usize, rate: u64, seconds: u64, extra: &[String]) -> R
             .copied()
             .unwrap_or_default()
     };
-    println!("relay: {pairs} pairs, {rate} msg/s for {seconds} s, 1.5 KB SDP; delivered {}/{total}", latencies.len());
+    let shape = if cross_node { "A and B on two nodes" } else { "one node" };
+    println!(
+        "relay ({shape}): {pairs} pairs, {rate} msg/s for {seconds} s, 1.5 KB SDP; delivered {}/{total}",
+        latencies.len()
+    );
     println!("latency p50 {:?} p99 {:?} max {:?}", pct(0.50), pct(0.99), latencies.last().copied().unwrap_or_default());
-    println!("server CPU {:?} = {:.1} µs per relayed message", cpu, cpu.as_micros() as f64 / total.max(1) as f64);
+    println!(
+        "server CPU (all nodes) {:?} = {:.1} µs per relayed message",
+        cpu,
+        cpu.as_micros() as f64 / total.max(1) as f64
+    );
     Ok(())
 }

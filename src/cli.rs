@@ -78,6 +78,9 @@ pub enum BenchKind {
         /// Duration in seconds.
         #[arg(long, default_value_t = 10)]
         seconds: u64,
+        /// A and B on two nodes of a cluster (pass `-- --database-url postgres://...`).
+        #[arg(long)]
+        cross_node: bool,
         /// Extra `serve` flags.
         #[arg(last = true)]
         serve: Vec<String>,

@@ -26,8 +26,8 @@ async fn main() -> anyhow::Result<()> {
         Command::Bench { which: BenchKind::Idle { connections, room_size, serve } } => {
             bench::idle(connections, room_size, &serve).await?;
         }
-        Command::Bench { which: BenchKind::Relay { pairs, rate, seconds, serve } } => {
-            bench::relay(pairs, rate, seconds, &serve).await?;
+        Command::Bench { which: BenchKind::Relay { pairs, rate, seconds, cross_node, serve } } => {
+            bench::relay(pairs, rate, seconds, cross_node, &serve).await?;
         }
         Command::Token { common, user, room, name, ttl, admin } => {
             let config = common.load()?;
