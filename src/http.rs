@@ -295,6 +295,10 @@ async fn get_metrics(State(app): State<Arc<App>>) -> Response {
     };
     metrics::gauge!("switchboard_rooms_active").set(stats.rooms as f64);
     metrics::gauge!("switchboard_room_participants").set(stats.participants as f64);
+    if app.cluster.is_some() {
+        // In a cluster every running room holds its lease.
+        metrics::gauge!("switchboard_leases_held").set(stats.rooms as f64);
+    }
     ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], app.metrics.render()).into_response()
 }
 

@@ -36,6 +36,14 @@ fn describe() {
     describe_counter!("switchboard_room_joins_total", "successful joins");
     describe_histogram!("switchboard_join_seconds", "join received to joined sent");
     describe_histogram!("switchboard_relay_seconds", "relayed message received to written to its target");
+    describe_gauge!("switchboard_cluster_members", "cluster members by state, this node included");
+    describe_histogram!("switchboard_cluster_heartbeat_seconds", "heartbeat round trip to a peer");
+    describe_gauge!("switchboard_leases_held", "room leases this node holds");
+    describe_counter!("switchboard_lease_lost_total", "rooms stopped because their lease was lost");
+    describe_counter!("switchboard_lease_renew_failures_total", "lease renewals that failed on a database error");
+    describe_counter!("switchboard_rehomes_total", "rooms started here after another node lost or gave them up");
+    describe_counter!("switchboard_cross_node_messages_total", "commands and frames sent to another node");
+    describe_counter!("switchboard_routing_misses_total", "commands that reached a node not serving their room");
 }
 
 /// Installs the log subscriber (`RUST_LOG` filters, default `info`).

@@ -256,8 +256,14 @@ impl Actor for RoomHost {
                             Some(Duration::from_secs(10)),
                         )
                         .await;
-                    if let Ok(CallResult::Success(Err(e))) = asked {
-                        tracing::info!(room_id = %room, error = %e, "room not adopted");
+                    match asked {
+                        Ok(CallResult::Success(Ok(_))) => {
+                            metrics::counter!("switchboard_rehomes_total", "cause" => "handoff").increment(1)
+                        }
+                        Ok(CallResult::Success(Err(e))) => {
+                            tracing::info!(room_id = %room, error = %e, "room not adopted")
+                        }
+                        _ => {}
                     }
                 }
             }
@@ -305,7 +311,12 @@ async fn to_local_room(state: &RoomHostArgs, room: RoomId, conn: ConnId, cmd: Ro
             .call(|reply| RoomSupervisorMsg::Resolve { room: room.clone(), reply }, Some(Duration::from_secs(10)))
             .await
         {
-            Ok(CallResult::Success(Ok(actor))) => Ok(actor),
+            Ok(CallResult::Success(Ok(actor))) => {
+                // A command for a room that is not running here started it: its previous
+                // owner died or gave it up.
+                metrics::counter!("switchboard_rehomes_total", "cause" => "on_demand").increment(1);
+                Ok(actor)
+            }
             Ok(CallResult::Success(Err(e))) if e.code == ErrorCode::RoomElsewhere => Err(None),
             _ => Err(None),
         },

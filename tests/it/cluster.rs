@@ -451,3 +451,93 @@ async fn a_killed_owners_room_comes_back_on_a_survivor() {
     alice.send(json!({"type": "offer", "peerId": bob.peer_id, "sdp": "renegotiate"})).await;
     assert_eq!(bob.recv_type("offer").await["sdp"], "renegotiate");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_rolling_restart_keeps_the_call_going() {
+    use crate::support::{Client, node_token};
+    use serde_json::json;
+    let Some(db) = fresh_postgres("a_rolling_restart_keeps_the_call_going").await else { return };
+    let ids = ["n1", "n2", "n3"];
+    let (n1, d1) = member(&db, "n1", &[], &[]);
+    let (n2, d2) = member(&db, "n2", &[&n1], &[]);
+    let (n3, d3) = member(&db, "n3", &[&n1], &[]);
+    let mut nodes = vec![(n1, d1), (n2, d2), (n3, d3)];
+    let all_up = states(&[("n1", "up"), ("n2", "up"), ("n3", "up")]);
+    for (n, _) in &nodes {
+        until(n, "formed", |v| *v == all_up).await;
+    }
+    let placed: Vec<switchboard_cluster::NodeId> =
+        ids.iter().map(|n| switchboard_cluster::NodeId::parse(n).expect("id")).collect();
+    let room = (0..1000)
+        .map(|i| format!("rolling-{i}"))
+        .find(|r| switchboard_cluster::place(r, &placed).map(|n| n.as_str()) == Some("n3"))
+        .expect("a room placed on n3");
+    let join = |addr, user: &'static str, room: String| async move {
+        let mut c = Client::connect(addr, &node_token(addr, user).await).await;
+        c.send(json!({"type": "join", "roomId": room})).await;
+        let joined = c.recv_type("joined").await;
+        c.peer_id = joined["peerId"].as_str().expect("peerId").to_owned();
+        (c, joined)
+    };
+    // (user, index of its node, client)
+    let (alice, _) = join(nodes[0].0.addr, "alice", room.clone()).await;
+    let (bob, joined) = join(nodes[1].0.addr, "bob", room.clone()).await;
+    let call_id = joined["callId"].as_str().expect("call id").to_owned();
+    assert_eq!(joined["callStatus"], "active");
+    let mut parties = vec![("alice", 0usize, alice), ("bob", 1usize, bob)];
+
+    for i in 0..3 {
+        let (mut node, _dir) = nodes.remove(i);
+        let status = node.terminate();
+        assert!(status.success(), "{} exit: {status:?}\n{}", ids[i], node.log());
+        // Whoever was on the drained node is told to go, and rejoins through the next node.
+        let occupied: Vec<usize> = parties.iter().map(|p| p.1).collect();
+        for p in parties.iter_mut().filter(|p| p.1 == i) {
+            assert_eq!(p.2.recv_type("goaway").await["reconnect"], true);
+            // The node neither drained nor holding the other party, so the two stay apart.
+            let next = (0..3).find(|n| *n != i && !occupied.contains(n)).unwrap_or((i + 1) % 3);
+            let at = if next < i { next } else { next - 1 };
+            let (c, joined) = join(nodes[at].0.addr, p.0, room.clone()).await;
+            assert_eq!(joined["callStatus"], "active", "{joined}");
+            assert_eq!(joined["callId"], call_id.as_str(), "the call in progress is the same call: {joined}");
+            *p = (p.0, next, c);
+        }
+        // The node comes back (same id) through a live seed, and the cluster is whole again.
+        let seed_idx = 0;
+        let (back, dir) = member(&db, ids[i], &[&nodes[seed_idx].0], &[]);
+        nodes.insert(i, (back, dir));
+        for (n, _) in &nodes {
+            until(n, "whole again", |v| *v == all_up).await;
+        }
+        // Signaling flows between the two, whichever nodes they are on now.
+        let bob_id = parties[1].2.peer_id.clone();
+        let alice_id = parties[0].2.peer_id.clone();
+        parties[0].2.send(json!({"type": "offer", "peerId": bob_id, "sdp": format!("step-{i}")})).await;
+        assert_eq!(parties[1].2.recv_type("offer").await["sdp"], format!("step-{i}"));
+        parties[1].2.send(json!({"type": "answer", "peerId": alice_id, "sdp": format!("answer-{i}")})).await;
+        assert_eq!(parties[0].2.recv_type("answer").await["sdp"], format!("answer-{i}"));
+    }
+    let calls: Value = reqwest::Client::new()
+        .get(nodes[0].0.url(&format!("/rooms/{room}")))
+        .bearer_auth(node_token(nodes[0].0.addr, "alice").await)
+        .send()
+        .await
+        .expect("get")
+        .json()
+        .await
+        .expect("json");
+    assert_eq!(calls["callId"], call_id.as_str(), "one call from start to end: {calls}");
+    assert_eq!(calls["callStatus"], "active");
+    // n3, back in the cluster, did not take its room back.
+    let v: Value = reqwest::Client::new()
+        .get(nodes[2].0.url("/api/cluster"))
+        .send()
+        .await
+        .expect("get")
+        .json()
+        .await
+        .expect("json");
+    let lease =
+        v["rooms"].as_array().and_then(|r| r.iter().find(|x| x["roomId"] == room.as_str()).cloned()).expect("lease");
+    assert_ne!(lease["nodeId"], "n3", "{lease}");
+}
