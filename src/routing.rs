@@ -218,6 +218,16 @@ fn send_remote(node: &str, room: &RoomId, conn: &ConnId, msg: &RoomMsg) -> Resul
     host.cast(HostMsg::ToRoom(room.to_string(), conn.to_string(), Bincode(cmd))).map_err(|_| unavailable())
 }
 
+/// The handle of a room known to live on `node`.
+pub async fn handle_for(app: &App, room: &RoomId, node: &str) -> RoomHandle {
+    if node == app.config.node_id
+        && let Ok(actor) = resolve(app, room).await
+    {
+        return RoomHandle::Local(actor);
+    }
+    RoomHandle::Remote(node.to_owned())
+}
+
 /// Finds the room again (the live lease, else `hint`, else placement) and sends `msg` there:
 /// the path of a command whose room moved (drain, owner death).
 pub async fn reroute(

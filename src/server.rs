@@ -16,12 +16,16 @@ use std::sync::Arc;
 use std::sync::atomic::AtomicBool;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
+use switchboard_actors::ConnId;
 use switchboard_actors::ports::RoomPolicy;
 use switchboard_actors::restart_policy::RestartPolicy;
 use switchboard_actors::room::{LeaseSettings, RoomConfig, RoomContext};
 use switchboard_actors::room_supervisor::{RoomSupervisor, RoomSupervisorArgs, RoomSupervisorMsg};
 use switchboard_cluster::node_agent::HelloSource;
-use switchboard_cluster::routing::{EdgeLink, EdgeLinkArgs, HostMsg, Reroute, RoomHost, RoomHostArgs, host_group};
+use switchboard_cluster::node_agent::{AgentMsg, agent_group};
+use switchboard_cluster::routing::{
+    EdgeLink, EdgeLinkArgs, EdgeMsg, HostMsg, Moved, Reroute, RoomHost, RoomHostArgs, edge_group, host_group, node_of,
+};
 use switchboard_cluster::{Cluster, ClusterConfig, LiveView, NodeHello, NodeId};
 use tokio::net::TcpListener;
 use tokio::sync::oneshot;
@@ -105,8 +109,10 @@ pub async fn start(config: Config, listener: TcpListener) -> anyhow::Result<Runn
         Actor::spawn(None, RoomHost, host).await?;
         let local = edge.clone();
         let reroute: Reroute = Arc::new(move |conn, room, hint, msg| local.reroute(&conn, room, hint, msg));
-        Actor::spawn(None, EdgeLink, EdgeLinkArgs { node_id: config.node_id.clone(), edge: edge.clone(), reroute })
-            .await?;
+        let local = edge.clone();
+        let moved: Moved = Arc::new(move |conn, room, node| local.moved(&conn, room, node));
+        let link = EdgeLinkArgs { node_id: config.node_id.clone(), edge: edge.clone(), reroute, moved };
+        Actor::spawn(None, EdgeLink, link).await?;
     }
     let app = Arc::new(App::new(AppParts {
         config,
@@ -198,11 +204,32 @@ async fn drain(app: &App, deadline: Instant) {
         Ok(CallResult::Success(rooms)) => rooms,
         _ => Vec::new(),
     };
+    let mut touched = std::collections::BTreeSet::new();
     for room in &handed {
         let Some(target) = (app.successor)(room.as_str()) else { continue };
         if let Some(cell) = ractor::pg::get_members(&host_group(&target)).into_iter().next() {
             let host: ActorRef<HostMsg> = cell.into();
             let _ = host.cast(HostMsg::Adopt(room.to_string()));
+            touched.insert(target.clone());
+        }
+        // Re-point the edges of the room's remaining sessions at the new owner, so their next
+        // message goes there rather than to this node as it leaves.
+        for conn in app.store.open_connections(room.as_str()).await.unwrap_or_default() {
+            let conn = ConnId::new(conn);
+            let Some(node) = node_of(&conn).map(str::to_owned) else { continue };
+            if let Some(cell) = ractor::pg::get_members(&edge_group(&node)).into_iter().next() {
+                let link: ActorRef<EdgeMsg> = cell.into();
+                let _ = link.cast(EdgeMsg::Moved(conn.to_string(), room.to_string(), target.clone()));
+                touched.insert(node);
+            }
+        }
+    }
+    // A round trip to every node told anything: the casts before it have arrived when it
+    // answers (one session per pair of nodes, in order), so none is lost as the links close.
+    for node in touched {
+        if let Some(cell) = ractor::pg::get_members(&agent_group(&node)).into_iter().next() {
+            let agent: ActorRef<AgentMsg> = cell.into();
+            let _ = agent.call(AgentMsg::Hello, Some(Duration::from_secs(2))).await;
         }
     }
     tracing::info!(rooms = handed.len(), "rooms handed off");

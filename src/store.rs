@@ -721,3 +721,15 @@ impl Store {
         Ok(rows.iter().map(|r| (r.get(0), r.get(1), r.get(2))).collect())
     }
 }
+
+impl Store {
+    /// Connection ids of a room's open sessions.
+    pub async fn open_connections(&self, room: &str) -> Result<Vec<String>, StoreError> {
+        let rows = sqlx::query("SELECT conn_id FROM sessions WHERE room_id = $1 AND left_at IS NULL")
+            .bind(room)
+            .fetch_all(&self.pool)
+            .await
+            .map_err(db)?;
+        Ok(rows.iter().map(|r| r.get::<String, _>(0)).collect())
+    }
+}

@@ -189,6 +189,8 @@ pub enum EdgeMsg {
     /// room: (connection, room, node to try, command). The connection finds the room again
     /// and re-sends it.
     Bounce(String, String, String, Bincode<RoomCmd>),
+    /// A room one of this node's connections is in has moved: (connection, room, new node).
+    Moved(String, String, String),
 }
 
 /// The room host actor.
@@ -365,7 +367,12 @@ pub struct EdgeLinkArgs {
     pub edge: Arc<dyn Edge>,
     /// Hands bounced commands back to their connection.
     pub reroute: Reroute,
+    /// Tells a connection its room now lives on another node.
+    pub moved: Moved,
 }
+
+/// Re-points a connection at its room's new node: (connection, room, node).
+pub type Moved = Arc<dyn Fn(ConnId, RoomId, String) + Send + Sync>;
 
 impl Actor for EdgeLink {
     type Msg = EdgeMsg;
@@ -391,6 +398,7 @@ impl Actor for EdgeLink {
             EdgeMsg::Deliver(conn, body) => {
                 state.edge.deliver(&ConnId::new(conn), Frame { body: body.into(), received_at: None });
             }
+            EdgeMsg::Moved(conn, room, node) => (state.moved)(ConnId::new(conn), RoomId::new(room), node),
             EdgeMsg::Bounce(conn, room, hint, cmd) => {
                 if let Some(msg) = cmd.0.into_room_msg() {
                     (state.reroute)(ConnId::new(conn), RoomId::new(room), hint, msg);

@@ -99,6 +99,13 @@ pub enum ConnectionMsg {
         /// Why, for the client and the close frame.
         reason: String,
     },
+    /// The room this connection is in moved to `node` (a drain handed it over).
+    Moved {
+        /// The room.
+        room: RoomId,
+        /// Its new node.
+        node: String,
+    },
     /// A command this connection sent reached a node that does not serve the room: find the
     /// room again (`hint`: a node to try) and re-send it.
     Reroute {
@@ -182,6 +189,13 @@ impl Actor for Connection {
                 myself.stop(Some("goaway".into()));
             }
             ConnectionMsg::Reroute { room, hint, msg } => reroute(&myself, state, room, hint, msg).await,
+            ConnectionMsg::Moved { room, node } => {
+                if let Some(j) = state.joined.as_mut()
+                    && j.room_id == room
+                {
+                    j.room = routing::handle_for(&state.app, &room, &node).await;
+                }
+            }
         }
         Ok(())
     }

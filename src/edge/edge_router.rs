@@ -62,6 +62,13 @@ impl EdgeRouter {
         }
     }
 
+    /// Tells a local connection that its room now lives on `node`.
+    pub fn moved(&self, conn: &ConnId, room: RoomId, node: String) {
+        if let Some(actor) = self.read().get(conn) {
+            let _ = actor.cast(ConnectionMsg::Moved { room, node });
+        }
+    }
+
     /// Asks every connection to close with `code` and `reason`.
     pub fn close_all(&self, code: u16, reason: &str) {
         for actor in self.read().values() {

@@ -484,8 +484,9 @@ async fn a_rolling_restart_keeps_the_call_going() {
     let (bob, joined) = join(nodes[1].0.addr, "bob", room.clone()).await;
     let call_id = joined["callId"].as_str().expect("call id").to_owned();
     assert_eq!(joined["callStatus"], "active");
-    let mut parties = vec![("alice", 0usize, alice), ("bob", 1usize, bob)];
+    let mut parties = [("alice", 0usize, alice), ("bob", 1usize, bob)];
 
+    #[allow(clippy::needless_range_loop)] // `i` is the node's place in `nodes` as well as its id
     for i in 0..3 {
         let (mut node, _dir) = nodes.remove(i);
         let status = node.terminate();
