@@ -90,6 +90,32 @@ async fn dead_and_frozen_nodes_are_detected_and_rejoin() {
     for n in [&n1, &n2, &n3b] {
         until(n, "n3 back", |v| *v == all_up).await;
     }
+    // ...and takes new rooms: one placed on n3, joined through n1, lives on n3.
+    {
+        use crate::support::{Client, node_token};
+        let nodes: Vec<switchboard_cluster::NodeId> =
+            ["n1", "n2", "n3"].iter().map(|n| switchboard_cluster::NodeId::parse(n).expect("id")).collect();
+        let room = (0..1000)
+            .map(|i| format!("fresh-{i}"))
+            .find(|r| switchboard_cluster::place(r, &nodes).map(|n| n.as_str()) == Some("n3"))
+            .expect("a room placed on n3");
+        let mut c = Client::connect(n1.addr, &node_token(n1.addr, "zoe").await).await;
+        c.send(serde_json::json!({"type": "join", "roomId": room})).await;
+        c.recv_type("joined").await;
+        let v: Value = reqwest::Client::new()
+            .get(n1.url("/api/cluster?limit=1000"))
+            .send()
+            .await
+            .expect("get")
+            .json()
+            .await
+            .expect("json");
+        let lease = v["rooms"]
+            .as_array()
+            .and_then(|r| r.iter().find(|x| x["roomId"] == room.as_str()).cloned())
+            .expect("lease");
+        assert_eq!(lease["nodeId"], "n3", "the restarted node takes new rooms: {lease}");
+    }
 
     // A frozen process keeps its sockets open: only the heartbeat finds it.
     n2.freeze(true);
