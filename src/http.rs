@@ -340,18 +340,7 @@ async fn get_cluster(
     let me = (app.hello)();
     let members = match &app.cluster {
         Some(cluster) => cluster.members(&me),
-        None => vec![switchboard_cluster::MemberView {
-            node_id: me.node_id.clone(),
-            cluster_addr: String::new(),
-            http_addr: Some(me.http_addr.clone()),
-            state: switchboard_cluster::MemberState::Up,
-            is_self: true,
-            last_heartbeat: None,
-            rtt_ms: None,
-            rooms: Some(me.rooms),
-            connections: Some(me.connections),
-            refused_because: None,
-        }],
+        None => vec![switchboard_cluster::MemberView::own(&me, String::new())],
     };
     let limit = q.limit.unwrap_or(100).clamp(1, 1000);
     let after = q.after.clone().unwrap_or_default();

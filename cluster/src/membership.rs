@@ -107,6 +107,24 @@ pub struct MemberView {
     pub refused_because: Option<String>,
 }
 
+impl MemberView {
+    /// This node as a member, from its own hello.
+    pub fn own(me: &NodeHello, cluster_addr: String) -> MemberView {
+        MemberView {
+            node_id: me.node_id.clone(),
+            cluster_addr,
+            http_addr: Some(me.http_addr.clone()),
+            state: MemberState::Up,
+            is_self: true,
+            last_heartbeat: None,
+            rtt_ms: None,
+            rooms: Some(me.rooms),
+            connections: Some(me.connections),
+            refused_because: None,
+        }
+    }
+}
+
 pub(crate) struct Member {
     pub(crate) sessions: HashMap<ActorId, ActorRef<NodeSessionMessage>>,
     pub(crate) cluster_addr: String,
@@ -286,18 +304,7 @@ impl Cluster {
     /// Every known member, this node first.
     pub fn members(&self, me: &NodeHello) -> Vec<MemberView> {
         let t = lock(&self.table);
-        let mut out = vec![MemberView {
-            node_id: t.me.to_string(),
-            cluster_addr: self.addr.to_string(),
-            http_addr: Some(me.http_addr.clone()),
-            state: MemberState::Up,
-            is_self: true,
-            last_heartbeat: None,
-            rtt_ms: None,
-            rooms: Some(me.rooms),
-            connections: Some(me.connections),
-            refused_because: None,
-        }];
+        let mut out = vec![MemberView::own(me, self.addr.to_string())];
         out.extend(t.members.iter().map(|(id, m)| MemberView {
             node_id: id.clone(),
             cluster_addr: m.cluster_addr.clone(),

@@ -49,6 +49,47 @@ fn states(pairs: &[(&str, &str)]) -> BTreeMap<String, String> {
     pairs.iter().map(|(a, b)| (a.to_string(), b.to_string())).collect()
 }
 
+/// Waits until every node sees n1, n2 and n3 up.
+async fn formed(nodes: &[&Node]) {
+    let all_up = states(&[("n1", "up"), ("n2", "up"), ("n3", "up")]);
+    for n in nodes {
+        until(n, "n1, n2 and n3 up", |v| *v == all_up).await;
+    }
+}
+
+/// A room id (with `prefix`) that rendezvous placement over n1, n2, n3 gives to `owner`.
+pub(crate) fn room_on(owner: &str, prefix: &str) -> String {
+    let nodes: Vec<switchboard_cluster::NodeId> =
+        ["n1", "n2", "n3"].iter().map(|n| switchboard_cluster::NodeId::parse(n).expect("id")).collect();
+    (0..1000)
+        .map(|i| format!("{prefix}-{i}"))
+        .find(|r| switchboard_cluster::place(r, &nodes).map(|n| n.as_str()) == Some(owner))
+        .expect("a room placed on the owner")
+}
+
+/// A client of the node at `addr` that has joined `room`, with its `joined` message.
+pub(crate) async fn join_at(addr: std::net::SocketAddr, user: &str, room: &str) -> (crate::support::Client, Value) {
+    let token = crate::support::node_token(addr, user).await;
+    let mut c = crate::support::Client::connect(addr, &token).await;
+    c.send(serde_json::json!({"type": "join", "roomId": room})).await;
+    let joined = c.recv_type("joined").await;
+    c.peer_id = joined["peerId"].as_str().expect("peerId").to_owned();
+    (c, joined)
+}
+
+/// The lease of `room` in `node`'s room map.
+async fn lease_of(node: &Node, room: &str) -> Value {
+    let v: Value = reqwest::Client::new()
+        .get(node.url("/api/cluster?limit=1000"))
+        .send()
+        .await
+        .expect("get")
+        .json()
+        .await
+        .expect("json");
+    v["rooms"].as_array().and_then(|r| r.iter().find(|x| x["roomId"] == room).cloned()).expect("a lease for the room")
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn three_nodes_form_a_cluster_and_agree() {
     let Some(db) = fresh_postgres("three_nodes_form_a_cluster_and_agree").await else { return };
@@ -91,31 +132,10 @@ async fn dead_and_frozen_nodes_are_detected_and_rejoin() {
         until(n, "n3 back", |v| *v == all_up).await;
     }
     // ...and takes new rooms: one placed on n3, joined through n1, lives on n3.
-    {
-        use crate::support::{Client, node_token};
-        let nodes: Vec<switchboard_cluster::NodeId> =
-            ["n1", "n2", "n3"].iter().map(|n| switchboard_cluster::NodeId::parse(n).expect("id")).collect();
-        let room = (0..1000)
-            .map(|i| format!("fresh-{i}"))
-            .find(|r| switchboard_cluster::place(r, &nodes).map(|n| n.as_str()) == Some("n3"))
-            .expect("a room placed on n3");
-        let mut c = Client::connect(n1.addr, &node_token(n1.addr, "zoe").await).await;
-        c.send(serde_json::json!({"type": "join", "roomId": room})).await;
-        c.recv_type("joined").await;
-        let v: Value = reqwest::Client::new()
-            .get(n1.url("/api/cluster?limit=1000"))
-            .send()
-            .await
-            .expect("get")
-            .json()
-            .await
-            .expect("json");
-        let lease = v["rooms"]
-            .as_array()
-            .and_then(|r| r.iter().find(|x| x["roomId"] == room.as_str()).cloned())
-            .expect("lease");
-        assert_eq!(lease["nodeId"], "n3", "the restarted node takes new rooms: {lease}");
-    }
+    let room = room_on("n3", "fresh");
+    let _zoe = join_at(n1.addr, "zoe", &room).await;
+    let lease = lease_of(&n1, &room).await;
+    assert_eq!(lease["nodeId"], "n3", "the restarted node takes new rooms: {lease}");
 
     // A frozen process keeps its sockets open: only the heartbeat finds it.
     n2.freeze(true);
@@ -300,10 +320,7 @@ async fn rooms_spread_over_the_nodes_with_one_owner_each() {
     let (n1, _d1) = member(&db, "n1", &[], &[]);
     let (n2, _d2) = member(&db, "n2", &[&n1], &[]);
     let (n3, _d3) = member(&db, "n3", &[&n1], &[]);
-    let all_up = states(&[("n1", "up"), ("n2", "up"), ("n3", "up")]);
-    for n in [&n1, &n2, &n3] {
-        until(n, "formed", |v| *v == all_up).await;
-    }
+    formed(&[&n1, &n2, &n3]).await;
     // 300 rooms, joined through all three edges in turn.
     let nodes = [&n1, &n2, &n3];
     let mut tokens = Vec::new();
@@ -349,32 +366,16 @@ async fn rooms_spread_over_the_nodes_with_one_owner_each() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_draining_node_hands_its_rooms_over_and_the_call_goes_on() {
-    use crate::support::{Client, node_token};
     use serde_json::json;
     let Some(db) = fresh_postgres("a_draining_node_hands_its_rooms_over_and_the_call_goes_on").await else { return };
     let (n1, _d1) = member(&db, "n1", &[], &[]);
     let (n2, _d2) = member(&db, "n2", &[&n1], &[]);
     let (mut n3, _d3) = member(&db, "n3", &[&n1], &[]);
-    let all_up = states(&[("n1", "up"), ("n2", "up"), ("n3", "up")]);
-    for n in [&n1, &n2, &n3] {
-        until(n, "formed", |v| *v == all_up).await;
-    }
-    let nodes: Vec<switchboard_cluster::NodeId> =
-        ["n1", "n2", "n3"].iter().map(|n| switchboard_cluster::NodeId::parse(n).expect("id")).collect();
-    let room = (0..1000)
-        .map(|i| format!("busy-{i}"))
-        .find(|r| switchboard_cluster::place(r, &nodes).map(|n| n.as_str()) == Some("n3"))
-        .expect("a room placed on n3");
-    let join = |addr, user: &'static str, room: String| async move {
-        let mut c = Client::connect(addr, &node_token(addr, user).await).await;
-        c.send(json!({"type": "join", "roomId": room})).await;
-        let joined = c.recv_type("joined").await;
-        c.peer_id = joined["peerId"].as_str().expect("peerId").to_owned();
-        c
-    };
-    let mut alice = join(n1.addr, "alice", room.clone()).await;
-    let mut bob = join(n2.addr, "bob", room.clone()).await;
-    let mut carol = join(n3.addr, "carol", room.clone()).await;
+    formed(&[&n1, &n2, &n3]).await;
+    let room = room_on("n3", "busy");
+    let mut alice = join_at(n1.addr, "alice", &room).await.0;
+    let mut bob = join_at(n2.addr, "bob", &room).await.0;
+    let mut carol = join_at(n3.addr, "carol", &room).await.0;
     alice.send(json!({"type": "offer", "peerId": bob.peer_id, "sdp": "before"})).await;
     assert_eq!(bob.recv_type("offer").await["sdp"], "before");
 
@@ -410,7 +411,6 @@ async fn a_draining_node_hands_its_rooms_over_and_the_call_goes_on() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_killed_owners_room_comes_back_on_a_survivor() {
-    use crate::support::{Client, node_token};
     use serde_json::json;
     let Some(db) = fresh_postgres("a_killed_owners_room_comes_back_on_a_survivor").await else { return };
     let cfg_dir = tempfile::tempdir().expect("tempdir");
@@ -427,25 +427,10 @@ async fn a_killed_owners_room_comes_back_on_a_survivor() {
     let (n1, _d1) = spawn("n1", None);
     let (n2, _d2) = spawn("n2", Some(&n1));
     let (mut n3, _d3) = spawn("n3", Some(&n1));
-    let all_up = states(&[("n1", "up"), ("n2", "up"), ("n3", "up")]);
-    for n in [&n1, &n2, &n3] {
-        until(n, "formed", |v| *v == all_up).await;
-    }
-    let nodes: Vec<switchboard_cluster::NodeId> =
-        ["n1", "n2", "n3"].iter().map(|n| switchboard_cluster::NodeId::parse(n).expect("id")).collect();
-    let room = (0..1000)
-        .map(|i| format!("doomed-{i}"))
-        .find(|r| switchboard_cluster::place(r, &nodes).map(|n| n.as_str()) == Some("n3"))
-        .expect("a room placed on n3");
-    let join = |addr, user: &'static str, room: String| async move {
-        let mut c = Client::connect(addr, &node_token(addr, user).await).await;
-        c.send(json!({"type": "join", "roomId": room})).await;
-        let joined = c.recv_type("joined").await;
-        c.peer_id = joined["peerId"].as_str().expect("peerId").to_owned();
-        c
-    };
-    let mut alice = join(n1.addr, "alice", room.clone()).await;
-    let mut bob = join(n2.addr, "bob", room.clone()).await;
+    formed(&[&n1, &n2, &n3]).await;
+    let room = room_on("n3", "doomed");
+    let mut alice = join_at(n1.addr, "alice", &room).await.0;
+    let mut bob = join_at(n2.addr, "bob", &room).await.0;
     alice.recv_type("peer_joined").await;
     alice.recv_type("call_status").await;
 
@@ -480,7 +465,7 @@ async fn a_killed_owners_room_comes_back_on_a_survivor() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_rolling_restart_keeps_the_call_going() {
-    use crate::support::{Client, node_token};
+    use crate::support::node_token;
     use serde_json::json;
     let Some(db) = fresh_postgres("a_rolling_restart_keeps_the_call_going").await else { return };
     let ids = ["n1", "n2", "n3"];
@@ -492,22 +477,10 @@ async fn a_rolling_restart_keeps_the_call_going() {
     for (n, _) in &nodes {
         until(n, "formed", |v| *v == all_up).await;
     }
-    let placed: Vec<switchboard_cluster::NodeId> =
-        ids.iter().map(|n| switchboard_cluster::NodeId::parse(n).expect("id")).collect();
-    let room = (0..1000)
-        .map(|i| format!("rolling-{i}"))
-        .find(|r| switchboard_cluster::place(r, &placed).map(|n| n.as_str()) == Some("n3"))
-        .expect("a room placed on n3");
-    let join = |addr, user: &'static str, room: String| async move {
-        let mut c = Client::connect(addr, &node_token(addr, user).await).await;
-        c.send(json!({"type": "join", "roomId": room})).await;
-        let joined = c.recv_type("joined").await;
-        c.peer_id = joined["peerId"].as_str().expect("peerId").to_owned();
-        (c, joined)
-    };
+    let room = room_on("n3", "rolling");
     // (user, index of its node, client)
-    let (alice, _) = join(nodes[0].0.addr, "alice", room.clone()).await;
-    let (bob, joined) = join(nodes[1].0.addr, "bob", room.clone()).await;
+    let (alice, _) = join_at(nodes[0].0.addr, "alice", &room).await;
+    let (bob, joined) = join_at(nodes[1].0.addr, "bob", &room).await;
     let call_id = joined["callId"].as_str().expect("call id").to_owned();
     assert_eq!(joined["callStatus"], "active");
     let mut parties = [("alice", 0usize, alice), ("bob", 1usize, bob)];
@@ -524,7 +497,7 @@ async fn a_rolling_restart_keeps_the_call_going() {
             // The node neither drained nor holding the other party, so the two stay apart.
             let next = (0..3).find(|n| *n != i && !occupied.contains(n)).unwrap_or((i + 1) % 3);
             let at = if next < i { next } else { next - 1 };
-            let (c, joined) = join(nodes[at].0.addr, p.0, room.clone()).await;
+            let (c, joined) = join_at(nodes[at].0.addr, p.0, &room).await;
             assert_eq!(joined["callStatus"], "active", "{joined}");
             assert_eq!(joined["callId"], call_id.as_str(), "the call in progress is the same call: {joined}");
             *p = (p.0, next, c);

@@ -285,7 +285,7 @@ pub async fn call(mut alice: Client, bob: Client) -> Result<()> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_call_connects_across_three_nodes() -> Result<()> {
-    use crate::cluster::{member, until};
+    use crate::cluster::{join_at, member, room_on, until};
     let Some(db) = crate::support::fresh_postgres("a_call_connects_across_three_nodes").await else { return Ok(()) };
     let (n1, _d1) = member(&db, "n1", &[], &[]);
     let (n2, _d2) = member(&db, "n2", &[&n1], &[]);
@@ -294,24 +294,9 @@ async fn a_call_connects_across_three_nodes() -> Result<()> {
         until(n, "formed", |v| v.len() == 3 && v.values().all(|s| s == "up")).await;
     }
     // A room whose placement is n3: Alice connects to n1, Bob to n2.
-    let nodes: Vec<switchboard_cluster::NodeId> =
-        ["n1", "n2", "n3"].iter().map(|n| switchboard_cluster::NodeId::parse(n).expect("id")).collect();
-    let room = (0..1000)
-        .map(|i| format!("call-{i}"))
-        .find(|r| switchboard_cluster::place(r, &nodes).map(|n| n.as_str()) == Some("n3"))
-        .expect("a room placed on n3");
-    let join = |node: &crate::support::Node, user: &'static str| {
-        let (addr, room) = (node.addr, room.clone());
-        async move {
-            let mut c = Client::connect(addr, &crate::support::node_token(addr, user).await).await;
-            c.send(json!({"type": "join", "roomId": room})).await;
-            let joined = c.recv_type("joined").await;
-            c.peer_id = joined["peerId"].as_str().expect("peerId").to_owned();
-            c
-        }
-    };
-    let alice = join(&n1, "alice").await;
-    let bob = join(&n2, "bob").await;
+    let room = room_on("n3", "call");
+    let (alice, _) = join_at(n1.addr, "alice", &room).await;
+    let (bob, _) = join_at(n2.addr, "bob", &room).await;
     let v: Value = reqwest::Client::new().get(n3.url("/api/cluster")).send().await?.json().await?;
     let owner = v["rooms"].as_array().and_then(|r| r.iter().find(|x| x["roomId"] == room.as_str())).cloned();
     ensure!(owner.as_ref().map(|o| o["nodeId"] == "n3") == Some(true), "the room lives on n3: {v}");
