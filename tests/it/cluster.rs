@@ -22,8 +22,7 @@ pub(crate) fn member(db: &str, id: &str, seeds: &[&Node], env: &[(&str, &str)]) 
 }
 
 async fn view(node: &Node) -> BTreeMap<String, String> {
-    let v: Value =
-        reqwest::Client::new().get(node.url("/api/cluster")).send().await.expect("get").json().await.expect("json");
+    let v: Value = crate::support::get_json(&node.url("/api/cluster")).await;
     v["members"]
         .as_array()
         .expect("members")
@@ -79,14 +78,7 @@ pub(crate) async fn join_at(addr: std::net::SocketAddr, user: &str, room: &str) 
 
 /// The lease of `room` in `node`'s room map.
 async fn lease_of(node: &Node, room: &str) -> Value {
-    let v: Value = reqwest::Client::new()
-        .get(node.url("/api/cluster?limit=1000"))
-        .send()
-        .await
-        .expect("get")
-        .json()
-        .await
-        .expect("json");
+    let v: Value = crate::support::get_json(&node.url("/api/cluster?limit=1000")).await;
     v["rooms"].as_array().and_then(|r| r.iter().find(|x| x["roomId"] == room).cloned()).expect("a lease for the room")
 }
 
@@ -101,8 +93,7 @@ async fn three_nodes_form_a_cluster_and_agree() {
         until(n, "every member up", |v| *v == all_up).await;
     }
     // Transitive discovery: n2 and n3 only knew n1, yet see each other.
-    let v: Value =
-        reqwest::Client::new().get(n2.url("/api/cluster")).send().await.expect("get").json().await.expect("json");
+    let v: Value = crate::support::get_json(&n2.url("/api/cluster")).await;
     let n3_seen = v["members"].as_array().expect("members").iter().find(|m| m["nodeId"] == "n3").cloned().expect("n3");
     assert_eq!(n3_seen["httpAddr"], n3.addr.to_string());
     assert!(n3_seen["lastHeartbeat"].as_i64().is_some());
@@ -305,8 +296,7 @@ async fn a_frozen_owner_is_fenced_off_when_it_wakes() {
         .await
         .expect("json");
     assert_eq!(chat["messages"].as_array().map(Vec::len), Some(0), "nothing stale was written: {chat}");
-    let v: serde_json::Value =
-        reqwest::Client::new().get(n1.url("/api/cluster")).send().await.expect("get").json().await.expect("json");
+    let v: serde_json::Value = crate::support::get_json(&n1.url("/api/cluster")).await;
     assert_eq!(v["members"][0]["rooms"], 0, "n1 serves none of its old rooms: {v}");
     assert_eq!(v["rooms"][0]["nodeId"], "n2", "the room map names the new owner: {v}");
     assert_eq!(v["rooms"][0]["epoch"], 2, "one takeover, one epoch: {v}");
@@ -336,14 +326,7 @@ async fn rooms_spread_over_the_nodes_with_one_owner_each() {
         assert_eq!(v["type"], "joined", "room {i}: {v}");
         clients.push(c);
     }
-    let view: Value = reqwest::Client::new()
-        .get(n2.url("/api/cluster?limit=1000"))
-        .send()
-        .await
-        .expect("get")
-        .json()
-        .await
-        .expect("json");
+    let view: Value = crate::support::get_json(&n2.url("/api/cluster?limit=1000")).await;
     let leases = view["rooms"].as_array().expect("rooms");
     assert_eq!(leases.len(), 300, "one lease per room");
     let mut per_node: BTreeMap<String, usize> = BTreeMap::new();
@@ -356,8 +339,7 @@ async fn rooms_spread_over_the_nodes_with_one_owner_each() {
     // Exactly one live Room actor per room, cluster-wide: each node counts its own.
     let mut actors = 0;
     for n in nodes {
-        let v: Value =
-            reqwest::Client::new().get(n.url("/api/cluster")).send().await.expect("get").json().await.expect("json");
+        let v: Value = crate::support::get_json(&n.url("/api/cluster")).await;
         actors += v["members"][0]["rooms"].as_u64().expect("rooms");
     }
     assert_eq!(actors, 300, "room actors across the cluster");
@@ -395,14 +377,7 @@ async fn a_draining_node_hands_its_rooms_over_and_the_call_goes_on() {
     bob.send(json!({"type": "answer", "peerId": alice.peer_id, "sdp": "answer-after-drain"})).await;
     assert_eq!(alice.recv_type("answer").await["sdp"], "answer-after-drain");
 
-    let v: Value = reqwest::Client::new()
-        .get(n1.url("/api/cluster?limit=1000"))
-        .send()
-        .await
-        .expect("get")
-        .json()
-        .await
-        .expect("json");
+    let v: Value = crate::support::get_json(&n1.url("/api/cluster?limit=1000")).await;
     let lease =
         v["rooms"].as_array().and_then(|r| r.iter().find(|x| x["roomId"] == room.as_str()).cloned()).expect("lease");
     assert!(lease["nodeId"] == "n1" || lease["nodeId"] == "n2", "the room moved to a live node: {lease}");
@@ -529,14 +504,7 @@ async fn a_rolling_restart_keeps_the_call_going() {
     assert_eq!(calls["callId"], call_id.as_str(), "one call from start to end: {calls}");
     assert_eq!(calls["callStatus"], "active");
     // n3, back in the cluster, did not take its room back.
-    let v: Value = reqwest::Client::new()
-        .get(nodes[2].0.url("/api/cluster"))
-        .send()
-        .await
-        .expect("get")
-        .json()
-        .await
-        .expect("json");
+    let v: Value = crate::support::get_json(&nodes[2].0.url("/api/cluster")).await;
     let lease =
         v["rooms"].as_array().and_then(|r| r.iter().find(|x| x["roomId"] == room.as_str()).cloned()).expect("lease");
     assert_ne!(lease["nodeId"], "n3", "{lease}");

@@ -298,3 +298,8 @@ pub async fn node_token(addr: std::net::SocketAddr, user: &str) -> String {
         .expect("json");
     v["token"].as_str().expect("token").to_owned()
 }
+
+/// GET `url` without credentials; the JSON body.
+pub async fn get_json(url: &str) -> Value {
+    reqwest::Client::new().get(url).send().await.expect("get").json().await.expect("json")
+}
