@@ -140,6 +140,12 @@ pub struct RoomsConfig {
     pub idle_timeout: Duration,
     /// Chat messages sent in `joined`.
     pub chat_history: u32,
+    /// Quality poor without a break for this long: the peer falls back to audio only.
+    #[serde(with = "duration_text")]
+    pub fallback_after: Duration,
+    /// Quality good without a break for this long: video comes back.
+    #[serde(with = "duration_text")]
+    pub recover_after: Duration,
 }
 
 /// `[limits]`
@@ -207,7 +213,13 @@ impl Default for IceConfig {
 
 impl Default for RoomsConfig {
     fn default() -> Self {
-        Self { max_participants: 16, idle_timeout: Duration::from_secs(30), chat_history: 50 }
+        Self {
+            max_participants: 16,
+            idle_timeout: Duration::from_secs(30),
+            chat_history: 50,
+            fallback_after: Duration::from_secs(4),
+            recover_after: Duration::from_secs(10),
+        }
     }
 }
 

@@ -18,6 +18,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 use switchboard_actors::ConnId;
 use switchboard_actors::ports::RoomPolicy;
+use switchboard_actors::quality::FallbackPolicy;
 use switchboard_actors::restart_policy::RestartPolicy;
 use switchboard_actors::room::{LeaseSettings, RoomConfig, RoomContext};
 use switchboard_actors::room_supervisor::{RoomSupervisor, RoomSupervisorArgs, RoomSupervisorMsg};
@@ -75,6 +76,10 @@ pub async fn start(config: Config, listener: TcpListener) -> anyhow::Result<Runn
             chat_history: config.rooms.chat_history,
             idle_timeout: config.rooms.idle_timeout,
             participant_restart: RestartPolicy::default(),
+            fallback: FallbackPolicy {
+                fallback_after: config.rooms.fallback_after,
+                recover_after: config.rooms.recover_after,
+            },
             lease: config
                 .clustered()
                 .then(|| LeaseSettings { node_id: config.node_id.clone(), ttl: config.cluster.lease_ttl }),

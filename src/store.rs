@@ -15,6 +15,7 @@ use switchboard_actors::ports::{
     CallChange, Fence, RoomPolicy, RoomStore, StoreError, StoredParticipant, StoredRoom, now_ms,
 };
 use switchboard_actors::protocol::ChatMessage;
+use switchboard_actors::quality::{Quality, StatsSample};
 
 static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations");
 
@@ -527,6 +528,37 @@ impl RoomStore for Store {
         tx.commit().await.map_err(db)
     }
 
+    async fn record_quality(
+        &self,
+        room: &RoomId,
+        peer: &PeerId,
+        sample: &StatsSample,
+        quality: &Quality,
+        fence: Option<&Fence>,
+    ) -> Result<(), StoreError> {
+        let mut tx = self.pool.begin().await.map_err(db)?;
+        self.check_fence(&mut tx, fence).await?;
+        sqlx::query(
+            "INSERT INTO call_stats (id, room_id, peer_id, sampled_at, received_at, rtt_ms, fraction_lost, jitter_ms, \
+             outgoing_kbps, r_factor, level) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)",
+        )
+        .bind(uuid::Uuid::now_v7().to_string())
+        .bind(room.as_str())
+        .bind(peer.as_str())
+        .bind(sample.timestamp as i64)
+        .bind(now_ms())
+        .bind(sample.round_trip_time * 1000.0)
+        .bind(sample.fraction_lost)
+        .bind(sample.jitter * 1000.0)
+        .bind(sample.available_outgoing_bitrate.map(|b| b / 1000.0))
+        .bind(quality.r)
+        .bind(quality.level.as_str())
+        .execute(&mut *tx)
+        .await
+        .map_err(db)?;
+        tx.commit().await.map_err(db)
+    }
+
     async fn acquire_lease(&self, room: &RoomId, node: &str, ttl: Duration) -> Result<Result<i64, String>, StoreError> {
         // A live lease of another node blocks; an expired one, or this node's own (its
         // previous room actor died), is taken over with the next epoch.
@@ -727,6 +759,18 @@ impl Store {
     pub async fn open_connections(&self, room: &str) -> Result<Vec<String>, StoreError> {
         let rows = sqlx::query("SELECT conn_id FROM sessions WHERE room_id = $1 AND left_at IS NULL")
             .bind(room)
+            .fetch_all(&self.pool)
+            .await
+            .map_err(db)?;
+        Ok(rows.iter().map(|r| r.get::<String, _>(0)).collect())
+    }
+}
+
+impl Store {
+    /// Quality levels recorded for a peer, oldest first.
+    pub async fn quality_levels(&self, peer: &str) -> Result<Vec<String>, StoreError> {
+        let rows = sqlx::query("SELECT level FROM call_stats WHERE peer_id = $1 ORDER BY sampled_at")
+            .bind(peer)
             .fetch_all(&self.pool)
             .await
             .map_err(db)?;

@@ -12,6 +12,7 @@ pub mod media;
 pub mod participant;
 pub mod ports;
 pub mod protocol;
+pub mod quality;
 pub mod restart_policy;
 pub mod room;
 pub mod room_supervisor;

@@ -6,8 +6,10 @@
 
 use crate::error::{ErrorCode, RoomError};
 use crate::ids::PeerId;
+use crate::ids::RoomId;
 use crate::media::{ControlAction, MediaState};
 use crate::ports::{Fence, RoomStore};
+use crate::quality::{FallbackChange, FallbackPolicy, Quality, QualityTracker, StatsSample};
 use ractor::{Actor, ActorProcessingErr, ActorRef, RpcReplyPort};
 use std::sync::Arc;
 
@@ -24,6 +26,10 @@ pub struct ParticipantArgs {
     pub store: Arc<dyn RoomStore>,
     /// The room's lease, carried by every write in a cluster.
     pub fence: Option<Fence>,
+    /// The room (for quality samples).
+    pub room_id: RoomId,
+    /// When to fall back to audio only, and back.
+    pub fallback: FallbackPolicy,
 }
 
 /// The session state it owns.
@@ -32,6 +38,20 @@ pub struct ParticipantState {
     media: MediaState,
     store: Arc<dyn RoomStore>,
     fence: Option<Fence>,
+    room_id: RoomId,
+    fallback: FallbackPolicy,
+    quality: QualityTracker,
+}
+
+/// What a stats sample led to.
+#[derive(Debug, Clone)]
+pub struct StatsOutcome {
+    /// The sample's score.
+    pub quality: Quality,
+    /// A fallback or recovery, if this sample caused one.
+    pub change: Option<FallbackChange>,
+    /// The media state after it.
+    pub media: MediaState,
 }
 
 /// Messages a participant handles.
@@ -42,6 +62,13 @@ pub enum ParticipantMsg {
         action: ControlAction,
         /// Where the answer goes.
         reply: RpcReplyPort<Result<Option<MediaState>, RoomError>>,
+    },
+    /// Score a stats sample, record it, and decide on audio-only fallback.
+    Stats {
+        /// The sample.
+        sample: StatsSample,
+        /// Where the answer goes.
+        reply: RpcReplyPort<Result<StatsOutcome, RoomError>>,
     },
 }
 
@@ -58,7 +85,15 @@ impl Actor for Participant {
         _myself: ActorRef<Self::Msg>,
         args: ParticipantArgs,
     ) -> Result<Self::State, ActorProcessingErr> {
-        Ok(ParticipantState { peer_id: args.peer_id, media: args.media, store: args.store, fence: args.fence })
+        Ok(ParticipantState {
+            peer_id: args.peer_id,
+            media: args.media,
+            store: args.store,
+            fence: args.fence,
+            room_id: args.room_id,
+            fallback: args.fallback,
+            quality: QualityTracker::default(),
+        })
     }
 
     async fn handle(
@@ -70,6 +105,9 @@ impl Actor for Participant {
         match message {
             ParticipantMsg::Control { action, reply } => {
                 let _ = reply.send(apply_control(state, action).await);
+            }
+            ParticipantMsg::Stats { sample, reply } => {
+                let _ = reply.send(observe(state, sample).await);
             }
         }
         Ok(())
@@ -87,4 +125,29 @@ async fn apply_control(state: &mut ParticipantState, action: ControlAction) -> R
     })?;
     state.media = next.clone();
     Ok(Some(next))
+}
+
+async fn observe(state: &mut ParticipantState, sample: StatsSample) -> Result<StatsOutcome, RoomError> {
+    sample.validate().map_err(|e| RoomError::new(ErrorCode::InvalidMessage, e))?;
+    let (quality, change) =
+        state.quality.observe(&state.fallback, &sample).map_err(|e| RoomError::new(ErrorCode::InvalidMessage, e))?;
+    metrics::counter!("switchboard_quality_samples_total", "level" => quality.level.as_str()).increment(1);
+    let fence = state.fence.as_ref();
+    if let Err(e) = state.store.record_quality(&state.room_id, &state.peer_id, &sample, &quality, fence).await {
+        // A lost sample is not worth failing the call for; the score still counts.
+        tracing::warn!(peer_id = %state.peer_id, error = %e, "quality sample not recorded");
+    }
+    if let Some(change) = change {
+        let mut next = state.media.clone();
+        next.video_paused = change == FallbackChange::Fallback;
+        match change {
+            FallbackChange::Fallback => metrics::counter!("switchboard_fallbacks_total").increment(1),
+            FallbackChange::Recover => metrics::counter!("switchboard_fallback_recoveries_total").increment(1),
+        }
+        if let Err(e) = state.store.record_media(&state.peer_id, &next, fence).await {
+            tracing::warn!(peer_id = %state.peer_id, error = %e, "paused video not recorded");
+        }
+        state.media = next;
+    }
+    Ok(StatsOutcome { quality, change, media: state.media.clone() })
 }

@@ -4,6 +4,7 @@ use crate::call_status::{CallStatus, CallTransition};
 use crate::ids::{ConnId, PeerId, RoomId, UserId};
 use crate::media::MediaState;
 use crate::protocol::ChatMessage;
+use crate::quality::{Quality, StatsSample};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use thiserror::Error;
@@ -148,6 +149,15 @@ pub trait RoomStore: Send + Sync + 'static {
     async fn record_media(&self, peer: &PeerId, media: &MediaState, fence: Option<&Fence>) -> Result<(), StoreError>;
     /// Appends a chat message.
     async fn append_chat(&self, message: &ChatMessage, fence: Option<&Fence>) -> Result<(), StoreError>;
+    /// Records a quality sample and its score (`call_stats`).
+    async fn record_quality(
+        &self,
+        room: &RoomId,
+        peer: &PeerId,
+        sample: &StatsSample,
+        quality: &Quality,
+        fence: Option<&Fence>,
+    ) -> Result<(), StoreError>;
     /// Takes the room's lease for `node` if nobody holds a live one; returns the new epoch,
     /// or `None` with the current holder's node id when another node holds it.
     async fn acquire_lease(&self, room: &RoomId, node: &str, ttl: Duration) -> Result<Result<i64, String>, StoreError>;

@@ -9,6 +9,7 @@ use crate::call_status::CallStatus;
 use crate::error::ErrorCode;
 use crate::ids::{PeerId, RoomId, UserId};
 use crate::media::{ControlAction, MediaState};
+use crate::quality::{QualityLevel, StatsSample};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
@@ -23,7 +24,7 @@ pub const MAX_OVERLAY_LABEL: usize = 64;
 
 /// Every `type` a client may send.
 pub const CLIENT_TYPES: &[&str] =
-    &["join", "leave", "offer", "answer", "ice-candidate", "control", "overlay", "chat", "end_call", "ping"];
+    &["join", "leave", "offer", "answer", "ice-candidate", "control", "overlay", "chat", "end_call", "ping", "stats"];
 
 /// A message from a client, with its optional `id` (echoed as `ref` in answers to it).
 #[derive(Debug)]
@@ -60,6 +61,16 @@ struct RawClient<'a> {
     overlay: Option<Overlay>,
     #[serde(default)]
     text: Option<String>,
+    #[serde(default)]
+    timestamp: Option<f64>,
+    #[serde(default)]
+    round_trip_time: Option<f64>,
+    #[serde(default)]
+    fraction_lost: Option<f64>,
+    #[serde(default)]
+    jitter: Option<f64>,
+    #[serde(default)]
+    available_outgoing_bitrate: Option<f64>,
 }
 
 impl RawClient<'_> {
@@ -86,6 +97,15 @@ impl RawClient<'_> {
             "chat" => ClientMessage::Chat { text: need(self.text, "text")? },
             "end_call" => ClientMessage::EndCall {},
             "ping" => ClientMessage::Ping {},
+            "stats" => ClientMessage::Stats {
+                sample: StatsSample {
+                    timestamp: self.timestamp.ok_or_else(|| missing("timestamp"))?,
+                    round_trip_time: self.round_trip_time.unwrap_or(0.0),
+                    fraction_lost: self.fraction_lost.unwrap_or(0.0),
+                    jitter: self.jitter.unwrap_or(0.0),
+                    available_outgoing_bitrate: self.available_outgoing_bitrate,
+                },
+            },
             other => {
                 return Err(ParseError {
                     code: ErrorCode::UnknownType,
@@ -166,6 +186,13 @@ pub enum ClientMessage {
     /// Liveness check; answered with `pong`.
     #[serde(rename = "ping")]
     Ping {},
+    /// Connection statistics (getStats), for quality scoring and audio-only fallback.
+    #[serde(rename = "stats")]
+    Stats {
+        /// The sample (its fields are at the top level of the message).
+        #[serde(flatten)]
+        sample: StatsSample,
+    },
 }
 
 /// The wire name of a relayed signaling message.
@@ -459,6 +486,36 @@ pub enum ServerMessage<'a> {
         reference: Option<&'a Value>,
         /// Server clock, unix milliseconds.
         server_time: i64,
+    },
+    /// A peer's connection quality, from its latest `stats` (to everyone in the room).
+    #[serde(rename = "connection_quality", rename_all = "camelCase")]
+    ConnectionQuality {
+        /// Whose.
+        peer_id: &'a PeerId,
+        /// `good`, `fair` or `poor`.
+        level: QualityLevel,
+        /// E-model R factor, 0..100.
+        score: f64,
+        /// Mean opinion score, 1..4.5.
+        mos: f64,
+    },
+    /// To one peer: switch to audio only (`audio_only`) or back to audio and video (`normal`).
+    #[serde(rename = "fallback")]
+    Fallback {
+        /// `audio_only` or `normal`.
+        mode: &'a str,
+        /// `poor_connection` or `connection_recovered`.
+        reason: &'a str,
+    },
+    /// To the others: a peer's video is paused (or resumed) by the server.
+    #[serde(rename = "video_paused", rename_all = "camelCase")]
+    VideoPaused {
+        /// Whose.
+        peer_id: &'a PeerId,
+        /// Paused or resumed.
+        paused: bool,
+        /// Why.
+        reason: &'a str,
     },
     /// Something was wrong with a message; the connection stays usable unless closed after.
     #[serde(rename = "error")]

@@ -14,6 +14,7 @@ use crate::media::{ControlAction, MediaState};
 use crate::participant::{Participant, ParticipantArgs, ParticipantMsg};
 use crate::ports::{CallChange, Edge, Fence, Frame, RoomPolicy, RoomStore, StoredParticipant, now_ms};
 use crate::protocol::{ChatMessage, MAX_CHAT_CHARS, Overlay, ParticipantInfo, PeerOverlay, RelayKind, ServerMessage};
+use crate::quality::{FallbackChange, FallbackPolicy, StatsSample};
 use crate::restart_policy::{RestartDecision, RestartPolicy, RestartTracker};
 use ractor::{Actor, ActorProcessingErr, ActorRef, RpcReplyPort, SupervisionEvent};
 use serde_json::Value;
@@ -35,6 +36,8 @@ pub struct RoomConfig {
     pub participant_restart: RestartPolicy,
     /// In a cluster, rooms act only while they hold a lease; `None` on a single node.
     pub lease: Option<LeaseSettings>,
+    /// When a peer falls back to audio only, and back.
+    pub fallback: FallbackPolicy,
 }
 
 /// How a clustered room holds its lease.
@@ -192,6 +195,15 @@ pub enum RoomMsg {
     InjectFault,
     /// Renew the lease (a timer sends it every third of the lease's lifetime).
     RenewLease,
+    /// Connection statistics from a peer.
+    Stats {
+        /// Sender session.
+        from: PeerId,
+        /// The sample.
+        sample: StatsSample,
+        /// The client's `id`.
+        reference: Option<Value>,
+    },
 }
 
 // Local only: never crosses nodes (the cluster feature turns off ractor's blanket impl).
@@ -334,6 +346,7 @@ impl Actor for Room {
             }
             RoomMsg::InjectFault => panic!("fault injected into room {}", state.id),
             RoomMsg::RenewLease => renew_lease(&myself, state).await,
+            RoomMsg::Stats { from, sample, reference } => stats(state, &from, sample, reference.as_ref()).await,
         }
         Ok(())
     }
@@ -403,7 +416,14 @@ async fn spawn_participant(
     peer_id: PeerId,
     media: MediaState,
 ) -> Result<ActorRef<ParticipantMsg>, ActorProcessingErr> {
-    let args = ParticipantArgs { peer_id, media, store: state.ctx.store.clone(), fence: state.fence.clone() };
+    let args = ParticipantArgs {
+        peer_id,
+        media,
+        store: state.ctx.store.clone(),
+        fence: state.fence.clone(),
+        room_id: state.id.clone(),
+        fallback: state.ctx.config.fallback.clone(),
+    };
     let (actor, _) = Actor::spawn_linked(None, Participant, args, myself.get_cell()).await?;
     Ok(actor)
 }
@@ -731,4 +751,38 @@ async fn shutdown(state: &mut RoomState) {
             tracing::warn!(room_id = %state.id, peer_id = %peer, error = %e, "leave not recorded at shutdown");
         }
     }
+}
+
+async fn stats(state: &mut RoomState, from: &PeerId, sample: StatsSample, reference: Option<&Value>) {
+    let Some(member) = state.member(from) else { return };
+    let asked = member.actor.call(|reply| ParticipantMsg::Stats { sample, reply }, Some(Duration::from_secs(10))).await;
+    let outcome = match asked {
+        Ok(ractor::rpc::CallResult::Success(Ok(outcome))) => outcome,
+        Ok(ractor::rpc::CallResult::Success(Err(e))) => return state.error_to(from, e.code, &e.message, reference),
+        _ => return state.error_to(from, ErrorCode::Internal, "the sample was not processed; try again", reference),
+    };
+    let q = outcome.quality;
+    let body =
+        ServerMessage::ConnectionQuality { peer_id: from, level: q.level, score: round1(q.r), mos: round2(q.mos) };
+    state.broadcast(body.to_body(), None);
+    let Some(change) = outcome.change else { return };
+    if let Some(m) = state.member_mut(from) {
+        m.info.media = outcome.media;
+    }
+    let (mode, reason, paused) = match change {
+        FallbackChange::Fallback => ("audio_only", "poor_connection", true),
+        FallbackChange::Recover => ("normal", "connection_recovered", false),
+    };
+    if let Some(m) = state.member(from) {
+        state.send_to(&m.conn, ServerMessage::Fallback { mode, reason }.to_body(), None);
+    }
+    state.broadcast(ServerMessage::VideoPaused { peer_id: from, paused, reason }.to_body(), Some(from));
+}
+
+fn round1(v: f64) -> f64 {
+    (v * 10.0).round() / 10.0
+}
+
+fn round2(v: f64) -> f64 {
+    (v * 100.0).round() / 100.0
 }

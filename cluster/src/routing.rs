@@ -80,6 +80,8 @@ pub enum RoomCmd {
     Chat { from: String, text: String, reference: Option<String> },
     /// See [`RoomMsg::EndCall`].
     EndCall { from: String, reference: Option<String> },
+    /// See [`RoomMsg::Stats`] (the sample as JSON text).
+    Stats { from: String, sample: String, reference: Option<String> },
 }
 
 fn json_text(v: &Option<Value>) -> Option<String> {
@@ -126,6 +128,11 @@ impl RoomCmd {
             RoomMsg::EndCall { from, reference } => {
                 RoomCmd::EndCall { from: from.to_string(), reference: json_text(reference) }
             }
+            RoomMsg::Stats { from, sample, reference } => RoomCmd::Stats {
+                from: from.to_string(),
+                sample: serde_json::to_string(sample).ok()?,
+                reference: json_text(reference),
+            },
             _ => return None,
         })
     }
@@ -164,6 +171,11 @@ impl RoomCmd {
             RoomCmd::EndCall { from, reference } => {
                 RoomMsg::EndCall { from: PeerId::new(from), reference: json_value(&reference) }
             }
+            RoomCmd::Stats { from, sample, reference } => RoomMsg::Stats {
+                from: PeerId::new(from),
+                sample: serde_json::from_str(&sample).ok()?,
+                reference: json_value(&reference),
+            },
         })
     }
 }

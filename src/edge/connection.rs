@@ -335,9 +335,10 @@ async fn inbound(myself: &ActorRef<ConnectionMsg>, state: &mut ConnectionState, 
     metrics::counter!("switchboard_signaling_messages_total", "type" => kind).increment(1);
     let grants = &state.claims.grants;
     let allowed = match &envelope.message {
-        ClientMessage::Offer { .. } | ClientMessage::Answer { .. } | ClientMessage::IceCandidate { .. } => {
-            grants.publish
-        }
+        ClientMessage::Offer { .. }
+        | ClientMessage::Answer { .. }
+        | ClientMessage::IceCandidate { .. }
+        | ClientMessage::Stats { .. } => grants.publish,
         ClientMessage::Control { .. } | ClientMessage::Overlay { .. } | ClientMessage::EndCall {} => grants.control,
         ClientMessage::Chat { .. } => grants.chat,
         _ => true,
@@ -388,6 +389,7 @@ async fn inbound(myself: &ActorRef<ConnectionMsg>, state: &mut ConnectionState, 
                 ClientMessage::Control { action } => RoomMsg::Control { from, action, reference },
                 ClientMessage::Chat { text } => RoomMsg::Chat { from, text, reference },
                 ClientMessage::EndCall {} => RoomMsg::EndCall { from, reference },
+                ClientMessage::Stats { sample } => RoomMsg::Stats { from, sample, reference },
                 // Handled above.
                 ClientMessage::Ping {}
                 | ClientMessage::Join { .. }
@@ -422,6 +424,7 @@ fn message_type(m: &ClientMessage) -> &'static str {
         ClientMessage::Chat { .. } => "chat",
         ClientMessage::EndCall {} => "end_call",
         ClientMessage::Ping {} => "ping",
+        ClientMessage::Stats { .. } => "stats",
     }
 }
 
@@ -478,7 +481,8 @@ fn reference_of(msg: &RoomMsg) -> Option<&Value> {
         RoomMsg::Relay { reference, .. }
         | RoomMsg::Control { reference, .. }
         | RoomMsg::Chat { reference, .. }
-        | RoomMsg::EndCall { reference, .. } => reference.as_ref(),
+        | RoomMsg::EndCall { reference, .. }
+        | RoomMsg::Stats { reference, .. } => reference.as_ref(),
         _ => None,
     }
 }

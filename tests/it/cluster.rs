@@ -416,10 +416,12 @@ async fn a_killed_owners_room_comes_back_on_a_survivor() {
     let mut served = None;
     for i in 0..200 {
         alice.send(json!({"type": "chat", "text": format!("after-kill-{i}"), "id": i})).await;
-        let v = alice.recv().await;
+        // Until the owner's death is noticed, a message can go to its dead link and vanish
+        // (delivery is at most once): no answer within a second means try again.
+        let Ok(v) = tokio::time::timeout(Duration::from_secs(1), alice.recv()).await else { continue };
         match v["type"].as_str() {
             Some("chat") => {
-                served = Some((i, killed.elapsed()));
+                served = Some((v["message"]["text"].clone(), killed.elapsed()));
                 break;
             }
             Some("error") => {
@@ -429,11 +431,11 @@ async fn a_killed_owners_room_comes_back_on_a_survivor() {
             _ => panic!("unexpected {v}"),
         }
     }
-    let (i, took) = served.expect("the room serves again within 10 s");
+    let (text, took) = served.expect("the room serves again within 10 s");
     assert!(took < Duration::from_secs(5), "re-homed in {took:?}");
     eprintln!("room serving again {took:?} after kill -9 (lease ttl 1 s)");
     let got = bob.recv_type("chat").await;
-    assert_eq!(got["message"]["text"], format!("after-kill-{i}"), "bob, on another survivor, is still in the room");
+    assert_eq!(got["message"]["text"], text, "bob, on another survivor, is still in the room");
     alice.send(json!({"type": "offer", "peerId": bob.peer_id, "sdp": "renegotiate"})).await;
     assert_eq!(bob.recv_type("offer").await["sdp"], "renegotiate");
 }

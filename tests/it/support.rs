@@ -142,9 +142,9 @@ impl Client {
         }
     }
 
-    /// The next message of type `t`, skipping at most 20 others (call status updates...).
+    /// The next message of type `t`, skipping at most 200 others (status and quality reports...).
     pub async fn recv_type(&mut self, t: &str) -> Value {
-        for _ in 0..20 {
+        for _ in 0..200 {
             let v = self.recv().await;
             if v["type"] == t {
                 return v;
@@ -153,7 +153,7 @@ impl Client {
                 panic!("expected {t}, got error {v}");
             }
         }
-        panic!("no {t} message among the next 20");
+        panic!("no {t} message among the next 200");
     }
 
     /// Waits for the server to close the connection; returns the close frame.
