@@ -173,7 +173,9 @@ impl Client {
 /// `SWITCHBOARD_TEST_DATABASE_URL` is not set.
 pub async fn fresh_postgres(test: &str) -> Option<String> {
     let Ok(base) = std::env::var("SWITCHBOARD_TEST_DATABASE_URL") else {
-        eprintln!("SKIPPED ({test}): PostgreSQL part skipped: SWITCHBOARD_TEST_DATABASE_URL is not set");
+        // Written to the real stderr, past the test harness's capture, so a skip is never silent.
+        use std::io::Write;
+        let _ = writeln!(std::io::stderr(), "SKIPPED ({test}): needs PostgreSQL; set SWITCHBOARD_TEST_DATABASE_URL");
         return None;
     };
     use sqlx::Connection;
