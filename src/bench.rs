@@ -123,7 +123,7 @@ async fn join(addr: SocketAddr, user: &str, room: &str) -> Result<(Ws, String)> 
 }
 
 /// Server memory per idle joined connection, with `connections` clients in rooms of `room_size`.
-pub async fn idle(connections: usize, room_size: usize, extra: &[String]) -> Result<()> {
+pub async fn idle(connections: usize, room_size: usize, no_join: bool, extra: &[String]) -> Result<()> {
     let node = start_node(extra)?;
     let pid = node.child.id();
     // Warm up: one join so lazily built state (pools, metrics) exists before the baseline.
@@ -133,15 +133,28 @@ pub async fn idle(connections: usize, room_size: usize, extra: &[String]) -> Res
     let before = proc_field(pid, "VmRSS:")?;
     let mut clients = Vec::with_capacity(connections);
     let started = Instant::now();
+    let mut sockets = Vec::new();
     for i in 0..connections {
-        clients.push(join(node.addr, &format!("user-{i}"), &format!("room-{}", i / room_size.max(1))).await?);
+        if no_join {
+            let token = token(node.addr, &format!("user-{i}")).await?;
+            let (ws, _) =
+                tokio_tungstenite::connect_async(format!("ws://{}/ws/signal?token={token}", node.addr)).await?;
+            sockets.push(ws);
+        } else {
+            clients.push(join(node.addr, &format!("user-{i}"), &format!("room-{}", i / room_size.max(1))).await?);
+        }
     }
     let joined_in = started.elapsed();
     tokio::time::sleep(Duration::from_millis(500)).await;
     let after = proc_field(pid, "VmRSS:")?;
     let per = (after.saturating_sub(before) as f64 * 1024.0) / connections as f64;
-    println!("idle: {connections} joined connections in rooms of {room_size} (joined in {joined_in:.2?})");
-    println!("server RSS before {before} KiB, after {after} KiB: {:.1} KiB per idle joined connection", per / 1024.0);
+    let what = if no_join {
+        "connections (not joined)".to_owned()
+    } else {
+        format!("joined connections in rooms of {room_size}")
+    };
+    println!("idle: {connections} {what} (opened in {joined_in:.2?})");
+    println!("server RSS before {before} KiB, after {after} KiB: {:.1} KiB per connection", per / 1024.0);
     Ok(())
 }
 

@@ -63,6 +63,9 @@ pub enum BenchKind {
         /// Participants per room.
         #[arg(long, default_value_t = 2)]
         room_size: usize,
+        /// Connect only, without joining (the cost of the connection alone).
+        #[arg(long)]
+        no_join: bool,
         /// Extra `serve` flags, e.g. `--database-url postgres://...`.
         #[arg(last = true)]
         serve: Vec<String>,

@@ -23,8 +23,8 @@ async fn main() -> anyhow::Result<()> {
             server::migrate(&config).await?.close().await;
             println!("migrations applied to {}", redact(&config.database_url()));
         }
-        Command::Bench { which: BenchKind::Idle { connections, room_size, serve } } => {
-            bench::idle(connections, room_size, &serve).await?;
+        Command::Bench { which: BenchKind::Idle { connections, room_size, no_join, serve } } => {
+            bench::idle(connections, room_size, no_join, &serve).await?;
         }
         Command::Bench { which: BenchKind::Relay { pairs, rate, seconds, cross_node, serve } } => {
             bench::relay(pairs, rate, seconds, cross_node, &serve).await?;

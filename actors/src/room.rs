@@ -242,65 +242,8 @@ impl Actor for Room {
     type Arguments = RoomArgs;
 
     async fn pre_start(&self, myself: ActorRef<RoomMsg>, args: RoomArgs) -> Result<RoomState, ActorProcessingErr> {
-        let ctx = args.ctx;
-        let mut fence = None;
-        let mut lease_valid_until = None;
-        if let Some(lease) = &ctx.config.lease {
-            let asked = Instant::now();
-            match ctx.store.acquire_lease(&args.room_id, &lease.node_id, lease.ttl).await? {
-                Ok(epoch) => {
-                    fence = Some(Fence { room: args.room_id.clone(), node: lease.node_id.clone(), epoch });
-                    lease_valid_until = Some(asked + lease.ttl * 4 / 5);
-                    myself.send_interval(lease.ttl / 3, || RoomMsg::RenewLease);
-                }
-                Err(holder) => return Err(Box::new(RoomElsewhere(holder))),
-            }
-        }
-        let stored = ctx.store.load_room(&args.room_id, &ctx.config.default_policy, ctx.config.chat_history).await?;
-        let mut state = RoomState {
-            id: args.room_id,
-            ctx: ctx.clone(),
-            policy: stored.policy,
-            status: stored.status,
-            call_id: stored.call_id,
-            members: Vec::new(),
-            chat: stored.recent_chat.into(),
-            next_chat_seq: stored.next_chat_seq,
-            present: args.present,
-            empty_since: None,
-            fence,
-            lease_valid_until,
-        };
-        let mut gone = Vec::new();
-        for p in stored.participants {
-            if !ctx.edge.is_connected(&p.conn_id) {
-                gone.push(p.peer_id);
-                continue;
-            }
-            let actor = spawn_participant(&myself, &state, p.peer_id.clone(), p.media.clone()).await?;
-            let info = ParticipantInfo {
-                peer_id: p.peer_id,
-                user_id: p.user_id,
-                display_name: p.display_name,
-                media: p.media,
-                joined_at: p.joined_at,
-            };
-            state.members.push(Member {
-                info,
-                conn: p.conn_id,
-                overlay: None,
-                actor,
-                restarts: RestartTracker::default(),
-            });
-        }
-        // Sessions whose connection closed while the room was down leave now.
-        for peer in gone {
-            record_leave(&mut state, &peer, "disconnected").await?;
-            state.broadcast(ServerMessage::PeerLeft { peer_id: &peer, reason: "disconnected" }.to_body(), None);
-        }
-        tracing::debug!(room_id = %state.id, present = state.members.len(), status = %state.status, "room started");
-        after_presence_change(&myself, &mut state);
-        Ok(state)
+        // Boxed: starting is a deep future, and the actor's task keeps its size for life.
+        Box::pin(start_room(myself, args)).await
     }
 
     async fn post_stop(&self, _myself: ActorRef<RoomMsg>, state: &mut RoomState) -> Result<(), ActorProcessingErr> {
@@ -324,29 +267,33 @@ impl Actor for Room {
         }
         match message {
             RoomMsg::Join { request, reply } => {
-                let result = join(&myself, state, request).await;
+                let result = Box::pin(join(&myself, state, request)).await;
                 let _ = reply.send(result);
             }
-            RoomMsg::Leave { peer, reason } => leave(&myself, state, &peer, &reason).await?,
+            RoomMsg::Leave { peer, reason } => Box::pin(leave(&myself, state, &peer, &reason)).await?,
             RoomMsg::Relay { from, to, kind, payload, reference, received_at } => {
                 relay(state, &from, &to, kind, &payload, reference.as_ref(), received_at)
             }
-            RoomMsg::Control { from, action, reference } => control(state, &from, action, reference.as_ref()).await,
+            RoomMsg::Control { from, action, reference } => {
+                Box::pin(control(state, &from, action, reference.as_ref())).await
+            }
             RoomMsg::Overlay { from, overlay } => set_overlay(state, &from, overlay),
-            RoomMsg::Chat { from, text, reference } => chat(state, &from, text, reference.as_ref()).await,
-            RoomMsg::EndCall { from, reference } => end_call(state, &from, reference.as_ref()).await,
+            RoomMsg::Chat { from, text, reference } => Box::pin(chat(state, &from, text, reference.as_ref())).await,
+            RoomMsg::EndCall { from, reference } => Box::pin(end_call(state, &from, reference.as_ref())).await,
             RoomMsg::Info(reply) => {
                 let _ = reply.send(info(state));
             }
             RoomMsg::IdleCheck => idle_check(&myself, state),
             RoomMsg::Shutdown(reply) => {
-                shutdown(state).await;
+                Box::pin(shutdown(state)).await;
                 let _ = reply.send(());
                 myself.stop(Some("shutdown".into()));
             }
             RoomMsg::InjectFault => panic!("fault injected into room {}", state.id),
-            RoomMsg::RenewLease => renew_lease(&myself, state).await,
-            RoomMsg::Stats { from, sample, reference } => stats(state, &from, sample, reference.as_ref()).await,
+            RoomMsg::RenewLease => Box::pin(renew_lease(&myself, state)).await,
+            RoomMsg::Stats { from, sample, reference } => {
+                Box::pin(stats(state, &from, sample, reference.as_ref())).await
+            }
         }
         Ok(())
     }
@@ -386,6 +333,62 @@ impl Actor for Room {
         }
         Ok(())
     }
+}
+
+async fn start_room(myself: ActorRef<RoomMsg>, args: RoomArgs) -> Result<RoomState, ActorProcessingErr> {
+    let ctx = args.ctx;
+    let mut fence = None;
+    let mut lease_valid_until = None;
+    if let Some(lease) = &ctx.config.lease {
+        let asked = Instant::now();
+        match ctx.store.acquire_lease(&args.room_id, &lease.node_id, lease.ttl).await? {
+            Ok(epoch) => {
+                fence = Some(Fence { room: args.room_id.clone(), node: lease.node_id.clone(), epoch });
+                lease_valid_until = Some(asked + lease.ttl * 4 / 5);
+                myself.send_interval(lease.ttl / 3, || RoomMsg::RenewLease);
+            }
+            Err(holder) => return Err(Box::new(RoomElsewhere(holder))),
+        }
+    }
+    let stored = ctx.store.load_room(&args.room_id, &ctx.config.default_policy, ctx.config.chat_history).await?;
+    let mut state = RoomState {
+        id: args.room_id,
+        ctx: ctx.clone(),
+        policy: stored.policy,
+        status: stored.status,
+        call_id: stored.call_id,
+        members: Vec::new(),
+        chat: stored.recent_chat.into(),
+        next_chat_seq: stored.next_chat_seq,
+        present: args.present,
+        empty_since: None,
+        fence,
+        lease_valid_until,
+    };
+    let mut gone = Vec::new();
+    for p in stored.participants {
+        if !ctx.edge.is_connected(&p.conn_id) {
+            gone.push(p.peer_id);
+            continue;
+        }
+        let actor = spawn_participant(&myself, &state, p.peer_id.clone(), p.media.clone()).await?;
+        let info = ParticipantInfo {
+            peer_id: p.peer_id,
+            user_id: p.user_id,
+            display_name: p.display_name,
+            media: p.media,
+            joined_at: p.joined_at,
+        };
+        state.members.push(Member { info, conn: p.conn_id, overlay: None, actor, restarts: RestartTracker::default() });
+    }
+    // Sessions whose connection closed while the room was down leave now.
+    for peer in gone {
+        record_leave(&mut state, &peer, "disconnected").await?;
+        state.broadcast(ServerMessage::PeerLeft { peer_id: &peer, reason: "disconnected" }.to_body(), None);
+    }
+    tracing::debug!(room_id = %state.id, present = state.members.len(), status = %state.status, "room started");
+    after_presence_change(&myself, &mut state);
+    Ok(state)
 }
 
 /// Stops the room without another write or delivery: another node may own it now.

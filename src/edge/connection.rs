@@ -149,7 +149,7 @@ impl Actor for Connection {
         metrics::gauge!("switchboard_ws_connections").decrement(1.0);
         if let Some(mut j) = state.joined.take() {
             let leave = RoomMsg::Leave { peer: j.peer, reason: "disconnected".into() };
-            let _ = routing::send(&state.app, &mut j.room, &j.room_id, &state.conn_id, leave).await;
+            let _ = Box::pin(routing::send(&state.app, &mut j.room, &j.room_id, &state.conn_id, leave)).await;
         }
         Ok(())
     }
@@ -161,7 +161,10 @@ impl Actor for Connection {
         state: &mut Self::State,
     ) -> Result<(), ActorProcessingErr> {
         match message {
-            ConnectionMsg::Inbound { text, received_at } => inbound(&myself, state, &text, received_at).await,
+            // The handling of a client message (join, routing) is a deep future. Boxing it keeps
+            // the actor's resident loop future small: it is allocated per connection for the
+            // connection's whole life, this only while a message is handled.
+            ConnectionMsg::Inbound { text, received_at } => Box::pin(inbound(&myself, state, &text, received_at)).await,
             ConnectionMsg::Deliver(frame) => {
                 state.reroutes = 0;
                 write(&myself, state, &frame.body).await;
@@ -188,12 +191,12 @@ impl Actor for Connection {
                     tokio::time::timeout(Duration::from_secs(2), state.sink.send(Message::Close(Some(frame)))).await;
                 myself.stop(Some("goaway".into()));
             }
-            ConnectionMsg::Reroute { room, hint, msg } => reroute(&myself, state, room, hint, msg).await,
+            ConnectionMsg::Reroute { room, hint, msg } => Box::pin(reroute(&myself, state, room, hint, msg)).await,
             ConnectionMsg::Moved { room, node } => {
                 if let Some(j) = state.joined.as_mut()
                     && j.room_id == room
                 {
-                    j.room = routing::handle_for(&state.app, &room, &node).await;
+                    j.room = Box::pin(routing::handle_for(&state.app, &room, &node)).await;
                 }
             }
         }
