@@ -121,7 +121,12 @@ async fn apply_control(state: &mut ParticipantState, action: ControlAction) -> R
     }
     state.store.record_media(&state.peer_id, &next, state.fence.as_ref()).await.map_err(|e| {
         tracing::warn!(peer_id = %state.peer_id, error = %e, "media state not recorded");
-        RoomError::new(ErrorCode::Internal, "the change could not be recorded; try again")
+        match e {
+            crate::ports::StoreError::Database(_) => {
+                RoomError::new(ErrorCode::Unavailable, "the database is unreachable; try again shortly")
+            }
+            _ => RoomError::new(ErrorCode::Internal, "the change could not be recorded; try again"),
+        }
     })?;
     state.media = next.clone();
     Ok(Some(next))

@@ -12,7 +12,7 @@ use crate::error::{ErrorCode, RoomError};
 use crate::ids::{ConnId, PeerId, RoomId, UserId, random_id};
 use crate::media::{ControlAction, MediaState};
 use crate::participant::{Participant, ParticipantArgs, ParticipantMsg};
-use crate::ports::{CallChange, Edge, Fence, Frame, RoomPolicy, RoomStore, StoredParticipant, now_ms};
+use crate::ports::{CallChange, Edge, Fence, Frame, RoomPolicy, RoomStore, StoreError, StoredParticipant, now_ms};
 use crate::protocol::{ChatMessage, MAX_CHAT_CHARS, Overlay, ParticipantInfo, PeerOverlay, RelayKind, ServerMessage};
 use crate::quality::{FallbackChange, FallbackPolicy, StatsSample};
 use crate::restart_policy::{RestartDecision, RestartPolicy, RestartTracker};
@@ -195,6 +195,8 @@ pub enum RoomMsg {
     InjectFault,
     /// Renew the lease (a timer sends it every third of the lease's lifetime).
     RenewLease,
+    /// Try again to record leaves the database refused (a timer sends it).
+    RetryLeaves,
     /// Connection statistics from a peer.
     Stats {
         /// Sender session.
@@ -234,6 +236,16 @@ pub struct RoomState {
     /// The room must not act after this instant unless it renews (local monotonic clock, so a
     /// process that was frozen notices it lost the lease before doing anything).
     lease_valid_until: Option<Instant>,
+    /// Leaves that happened while the database was unreachable, oldest first, still to record.
+    pending_leaves: VecDeque<PendingLeave>,
+    /// Delay before the next attempt to record them.
+    retry_backoff: Duration,
+}
+
+struct PendingLeave {
+    peer: PeerId,
+    reason: String,
+    change: Option<CallChange>,
 }
 
 impl Actor for Room {
@@ -291,6 +303,7 @@ impl Actor for Room {
             }
             RoomMsg::InjectFault => panic!("fault injected into room {}", state.id),
             RoomMsg::RenewLease => Box::pin(renew_lease(&myself, state)).await,
+            RoomMsg::RetryLeaves => Box::pin(retry_leaves(&myself, state)).await,
             RoomMsg::Stats { from, sample, reference } => {
                 Box::pin(stats(state, &from, sample, reference.as_ref())).await
             }
@@ -364,6 +377,8 @@ async fn start_room(myself: ActorRef<RoomMsg>, args: RoomArgs) -> Result<RoomSta
         empty_since: None,
         fence,
         lease_valid_until,
+        pending_leaves: VecDeque::new(),
+        retry_backoff: Duration::from_millis(200),
     };
     let mut gone = Vec::new();
     for p in stored.participants {
@@ -515,7 +530,7 @@ async fn join(myself: &ActorRef<RoomMsg>, state: &mut RoomState, req: JoinReques
     let change = state.status.on_join(state.members.len() + 1).map(|t| state.change(t, ""));
     state.ctx.store.record_join(&state.id, &stored, change.as_ref(), state.fence.as_ref()).await.map_err(|e| {
         tracing::warn!(room_id = %state.id, error = %e, "join not recorded");
-        RoomError::new(ErrorCode::Internal, "the join could not be recorded; try again")
+        store_refusal(&e, "the join was not recorded;")
     })?;
     let actor = spawn_participant(myself, state, peer_id.clone(), media.clone())
         .await
@@ -595,9 +610,20 @@ async fn leave(
     if state.member(peer).is_none() {
         return Ok(());
     }
-    // A store failure here fails the room; its supervisor restarts it from the store, where
-    // the session is still open, and the restarted room retries the leave for a closed connection.
-    let conn = record_leave(state, peer, reason).await?;
+    let conn = match record_leave(state, peer, reason).await {
+        Ok(conn) => conn,
+        Err(e) if matches!(e.downcast_ref::<StoreError>(), Some(StoreError::Database(_))) => {
+            // The database is down: the peer leaves the room now (the others must know), and the
+            // leave is recorded when the database answers again.
+            tracing::warn!(room_id = %state.id, peer_id = %peer, error = %e, "leave not recorded yet; will retry");
+            defer_leave(myself, state, peer, reason)
+        }
+        Err(e) if matches!(e.downcast_ref::<StoreError>(), Some(StoreError::Fenced(_))) => {
+            lose_lease(myself, state, "a write was fenced");
+            return Ok(());
+        }
+        Err(e) => return Err(e),
+    };
     if reason == "left"
         && let Some(conn) = conn
     {
@@ -606,6 +632,63 @@ async fn leave(
     state.broadcast(ServerMessage::PeerLeft { peer_id: peer, reason }.to_body(), None);
     after_presence_change(myself, state);
     Ok(())
+}
+
+/// Removes a member in memory and queues its leave for the store.
+fn defer_leave(myself: &ActorRef<RoomMsg>, state: &mut RoomState, peer: &PeerId, reason: &str) -> Option<ConnId> {
+    let remaining = state.members.iter().filter(|m| &m.info.peer_id != peer).count();
+    let close_reason = if reason == "server_shutdown" { reason } else { "empty" };
+    let change = state.status.on_leave(remaining).map(|t| state.change(t, close_reason));
+    let conn = state.members.iter().position(|m| &m.info.peer_id == peer).map(|i| {
+        let m = state.members.remove(i);
+        m.actor.stop(Some("left".into()));
+        m.conn
+    });
+    state.pending_leaves.push_back(PendingLeave {
+        peer: peer.clone(),
+        reason: reason.to_owned(),
+        change: change.clone(),
+    });
+    state.commit(change, None);
+    if state.pending_leaves.len() == 1 {
+        myself.send_after(state.retry_backoff, || RoomMsg::RetryLeaves);
+    }
+    conn
+}
+
+/// Records queued leaves in order; on failure tries again later, backing off up to 5 s.
+async fn retry_leaves(myself: &ActorRef<RoomMsg>, state: &mut RoomState) {
+    while let Some(p) = state.pending_leaves.front() {
+        let stored =
+            state.ctx.store.record_leave(&state.id, &p.peer, &p.reason, p.change.as_ref(), state.fence.as_ref());
+        match stored.await {
+            Ok(()) => {
+                state.pending_leaves.pop_front();
+                state.retry_backoff = Duration::from_millis(200);
+            }
+            Err(StoreError::Fenced(_)) => return lose_lease(myself, state, "a write was fenced"),
+            Err(_) => {
+                state.retry_backoff = (state.retry_backoff * 2).min(Duration::from_secs(5));
+                // Jitter, so the rooms of a node do not all knock at once when it comes back.
+                let delay = state.retry_backoff.mul_f64(0.5 + rand::random::<f64>());
+                myself.send_after(delay, || RoomMsg::RetryLeaves);
+                return;
+            }
+        }
+    }
+}
+
+/// The error a client sees when the store refused a write.
+fn store_refusal(e: &StoreError, what: &str) -> RoomError {
+    match e {
+        StoreError::Database(_) => {
+            RoomError::new(ErrorCode::Unavailable, format!("the database is unreachable; {what} try again shortly"))
+        }
+        StoreError::Fenced(_) => {
+            RoomError::new(ErrorCode::RoomElsewhere, "the room moved to another node; join it again")
+        }
+        StoreError::Corrupt(_) => RoomError::new(ErrorCode::Internal, format!("{what} failed; see the server log")),
+    }
 }
 
 fn after_presence_change(myself: &ActorRef<RoomMsg>, state: &mut RoomState) {
@@ -708,7 +791,8 @@ async fn chat(state: &mut RoomState, from: &PeerId, text: String, reference: Opt
     };
     if let Err(e) = state.ctx.store.append_chat(&message, state.fence.as_ref()).await {
         tracing::warn!(room_id = %state.id, error = %e, "chat message not stored");
-        state.error_to(from, ErrorCode::Internal, "the message could not be stored; try again", reference);
+        let refusal = store_refusal(&e, "the message was not stored;");
+        state.error_to(from, refusal.code, &refusal.message, reference);
         return;
     }
     state.next_chat_seq += 1;
@@ -730,7 +814,8 @@ async fn end_call(state: &mut RoomState, from: &PeerId, reference: Option<&Value
     let change = state.change(transition, "ended_by_participant");
     if let Err(e) = state.ctx.store.record_call_change(&state.id, &change, state.fence.as_ref()).await {
         tracing::warn!(room_id = %state.id, error = %e, "end of call not recorded");
-        state.error_to(from, ErrorCode::Internal, "the call could not be ended; try again", reference);
+        let refusal = store_refusal(&e, "the call was not ended;");
+        state.error_to(from, refusal.code, &refusal.message, reference);
         return;
     }
     state.commit(Some(change), None);

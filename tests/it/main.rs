@@ -6,6 +6,7 @@ mod bad_input;
 mod cli;
 mod cluster;
 mod http_api;
+mod outage;
 mod quality;
 mod restart;
 mod room_crash;
