@@ -87,6 +87,7 @@ fn clone_request(r: &JoinRequest) -> JoinRequest {
         display_name: r.display_name.clone(),
         ice_servers: r.ice_servers.clone(),
         admin: r.admin,
+        first_seq: r.first_seq,
     }
 }
 
@@ -105,6 +106,7 @@ async fn remote_join(room: &RoomId, node: &str, r: &JoinRequest) -> Result<PeerI
         display_name: r.display_name.clone(),
         ice_servers: r.ice_servers.to_string(),
         admin: r.admin,
+        first_seq: r.first_seq,
     };
     metrics::counter!("switchboard_cross_node_messages_total").increment(1);
     match host.call(|reply| HostMsg::Join(Bincode(cmd), reply), Some(Duration::from_secs(10))).await {

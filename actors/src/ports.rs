@@ -19,6 +19,9 @@ pub struct Frame {
     pub body: Arc<str>,
     /// When the relayed message entered the server, for the relay latency histogram.
     pub received_at: Option<Instant>,
+    /// The session sequence number the room gave it (then `body` carries it already); `None`
+    /// for frames the connection numbers itself.
+    pub seq: Option<u64>,
 }
 
 /// Delivery of frames to client connections, wherever they are.

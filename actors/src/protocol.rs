@@ -283,6 +283,18 @@ impl Overlay {
     }
 }
 
+/// Frames a body with its sequence number: `{"seq":N,` + the body without its `{`.
+pub fn with_seq(seq: u64, body: &str) -> String {
+    let mut out = String::with_capacity(body.len() + 24);
+    out.push_str("{\"seq\":");
+    out.push_str(&seq.to_string());
+    if body.len() > 2 {
+        out.push(',');
+    }
+    out.push_str(body.get(1..).unwrap_or(""));
+    out
+}
+
 /// What a parse failure was, so the client gets the right error code.
 #[derive(Debug)]
 pub struct ParseError {

@@ -13,7 +13,9 @@ use crate::ids::{ConnId, PeerId, RoomId, UserId, random_id};
 use crate::media::{ControlAction, MediaState};
 use crate::participant::{Participant, ParticipantArgs, ParticipantMsg};
 use crate::ports::{CallChange, Edge, Fence, Frame, RoomPolicy, RoomStore, StoreError, StoredParticipant, now_ms};
-use crate::protocol::{ChatMessage, MAX_CHAT_CHARS, Overlay, ParticipantInfo, PeerOverlay, RelayKind, ServerMessage};
+use crate::protocol::{
+    ChatMessage, MAX_CHAT_CHARS, Overlay, ParticipantInfo, PeerOverlay, RelayKind, ServerMessage, with_seq,
+};
 use crate::quality::{FallbackChange, FallbackPolicy, StatsSample};
 use crate::restart_policy::{RestartDecision, RestartPolicy, RestartTracker};
 use ractor::{Actor, ActorProcessingErr, ActorRef, RpcReplyPort, SupervisionEvent};
@@ -92,6 +94,8 @@ pub struct JoinRequest {
     pub ice_servers: Value,
     /// Admins pass the invitee list.
     pub admin: bool,
+    /// The session's next frame number: the connection has numbered its frames so far.
+    pub first_seq: u64,
 }
 
 /// What a relay carries.
@@ -197,6 +201,14 @@ pub enum RoomMsg {
     RenewLease,
     /// Try again to record leaves the database refused (a timer sends it).
     RetryLeaves,
+    /// A frame the sender's connection made itself (a pong, an error) to number in its session
+    /// sequence and deliver back to it.
+    Echo {
+        /// The session.
+        from: PeerId,
+        /// The JSON body, without `seq`.
+        body: String,
+    },
     /// Connection statistics from a peer.
     Stats {
         /// Sender session.
@@ -214,9 +226,49 @@ impl ractor::Message for RoomMsg {}
 struct Member {
     info: ParticipantInfo,
     conn: ConnId,
+    /// False while the session's connection is gone and it may still resume.
+    connected: bool,
+    /// Bumped at every disconnect, so a grace timer knows whether it is still current.
+    disconnects: u64,
+    outbox: Outbox,
     overlay: Option<Overlay>,
     actor: ActorRef<ParticipantMsg>,
     restarts: RestartTracker,
+}
+
+/// The frames a session was sent, numbered, for replay after a resume.
+struct Outbox {
+    next_seq: u64,
+    frames: VecDeque<(u64, Arc<str>)>,
+}
+
+/// Frames kept per session for replay.
+const REPLAY_FRAMES: usize = 256;
+
+impl Outbox {
+    fn starting_at(seq: u64) -> Outbox {
+        Outbox { next_seq: seq.max(1), frames: VecDeque::new() }
+    }
+
+    fn push(&mut self, body: &str) -> (u64, Arc<str>) {
+        let seq = self.next_seq;
+        self.next_seq += 1;
+        let framed: Arc<str> = with_seq(seq, body).into();
+        self.frames.push_back((seq, framed.clone()));
+        while self.frames.len() > REPLAY_FRAMES {
+            self.frames.pop_front();
+        }
+        (seq, framed)
+    }
+
+    /// The frames after `last`, if all of them are still kept.
+    fn after(&self, last: u64) -> Option<Vec<(u64, Arc<str>)>> {
+        let oldest = self.frames.front().map_or(self.next_seq, |f| f.0);
+        if last + 1 < oldest {
+            return None;
+        }
+        Some(self.frames.iter().filter(|f| f.0 > last).cloned().collect())
+    }
 }
 
 /// The room's state.
@@ -304,6 +356,7 @@ impl Actor for Room {
             RoomMsg::InjectFault => panic!("fault injected into room {}", state.id),
             RoomMsg::RenewLease => Box::pin(renew_lease(&myself, state)).await,
             RoomMsg::RetryLeaves => Box::pin(retry_leaves(&myself, state)).await,
+            RoomMsg::Echo { from, body } => state.send_to_peer(&from, &body, None),
             RoomMsg::Stats { from, sample, reference } => {
                 Box::pin(stats(state, &from, sample, reference.as_ref())).await
             }
@@ -394,7 +447,18 @@ async fn start_room(myself: ActorRef<RoomMsg>, args: RoomArgs) -> Result<RoomSta
             media: p.media,
             joined_at: p.joined_at,
         };
-        state.members.push(Member { info, conn: p.conn_id, overlay: None, actor, restarts: RestartTracker::default() });
+        // A restarted room starts a fresh sequence for the sessions it finds: their connections
+        // keep numbering from where they are (the room does not know), so replay starts here.
+        state.members.push(Member {
+            info,
+            conn: p.conn_id,
+            connected: true,
+            disconnects: 0,
+            outbox: Outbox::starting_at(1),
+            overlay: None,
+            actor,
+            restarts: RestartTracker::default(),
+        });
     }
     // Sessions whose connection closed while the room was down leave now.
     for peer in gone {
@@ -455,23 +519,33 @@ impl RoomState {
         self.members.iter_mut().find(|m| &m.info.peer_id == peer)
     }
 
-    fn send_to(&self, conn: &ConnId, body: Arc<str>, received_at: Option<Instant>) {
-        self.ctx.edge.deliver(conn, Frame { body, received_at });
+    /// Numbers a frame in the member's session sequence, keeps it for replay and sends it if
+    /// the member is connected.
+    fn deliver(&mut self, idx: usize, body: &str, received_at: Option<Instant>) {
+        let Some(m) = self.members.get_mut(idx) else { return };
+        let (seq, framed) = m.outbox.push(body);
+        if m.connected {
+            self.ctx.edge.deliver(&m.conn, Frame { body: framed, received_at, seq: Some(seq) });
+        }
     }
 
-    fn broadcast(&self, body: Arc<str>, except: Option<&PeerId>) {
-        for m in &self.members {
-            if Some(&m.info.peer_id) != except {
-                self.send_to(&m.conn, body.clone(), None);
+    fn send_to_peer(&mut self, peer: &PeerId, body: &str, received_at: Option<Instant>) {
+        if let Some(idx) = self.members.iter().position(|m| &m.info.peer_id == peer) {
+            self.deliver(idx, body, received_at);
+        }
+    }
+
+    fn broadcast(&mut self, body: Arc<str>, except: Option<&PeerId>) {
+        for idx in 0..self.members.len() {
+            if Some(&self.members[idx].info.peer_id) != except {
+                self.deliver(idx, &body, None);
             }
         }
     }
 
-    fn error_to(&self, peer: &PeerId, code: ErrorCode, message: &str, reference: Option<&Value>) {
-        if let Some(m) = self.member(peer) {
-            let body = ServerMessage::Error { code: code.as_str(), message, reference }.to_body();
-            self.send_to(&m.conn, body, None);
-        }
+    fn error_to(&mut self, peer: &PeerId, code: ErrorCode, message: &str, reference: Option<&Value>) {
+        let body = ServerMessage::Error { code: code.as_str(), message, reference }.to_body();
+        self.send_to_peer(peer, &body, None);
     }
 
     fn change(&self, transition: CallTransition, reason: &str) -> CallChange {
@@ -498,7 +572,7 @@ impl RoomState {
         true
     }
 
-    fn announce_status(&self, except: Option<&PeerId>) {
+    fn announce_status(&mut self, except: Option<&PeerId>) {
         let body = ServerMessage::CallStatus { status: self.status, call_id: self.call_id.as_deref() }.to_body();
         self.broadcast(body, except);
     }
@@ -545,13 +619,15 @@ async fn join(myself: &ActorRef<RoomMsg>, state: &mut RoomState, req: JoinReques
     state.members.push(Member {
         info,
         conn: req.conn.clone(),
+        connected: true,
+        disconnects: 0,
+        outbox: Outbox::starting_at(req.first_seq),
         overlay: None,
         actor,
         restarts: RestartTracker::default(),
     });
     let status_changed = state.apply(change);
 
-    let me = state.members.last().map(|m| &m.info);
     let body = ServerMessage::Joined {
         room_id: &state.id,
         peer_id: &peer_id,
@@ -569,8 +645,10 @@ async fn join(myself: &ActorRef<RoomMsg>, state: &mut RoomState, req: JoinReques
             .collect(),
     }
     .to_body();
-    state.send_to(&req.conn, body, None);
-    if let Some(me) = me {
+    let joiner = state.members.len() - 1;
+    state.deliver(joiner, &body, None);
+    if let Some(me) = state.members.last().map(|m| m.info.clone()) {
+        let me = &me;
         let body = ServerMessage::PeerJoined { peer_id: &peer_id, participant: me }.to_body();
         state.broadcast(body, Some(&peer_id));
     }
@@ -587,7 +665,7 @@ async fn record_leave(
     state: &mut RoomState,
     peer: &PeerId,
     reason: &str,
-) -> Result<Option<ConnId>, ActorProcessingErr> {
+) -> Result<Option<(ConnId, u64)>, ActorProcessingErr> {
     let remaining = state.members.iter().filter(|m| &m.info.peer_id != peer).count();
     let close_reason = if reason == "server_shutdown" { reason } else { "empty" };
     let change = state.status.on_leave(remaining).map(|t| state.change(t, close_reason));
@@ -595,7 +673,7 @@ async fn record_leave(
     let conn = state.members.iter().position(|m| &m.info.peer_id == peer).map(|i| {
         let m = state.members.remove(i);
         m.actor.stop(Some("left".into()));
-        m.conn
+        (m.conn, m.outbox.next_seq)
     });
     state.commit(change, None);
     Ok(conn)
@@ -625,9 +703,11 @@ async fn leave(
         Err(e) => return Err(e),
     };
     if reason == "left"
-        && let Some(conn) = conn
+        && let Some((conn, next_seq)) = conn
     {
-        state.send_to(&conn, ServerMessage::Left { room_id: &state.id }.to_body(), None);
+        // The session is over, but its last frame still continues its sequence.
+        let body = with_seq(next_seq, &ServerMessage::Left { room_id: &state.id }.to_body());
+        state.ctx.edge.deliver(&conn, Frame { body: body.into(), received_at: None, seq: Some(next_seq) });
     }
     state.broadcast(ServerMessage::PeerLeft { peer_id: peer, reason }.to_body(), None);
     after_presence_change(myself, state);
@@ -635,14 +715,19 @@ async fn leave(
 }
 
 /// Removes a member in memory and queues its leave for the store.
-fn defer_leave(myself: &ActorRef<RoomMsg>, state: &mut RoomState, peer: &PeerId, reason: &str) -> Option<ConnId> {
+fn defer_leave(
+    myself: &ActorRef<RoomMsg>,
+    state: &mut RoomState,
+    peer: &PeerId,
+    reason: &str,
+) -> Option<(ConnId, u64)> {
     let remaining = state.members.iter().filter(|m| &m.info.peer_id != peer).count();
     let close_reason = if reason == "server_shutdown" { reason } else { "empty" };
     let change = state.status.on_leave(remaining).map(|t| state.change(t, close_reason));
     let conn = state.members.iter().position(|m| &m.info.peer_id == peer).map(|i| {
         let m = state.members.remove(i);
         m.actor.stop(Some("left".into()));
-        m.conn
+        (m.conn, m.outbox.next_seq)
     });
     state.pending_leaves.push_back(PendingLeave {
         peer: peer.clone(),
@@ -711,7 +796,7 @@ fn idle_check(myself: &ActorRef<RoomMsg>, state: &RoomState) {
 }
 
 fn relay(
-    state: &RoomState,
+    state: &mut RoomState,
     from: &PeerId,
     to: &PeerId,
     kind: RelayKind,
@@ -722,11 +807,11 @@ fn relay(
     if state.member(from).is_none() {
         return;
     }
-    let Some(target) = state.member(to) else {
+    if state.member(to).is_none() {
         let message = format!("peer {to} is not in this room");
         state.error_to(from, ErrorCode::PeerNotFound, &message, reference);
         return;
-    };
+    }
     let body = match (kind, payload) {
         (RelayKind::Offer, RelayPayload::Sdp(sdp)) => ServerMessage::Offer { peer_id: from, sdp },
         (RelayKind::Answer, RelayPayload::Sdp(sdp)) => ServerMessage::Answer { peer_id: from, sdp },
@@ -736,7 +821,7 @@ fn relay(
         _ => return,
     }
     .to_body();
-    state.send_to(&target.conn, body, Some(received_at));
+    state.send_to_peer(to, &body, Some(received_at));
 }
 
 async fn control(state: &mut RoomState, from: &PeerId, action: ControlAction, reference: Option<&Value>) {
@@ -861,9 +946,7 @@ async fn stats(state: &mut RoomState, from: &PeerId, sample: StatsSample, refere
         FallbackChange::Fallback => ("audio_only", "poor_connection", true),
         FallbackChange::Recover => ("normal", "connection_recovered", false),
     };
-    if let Some(m) = state.member(from) {
-        state.send_to(&m.conn, ServerMessage::Fallback { mode, reason }.to_body(), None);
-    }
+    state.send_to_peer(from, &ServerMessage::Fallback { mode, reason }.to_body(), None);
     state.broadcast(ServerMessage::VideoPaused { peer_id: from, paused, reason }.to_body(), Some(from));
 }
 

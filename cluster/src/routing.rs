@@ -52,6 +52,8 @@ pub struct JoinCmd {
     pub ice_servers: String,
     /// Admin grant.
     pub admin: bool,
+    /// The session's next frame number.
+    pub first_seq: u64,
 }
 
 /// The answer to a forwarded join: the peer id, or an error code and message.
@@ -82,6 +84,8 @@ pub enum RoomCmd {
     EndCall { from: String, reference: Option<String> },
     /// See [`RoomMsg::Stats`] (the sample as JSON text).
     Stats { from: String, sample: String, reference: Option<String> },
+    /// See [`RoomMsg::Echo`].
+    Echo { from: String, body: String },
 }
 
 fn json_text(v: &Option<Value>) -> Option<String> {
@@ -128,6 +132,7 @@ impl RoomCmd {
             RoomMsg::EndCall { from, reference } => {
                 RoomCmd::EndCall { from: from.to_string(), reference: json_text(reference) }
             }
+            RoomMsg::Echo { from, body } => RoomCmd::Echo { from: from.to_string(), body: body.clone() },
             RoomMsg::Stats { from, sample, reference } => RoomCmd::Stats {
                 from: from.to_string(),
                 sample: serde_json::to_string(sample).ok()?,
@@ -171,6 +176,7 @@ impl RoomCmd {
             RoomCmd::EndCall { from, reference } => {
                 RoomMsg::EndCall { from: PeerId::new(from), reference: json_value(&reference) }
             }
+            RoomCmd::Echo { from, body } => RoomMsg::Echo { from: PeerId::new(from), body },
             RoomCmd::Stats { from, sample, reference } => RoomMsg::Stats {
                 from: PeerId::new(from),
                 sample: serde_json::from_str(&sample).ok()?,
@@ -203,6 +209,9 @@ pub enum EdgeMsg {
     Bounce(String, String, String, Bincode<RoomCmd>),
     /// A room one of this node's connections is in has moved: (connection, room, new node).
     Moved(String, String, String),
+    /// A frame the room numbered in the session's sequence: (connection, seq, JSON body with
+    /// its `seq`).
+    Numbered(String, u64, String),
 }
 
 /// The room host actor.
@@ -301,6 +310,7 @@ async fn remote_join(rooms: ActorRef<RoomSupervisorMsg>, cmd: JoinCmd) -> JoinOu
         display_name: cmd.display_name,
         ice_servers: serde_json::from_str(&cmd.ice_servers).unwrap_or(Value::Array(Vec::new())),
         admin: cmd.admin,
+        first_seq: cmd.first_seq,
     };
     match actor.call(|reply| RoomMsg::Join { request, reply }, Some(Duration::from_secs(10))).await {
         Ok(CallResult::Success(Ok(peer))) => Ok(peer.to_string()),
@@ -359,7 +369,7 @@ fn bounce(state: &RoomHostArgs, room: RoomId, conn: ConnId, cmd: RoomCmd, hint: 
                 reference: None,
             }
             .to_body();
-            state.edge.deliver(&conn, Frame { body, received_at: None });
+            state.edge.deliver(&conn, Frame { body, received_at: None, seq: None });
         }
     }
 }
@@ -408,7 +418,10 @@ impl Actor for EdgeLink {
     ) -> Result<(), ActorProcessingErr> {
         match msg {
             EdgeMsg::Deliver(conn, body) => {
-                state.edge.deliver(&ConnId::new(conn), Frame { body: body.into(), received_at: None });
+                state.edge.deliver(&ConnId::new(conn), Frame { body: body.into(), received_at: None, seq: None });
+            }
+            EdgeMsg::Numbered(conn, seq, body) => {
+                state.edge.deliver(&ConnId::new(conn), Frame { body: body.into(), received_at: None, seq: Some(seq) });
             }
             EdgeMsg::Moved(conn, room, node) => (state.moved)(ConnId::new(conn), RoomId::new(room), node),
             EdgeMsg::Bounce(conn, room, hint, cmd) => {

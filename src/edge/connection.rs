@@ -20,7 +20,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 use switchboard_actors::ids::{random_id, valid_room_id};
 use switchboard_actors::ports::{Frame, now_ms};
-use switchboard_actors::protocol::{ClientMessage, MAX_NAME_CHARS, RelayKind, ServerMessage, parse_client};
+use switchboard_actors::protocol::{ClientMessage, MAX_NAME_CHARS, RelayKind, ServerMessage, parse_client, with_seq};
 use switchboard_actors::room::{JoinRequest, RelayPayload, RoomMsg};
 use switchboard_actors::{ConnId, ErrorCode, PeerId, RoomId, UserId};
 
@@ -65,6 +65,8 @@ pub struct ConnectionState {
     joined: Option<Joined>,
     /// Bounced commands re-sent since the room last delivered something.
     reroutes: u32,
+    /// Added to the room's frame numbers after the room restarted or moved (see `write_numbered`).
+    seq_offset: u64,
 }
 
 /// Messages a connection handles.
@@ -141,6 +143,7 @@ impl Actor for Connection {
             seq: 0,
             joined: None,
             reroutes: 0,
+            seq_offset: 0,
         })
     }
 
@@ -167,7 +170,10 @@ impl Actor for Connection {
             ConnectionMsg::Inbound { text, received_at } => Box::pin(inbound(&myself, state, &text, received_at)).await,
             ConnectionMsg::Deliver(frame) => {
                 state.reroutes = 0;
-                write(&myself, state, &frame.body).await;
+                match frame.seq {
+                    Some(seq) => write_numbered(&myself, state, seq, &frame.body).await,
+                    None => write(&myself, state, &frame.body).await,
+                }
                 if let Some(t) = frame.received_at {
                     metrics::histogram!("switchboard_relay_seconds").record(t.elapsed().as_secs_f64());
                 }
@@ -296,16 +302,37 @@ fn is_too_big(e: axum::Error) -> bool {
     matches!(e.into_inner().downcast_ref::<Error>(), Some(Error::Capacity(_)))
 }
 
-/// Frames a body with its sequence number: `{"seq":N,` + the body without its `{`.
-fn with_seq(seq: u64, body: &str) -> String {
-    let mut out = String::with_capacity(body.len() + 24);
-    out.push_str("{\"seq\":");
-    out.push_str(&seq.to_string());
-    if body.len() > 2 {
-        out.push(',');
+/// Writes a frame the room numbered (its body carries its `seq`). A room that restarted or
+/// moved numbers afresh; the client must still see `seq` rise by one, so from then on this
+/// connection shifts the room's numbers by a fixed offset.
+async fn write_numbered(myself: &ActorRef<ConnectionMsg>, state: &mut ConnectionState, seq: u64, body: &str) {
+    if seq + state.seq_offset <= state.seq {
+        state.seq_offset = state.seq + 1 - seq;
     }
-    out.push_str(&body[1..]);
-    out
+    let shifted = seq + state.seq_offset;
+    state.seq = shifted;
+    let text = if state.seq_offset == 0 {
+        body.to_owned()
+    } else {
+        // Replace the room's `{"seq":N,` with the shifted number.
+        let rest = body.split_once(',').map_or("}", |(_, rest)| rest);
+        with_seq(shifted, &format!("{{{rest}"))
+    };
+    if state.sink.send(Message::Text(text.into())).await.is_err() {
+        myself.stop(Some("write failed".into()));
+    }
+}
+
+/// Sends a frame this connection made (pong, error): numbered here before a join, by the room
+/// (in the session's sequence) after it.
+async fn reply(myself: &ActorRef<ConnectionMsg>, state: &mut ConnectionState, body: &str) {
+    if let Some(j) = state.joined.as_mut() {
+        let echo = RoomMsg::Echo { from: j.peer.clone(), body: body.to_owned() };
+        if routing::send(&state.app, &mut j.room, &j.room_id, &state.conn_id, echo).await.is_ok() {
+            return;
+        }
+    }
+    write(myself, state, body).await;
 }
 
 async fn write(myself: &ActorRef<ConnectionMsg>, state: &mut ConnectionState, body: &str) {
@@ -325,7 +352,7 @@ async fn send_error(
 ) {
     metrics::counter!("switchboard_signaling_errors_total", "code" => code.as_str()).increment(1);
     let body = ServerMessage::Error { code: code.as_str(), message, reference }.to_body();
-    write(myself, state, &body).await;
+    Box::pin(reply(myself, state, &body)).await;
 }
 
 async fn inbound(myself: &ActorRef<ConnectionMsg>, state: &mut ConnectionState, text: &str, received_at: Instant) {
@@ -353,7 +380,7 @@ async fn inbound(myself: &ActorRef<ConnectionMsg>, state: &mut ConnectionState, 
     let msg = match envelope.message {
         ClientMessage::Ping {} => {
             let body = ServerMessage::Pong { reference: reference.as_ref(), server_time: now_ms() }.to_body();
-            return write(myself, state, &body).await;
+            return Box::pin(reply(myself, state, &body)).await;
         }
         ClientMessage::Join { room_id, display_name } => {
             return join(myself, state, room_id, display_name, reference, received_at).await;
@@ -539,6 +566,7 @@ async fn join(
         display_name: name,
         ice_servers: ice,
         admin: state.claims.grants.admin,
+        first_seq: state.seq + 1,
     };
     match routing::join(&state.app, &room_id, request).await {
         Ok((peer, room)) => {
@@ -551,7 +579,7 @@ async fn join(
 
 #[cfg(test)]
 mod tests {
-    use super::with_seq;
+    use switchboard_actors::protocol::with_seq;
 
     #[test]
     fn seq_is_spliced_in_front() {

@@ -91,7 +91,11 @@ impl Edge for EdgeRouter {
             let Some(cell) = ractor::pg::get_members(&edge_group(node)).into_iter().next() else { return false };
             let link: ActorRef<EdgeMsg> = cell.into();
             metrics::counter!("switchboard_cross_node_messages_total").increment(1);
-            return link.cast(EdgeMsg::Deliver(conn.to_string(), frame.body.to_string())).is_ok();
+            let msg = match frame.seq {
+                Some(seq) => EdgeMsg::Numbered(conn.to_string(), seq, frame.body.to_string()),
+                None => EdgeMsg::Deliver(conn.to_string(), frame.body.to_string()),
+            };
+            return link.cast(msg).is_ok();
         }
         match self.read().get(conn) {
             Some(actor) => actor.cast(ConnectionMsg::Deliver(frame)).is_ok(),
