@@ -146,6 +146,9 @@ pub struct RoomsConfig {
     /// Quality good without a break for this long: video comes back.
     #[serde(with = "duration_text")]
     pub recover_after: Duration,
+    /// How long a session whose connection dropped stays in its room, resumable.
+    #[serde(with = "duration_text")]
+    pub resume_grace: Duration,
 }
 
 /// `[limits]`
@@ -219,6 +222,7 @@ impl Default for RoomsConfig {
             chat_history: 50,
             fallback_after: Duration::from_secs(4),
             recover_after: Duration::from_secs(10),
+            resume_grace: Duration::from_secs(20),
         }
     }
 }

@@ -14,7 +14,7 @@ use switchboard_actors::room::{JoinRequest, RoomMsg};
 use switchboard_actors::room_supervisor::RoomSupervisorMsg;
 use switchboard_actors::{ConnId, ErrorCode, PeerId, RoomId};
 use switchboard_cluster::NodeId;
-use switchboard_cluster::routing::{HostMsg, JoinCmd, RoomCmd, host_group};
+use switchboard_cluster::routing::{HostMsg, JoinCmd, ResumeCmd, RoomCmd, host_group, local_resume};
 use switchboard_cluster::wire::Bincode;
 
 /// An error for the client: code and sentence.
@@ -255,4 +255,25 @@ pub async fn reroute(
     send_remote(&target, room, conn, &msg)?;
     *handle = RoomHandle::Remote(target);
     Ok(())
+}
+
+/// Resumes session `peer` of `room` on connection `conn`, wherever the room lives. `Err` holds
+/// the `resume_failed` reason and sentence.
+pub async fn resume(app: &App, room: &RoomId, cmd: ResumeCmd) -> Result<RoomHandle, (String, String)> {
+    let owner = owner_of(app, room).await;
+    if owner == app.config.node_id {
+        local_resume(app.rooms.clone(), cmd).await?;
+        let actor = resolve(app, room).await.map_err(|(_, m)| ("expired".to_owned(), m))?;
+        return Ok(RoomHandle::Local(actor));
+    }
+    let Some(cell) = ractor::pg::get_members(&host_group(&owner)).into_iter().next() else {
+        return Err(("expired".into(), format!("the node serving the room ({owner}) is unreachable; join again")));
+    };
+    let host: ActorRef<HostMsg> = cell.into();
+    metrics::counter!("switchboard_cross_node_messages_total").increment(1);
+    match host.call(|reply| HostMsg::Resume(Bincode(cmd), reply), Some(Duration::from_secs(10))).await {
+        Ok(CallResult::Success(Bincode(Ok(_)))) => Ok(RoomHandle::Remote(owner)),
+        Ok(CallResult::Success(Bincode(Err(e)))) => Err(e),
+        _ => Err(("expired".into(), "the room did not answer; join again".into())),
+    }
 }

@@ -76,6 +76,7 @@ pub async fn start(config: Config, listener: TcpListener) -> anyhow::Result<Runn
             chat_history: config.rooms.chat_history,
             idle_timeout: config.rooms.idle_timeout,
             participant_restart: RestartPolicy::default(),
+            resume_grace: config.rooms.resume_grace,
             fallback: FallbackPolicy {
                 fallback_after: config.rooms.fallback_after,
                 recover_after: config.rooms.recover_after,

@@ -777,3 +777,15 @@ impl Store {
         Ok(rows.iter().map(|r| r.get::<String, _>(0)).collect())
     }
 }
+
+impl Store {
+    /// The room of a session that has not been closed.
+    pub async fn session_room(&self, peer: &str) -> Result<Option<String>, StoreError> {
+        let row = sqlx::query("SELECT room_id FROM sessions WHERE id = $1 AND left_at IS NULL")
+            .bind(peer)
+            .fetch_optional(&self.pool)
+            .await
+            .map_err(db)?;
+        Ok(row.map(|r| r.get::<String, _>(0)))
+    }
+}

@@ -23,8 +23,20 @@ pub const MAX_OVERLAY_POINTS: usize = 32;
 pub const MAX_OVERLAY_LABEL: usize = 64;
 
 /// Every `type` a client may send.
-pub const CLIENT_TYPES: &[&str] =
-    &["join", "leave", "offer", "answer", "ice-candidate", "control", "overlay", "chat", "end_call", "ping", "stats"];
+pub const CLIENT_TYPES: &[&str] = &[
+    "join",
+    "leave",
+    "offer",
+    "answer",
+    "ice-candidate",
+    "control",
+    "overlay",
+    "chat",
+    "end_call",
+    "ping",
+    "stats",
+    "resume",
+];
 
 /// A message from a client, with its optional `id` (echoed as `ref` in answers to it).
 #[derive(Debug)]
@@ -71,6 +83,12 @@ struct RawClient<'a> {
     jitter: Option<f64>,
     #[serde(default)]
     available_outgoing_bitrate: Option<f64>,
+    #[serde(default)]
+    session_id: Option<String>,
+    #[serde(default)]
+    resume_token: Option<String>,
+    #[serde(default)]
+    last_seq: Option<u64>,
 }
 
 impl RawClient<'_> {
@@ -97,6 +115,11 @@ impl RawClient<'_> {
             "chat" => ClientMessage::Chat { text: need(self.text, "text")? },
             "end_call" => ClientMessage::EndCall {},
             "ping" => ClientMessage::Ping {},
+            "resume" => ClientMessage::Resume {
+                session_id: need(self.session_id, "sessionId")?,
+                resume_token: need(self.resume_token, "resumeToken")?,
+                last_seq: self.last_seq.ok_or_else(|| missing("lastSeq"))?,
+            },
             "stats" => ClientMessage::Stats {
                 sample: StatsSample {
                     timestamp: self.timestamp.ok_or_else(|| missing("timestamp"))?,
@@ -186,6 +209,19 @@ pub enum ClientMessage {
     /// Liveness check; answered with `pong`.
     #[serde(rename = "ping")]
     Ping {},
+    /// Take a session back after the connection dropped.
+    #[serde(rename = "resume")]
+    Resume {
+        /// The session (`sessionId` from `joined`).
+        #[serde(rename = "sessionId")]
+        session_id: String,
+        /// The secret from `joined`.
+        #[serde(rename = "resumeToken")]
+        resume_token: String,
+        /// The last `seq` the client received.
+        #[serde(rename = "lastSeq")]
+        last_seq: u64,
+    },
     /// Connection statistics (getStats), for quality scoring and audio-only fallback.
     #[serde(rename = "stats")]
     Stats {
@@ -397,6 +433,8 @@ pub enum ServerMessage<'a> {
         peer_id: &'a PeerId,
         /// This session's id (the same value as `peerId`).
         session_id: &'a PeerId,
+        /// Secret that lets this session be resumed on a new connection.
+        resume_token: &'a str,
         /// The other peers' ids (seed 002).
         peers: Vec<&'a PeerId>,
         /// Everyone in the room, this session included.
@@ -498,6 +536,39 @@ pub enum ServerMessage<'a> {
         reference: Option<&'a Value>,
         /// Server clock, unix milliseconds.
         server_time: i64,
+    },
+    /// Answer to `resume`: replayed frames follow. Its `seq` is the client's `lastSeq` (it does
+    /// not take a number of its own).
+    #[serde(rename = "resumed", rename_all = "camelCase")]
+    Resumed {
+        /// The room.
+        room_id: &'a RoomId,
+        /// The session.
+        session_id: &'a PeerId,
+        /// Frames replayed after this one.
+        replayed: usize,
+    },
+    /// The session could not be resumed; join afresh.
+    #[serde(rename = "resume_failed")]
+    ResumeFailed {
+        /// `expired`, `too_far_behind`, `unknown_session`, `invalid_token`.
+        reason: &'a str,
+        /// A sentence.
+        message: &'a str,
+    },
+    /// A peer's connection dropped; it may resume within the grace period.
+    #[serde(rename = "peer_disconnected", rename_all = "camelCase")]
+    PeerDisconnected {
+        /// Whose.
+        peer_id: &'a PeerId,
+    },
+    /// A peer resumed its session; restart ICE with it, its network path may have changed.
+    #[serde(rename = "peer_resumed", rename_all = "camelCase")]
+    PeerResumed {
+        /// Whose.
+        peer_id: &'a PeerId,
+        /// Always true: the peer's address may differ.
+        ice_restart: bool,
     },
     /// A peer's connection quality, from its latest `stats` (to everyone in the room).
     #[serde(rename = "connection_quality", rename_all = "camelCase")]

@@ -40,6 +40,8 @@ pub struct RoomConfig {
     pub lease: Option<LeaseSettings>,
     /// When a peer falls back to audio only, and back.
     pub fallback: FallbackPolicy,
+    /// How long a session whose connection dropped stays in the room, resumable.
+    pub resume_grace: Duration,
 }
 
 /// How a clustered room holds its lease.
@@ -201,6 +203,35 @@ pub enum RoomMsg {
     RenewLease,
     /// Try again to record leaves the database refused (a timer sends it).
     RetryLeaves,
+    /// A session's connection dropped without `leave`: keep it, resumable, for the grace period.
+    Disconnected {
+        /// The session.
+        peer: PeerId,
+        /// The connection that dropped (a newer one may have taken the session over).
+        conn: ConnId,
+    },
+    /// The grace period of a disconnected session ended (sent by its timer).
+    GraceExpired {
+        /// The session.
+        peer: PeerId,
+        /// Which disconnect the timer was for.
+        disconnects: u64,
+    },
+    /// A new connection takes a session over and gets what it missed.
+    Resume {
+        /// The session.
+        peer: PeerId,
+        /// The user of the new connection's token (must be the session's).
+        user: UserId,
+        /// The new connection.
+        conn: ConnId,
+        /// The session's secret, from `joined`.
+        token: String,
+        /// The last frame the client received.
+        last_seq: u64,
+        /// `Ok`, or the reason code and a sentence for `resume_failed`.
+        reply: RpcReplyPort<Result<(), (String, String)>>,
+    },
     /// A frame the sender's connection made itself (a pong, an error) to number in its session
     /// sequence and deliver back to it.
     Echo {
@@ -230,6 +261,8 @@ struct Member {
     connected: bool,
     /// Bumped at every disconnect, so a grace timer knows whether it is still current.
     disconnects: u64,
+    /// Secret a new connection presents to take this session over.
+    resume_token: String,
     outbox: Outbox,
     overlay: Option<Overlay>,
     actor: ActorRef<ParticipantMsg>,
@@ -357,6 +390,16 @@ impl Actor for Room {
             RoomMsg::RenewLease => Box::pin(renew_lease(&myself, state)).await,
             RoomMsg::RetryLeaves => Box::pin(retry_leaves(&myself, state)).await,
             RoomMsg::Echo { from, body } => state.send_to_peer(&from, &body, None),
+            RoomMsg::Disconnected { peer, conn } => disconnected(&myself, state, &peer, &conn).await?,
+            RoomMsg::GraceExpired { peer, disconnects } => {
+                let expired = state.member(&peer).is_some_and(|m| !m.connected && m.disconnects == disconnects);
+                if expired {
+                    Box::pin(leave(&myself, state, &peer, "disconnected")).await?;
+                }
+            }
+            RoomMsg::Resume { peer, user, conn, token, last_seq, reply } => {
+                let _ = reply.send(resume(state, &peer, &user, conn, &token, last_seq));
+            }
             RoomMsg::Stats { from, sample, reference } => {
                 Box::pin(stats(state, &from, sample, reference.as_ref())).await
             }
@@ -454,6 +497,7 @@ async fn start_room(myself: ActorRef<RoomMsg>, args: RoomArgs) -> Result<RoomSta
             conn: p.conn_id,
             connected: true,
             disconnects: 0,
+            resume_token: random_id() + &random_id(),
             outbox: Outbox::starting_at(1),
             overlay: None,
             actor,
@@ -621,6 +665,7 @@ async fn join(myself: &ActorRef<RoomMsg>, state: &mut RoomState, req: JoinReques
         conn: req.conn.clone(),
         connected: true,
         disconnects: 0,
+        resume_token: random_id() + &random_id(),
         outbox: Outbox::starting_at(req.first_seq),
         overlay: None,
         actor,
@@ -632,6 +677,7 @@ async fn join(myself: &ActorRef<RoomMsg>, state: &mut RoomState, req: JoinReques
         room_id: &state.id,
         peer_id: &peer_id,
         session_id: &peer_id,
+        resume_token: &state.members[state.members.len() - 1].resume_token,
         peers: state.members.iter().map(|m| &m.info.peer_id).filter(|p| *p != &peer_id).collect(),
         participants: state.members.iter().map(|m| &m.info).collect(),
         ice_servers: &req.ice_servers,
@@ -956,4 +1002,61 @@ fn round1(v: f64) -> f64 {
 
 fn round2(v: f64) -> f64 {
     (v * 100.0).round() / 100.0
+}
+
+async fn disconnected(
+    myself: &ActorRef<RoomMsg>,
+    state: &mut RoomState,
+    peer: &PeerId,
+    conn: &ConnId,
+) -> Result<(), ActorProcessingErr> {
+    let grace = state.ctx.config.resume_grace;
+    let Some(m) = state.member_mut(peer) else { return Ok(()) };
+    if &m.conn != conn || !m.connected {
+        return Ok(());
+    }
+    if grace.is_zero() {
+        return Box::pin(leave(myself, state, peer, "disconnected")).await;
+    }
+    m.connected = false;
+    m.disconnects += 1;
+    let (peer_id, disconnects) = (peer.clone(), m.disconnects);
+    myself.send_after(grace, move || RoomMsg::GraceExpired { peer: peer_id, disconnects });
+    state.broadcast(ServerMessage::PeerDisconnected { peer_id: peer }.to_body(), Some(peer));
+    Ok(())
+}
+
+fn resume(
+    state: &mut RoomState,
+    peer: &PeerId,
+    user: &UserId,
+    conn: ConnId,
+    token: &str,
+    last_seq: u64,
+) -> Result<(), (String, String)> {
+    let fail = |reason: &str, message: &str| Err((reason.to_owned(), message.to_owned()));
+    let Some(idx) = state.members.iter().position(|m| &m.info.peer_id == peer) else {
+        return fail("expired", "the session has ended (its grace period is over); join again");
+    };
+    let m = &state.members[idx];
+    if &m.info.user_id != user || m.resume_token != token {
+        return fail("invalid_token", "the resume token does not match the session");
+    }
+    let Some(missed) = m.outbox.after(last_seq) else {
+        return fail("too_far_behind", "frames after lastSeq are no longer kept; join again");
+    };
+    let m = &mut state.members[idx];
+    m.conn = conn.clone();
+    m.connected = true;
+    m.disconnects += 1;
+    // `resumed` carries the client's lastSeq: it does not take a number, the replay follows it.
+    let resumed = ServerMessage::Resumed { room_id: &state.id, session_id: peer, replayed: missed.len() }.to_body();
+    let edge = state.ctx.edge.clone();
+    edge.deliver(&conn, Frame { body: with_seq(last_seq, &resumed).into(), received_at: None, seq: Some(last_seq) });
+    for (seq, body) in missed {
+        edge.deliver(&conn, Frame { body, received_at: None, seq: Some(seq) });
+    }
+    metrics::counter!("switchboard_resumes_total").increment(1);
+    state.broadcast(ServerMessage::PeerResumed { peer_id: peer, ice_restart: true }.to_body(), Some(peer));
+    Ok(())
 }

@@ -86,6 +86,8 @@ pub enum RoomCmd {
     Stats { from: String, sample: String, reference: Option<String> },
     /// See [`RoomMsg::Echo`].
     Echo { from: String, body: String },
+    /// See [`RoomMsg::Disconnected`].
+    Disconnected { peer: String, conn: String },
 }
 
 fn json_text(v: &Option<Value>) -> Option<String> {
@@ -133,6 +135,9 @@ impl RoomCmd {
                 RoomCmd::EndCall { from: from.to_string(), reference: json_text(reference) }
             }
             RoomMsg::Echo { from, body } => RoomCmd::Echo { from: from.to_string(), body: body.clone() },
+            RoomMsg::Disconnected { peer, conn } => {
+                RoomCmd::Disconnected { peer: peer.to_string(), conn: conn.to_string() }
+            }
             RoomMsg::Stats { from, sample, reference } => RoomCmd::Stats {
                 from: from.to_string(),
                 sample: serde_json::to_string(sample).ok()?,
@@ -177,6 +182,9 @@ impl RoomCmd {
                 RoomMsg::EndCall { from: PeerId::new(from), reference: json_value(&reference) }
             }
             RoomCmd::Echo { from, body } => RoomMsg::Echo { from: PeerId::new(from), body },
+            RoomCmd::Disconnected { peer, conn } => {
+                RoomMsg::Disconnected { peer: PeerId::new(peer), conn: ConnId::new(conn) }
+            }
             RoomCmd::Stats { from, sample, reference } => RoomMsg::Stats {
                 from: PeerId::new(from),
                 sample: serde_json::from_str(&sample).ok()?,
@@ -196,6 +204,26 @@ pub enum HostMsg {
     ToRoom(String, String, Bincode<RoomCmd>),
     /// Take over a room handed off by a draining node: start it here from the database.
     Adopt(String),
+    /// A new connection resumes a session of a room this node owns.
+    #[rpc]
+    Resume(Bincode<ResumeCmd>, RpcReplyPort<Bincode<JoinOutcome>>),
+}
+
+/// A resume forwarded to the room's owner.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct ResumeCmd {
+    /// The room.
+    pub room: String,
+    /// The session.
+    pub peer: String,
+    /// The new connection's user.
+    pub user: String,
+    /// The new connection.
+    pub conn: String,
+    /// The session's secret.
+    pub token: String,
+    /// The last frame the client received.
+    pub last_seq: u64,
 }
 
 /// Messages of a node's edge link.
@@ -268,6 +296,12 @@ impl Actor for RoomHost {
                     let _ = reply.send(Bincode(remote_join(rooms, cmd.0).await));
                 });
             }
+            HostMsg::Resume(cmd, reply) => {
+                let rooms = state.rooms.clone();
+                tokio::spawn(async move {
+                    let _ = reply.send(Bincode(remote_resume(rooms, cmd.0).await));
+                });
+            }
             HostMsg::ToRoom(room, conn, cmd) => to_local_room(state, RoomId::new(room), ConnId::new(conn), cmd.0).await,
             HostMsg::Adopt(room) => {
                 if !state.draining.load(Ordering::Acquire) {
@@ -293,6 +327,32 @@ impl Actor for RoomHost {
         }
         Ok(())
     }
+}
+
+/// Resumes a session in a room running on this node.
+pub async fn local_resume(rooms: ActorRef<RoomSupervisorMsg>, cmd: ResumeCmd) -> JoinOutcome {
+    let room = RoomId::new(&cmd.room);
+    let found = rooms.call(|reply| RoomSupervisorMsg::Lookup { room, reply }, Some(Duration::from_secs(5))).await;
+    let Ok(CallResult::Success(Some(actor))) = found else {
+        return Err(("expired".into(), "the session's room is no longer running; join again".into()));
+    };
+    let msg = |reply| RoomMsg::Resume {
+        peer: PeerId::new(&cmd.peer),
+        user: UserId::new(&cmd.user),
+        conn: ConnId::new(&cmd.conn),
+        token: cmd.token.clone(),
+        last_seq: cmd.last_seq,
+        reply,
+    };
+    match actor.call(msg, Some(Duration::from_secs(10))).await {
+        Ok(CallResult::Success(Ok(()))) => Ok(cmd.peer.clone()),
+        Ok(CallResult::Success(Err(e))) => Err(e),
+        _ => Err(("expired".into(), "the session's room did not answer; join again".into())),
+    }
+}
+
+async fn remote_resume(rooms: ActorRef<RoomSupervisorMsg>, cmd: ResumeCmd) -> JoinOutcome {
+    local_resume(rooms, cmd).await
 }
 
 async fn remote_join(rooms: ActorRef<RoomSupervisorMsg>, cmd: JoinCmd) -> JoinOutcome {

@@ -23,6 +23,7 @@ use switchboard_actors::ports::{Frame, now_ms};
 use switchboard_actors::protocol::{ClientMessage, MAX_NAME_CHARS, RelayKind, ServerMessage, parse_client, with_seq};
 use switchboard_actors::room::{JoinRequest, RelayPayload, RoomMsg};
 use switchboard_actors::{ConnId, ErrorCode, PeerId, RoomId, UserId};
+use switchboard_cluster::routing::ResumeCmd;
 
 /// Close codes (RFC 6455).
 pub mod close_code {
@@ -67,6 +68,8 @@ pub struct ConnectionState {
     reroutes: u32,
     /// Added to the room's frame numbers after the room restarted or moved (see `write_numbered`).
     seq_offset: u64,
+    /// Closed for abuse (flood, oversized frame): its session ends instead of waiting for a resume.
+    abusive: bool,
 }
 
 /// Messages a connection handles.
@@ -144,6 +147,7 @@ impl Actor for Connection {
             joined: None,
             reroutes: 0,
             seq_offset: 0,
+            abusive: false,
         })
     }
 
@@ -151,7 +155,13 @@ impl Actor for Connection {
         state.app.edge.unregister(&state.conn_id);
         metrics::gauge!("switchboard_ws_connections").decrement(1.0);
         if let Some(mut j) = state.joined.take() {
-            let leave = RoomMsg::Leave { peer: j.peer, reason: "disconnected".into() };
+            // A dropped connection keeps its session for the grace period (the client may
+            // resume); one closed for abuse leaves at once.
+            let leave = if state.abusive {
+                RoomMsg::Leave { peer: j.peer, reason: "disconnected".into() }
+            } else {
+                RoomMsg::Disconnected { peer: j.peer, conn: state.conn_id.clone() }
+            };
             let _ = Box::pin(routing::send(&state.app, &mut j.room, &j.room_id, &state.conn_id, leave)).await;
         }
         Ok(())
@@ -180,6 +190,7 @@ impl Actor for Connection {
             }
             ConnectionMsg::Refuse { code, message } => send_error(&myself, state, code, &message, None).await,
             ConnectionMsg::Close { code, reason } => {
+                state.abusive = matches!(code, close_code::POLICY | close_code::TOO_BIG);
                 let frame = CloseFrame { code, reason: reason.into() };
                 let _ =
                     tokio::time::timeout(Duration::from_secs(2), state.sink.send(Message::Close(Some(frame)))).await;
@@ -306,7 +317,7 @@ fn is_too_big(e: axum::Error) -> bool {
 /// moved numbers afresh; the client must still see `seq` rise by one, so from then on this
 /// connection shifts the room's numbers by a fixed offset.
 async fn write_numbered(myself: &ActorRef<ConnectionMsg>, state: &mut ConnectionState, seq: u64, body: &str) {
-    if seq + state.seq_offset <= state.seq {
+    if state.seq > 0 && seq + state.seq_offset <= state.seq {
         state.seq_offset = state.seq + 1 - seq;
     }
     let shifted = seq + state.seq_offset;
@@ -385,6 +396,9 @@ async fn inbound(myself: &ActorRef<ConnectionMsg>, state: &mut ConnectionState, 
         ClientMessage::Join { room_id, display_name } => {
             return join(myself, state, room_id, display_name, reference, received_at).await;
         }
+        ClientMessage::Resume { session_id, resume_token, last_seq } => {
+            return Box::pin(resume(myself, state, session_id, resume_token, last_seq, reference)).await;
+        }
         ClientMessage::Overlay { overlay } => {
             if let Err(problem) = overlay.validate() {
                 return send_error(myself, state, ErrorCode::InvalidMessage, &problem, reference.as_ref()).await;
@@ -421,7 +435,8 @@ async fn inbound(myself: &ActorRef<ConnectionMsg>, state: &mut ConnectionState, 
                 ClientMessage::EndCall {} => RoomMsg::EndCall { from, reference },
                 ClientMessage::Stats { sample } => RoomMsg::Stats { from, sample, reference },
                 // Handled above.
-                ClientMessage::Ping {}
+                ClientMessage::Resume { .. }
+                | ClientMessage::Ping {}
                 | ClientMessage::Join { .. }
                 | ClientMessage::Overlay { .. }
                 | ClientMessage::Leave {} => return,
@@ -455,6 +470,7 @@ fn message_type(m: &ClientMessage) -> &'static str {
         ClientMessage::EndCall {} => "end_call",
         ClientMessage::Ping {} => "ping",
         ClientMessage::Stats { .. } => "stats",
+        ClientMessage::Resume { .. } => "resume",
     }
 }
 
@@ -574,6 +590,38 @@ async fn join(
             state.joined = Some(Joined { room_id, peer, room });
         }
         Err((code, message)) => send_error(myself, state, code, &message, r).await,
+    }
+}
+
+async fn resume(
+    myself: &ActorRef<ConnectionMsg>,
+    state: &mut ConnectionState,
+    session_id: String,
+    token: String,
+    last_seq: u64,
+    reference: Option<Value>,
+) {
+    if let Some(j) = &state.joined {
+        let message = format!("already in room {}; resume on a new connection", j.room_id);
+        return send_error(myself, state, ErrorCode::AlreadyJoined, &message, reference.as_ref()).await;
+    }
+    let failed = |reason: &str, message: &str| ServerMessage::ResumeFailed { reason, message }.to_body();
+    let room = match state.app.store.session_room(&session_id).await {
+        Ok(Some(room)) => RoomId::new(room),
+        Ok(None) => return write(myself, state, &failed("expired", "the session has ended; join again")).await,
+        Err(_) => return write(myself, state, &failed("unavailable", "the database is unreachable; try again")).await,
+    };
+    let cmd = ResumeCmd {
+        room: room.to_string(),
+        peer: session_id.clone(),
+        user: state.claims.sub.clone(),
+        conn: state.conn_id.to_string(),
+        token,
+        last_seq,
+    };
+    match routing::resume(&state.app, &room, cmd).await {
+        Ok(handle) => state.joined = Some(Joined { room_id: room, peer: PeerId::new(session_id), room: handle }),
+        Err((reason, message)) => write(myself, state, &failed(&reason, &message)).await,
     }
 }
 

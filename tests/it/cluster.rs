@@ -511,3 +511,36 @@ async fn a_rolling_restart_keeps_the_call_going() {
         v["rooms"].as_array().and_then(|r| r.iter().find(|x| x["roomId"] == room.as_str()).cloned()).expect("lease");
     assert_ne!(lease["nodeId"], "n3", "{lease}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_session_resumes_on_another_node() {
+    use crate::resume::{drop_connection, resume};
+    use crate::support::node_token;
+    use serde_json::json;
+    let Some(db) = fresh_postgres("a_session_resumes_on_another_node").await else { return };
+    let (n1, _d1) = member(&db, "n1", &[], &[]);
+    let (n2, _d2) = member(&db, "n2", &[&n1], &[]);
+    let (n3, _d3) = member(&db, "n3", &[&n1], &[]);
+    formed(&[&n1, &n2, &n3]).await;
+    let room = room_on("n3", "roam");
+    let (mut alice, _) = join_at(n3.addr, "alice", &room).await;
+    let (bob, joined) = join_at(n1.addr, "bob", &room).await;
+    let resume_token = joined["resumeToken"].as_str().expect("token").to_owned();
+    alice.recv_type("peer_joined").await;
+
+    let (bob_id, last_seq) = drop_connection(bob);
+    alice.recv_type("peer_disconnected").await;
+    alice.send(json!({"type": "offer", "peerId": bob_id, "sdp": "while-away"})).await;
+
+    // Bob comes back through another node.
+    let bob_token = node_token(n2.addr, "bob").await;
+    let (mut bob, resumed) = resume(n2.addr, &bob_token, &bob_id, &resume_token, last_seq).await;
+    assert_eq!(resumed["type"], "resumed", "{resumed}");
+    let missed = bob.recv().await;
+    assert_eq!((missed["sdp"].as_str(), missed["seq"].as_u64()), (Some("while-away"), Some(last_seq + 1)));
+    alice.recv_type("peer_resumed").await;
+    bob.send(json!({"type": "answer", "peerId": alice.peer_id, "sdp": "from-n2"})).await;
+    assert_eq!(alice.recv_type("answer").await["sdp"], "from-n2");
+    alice.send(json!({"type": "offer", "peerId": bob_id, "sdp": "to-n2"})).await;
+    assert_eq!(bob.recv_type("offer").await["sdp"], "to-n2");
+}

@@ -9,6 +9,7 @@ mod http_api;
 mod outage;
 mod quality;
 mod restart;
+mod resume;
 mod room_crash;
 mod signaling;
 mod store;

@@ -1,0 +1,107 @@
+//! Session resume: a client whose connection dropped takes its session back on a new
+//! connection, gets what it missed in order with the original `seq`, and its peers are told to
+//! restart ICE. After the grace period the session is gone and a fresh join works.
+
+use crate::support::{Client, TestServer};
+use serde_json::{Value, json};
+
+/// Drops the client's socket without a close handshake (a lost network); returns its session
+/// and the last `seq` it received.
+pub(crate) fn drop_connection(c: Client) -> (String, u64) {
+    let Client { ws, peer_id, last_seq } = c;
+    drop(ws);
+    (peer_id, last_seq)
+}
+
+/// Sends `resume` on a new connection; returns the client and the first frame it got.
+pub(crate) async fn resume(
+    addr: std::net::SocketAddr,
+    token: &str,
+    session: &str,
+    resume_token: &str,
+    last_seq: u64,
+) -> (Client, Value) {
+    let mut c = Client::connect(addr, token).await;
+    c.send(json!({"type": "resume", "sessionId": session, "resumeToken": resume_token, "lastSeq": last_seq})).await;
+    // `resumed` carries the client's lastSeq; the replay continues from there.
+    c.last_seq = last_seq.saturating_sub(1);
+    let first = c.recv().await;
+    (c, first)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_dropped_client_resumes_and_gets_what_it_missed() {
+    let mut s = TestServer::start().await;
+    let (mut alice, _) = s.joined("alice", "resume-room").await;
+    let bob_token = s.token(json!({"userId": "bob"})).await;
+    let mut bob = Client::connect(s.addr, &bob_token).await;
+    bob.send(json!({"type": "join", "roomId": "resume-room"})).await;
+    let joined = bob.recv_type("joined").await;
+    bob.peer_id = joined["peerId"].as_str().expect("peer").to_owned();
+    let resume_token = joined["resumeToken"].as_str().expect("resumeToken").to_owned();
+    assert_eq!(joined["sessionId"], bob.peer_id.as_str());
+    alice.recv_type("peer_joined").await;
+
+    let (bob_id, last_seq) = drop_connection(bob);
+    assert_eq!(alice.recv_type("peer_disconnected").await["peerId"], bob_id.as_str());
+    // Bob misses these.
+    alice.send(json!({"type": "offer", "peerId": bob_id, "sdp": "missed-offer"})).await;
+    alice.send(json!({"type": "chat", "text": "missed chat"})).await;
+    alice.recv_type("chat").await;
+
+    let (mut bob, resumed) = resume(s.addr, &bob_token, &bob_id, &resume_token, last_seq).await;
+    assert_eq!(resumed["type"], "resumed", "{resumed}");
+    assert_eq!(resumed["seq"], last_seq);
+    assert_eq!(resumed["replayed"], 2);
+    let offer = bob.recv().await;
+    assert_eq!((offer["type"].as_str(), offer["sdp"].as_str()), (Some("offer"), Some("missed-offer")));
+    assert_eq!(offer["seq"], last_seq + 1, "original numbering");
+    let chat = bob.recv().await;
+    assert_eq!(chat["message"]["text"], "missed chat");
+    let back = alice.recv_type("peer_resumed").await;
+    assert_eq!((back["peerId"].as_str(), back["iceRestart"].as_bool()), (Some(bob_id.as_str()), Some(true)));
+
+    // The session goes on: same peer id, both ways.
+    alice.send(json!({"type": "offer", "peerId": bob_id, "sdp": "after-resume"})).await;
+    assert_eq!(bob.recv_type("offer").await["sdp"], "after-resume");
+    bob.send(json!({"type": "answer", "peerId": alice.peer_id, "sdp": "answer"})).await;
+    assert_eq!(alice.recv_type("answer").await["sdp"], "answer");
+
+    // Another user cannot take the session, nor a wrong token.
+    let eve = s.token(json!({"userId": "eve"})).await;
+    let (_, failed) = resume(s.addr, &eve, &bob_id, &resume_token, 0).await;
+    assert_eq!((failed["type"].as_str(), failed["reason"].as_str()), (Some("resume_failed"), Some("invalid_token")));
+    let (_, failed) = resume(s.addr, &bob_token, &bob_id, "not-the-token", 0).await;
+    assert_eq!(failed["reason"], "invalid_token");
+    s.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn after_the_grace_period_resume_fails_and_a_fresh_join_works() {
+    let mut s = TestServer::start_with(|c| c.rooms.resume_grace = std::time::Duration::from_millis(300)).await;
+    let (mut alice, _) = s.joined("alice", "grace-room").await;
+    let bob_token = s.token(json!({"userId": "bob"})).await;
+    let mut bob = Client::connect(s.addr, &bob_token).await;
+    bob.send(json!({"type": "join", "roomId": "grace-room"})).await;
+    let joined = bob.recv_type("joined").await;
+    let (bob_id, resume_token) = (
+        joined["peerId"].as_str().expect("peer").to_owned(),
+        joined["resumeToken"].as_str().expect("token").to_owned(),
+    );
+    bob.peer_id = bob_id.clone();
+    let (_, last_seq) = drop_connection(bob);
+    alice.recv_type("peer_disconnected").await;
+    let left = alice.recv_type("peer_left").await;
+    assert_eq!((left["peerId"].as_str(), left["reason"].as_str()), (Some(bob_id.as_str()), Some("disconnected")));
+
+    let (mut bob, failed) = resume(s.addr, &bob_token, &bob_id, &resume_token, last_seq).await;
+    assert_eq!(
+        (failed["type"].as_str(), failed["reason"].as_str()),
+        (Some("resume_failed"), Some("expired")),
+        "{failed}"
+    );
+    bob.send(json!({"type": "join", "roomId": "grace-room"})).await;
+    let fresh = bob.recv_type("joined").await;
+    assert_ne!(fresh["peerId"], bob_id.as_str(), "a new session");
+    s.stop().await;
+}
