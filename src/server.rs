@@ -206,6 +206,10 @@ async fn wait_for_clients(app: &App, deadline: Instant) {
 async fn drain(app: &App, deadline: Instant) {
     app.edge.goaway_all("node draining");
     wait_for_clients(app, deadline).await;
+    // This node's connections are gone: leaving the edge group tells the other nodes so, and
+    // the rooms that move keep those sessions as disconnected (resumable elsewhere).
+    let group = edge_group(&app.config.node_id);
+    ractor::pg::leave(group.clone(), ractor::pg::get_local_members(&group));
     let handed = match app.rooms.call(RoomSupervisorMsg::Handoff, Some(Duration::from_secs(15))).await {
         Ok(CallResult::Success(rooms)) => rooms,
         _ => Vec::new(),

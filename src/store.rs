@@ -384,7 +384,7 @@ impl RoomStore for Store {
         let row =
             self.room(room.as_str()).await?.ok_or_else(|| StoreError::Corrupt(format!("room {room} vanished")))?;
         let rows = sqlx::query(
-            "SELECT id, user_id, display_name, conn_id, media, joined_at FROM sessions \
+            "SELECT id, user_id, display_name, conn_id, media, joined_at, resume_token FROM sessions \
              WHERE room_id = $1 AND left_at IS NULL ORDER BY joined_at, id",
         )
         .bind(room.as_str())
@@ -400,6 +400,7 @@ impl RoomStore for Store {
                 conn_id: ConnId::new(r.get::<String, _>(3)),
                 media: serde_json::from_str(&r.get::<String, _>(4)).unwrap_or_else(|_| MediaState::initial()),
                 joined_at: r.get(5),
+                resume_token: r.get::<Option<String>, _>(6).unwrap_or_default(),
             })
             .collect();
         let next_chat_seq: i64 = sqlx::query("SELECT COALESCE(MAX(seq), 0) + 1 FROM chat_messages WHERE room_id = $1")
@@ -436,8 +437,8 @@ impl RoomStore for Store {
             apply_call_change(&mut tx, room, c, now).await?;
         }
         sqlx::query(
-            "INSERT INTO sessions (id, room_id, call_id, user_id, display_name, node_id, conn_id, media, joined_at) \
-             VALUES ($1, $2, (SELECT current_call_id FROM rooms WHERE id = $2), $3, $4, $5, $6, $7, $8)",
+            "INSERT INTO sessions (id, room_id, call_id, user_id, display_name, node_id, conn_id, media, joined_at, \
+             resume_token) VALUES ($1, $2, (SELECT current_call_id FROM rooms WHERE id = $2), $3, $4, $5, $6, $7, $8, $9)",
         )
         .bind(p.peer_id.as_str())
         .bind(room.as_str())
@@ -447,6 +448,7 @@ impl RoomStore for Store {
         .bind(p.conn_id.as_str())
         .bind(serde_json::to_string(&p.media).unwrap_or_default())
         .bind(p.joined_at)
+        .bind(&p.resume_token)
         .execute(&mut *tx)
         .await
         .map_err(db)?;

@@ -83,6 +83,8 @@ pub struct StoredParticipant {
     pub media: MediaState,
     /// Join time, unix milliseconds.
     pub joined_at: i64,
+    /// The session's resume secret.
+    pub resume_token: String,
 }
 
 /// Everything a room needs to (re)start.

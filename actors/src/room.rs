@@ -263,6 +263,9 @@ struct Member {
     disconnects: u64,
     /// Secret a new connection presents to take this session over.
     resume_token: String,
+    /// Loaded by this room instance (after a restart or move) and not resumed since: the
+    /// client's `lastSeq` counts the old room's frames, so everything kept here is new to it.
+    adopted: bool,
     outbox: Outbox,
     overlay: Option<Overlay>,
     actor: ActorRef<ParticipantMsg>,
@@ -478,9 +481,11 @@ async fn start_room(myself: ActorRef<RoomMsg>, args: RoomArgs) -> Result<RoomSta
     };
     let mut gone = Vec::new();
     for p in stored.participants {
-        if !ctx.edge.is_connected(&p.conn_id) {
-            gone.push(p.peer_id);
-            continue;
+        // A session whose connection is gone (its node died, or it dropped while the room was
+        // down) is kept for the grace period, resumable, like any dropped session.
+        let connected = ctx.edge.is_connected(&p.conn_id);
+        if !connected {
+            gone.push(p.peer_id.clone());
         }
         let actor = spawn_participant(&myself, &state, p.peer_id.clone(), p.media.clone()).await?;
         let info = ParticipantInfo {
@@ -495,19 +500,21 @@ async fn start_room(myself: ActorRef<RoomMsg>, args: RoomArgs) -> Result<RoomSta
         state.members.push(Member {
             info,
             conn: p.conn_id,
-            connected: true,
-            disconnects: 0,
-            resume_token: random_id() + &random_id(),
+            connected,
+            disconnects: u64::from(!connected),
+            resume_token: p.resume_token,
+            adopted: true,
             outbox: Outbox::starting_at(1),
             overlay: None,
             actor,
             restarts: RestartTracker::default(),
         });
     }
-    // Sessions whose connection closed while the room was down leave now.
+    let grace = ctx.config.resume_grace;
     for peer in gone {
-        record_leave(&mut state, &peer, "disconnected").await?;
-        state.broadcast(ServerMessage::PeerLeft { peer_id: &peer, reason: "disconnected" }.to_body(), None);
+        let body = ServerMessage::PeerDisconnected { peer_id: &peer }.to_body();
+        state.broadcast(body, Some(&peer));
+        myself.send_after(grace, move || RoomMsg::GraceExpired { peer, disconnects: 1 });
     }
     tracing::debug!(room_id = %state.id, present = state.members.len(), status = %state.status, "room started");
     after_presence_change(&myself, &mut state);
@@ -637,7 +644,9 @@ async fn join(myself: &ActorRef<RoomMsg>, state: &mut RoomState, req: JoinReques
     }
     let peer_id = PeerId::new(random_id());
     let media = MediaState::initial();
+    let resume_token = random_id() + &random_id();
     let stored = StoredParticipant {
+        resume_token: resume_token.clone(),
         peer_id: peer_id.clone(),
         user_id: req.user.clone(),
         display_name: req.display_name.clone(),
@@ -665,7 +674,8 @@ async fn join(myself: &ActorRef<RoomMsg>, state: &mut RoomState, req: JoinReques
         conn: req.conn.clone(),
         connected: true,
         disconnects: 0,
-        resume_token: random_id() + &random_id(),
+        resume_token,
+        adopted: false,
         outbox: Outbox::starting_at(req.first_seq),
         overlay: None,
         actor,
@@ -1042,12 +1052,14 @@ fn resume(
     if &m.info.user_id != user || m.resume_token != token {
         return fail("invalid_token", "the resume token does not match the session");
     }
-    let Some(missed) = m.outbox.after(last_seq) else {
+    let missed = if m.adopted { m.outbox.after(0) } else { m.outbox.after(last_seq) };
+    let Some(missed) = missed else {
         return fail("too_far_behind", "frames after lastSeq are no longer kept; join again");
     };
     let m = &mut state.members[idx];
     m.conn = conn.clone();
     m.connected = true;
+    m.adopted = false;
     m.disconnects += 1;
     // `resumed` carries the client's lastSeq: it does not take a number, the replay follows it.
     let resumed = ServerMessage::Resumed { room_id: &state.id, session_id: peer, replayed: missed.len() }.to_body();

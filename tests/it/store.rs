@@ -18,6 +18,7 @@ fn participant(peer: &str, user: &str) -> StoredParticipant {
         conn_id: ConnId::new(format!("conn-{peer}")),
         media: MediaState::initial(),
         joined_at: now_ms(),
+        resume_token: format!("token-{peer}"),
     }
 }
 
