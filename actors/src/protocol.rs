@@ -528,6 +528,14 @@ pub enum ServerMessage<'a> {
         /// The call session.
         call_id: Option<&'a str>,
     },
+    /// The room accepted the client message with this `id` (sent only for messages that carry
+    /// one: offers, answers, candidates, control, chat, `end_call`, stats).
+    #[serde(rename = "ack")]
+    Ack {
+        /// The message's `id`.
+        #[serde(rename = "ref")]
+        reference: &'a Value,
+    },
     /// Answer to `ping`.
     #[serde(rename = "pong", rename_all = "camelCase")]
     Pong {

@@ -266,6 +266,8 @@ struct Member {
     /// Loaded by this room instance (after a restart or move) and not resumed since: the
     /// client's `lastSeq` counts the old room's frames, so everything kept here is new to it.
     adopted: bool,
+    /// The `id`s of the session's latest messages, to drop re-sent ones.
+    seen_ids: VecDeque<String>,
     outbox: Outbox,
     overlay: Option<Overlay>,
     actor: ActorRef<ParticipantMsg>,
@@ -328,6 +330,8 @@ pub struct RoomState {
     pending_leaves: VecDeque<PendingLeave>,
     /// Delay before the next attempt to record them.
     retry_backoff: Duration,
+    /// Whether an error went to the sender while the current message was handled.
+    error_sent: bool,
 }
 
 struct PendingLeave {
@@ -372,14 +376,30 @@ impl Actor for Room {
             }
             RoomMsg::Leave { peer, reason } => Box::pin(leave(&myself, state, &peer, &reason)).await?,
             RoomMsg::Relay { from, to, kind, payload, reference, received_at } => {
-                relay(state, &from, &to, kind, &payload, reference.as_ref(), received_at)
+                if state.first_time(&from, reference.as_ref()) {
+                    relay(state, &from, &to, kind, &payload, reference.as_ref(), received_at);
+                    state.ack(&from, reference.as_ref());
+                }
             }
             RoomMsg::Control { from, action, reference } => {
-                Box::pin(control(state, &from, action, reference.as_ref())).await
+                if state.first_time(&from, reference.as_ref()) {
+                    Box::pin(control(state, &from, action, reference.as_ref())).await;
+                    state.ack(&from, reference.as_ref());
+                }
             }
             RoomMsg::Overlay { from, overlay } => set_overlay(state, &from, overlay),
-            RoomMsg::Chat { from, text, reference } => Box::pin(chat(state, &from, text, reference.as_ref())).await,
-            RoomMsg::EndCall { from, reference } => Box::pin(end_call(state, &from, reference.as_ref())).await,
+            RoomMsg::Chat { from, text, reference } => {
+                if state.first_time(&from, reference.as_ref()) {
+                    Box::pin(chat(state, &from, text, reference.as_ref())).await;
+                    state.ack(&from, reference.as_ref());
+                }
+            }
+            RoomMsg::EndCall { from, reference } => {
+                if state.first_time(&from, reference.as_ref()) {
+                    Box::pin(end_call(state, &from, reference.as_ref())).await;
+                    state.ack(&from, reference.as_ref());
+                }
+            }
             RoomMsg::Info(reply) => {
                 let _ = reply.send(info(state));
             }
@@ -404,7 +424,10 @@ impl Actor for Room {
                 let _ = reply.send(resume(state, &peer, &user, conn, &token, last_seq));
             }
             RoomMsg::Stats { from, sample, reference } => {
-                Box::pin(stats(state, &from, sample, reference.as_ref())).await
+                if state.first_time(&from, reference.as_ref()) {
+                    Box::pin(stats(state, &from, sample, reference.as_ref())).await;
+                    state.ack(&from, reference.as_ref());
+                }
             }
         }
         Ok(())
@@ -478,6 +501,7 @@ async fn start_room(myself: ActorRef<RoomMsg>, args: RoomArgs) -> Result<RoomSta
         lease_valid_until,
         pending_leaves: VecDeque::new(),
         retry_backoff: Duration::from_millis(200),
+        error_sent: false,
     };
     let mut gone = Vec::new();
     for p in stored.participants {
@@ -504,6 +528,7 @@ async fn start_room(myself: ActorRef<RoomMsg>, args: RoomArgs) -> Result<RoomSta
             disconnects: u64::from(!connected),
             resume_token: p.resume_token,
             adopted: true,
+            seen_ids: VecDeque::new(),
             outbox: Outbox::starting_at(1),
             overlay: None,
             actor,
@@ -594,7 +619,37 @@ impl RoomState {
         }
     }
 
+    /// Whether a client message with this `id` is new from this session (and remembers it). A
+    /// message seen before is only acknowledged again: re-sending is how clients make delivery
+    /// reliable, and it must not deliver twice.
+    fn first_time(&mut self, from: &PeerId, reference: Option<&Value>) -> bool {
+        let Some(id) = reference.map(Value::to_string) else { return true };
+        let Some(m) = self.member_mut(from) else { return true };
+        if m.seen_ids.contains(&id) {
+            metrics::counter!("switchboard_duplicates_dropped_total").increment(1);
+            let body = ServerMessage::Ack { reference: reference.unwrap_or(&Value::Null) }.to_body();
+            self.send_to_peer(from, &body, None);
+            return false;
+        }
+        m.seen_ids.push_back(id);
+        while m.seen_ids.len() > REPLAY_FRAMES {
+            m.seen_ids.pop_front();
+        }
+        self.error_sent = false;
+        true
+    }
+
+    /// Acknowledges a message with an `id` that the room accepted (no error was sent for it).
+    fn ack(&mut self, from: &PeerId, reference: Option<&Value>) {
+        if let Some(reference) = reference
+            && !self.error_sent
+        {
+            self.send_to_peer(from, &ServerMessage::Ack { reference }.to_body(), None);
+        }
+    }
+
     fn error_to(&mut self, peer: &PeerId, code: ErrorCode, message: &str, reference: Option<&Value>) {
+        self.error_sent = true;
         let body = ServerMessage::Error { code: code.as_str(), message, reference }.to_body();
         self.send_to_peer(peer, &body, None);
     }
@@ -676,6 +731,7 @@ async fn join(myself: &ActorRef<RoomMsg>, state: &mut RoomState, req: JoinReques
         disconnects: 0,
         resume_token,
         adopted: false,
+        seen_ids: VecDeque::new(),
         outbox: Outbox::starting_at(req.first_seq),
         overlay: None,
         actor,

@@ -105,3 +105,47 @@ async fn after_the_grace_period_resume_fails_and_a_fresh_join_works() {
     assert_ne!(fresh["peerId"], bob_id.as_str(), "a new session");
     s.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn acknowledged_messages_are_delivered_once_even_when_resent() {
+    let mut s = TestServer::start().await;
+    let alice_token = s.token(json!({"userId": "alice"})).await;
+    let mut alice = Client::connect(s.addr, &alice_token).await;
+    alice.send(json!({"type": "join", "roomId": "ack-room"})).await;
+    let joined = alice.recv_type("joined").await;
+    alice.peer_id = joined["peerId"].as_str().expect("peer").to_owned();
+    let alice_resume = joined["resumeToken"].as_str().expect("token").to_owned();
+    let (mut bob, _) = s.joined("bob", "ack-room").await;
+    alice.recv_type("peer_joined").await;
+
+    alice.send(json!({"type": "offer", "peerId": bob.peer_id, "sdp": "first", "id": "o1"})).await;
+    assert_eq!(alice.recv_type("ack").await["ref"], "o1");
+    assert_eq!(bob.recv_type("offer").await["sdp"], "first");
+    // The same id again (a client unsure it arrived): acknowledged, not delivered twice.
+    alice.send(json!({"type": "offer", "peerId": bob.peer_id, "sdp": "first", "id": "o1"})).await;
+    assert_eq!(alice.recv_type("ack").await["ref"], "o1");
+    alice.send(json!({"type": "offer", "peerId": bob.peer_id, "sdp": "second", "id": "o2"})).await;
+    assert_eq!(alice.recv_type("ack").await["ref"], "o2");
+    assert_eq!(bob.recv_type("offer").await["sdp"], "second", "no duplicate in between");
+    // A refused message gets its error and no ack.
+    alice.send(json!({"type": "offer", "peerId": "nobody", "sdp": "x", "id": "o3"})).await;
+    assert_eq!(alice.recv().await["code"], "peer_not_found");
+    alice.send(json!({"type": "ping", "id": "p"})).await;
+    assert_eq!(alice.recv().await["type"], "pong", "no ack for a refused message");
+
+    // Alice drops right after sending; she resumes and sends it again without knowing.
+    alice.send(json!({"type": "chat", "text": "once", "id": "c1"})).await;
+    assert_eq!(bob.recv_type("chat").await["message"]["text"], "once");
+    let (alice_id, last_seq) = drop_connection(alice);
+    let (mut alice, resumed) = resume(s.addr, &alice_token, &alice_id, &alice_resume, last_seq).await;
+    assert_eq!(resumed["type"], "resumed");
+    alice.send(json!({"type": "chat", "text": "once", "id": "c1"})).await;
+    assert_eq!(alice.recv_type("ack").await["ref"], "c1");
+    bob.send(json!({"type": "ping", "id": "barrier"})).await;
+    let mut next = bob.recv().await;
+    while next["type"] == "peer_disconnected" || next["type"] == "peer_resumed" {
+        next = bob.recv().await;
+    }
+    assert_eq!(next["type"], "pong", "the re-sent chat was not delivered again: {next}");
+    s.stop().await;
+}
