@@ -139,11 +139,14 @@ impl Store {
     pub async fn reconcile(&self) -> Result<(u64, u64), StoreError> {
         let now = now_ms();
         let mut tx = self.pool.begin().await.map_err(db)?;
-        let open = sqlx::query("SELECT id, room_id, user_id FROM sessions WHERE left_at IS NULL AND node_id = $1")
-            .bind(&self.node_id)
-            .fetch_all(&mut *tx)
-            .await
-            .map_err(db)?;
+        // Rooms with a live lease are in someone's hands (in a cluster, maybe another node's,
+        // which took them over from this node): their sessions are theirs to manage.
+        let sql = format!(
+            "SELECT id, room_id, user_id FROM sessions s WHERE left_at IS NULL AND node_id = $1 \
+             AND NOT EXISTS (SELECT 1 FROM room_leases l WHERE l.room_id = s.room_id AND l.expires_at >= {})",
+            self.db_now()
+        );
+        let open = sqlx::query(&sql).bind(&self.node_id).fetch_all(&mut *tx).await.map_err(db)?;
         for row in &open {
             let (peer, room, user): (String, String, String) = (row.get(0), row.get(1), row.get(2));
             sqlx::query("UPDATE sessions SET left_at = $1, leave_reason = 'node_restart' WHERE id = $2")
@@ -527,6 +530,18 @@ impl RoomStore for Store {
         .execute(&mut *tx)
         .await
         .map_err(db)?;
+        tx.commit().await.map_err(db)
+    }
+
+    async fn record_reattach(&self, peer: &PeerId, conn: &ConnId, fence: Option<&Fence>) -> Result<(), StoreError> {
+        let mut tx = self.pool.begin().await.map_err(db)?;
+        self.check_fence(&mut tx, fence).await?;
+        sqlx::query("UPDATE sessions SET conn_id = $1 WHERE id = $2")
+            .bind(conn.as_str())
+            .bind(peer.as_str())
+            .execute(&mut *tx)
+            .await
+            .map_err(db)?;
         tx.commit().await.map_err(db)
     }
 

@@ -154,6 +154,8 @@ pub trait RoomStore: Send + Sync + 'static {
     async fn record_media(&self, peer: &PeerId, media: &MediaState, fence: Option<&Fence>) -> Result<(), StoreError>;
     /// Appends a chat message.
     async fn append_chat(&self, message: &ChatMessage, fence: Option<&Fence>) -> Result<(), StoreError>;
+    /// Records that a session now lives on another connection (after a resume).
+    async fn record_reattach(&self, peer: &PeerId, conn: &ConnId, fence: Option<&Fence>) -> Result<(), StoreError>;
     /// Records a quality sample and its score (`call_stats`).
     async fn record_quality(
         &self,

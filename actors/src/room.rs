@@ -421,7 +421,15 @@ impl Actor for Room {
                 }
             }
             RoomMsg::Resume { peer, user, conn, token, last_seq, reply } => {
-                let _ = reply.send(resume(state, &peer, &user, conn, &token, last_seq));
+                let outcome = resume(state, &peer, &user, conn.clone(), &token, last_seq);
+                if outcome.is_ok() {
+                    // A room that restarts or moves later must find the session on this connection.
+                    let fence = state.fence.clone();
+                    if let Err(e) = state.ctx.store.record_reattach(&peer, &conn, fence.as_ref()).await {
+                        tracing::warn!(room_id = %state.id, peer_id = %peer, error = %e, "resumed connection not recorded");
+                    }
+                }
+                let _ = reply.send(outcome);
             }
             RoomMsg::Stats { from, sample, reference } => {
                 if state.first_time(&from, reference.as_ref()) {

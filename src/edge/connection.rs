@@ -202,7 +202,15 @@ impl Actor for Connection {
                     "{{\"type\":\"goaway\",\"reason\":{},\"reconnect\":true}}",
                     serde_json::Value::String(reason.clone())
                 );
-                write(&myself, state, &body).await;
+                // In a room, the goaway repeats the last `seq` instead of taking the next one:
+                // the session's numbers belong to its room, and a `resume` elsewhere must find
+                // the room's next frame under the number the client expects.
+                if state.joined.is_some() {
+                    let text = with_seq(state.seq, &body);
+                    let _ = state.sink.send(Message::Text(text.into())).await;
+                } else {
+                    write(&myself, state, &body).await;
+                }
                 let frame = CloseFrame { code: close_code::GOING_AWAY, reason: reason.into() };
                 let _ =
                     tokio::time::timeout(Duration::from_secs(2), state.sink.send(Message::Close(Some(frame)))).await;

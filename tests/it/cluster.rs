@@ -481,29 +481,36 @@ async fn a_rolling_restart_keeps_the_call_going() {
         until(n, "formed", |v| *v == all_up).await;
     }
     let room = room_on("n3", "rolling");
-    // (user, index of its node, client)
-    let (alice, _) = join_at(nodes[0].0.addr, "alice", &room).await;
+    // (user, index of its node, client, resume token)
+    let (alice, joined_a) = join_at(nodes[0].0.addr, "alice", &room).await;
     let (bob, joined) = join_at(nodes[1].0.addr, "bob", &room).await;
     let call_id = joined["callId"].as_str().expect("call id").to_owned();
     assert_eq!(joined["callStatus"], "active");
-    let mut parties = [("alice", 0usize, alice), ("bob", 1usize, bob)];
+    let token = |j: &Value| j["resumeToken"].as_str().expect("token").to_owned();
+    let mut parties = [("alice", 0usize, alice, token(&joined_a)), ("bob", 1usize, bob, token(&joined))];
+    let (alice_id, bob_id) = (parties[0].2.peer_id.clone(), parties[1].2.peer_id.clone());
 
     #[allow(clippy::needless_range_loop)] // `i` is the node's place in `nodes` as well as its id
     for i in 0..3 {
         let (mut node, _dir) = nodes.remove(i);
         let status = node.terminate();
         assert!(status.success(), "{} exit: {status:?}\n{}", ids[i], node.log());
-        // Whoever was on the drained node is told to go, and rejoins through the next node.
+        // Whoever was on the drained node is told to go, and resumes its session through
+        // another node: same peer id, nothing missed.
         let occupied: Vec<usize> = parties.iter().map(|p| p.1).collect();
         for p in parties.iter_mut().filter(|p| p.1 == i) {
             assert_eq!(p.2.recv_type("goaway").await["reconnect"], true);
             // The node neither drained nor holding the other party, so the two stay apart.
             let next = (0..3).find(|n| *n != i && !occupied.contains(n)).unwrap_or((i + 1) % 3);
             let at = if next < i { next } else { next - 1 };
-            let (c, joined) = join_at(nodes[at].0.addr, p.0, &room).await;
-            assert_eq!(joined["callStatus"], "active", "{joined}");
-            assert_eq!(joined["callId"], call_id.as_str(), "the call in progress is the same call: {joined}");
-            *p = (p.0, next, c);
+            // The server closed the socket after the goaway; the session and its position remain.
+            let (session, last_seq) = (p.2.peer_id.clone(), p.2.last_seq);
+            let user_token = node_token(nodes[at].0.addr, p.0).await;
+            let (mut c, resumed) = crate::resume::resume(nodes[at].0.addr, &user_token, &session, &p.3, last_seq).await;
+            assert_eq!(resumed["type"], "resumed", "{} after draining {}: {resumed}", p.0, ids[i]);
+            c.peer_id = session;
+            p.1 = next;
+            p.2 = c;
         }
         // The node comes back (same id) through a live seed, and the cluster is whole again.
         let seed_idx = 0;
@@ -512,9 +519,8 @@ async fn a_rolling_restart_keeps_the_call_going() {
         for (n, _) in &nodes {
             until(n, "whole again", |v| *v == all_up).await;
         }
+        eprintln!("step {i}: parties on {:?}", parties.iter().map(|p| p.1).collect::<Vec<_>>());
         // Signaling flows between the two, whichever nodes they are on now.
-        let bob_id = parties[1].2.peer_id.clone();
-        let alice_id = parties[0].2.peer_id.clone();
         parties[0].2.send(json!({"type": "offer", "peerId": bob_id, "sdp": format!("step-{i}")})).await;
         assert_eq!(parties[1].2.recv_type("offer").await["sdp"], format!("step-{i}"));
         parties[1].2.send(json!({"type": "answer", "peerId": alice_id, "sdp": format!("answer-{i}")})).await;
