@@ -772,37 +772,24 @@ impl Store {
 }
 
 impl Store {
+    /// The first column of the rows `sql` selects for `key`, as text.
+    async fn texts(&self, sql: &str, key: &str) -> Result<Vec<String>, StoreError> {
+        let rows = sqlx::query(sql).bind(key).fetch_all(&self.pool).await.map_err(db)?;
+        Ok(rows.iter().map(|r| r.get::<String, _>(0)).collect())
+    }
+
     /// Connection ids of a room's open sessions.
     pub async fn open_connections(&self, room: &str) -> Result<Vec<String>, StoreError> {
-        let rows = sqlx::query("SELECT conn_id FROM sessions WHERE room_id = $1 AND left_at IS NULL")
-            .bind(room)
-            .fetch_all(&self.pool)
-            .await
-            .map_err(db)?;
-        Ok(rows.iter().map(|r| r.get::<String, _>(0)).collect())
+        self.texts("SELECT conn_id FROM sessions WHERE room_id = $1 AND left_at IS NULL", room).await
     }
-}
 
-impl Store {
     /// Quality levels recorded for a peer, oldest first.
     pub async fn quality_levels(&self, peer: &str) -> Result<Vec<String>, StoreError> {
-        let rows = sqlx::query("SELECT level FROM call_stats WHERE peer_id = $1 ORDER BY sampled_at")
-            .bind(peer)
-            .fetch_all(&self.pool)
-            .await
-            .map_err(db)?;
-        Ok(rows.iter().map(|r| r.get::<String, _>(0)).collect())
+        self.texts("SELECT level FROM call_stats WHERE peer_id = $1 ORDER BY sampled_at", peer).await
     }
-}
 
-impl Store {
     /// The room of a session that has not been closed.
     pub async fn session_room(&self, peer: &str) -> Result<Option<String>, StoreError> {
-        let row = sqlx::query("SELECT room_id FROM sessions WHERE id = $1 AND left_at IS NULL")
-            .bind(peer)
-            .fetch_optional(&self.pool)
-            .await
-            .map_err(db)?;
-        Ok(row.map(|r| r.get::<String, _>(0)))
+        Ok(self.texts("SELECT room_id FROM sessions WHERE id = $1 AND left_at IS NULL", peer).await?.pop())
     }
 }
