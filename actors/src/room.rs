@@ -11,6 +11,7 @@ use crate::call_status::{CallStatus, CallTransition};
 use crate::error::{ErrorCode, RoomError};
 use crate::ids::{ConnId, PeerId, RoomId, UserId, random_id};
 use crate::media::{ControlAction, MediaState};
+use crate::outbox::{Outbox, REPLAY_FRAMES};
 use crate::participant::{Participant, ParticipantArgs, ParticipantMsg};
 use crate::ports::{CallChange, Edge, Fence, Frame, RoomPolicy, RoomStore, StoreError, StoredParticipant, now_ms};
 use crate::protocol::{
@@ -272,41 +273,6 @@ struct Member {
     overlay: Option<Overlay>,
     actor: ActorRef<ParticipantMsg>,
     restarts: RestartTracker,
-}
-
-/// The frames a session was sent, numbered, for replay after a resume.
-struct Outbox {
-    next_seq: u64,
-    frames: VecDeque<(u64, Arc<str>)>,
-}
-
-/// Frames kept per session for replay.
-const REPLAY_FRAMES: usize = 256;
-
-impl Outbox {
-    fn starting_at(seq: u64) -> Outbox {
-        Outbox { next_seq: seq.max(1), frames: VecDeque::new() }
-    }
-
-    fn push(&mut self, body: &str) -> (u64, Arc<str>) {
-        let seq = self.next_seq;
-        self.next_seq += 1;
-        let framed: Arc<str> = with_seq(seq, body).into();
-        self.frames.push_back((seq, framed.clone()));
-        while self.frames.len() > REPLAY_FRAMES {
-            self.frames.pop_front();
-        }
-        (seq, framed)
-    }
-
-    /// The frames after `last`, if all of them are still kept.
-    fn after(&self, last: u64) -> Option<Vec<(u64, Arc<str>)>> {
-        let oldest = self.frames.front().map_or(self.next_seq, |f| f.0);
-        if last + 1 < oldest {
-            return None;
-        }
-        Some(self.frames.iter().filter(|f| f.0 > last).cloned().collect())
-    }
 }
 
 /// The room's state.

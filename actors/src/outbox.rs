@@ -1,0 +1,66 @@
+//! A session's outbox: the frames its room sent it, numbered in the session's sequence (`seq`),
+//! the latest of them kept so that a client that resumes on a new connection gets what it
+//! missed, with the same numbers.
+
+use crate::protocol::with_seq;
+use std::collections::VecDeque;
+use std::sync::Arc;
+
+/// The frames a session was sent, numbered, for replay after a resume.
+pub struct Outbox {
+    /// Number of the next frame.
+    pub next_seq: u64,
+    frames: VecDeque<(u64, Arc<str>)>,
+}
+
+/// Frames kept per session for replay.
+pub const REPLAY_FRAMES: usize = 256;
+
+impl Outbox {
+    /// An empty outbox whose first frame gets number `seq` (at least 1).
+    pub fn starting_at(seq: u64) -> Outbox {
+        Outbox { next_seq: seq.max(1), frames: VecDeque::new() }
+    }
+
+    /// Numbers `body`, keeps it, and returns its number and the framed text.
+    pub fn push(&mut self, body: &str) -> (u64, Arc<str>) {
+        let seq = self.next_seq;
+        self.next_seq += 1;
+        let framed: Arc<str> = with_seq(seq, body).into();
+        self.frames.push_back((seq, framed.clone()));
+        while self.frames.len() > REPLAY_FRAMES {
+            self.frames.pop_front();
+        }
+        (seq, framed)
+    }
+
+    /// The frames after `last`, if all of them are still kept.
+    pub fn after(&self, last: u64) -> Option<Vec<(u64, Arc<str>)>> {
+        let oldest = self.frames.front().map_or(self.next_seq, |f| f.0);
+        if last + 1 < oldest {
+            return None;
+        }
+        Some(self.frames.iter().filter(|f| f.0 > last).cloned().collect())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn numbers_keeps_and_replays() {
+        let mut o = Outbox::starting_at(5);
+        let (seq, framed) = o.push(r#"{"type":"pong"}"#);
+        assert_eq!((seq, &*framed), (5, r#"{"seq":5,"type":"pong"}"#));
+        o.push(r#"{"type":"a"}"#);
+        o.push(r#"{"type":"b"}"#);
+        let after = o.after(5).expect("kept");
+        assert_eq!(after.iter().map(|f| f.0).collect::<Vec<_>>(), [6, 7]);
+        assert!(o.after(7).expect("kept").is_empty());
+        for _ in 0..REPLAY_FRAMES {
+            o.push(r#"{"type":"x"}"#);
+        }
+        assert!(o.after(5).is_none(), "frame 6 is no longer kept");
+    }
+}
