@@ -28,6 +28,16 @@ pub enum RoomHandle {
     Remote(String),
 }
 
+impl RoomHandle {
+    /// Names where the handle points, to tell when it changes.
+    pub fn target(&self) -> String {
+        match self {
+            RoomHandle::Local(actor) => format!("local:{}", actor.get_id()),
+            RoomHandle::Remote(node) => node.clone(),
+        }
+    }
+}
+
 fn unavailable() -> RouteError {
     (ErrorCode::RoomUnavailable, "the room is not reachable; try again".to_owned())
 }

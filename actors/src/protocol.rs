@@ -473,10 +473,15 @@ pub enum ServerMessage<'a> {
         room_id: &'a RoomId,
     },
     /// A relayed offer, answer or candidate; `peerId` is the sender.
+    /// `msgId` is the sender's `id` for the message, when it gave one: a receiver that sees the
+    /// same (`peerId`, `msgId`) twice drops the second (the server does so for its clients).
     #[serde(rename = "offer", rename_all = "camelCase")]
     Offer {
         /// The sender.
         peer_id: &'a PeerId,
+        /// The sender's message id.
+        #[serde(skip_serializing_if = "Option::is_none")]
+        msg_id: Option<&'a Value>,
         /// The session description.
         sdp: &'a str,
     },
@@ -485,6 +490,9 @@ pub enum ServerMessage<'a> {
     Answer {
         /// The sender.
         peer_id: &'a PeerId,
+        /// The sender's message id.
+        #[serde(skip_serializing_if = "Option::is_none")]
+        msg_id: Option<&'a Value>,
         /// The session description.
         sdp: &'a str,
     },
@@ -493,6 +501,9 @@ pub enum ServerMessage<'a> {
     IceCandidate {
         /// The sender.
         peer_id: &'a PeerId,
+        /// The sender's message id.
+        #[serde(skip_serializing_if = "Option::is_none")]
+        msg_id: Option<&'a Value>,
         /// The candidate, as the sender gave it.
         candidate: &'a Value,
     },
@@ -672,7 +683,7 @@ mod tests {
     #[test]
     fn server_messages_have_the_seed_002_shape() {
         let peer = PeerId::new("a");
-        let body = ServerMessage::Offer { peer_id: &peer, sdp: "v=0" }.to_body();
+        let body = ServerMessage::Offer { peer_id: &peer, msg_id: None, sdp: "v=0" }.to_body();
         assert_eq!(&*body, r#"{"type":"offer","peerId":"a","sdp":"v=0"}"#);
     }
 }

@@ -899,10 +899,10 @@ fn relay(
         return;
     }
     let body = match (kind, payload) {
-        (RelayKind::Offer, RelayPayload::Sdp(sdp)) => ServerMessage::Offer { peer_id: from, sdp },
-        (RelayKind::Answer, RelayPayload::Sdp(sdp)) => ServerMessage::Answer { peer_id: from, sdp },
+        (RelayKind::Offer, RelayPayload::Sdp(sdp)) => ServerMessage::Offer { peer_id: from, msg_id: reference, sdp },
+        (RelayKind::Answer, RelayPayload::Sdp(sdp)) => ServerMessage::Answer { peer_id: from, msg_id: reference, sdp },
         (RelayKind::IceCandidate, RelayPayload::Candidate(candidate)) => {
-            ServerMessage::IceCandidate { peer_id: from, candidate }
+            ServerMessage::IceCandidate { peer_id: from, msg_id: reference, candidate }
         }
         _ => return,
     }

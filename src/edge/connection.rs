@@ -16,6 +16,7 @@ use futures_util::stream::{SplitSink, SplitStream};
 use futures_util::{SinkExt, StreamExt};
 use ractor::{Actor, ActorProcessingErr, ActorRef};
 use serde_json::Value;
+use std::collections::VecDeque;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use switchboard_actors::ids::{random_id, valid_room_id};
@@ -67,10 +68,17 @@ pub struct ConnectionState {
     /// Bounced commands re-sent since the room last delivered something.
     reroutes: u32,
     /// Added to the room's frame numbers after the room restarted or moved (see `write_numbered`).
-    seq_offset: u64,
+    seq_offset: i64,
     /// Closed for abuse (flood, oversized frame): its session ends instead of waiting for a resume.
     abusive: bool,
+    /// Messages with an `id` the room has not acknowledged yet: (id as JSON text, the frame).
+    pending: VecDeque<(String, String)>,
+    /// Relayed messages delivered lately, as (sender, `msgId`), to drop repeats.
+    delivered: VecDeque<(String, String)>,
 }
+
+/// Unacknowledged messages kept per connection, and relayed ids remembered.
+const MAX_PENDING: usize = 256;
 
 /// Messages a connection handles.
 pub enum ConnectionMsg {
@@ -148,6 +156,8 @@ impl Actor for Connection {
             reroutes: 0,
             seq_offset: 0,
             abusive: false,
+            pending: VecDeque::new(),
+            delivered: VecDeque::new(),
         })
     }
 
@@ -222,6 +232,7 @@ impl Actor for Connection {
                     && j.room_id == room
                 {
                     j.room = Box::pin(routing::handle_for(&state.app, &room, &node)).await;
+                    Box::pin(resend_pending(state, None)).await;
                 }
             }
         }
@@ -325,10 +336,22 @@ fn is_too_big(e: axum::Error) -> bool {
 /// moved numbers afresh; the client must still see `seq` rise by one, so from then on this
 /// connection shifts the room's numbers by a fixed offset.
 async fn write_numbered(myself: &ActorRef<ConnectionMsg>, state: &mut ConnectionState, seq: u64, body: &str) {
-    if state.seq > 0 && seq + state.seq_offset <= state.seq {
-        state.seq_offset = state.seq + 1 - seq;
+    let head = body.get(..body.len().min(160)).unwrap_or(body);
+    if head.contains("\"type\":\"ack\"") {
+        forget_acknowledged(state, body);
     }
-    let shifted = seq + state.seq_offset;
+    if head.contains("\"msgId\":") && !first_delivery(state, body) {
+        // A relayed message this client already has (re-sent after a room moved): not written,
+        // and the numbering closes up behind it.
+        state.seq_offset -= 1;
+        metrics::counter!("switchboard_duplicates_dropped_total").increment(1);
+        return;
+    }
+    let room_seq = seq as i64;
+    if state.seq > 0 && room_seq + state.seq_offset <= state.seq as i64 {
+        state.seq_offset = state.seq as i64 + 1 - room_seq;
+    }
+    let shifted = (room_seq + state.seq_offset).max(1) as u64;
     state.seq = shifted;
     let text = if state.seq_offset == 0 {
         body.to_owned()
@@ -340,6 +363,37 @@ async fn write_numbered(myself: &ActorRef<ConnectionMsg>, state: &mut Connection
     if state.sink.send(Message::Text(text.into())).await.is_err() {
         myself.stop(Some("write failed".into()));
     }
+}
+
+/// Drops the acknowledged message from the ones kept for re-sending.
+fn forget_acknowledged(state: &mut ConnectionState, body: &str) {
+    if let Ok(v) = serde_json::from_str::<Value>(body)
+        && let Some(reference) = v.get("ref")
+    {
+        let id = reference.to_string();
+        state.pending.retain(|(pending, _)| *pending != id);
+    }
+}
+
+/// Whether a relayed message (with `msgId`) is new to this client; remembers it.
+fn first_delivery(state: &mut ConnectionState, body: &str) -> bool {
+    #[derive(serde::Deserialize)]
+    struct Relayed {
+        #[serde(rename = "peerId")]
+        peer_id: String,
+        #[serde(rename = "msgId")]
+        msg_id: Value,
+    }
+    let Ok(r) = serde_json::from_str::<Relayed>(body) else { return true };
+    let key = (r.peer_id, r.msg_id.to_string());
+    if state.delivered.contains(&key) {
+        return false;
+    }
+    state.delivered.push_back(key);
+    while state.delivered.len() > MAX_PENDING {
+        state.delivered.pop_front();
+    }
+    true
 }
 
 /// Sends a frame this connection made (pong, error): numbered here before a join, by the room
@@ -423,35 +477,62 @@ async fn inbound(myself: &ActorRef<ConnectionMsg>, state: &mut ConnectionState, 
         }
         other => {
             let Some(from) = peer(state) else { return not_joined(myself, state, reference).await };
-            match other {
-                ClientMessage::Offer { peer_id, sdp } => {
-                    relay(from, peer_id, RelayKind::Offer, RelayPayload::Sdp(sdp), reference, received_at)
+            if let Some(id) = &reference {
+                // Kept until the room acknowledges it, to be sent again if the room moves.
+                state.pending.push_back((id.to_string(), text.to_owned()));
+                while state.pending.len() > MAX_PENDING {
+                    state.pending.pop_front();
                 }
-                ClientMessage::Answer { peer_id, sdp } => {
-                    relay(from, peer_id, RelayKind::Answer, RelayPayload::Sdp(sdp), reference, received_at)
-                }
-                ClientMessage::IceCandidate { peer_id, candidate } => relay(
-                    from,
-                    peer_id,
-                    RelayKind::IceCandidate,
-                    RelayPayload::Candidate(candidate),
-                    reference,
-                    received_at,
-                ),
-                ClientMessage::Control { action } => RoomMsg::Control { from, action, reference },
-                ClientMessage::Chat { text } => RoomMsg::Chat { from, text, reference },
-                ClientMessage::EndCall {} => RoomMsg::EndCall { from, reference },
-                ClientMessage::Stats { sample } => RoomMsg::Stats { from, sample, reference },
-                // Handled above.
-                ClientMessage::Resume { .. }
-                | ClientMessage::Ping {}
-                | ClientMessage::Join { .. }
-                | ClientMessage::Overlay { .. }
-                | ClientMessage::Leave {} => return,
             }
+            let Some(msg) = room_message(from, other, reference, received_at) else { return };
+            msg
         }
     };
     to_room(myself, state, msg).await;
+}
+
+/// The room message for a client message that a room handles as is.
+fn room_message(
+    from: PeerId,
+    message: ClientMessage,
+    reference: Option<Value>,
+    received_at: Instant,
+) -> Option<RoomMsg> {
+    Some(match message {
+        ClientMessage::Offer { peer_id, sdp } => {
+            relay(from, peer_id, RelayKind::Offer, RelayPayload::Sdp(sdp), reference, received_at)
+        }
+        ClientMessage::Answer { peer_id, sdp } => {
+            relay(from, peer_id, RelayKind::Answer, RelayPayload::Sdp(sdp), reference, received_at)
+        }
+        ClientMessage::IceCandidate { peer_id, candidate } => {
+            relay(from, peer_id, RelayKind::IceCandidate, RelayPayload::Candidate(candidate), reference, received_at)
+        }
+        ClientMessage::Control { action } => RoomMsg::Control { from, action, reference },
+        ClientMessage::Chat { text } => RoomMsg::Chat { from, text, reference },
+        ClientMessage::EndCall {} => RoomMsg::EndCall { from, reference },
+        ClientMessage::Stats { sample } => RoomMsg::Stats { from, sample, reference },
+        ClientMessage::Resume { .. }
+        | ClientMessage::Ping {}
+        | ClientMessage::Join { .. }
+        | ClientMessage::Overlay { .. }
+        | ClientMessage::Leave {} => return None,
+    })
+}
+
+/// After the session's room moved, sends again every message it has not acknowledged, in
+/// order (but `except`, just sent). The room drops ids it has seen; receivers drop relayed
+/// messages they already got (`msgId`).
+async fn resend_pending(state: &mut ConnectionState, except: Option<&str>) {
+    let pending: Vec<(String, String)> =
+        state.pending.iter().filter(|(id, _)| Some(id.as_str()) != except).cloned().collect();
+    for (_, text) in pending {
+        let (Ok(env), Some(from)) = (parse_client(&text), peer(state)) else { continue };
+        let Some(msg) = room_message(from, env.message, env.id, Instant::now()) else { continue };
+        let Some(j) = state.joined.as_mut() else { return };
+        metrics::counter!("switchboard_resent_messages_total").increment(1);
+        let _ = routing::send(&state.app, &mut j.room, &j.room_id, &state.conn_id, msg).await;
+    }
 }
 
 fn relay(
@@ -494,7 +575,11 @@ async fn not_joined(myself: &ActorRef<ConnectionMsg>, state: &mut ConnectionStat
 async fn to_room(myself: &ActorRef<ConnectionMsg>, state: &mut ConnectionState, msg: RoomMsg) {
     let Some(j) = state.joined.as_mut() else { return };
     let reference = reference_of(&msg).cloned();
+    let before = j.room.target();
     let sent = routing::send(&state.app, &mut j.room, &j.room_id, &state.conn_id, msg).await;
+    if sent.is_ok() && state.joined.as_ref().is_some_and(|j| j.room.target() != before) {
+        Box::pin(resend_pending(state, reference.as_ref().map(Value::to_string).as_deref())).await;
+    }
     if let Err((code, message)) = sent {
         if code == ErrorCode::RoomElsewhere {
             // The session ended with the room's move: the client joins again.
@@ -524,6 +609,9 @@ async fn reroute(
     } else {
         routing::reroute(&state.app, &mut j.room, &j.room_id, &state.conn_id, &hint, msg).await
     };
+    if sent.is_ok() {
+        Box::pin(resend_pending(state, reference.as_ref().map(Value::to_string).as_deref())).await;
+    }
     if let Err((code, message)) = sent {
         state.joined = None;
         send_error(myself, state, code, &message, reference.as_ref()).await;

@@ -576,3 +576,60 @@ async fn a_session_resumes_on_another_node() {
     alice.send(json!({"type": "offer", "peerId": bob_id, "sdp": "to-n2"})).await;
     assert_eq!(bob.recv_type("offer").await["sdp"], "to-n2");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn acknowledged_signaling_survives_a_drain_exactly_once_in_order() {
+    use serde_json::json;
+    let Some(db) = fresh_postgres("acknowledged_signaling_survives_a_drain_exactly_once_in_order").await else {
+        return;
+    };
+    let (n1, _d1) = member(&db, "n1", &[], &[]);
+    let (n2, _d2) = member(&db, "n2", &[&n1], &[]);
+    let (mut n3, _d3) = member(&db, "n3", &[&n1], &[]);
+    formed(&[&n1, &n2, &n3]).await;
+    let room = room_on("n3", "acked");
+    let (mut alice, _) = join_at(n1.addr, "alice", &room).await;
+    let (mut bob, _) = join_at(n2.addr, "bob", &room).await;
+    alice.recv_type("peer_joined").await;
+
+    // Alice sends numbered offers while the room's node drains under them.
+    const N: u64 = 40;
+    let drain = std::thread::spawn(move || {
+        let status = n3.terminate();
+        (status, n3)
+    });
+    for i in 0..N {
+        alice.send(json!({"type": "offer", "peerId": bob.peer_id, "sdp": format!("m{i}"), "id": i})).await;
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let (status, n3) = drain.join().expect("drain thread");
+    assert!(status.success(), "{}", n3.log());
+    assert_ne!(lease_of(&n1, &room).await["nodeId"], "n3", "the room moved during the stream");
+
+    // Every message is acknowledged...
+    let mut acked = std::collections::BTreeSet::new();
+    for _ in 0..(4 * N) {
+        if acked.len() as u64 == N {
+            break;
+        }
+        let v = alice.recv().await;
+        if v["type"] == "ack" {
+            acked.insert(v["ref"].as_u64().expect("numeric ref"));
+        }
+    }
+    assert_eq!(acked.len() as u64, N, "acknowledged: {acked:?}");
+    // ...and Bob got each exactly once, in order.
+    let mut got = Vec::new();
+    while (got.len() as u64) < N {
+        let v = bob.recv_type("offer").await;
+        got.push(v["sdp"].as_str().expect("sdp").to_owned());
+    }
+    let want: Vec<String> = (0..N).map(|i| format!("m{i}")).collect();
+    assert_eq!(got, want);
+    bob.send(json!({"type": "ping", "id": "barrier"})).await;
+    let mut next = bob.recv().await;
+    while next["type"] != "pong" {
+        assert_ne!(next["type"], "offer", "a duplicate reached Bob: {next}");
+        next = bob.recv().await;
+    }
+}
