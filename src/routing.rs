@@ -287,3 +287,35 @@ pub async fn resume(app: &App, room: &RoomId, cmd: ResumeCmd) -> Result<RoomHand
         _ => Err(("expired".into(), "the room did not answer; join again".into())),
     }
 }
+
+/// Whether the room behind `handle` can be reached right now.
+pub fn reachable(handle: &RoomHandle) -> bool {
+    match handle {
+        RoomHandle::Local(actor) => {
+            matches!(actor.get_status(), ractor::ActorStatus::Running | ractor::ActorStatus::Starting)
+        }
+        RoomHandle::Remote(node) => !ractor::pg::get_members(&host_group(node)).is_empty(),
+    }
+}
+
+/// Points `handle` at where the room is now (the live lease holder, else the placement),
+/// starting it here if this node should own it. Fails while the room cannot be reached yet
+/// (its dead owner's lease has not expired).
+pub async fn relocate(app: &App, handle: &mut RoomHandle, room: &RoomId) -> Result<(), RouteError> {
+    let target = match app.store.lease_holder(room.as_str()).await {
+        Ok(Some(holder)) => holder,
+        _ => owner_of(app, room).await,
+    };
+    if target == app.config.node_id {
+        *handle = RoomHandle::Local(resolve(app, room).await?);
+        return Ok(());
+    }
+    if ractor::pg::get_members(&host_group(&target)).is_empty() {
+        return Err((
+            ErrorCode::RoomUnavailable,
+            format!("the room's node ({target}) is unreachable; try again shortly"),
+        ));
+    }
+    *handle = RoomHandle::Remote(target);
+    Ok(())
+}

@@ -71,14 +71,20 @@ pub struct ConnectionState {
     seq_offset: i64,
     /// Closed for abuse (flood, oversized frame): its session ends instead of waiting for a resume.
     abusive: bool,
-    /// Messages with an `id` the room has not acknowledged yet: (id as JSON text, the frame).
-    pending: VecDeque<(String, String)>,
+    /// Messages with an `id` the room has not acknowledged yet: (id as JSON text, the frame,
+    /// when it was last sent).
+    pending: VecDeque<(String, String, Instant)>,
+    /// Whether a `RetryPending` timer is set.
+    retry_armed: bool,
     /// Relayed messages delivered lately, as (sender, `msgId`), to drop repeats.
     delivered: VecDeque<(String, String)>,
 }
 
 /// Unacknowledged messages kept per connection, and relayed ids remembered.
 const MAX_PENDING: usize = 256;
+
+/// A message not acknowledged this long after it was sent is sent again.
+const RETRY_AFTER: Duration = Duration::from_secs(1);
 
 /// Messages a connection handles.
 pub enum ConnectionMsg {
@@ -112,6 +118,8 @@ pub enum ConnectionMsg {
         /// Why, for the client and the close frame.
         reason: String,
     },
+    /// Send again what the room has not acknowledged for a while (a timer sends it).
+    RetryPending,
     /// The room this connection is in moved to `node` (a drain handed it over).
     Moved {
         /// The room.
@@ -157,6 +165,7 @@ impl Actor for Connection {
             seq_offset: 0,
             abusive: false,
             pending: VecDeque::new(),
+            retry_armed: false,
             delivered: VecDeque::new(),
         })
     }
@@ -226,6 +235,7 @@ impl Actor for Connection {
                     tokio::time::timeout(Duration::from_secs(2), state.sink.send(Message::Close(Some(frame)))).await;
                 myself.stop(Some("goaway".into()));
             }
+            ConnectionMsg::RetryPending => Box::pin(retry_pending(&myself, state)).await,
             ConnectionMsg::Reroute { room, hint, msg } => Box::pin(reroute(&myself, state, room, hint, msg)).await,
             ConnectionMsg::Moved { room, node } => {
                 if let Some(j) = state.joined.as_mut()
@@ -337,7 +347,8 @@ fn is_too_big(e: axum::Error) -> bool {
 /// connection shifts the room's numbers by a fixed offset.
 async fn write_numbered(myself: &ActorRef<ConnectionMsg>, state: &mut ConnectionState, seq: u64, body: &str) {
     let head = body.get(..body.len().min(160)).unwrap_or(body);
-    if head.contains("\"type\":\"ack\"") {
+    // An ack, or an error about a message: either way the room has answered it for good.
+    if head.contains("\"type\":\"ack\"") || head.contains("\"type\":\"error\"") {
         forget_acknowledged(state, body);
     }
     if head.contains("\"msgId\":") && !first_delivery(state, body) {
@@ -365,13 +376,13 @@ async fn write_numbered(myself: &ActorRef<ConnectionMsg>, state: &mut Connection
     }
 }
 
-/// Drops the acknowledged message from the ones kept for re-sending.
+/// Drops an answered message (acknowledged or refused) from the ones kept for re-sending.
 fn forget_acknowledged(state: &mut ConnectionState, body: &str) {
     if let Ok(v) = serde_json::from_str::<Value>(body)
         && let Some(reference) = v.get("ref")
     {
         let id = reference.to_string();
-        state.pending.retain(|(pending, _)| *pending != id);
+        state.pending.retain(|(pending, _, _)| *pending != id);
     }
 }
 
@@ -479,9 +490,13 @@ async fn inbound(myself: &ActorRef<ConnectionMsg>, state: &mut ConnectionState, 
             let Some(from) = peer(state) else { return not_joined(myself, state, reference).await };
             if let Some(id) = &reference {
                 // Kept until the room acknowledges it, to be sent again if the room moves.
-                state.pending.push_back((id.to_string(), text.to_owned()));
+                state.pending.push_back((id.to_string(), text.to_owned(), Instant::now()));
                 while state.pending.len() > MAX_PENDING {
                     state.pending.pop_front();
+                }
+                if !state.retry_armed {
+                    state.retry_armed = true;
+                    myself.send_after(RETRY_AFTER, || ConnectionMsg::RetryPending);
                 }
             }
             let Some(msg) = room_message(from, other, reference, received_at) else { return };
@@ -520,13 +535,47 @@ fn room_message(
     })
 }
 
+/// Sends again, in order, what has gone unacknowledged for `RETRY_AFTER` (finding the room
+/// again first if its node is gone), and keeps the timer going while anything is pending.
+async fn retry_pending(myself: &ActorRef<ConnectionMsg>, state: &mut ConnectionState) {
+    state.retry_armed = false;
+    let Some(j) = state.joined.as_mut() else {
+        state.pending.clear();
+        return;
+    };
+    if state.pending.is_empty() {
+        return;
+    }
+    let stale = state.pending.front().is_some_and(|(_, _, sent)| sent.elapsed() >= RETRY_AFTER);
+    if stale {
+        let found = if routing::reachable(&j.room) {
+            Ok(())
+        } else {
+            routing::relocate(&state.app, &mut j.room, &j.room_id).await
+        };
+        if found.is_ok() {
+            resend_pending(state, None).await;
+        }
+    }
+    state.retry_armed = true;
+    myself.send_after(RETRY_AFTER, || ConnectionMsg::RetryPending);
+}
+
 /// After the session's room moved, sends again every message it has not acknowledged, in
 /// order (but `except`, just sent). The room drops ids it has seen; receivers drop relayed
 /// messages they already got (`msgId`).
 async fn resend_pending(state: &mut ConnectionState, except: Option<&str>) {
-    let pending: Vec<(String, String)> =
-        state.pending.iter().filter(|(id, _)| Some(id.as_str()) != except).cloned().collect();
-    for (_, text) in pending {
+    let now = Instant::now();
+    let pending: Vec<String> = state
+        .pending
+        .iter_mut()
+        .filter(|(id, _, _)| Some(id.as_str()) != except)
+        .map(|(_, text, sent)| {
+            *sent = now;
+            text.clone()
+        })
+        .collect();
+    for text in pending {
         let (Ok(env), Some(from)) = (parse_client(&text), peer(state)) else { continue };
         let Some(msg) = room_message(from, env.message, env.id, Instant::now()) else { continue };
         let Some(j) = state.joined.as_mut() else { return };
@@ -575,6 +624,18 @@ async fn not_joined(myself: &ActorRef<ConnectionMsg>, state: &mut ConnectionStat
 async fn to_room(myself: &ActorRef<ConnectionMsg>, state: &mut ConnectionState, msg: RoomMsg) {
     let Some(j) = state.joined.as_mut() else { return };
     let reference = reference_of(&msg).cloned();
+    // Only a room on another node is looked for again: a room of this node that stopped lost
+    // its lease (this node was cut off), and the session ended with it.
+    let remote = matches!(j.room, RoomHandle::Remote(_));
+    if reference.is_some() && remote && !routing::reachable(&j.room) {
+        // The room moved or its node died. Find it first, then send everything unacknowledged
+        // (this message included, it is kept too) in the order the client sent it.
+        let found = routing::relocate(&state.app, &mut j.room, &j.room_id).await;
+        return match found {
+            Ok(()) => Box::pin(resend_pending(state, None)).await,
+            Err((code, message)) => send_error(myself, state, code, &message, reference.as_ref()).await,
+        };
+    }
     let before = j.room.target();
     let sent = routing::send(&state.app, &mut j.room, &j.room_id, &state.conn_id, msg).await;
     if sent.is_ok() && state.joined.as_ref().is_some_and(|j| j.room.target() != before) {

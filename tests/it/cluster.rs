@@ -633,3 +633,60 @@ async fn acknowledged_signaling_survives_a_drain_exactly_once_in_order() {
         next = bob.recv().await;
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn acknowledged_signaling_survives_the_owners_death_exactly_once_in_order() {
+    use serde_json::json;
+    let Some(db) = fresh_postgres("acknowledged_signaling_survives_the_owners_death").await else { return };
+    let cfg_dir = tempfile::tempdir().expect("tempdir");
+    let cfg = fast_config(cfg_dir.path());
+    let spawn = |id: &str, seed: Option<&Node>| {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let seed = seed.map(|n| n.cluster_addr.expect("addr").to_string());
+        let mut args = vec!["--node-id", id, "--cluster-addr", "127.0.0.1:0", "--database-url", &db, "--config", &cfg];
+        if let Some(s) = seed.as_deref() {
+            args.extend(["--seeds", s]);
+        }
+        (Node::spawn(dir.path(), &args), dir)
+    };
+    let (n1, _d1) = spawn("n1", None);
+    let (n2, _d2) = spawn("n2", Some(&n1));
+    let (mut n3, _d3) = spawn("n3", Some(&n1));
+    formed(&[&n1, &n2, &n3]).await;
+    let room = room_on("n3", "survive");
+    let (mut alice, _) = join_at(n1.addr, "alice", &room).await;
+    let (mut bob, _) = join_at(n2.addr, "bob", &room).await;
+    alice.recv_type("peer_joined").await;
+
+    // Alice streams numbered offers; the room's owner is killed a third of the way through.
+    const N: u64 = 60;
+    for i in 0..N {
+        if i == N / 3 {
+            n3.kill();
+        }
+        alice.send(json!({"type": "offer", "peerId": bob.peer_id, "sdp": format!("m{i}"), "id": i})).await;
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let mut acked = std::collections::BTreeSet::new();
+    for _ in 0..(4 * N) {
+        if acked.len() as u64 == N {
+            break;
+        }
+        let v = alice.recv().await;
+        if v["type"] == "ack" {
+            acked.insert(v["ref"].as_u64().expect("numeric ref"));
+        }
+    }
+    assert_eq!(acked.len() as u64, N, "every message acknowledged: {acked:?}");
+    let mut got = Vec::new();
+    while (got.len() as u64) < N {
+        got.push(bob.recv_type("offer").await["sdp"].as_str().expect("sdp").to_owned());
+    }
+    assert_eq!(got, (0..N).map(|i| format!("m{i}")).collect::<Vec<_>>(), "exactly once, in order");
+    bob.send(json!({"type": "ping", "id": "barrier"})).await;
+    let mut next = bob.recv().await;
+    while next["type"] != "pong" {
+        assert_ne!(next["type"], "offer", "a duplicate reached Bob: {next}");
+        next = bob.recv().await;
+    }
+}
