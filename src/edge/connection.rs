@@ -636,9 +636,14 @@ async fn to_room(myself: &ActorRef<ConnectionMsg>, state: &mut ConnectionState, 
             Err((code, message)) => send_error(myself, state, code, &message, reference.as_ref()).await,
         };
     }
-    let before = j.room.target();
+    // Only messages with an id are kept for re-sending, so only they need to know whether the
+    // send moved the session to another room instance (the relay hot path skips this).
+    let before = reference.as_ref().map(|_| j.room.target());
     let sent = routing::send(&state.app, &mut j.room, &j.room_id, &state.conn_id, msg).await;
-    if sent.is_ok() && state.joined.as_ref().is_some_and(|j| j.room.target() != before) {
+    if sent.is_ok()
+        && let Some(before) = before
+        && state.joined.as_ref().is_some_and(|j| j.room.target() != before)
+    {
         Box::pin(resend_pending(state, reference.as_ref().map(Value::to_string).as_deref())).await;
     }
     if let Err((code, message)) = sent {
