@@ -2,13 +2,18 @@
 //! 127.0.0.1 against one PostgreSQL database (ractor's process groups are process-global, so
 //! nodes in one process would prove nothing).
 
-use crate::support::{Node, WAIT, fresh_postgres};
+use crate::support::{Node, fresh_postgres};
 use serde_json::Value;
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
 /// Starts member `id` against `db`, dialling `seeds`.
 pub(crate) fn member(db: &str, id: &str, seeds: &[&Node], env: &[(&str, &str)]) -> (Node, tempfile::TempDir) {
+    member_with(db, id, seeds, env, &[])
+}
+
+/// Like [`member`], with more `serve` flags (`--config` with short timings, say).
+fn member_with(db: &str, id: &str, seeds: &[&Node], env: &[(&str, &str)], extra: &[&str]) -> (Node, tempfile::TempDir) {
     let dir = tempfile::tempdir().expect("tempdir");
     let seeds: Vec<String> =
         seeds.iter().map(|n| n.cluster_addr.expect("seed has a cluster address").to_string()).collect();
@@ -17,6 +22,7 @@ pub(crate) fn member(db: &str, id: &str, seeds: &[&Node], env: &[(&str, &str)]) 
     if !seeds.is_empty() {
         args.extend(["--seeds", joined.as_str()]);
     }
+    args.extend(extra);
     let node = Node::spawn_with_env(dir.path(), &args, env);
     (node, dir)
 }
@@ -77,7 +83,7 @@ pub(crate) async fn join_at(addr: std::net::SocketAddr, user: &str, room: &str) 
 }
 
 /// The lease of `room` in `node`'s room map.
-async fn lease_of(node: &Node, room: &str) -> Value {
+pub(crate) async fn lease_of(node: &Node, room: &str) -> Value {
     let v: Value = crate::support::get_json(&node.url("/api/cluster?limit=1000")).await;
     v["rooms"].as_array().and_then(|r| r.iter().find(|x| x["roomId"] == room).cloned()).expect("a lease for the room")
 }
@@ -136,7 +142,6 @@ async fn dead_and_frozen_nodes_are_detected_and_rejoin() {
     n2.freeze(false);
     until(&n1, "n2 back after SIGCONT", |v| *v == all_up).await;
     until(&n2, "n2 sees everyone", |v| *v == all_up).await;
-    let _ = WAIT;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -207,28 +212,8 @@ async fn a_frozen_owner_is_fenced_off_when_it_wakes() {
     let Some(db) = fresh_postgres("a_frozen_owner_is_fenced_off_when_it_wakes").await else { return };
     let cfg_dir = tempfile::tempdir().expect("tempdir");
     let cfg = fast_config(cfg_dir.path());
-    let d1 = tempfile::tempdir().expect("tempdir");
-    let n1 = Node::spawn(
-        d1.path(),
-        &["--node-id", "n1", "--cluster-addr", "127.0.0.1:0", "--database-url", &db, "--config", &cfg],
-    );
-    let d2 = tempfile::tempdir().expect("tempdir");
-    let seed = n1.cluster_addr.expect("addr").to_string();
-    let n2 = Node::spawn(
-        d2.path(),
-        &[
-            "--node-id",
-            "n2",
-            "--cluster-addr",
-            "127.0.0.1:0",
-            "--seeds",
-            &seed,
-            "--database-url",
-            &db,
-            "--config",
-            &cfg,
-        ],
-    );
+    let (n1, _d1) = member_with(&db, "n1", &[], &[], &["--config", &cfg]);
+    let (n2, _d2) = member_with(&db, "n2", &[&n1], &[], &["--config", &cfg]);
 
     let join = |addr, user: &'static str| async move {
         let mut c = Client::connect(addr, &node_token(addr, user).await).await;
@@ -377,9 +362,7 @@ async fn a_draining_node_hands_its_rooms_over_and_the_call_goes_on() {
     bob.send(json!({"type": "answer", "peerId": alice.peer_id, "sdp": "answer-after-drain"})).await;
     assert_eq!(alice.recv_type("answer").await["sdp"], "answer-after-drain");
 
-    let v: Value = crate::support::get_json(&n1.url("/api/cluster?limit=1000")).await;
-    let lease =
-        v["rooms"].as_array().and_then(|r| r.iter().find(|x| x["roomId"] == room.as_str()).cloned()).expect("lease");
+    let lease = lease_of(&n1, &room).await;
     assert!(lease["nodeId"] == "n1" || lease["nodeId"] == "n2", "the room moved to a live node: {lease}");
     assert!(lease["epoch"].as_i64() > Some(1), "a new owner, a new epoch: {lease}");
 }
@@ -390,18 +373,9 @@ async fn a_killed_owners_room_comes_back_on_a_survivor() {
     let Some(db) = fresh_postgres("a_killed_owners_room_comes_back_on_a_survivor").await else { return };
     let cfg_dir = tempfile::tempdir().expect("tempdir");
     let cfg = fast_config(cfg_dir.path());
-    let spawn = |id: &str, seed: Option<&Node>| {
-        let dir = tempfile::tempdir().expect("tempdir");
-        let seed = seed.map(|n| n.cluster_addr.expect("addr").to_string());
-        let mut args = vec!["--node-id", id, "--cluster-addr", "127.0.0.1:0", "--database-url", &db, "--config", &cfg];
-        if let Some(s) = seed.as_deref() {
-            args.extend(["--seeds", s]);
-        }
-        (Node::spawn(dir.path(), &args), dir)
-    };
-    let (n1, _d1) = spawn("n1", None);
-    let (n2, _d2) = spawn("n2", Some(&n1));
-    let (mut n3, _d3) = spawn("n3", Some(&n1));
+    let (n1, _d1) = member_with(&db, "n1", &[], &[], &["--config", &cfg]);
+    let (n2, _d2) = member_with(&db, "n2", &[&n1], &[], &["--config", &cfg]);
+    let (mut n3, _d3) = member_with(&db, "n3", &[&n1], &[], &["--config", &cfg]);
     formed(&[&n1, &n2, &n3]).await;
     let room = room_on("n3", "doomed");
     let mut alice = join_at(n1.addr, "alice", &room).await.0;
@@ -538,9 +512,7 @@ async fn a_rolling_restart_keeps_the_call_going() {
     assert_eq!(calls["callId"], call_id.as_str(), "one call from start to end: {calls}");
     assert_eq!(calls["callStatus"], "active");
     // n3, back in the cluster, did not take its room back.
-    let v: Value = crate::support::get_json(&nodes[2].0.url("/api/cluster")).await;
-    let lease =
-        v["rooms"].as_array().and_then(|r| r.iter().find(|x| x["roomId"] == room.as_str()).cloned()).expect("lease");
+    let lease = lease_of(&nodes[2].0, &room).await;
     assert_ne!(lease["nodeId"], "n3", "{lease}");
 }
 
@@ -640,18 +612,9 @@ async fn acknowledged_signaling_survives_the_owners_death_exactly_once_in_order(
     let Some(db) = fresh_postgres("acknowledged_signaling_survives_the_owners_death").await else { return };
     let cfg_dir = tempfile::tempdir().expect("tempdir");
     let cfg = fast_config(cfg_dir.path());
-    let spawn = |id: &str, seed: Option<&Node>| {
-        let dir = tempfile::tempdir().expect("tempdir");
-        let seed = seed.map(|n| n.cluster_addr.expect("addr").to_string());
-        let mut args = vec!["--node-id", id, "--cluster-addr", "127.0.0.1:0", "--database-url", &db, "--config", &cfg];
-        if let Some(s) = seed.as_deref() {
-            args.extend(["--seeds", s]);
-        }
-        (Node::spawn(dir.path(), &args), dir)
-    };
-    let (n1, _d1) = spawn("n1", None);
-    let (n2, _d2) = spawn("n2", Some(&n1));
-    let (mut n3, _d3) = spawn("n3", Some(&n1));
+    let (n1, _d1) = member_with(&db, "n1", &[], &[], &["--config", &cfg]);
+    let (n2, _d2) = member_with(&db, "n2", &[&n1], &[], &["--config", &cfg]);
+    let (mut n3, _d3) = member_with(&db, "n3", &[&n1], &[], &["--config", &cfg]);
     formed(&[&n1, &n2, &n3]).await;
     let room = room_on("n3", "survive");
     let (mut alice, _) = join_at(n1.addr, "alice", &room).await;

@@ -1,6 +1,6 @@
 //! The REST surface: token minting rules, room policy and reads, ICE servers, health, metrics.
 
-use crate::support::{SECRET, TestServer};
+use crate::support::TestServer;
 use serde_json::{Value, json};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -48,28 +48,10 @@ async fn rooms_are_readable_by_participants_only() {
     alice.recv_type("chat").await;
 
     let alice_token = s.token(json!({"userId": "alice"})).await;
-    let room: Value = s
-        .http
-        .get(s.url("/rooms/read-room"))
-        .bearer_auth(&alice_token)
-        .send()
-        .await
-        .expect("get")
-        .json()
-        .await
-        .expect("json");
+    let room: Value = crate::support::get_json_as(&s.url("/rooms/read-room"), &alice_token).await;
     assert_eq!(room["callStatus"], "waiting");
     assert_eq!(room["participants"][0]["userId"], "alice");
-    let chat: Value = s
-        .http
-        .get(s.url("/rooms/read-room/chat"))
-        .bearer_auth(&alice_token)
-        .send()
-        .await
-        .expect("get")
-        .json()
-        .await
-        .expect("json");
+    let chat: Value = crate::support::get_json_as(&s.url("/rooms/read-room/chat"), &alice_token).await;
     let texts: Vec<&str> =
         chat["messages"].as_array().expect("messages").iter().map(|m| m["text"].as_str().expect("text")).collect();
     assert_eq!(texts, ["first", "second"]);
@@ -122,7 +104,6 @@ async fn ice_servers_carry_turn_credentials() {
 
     let r = s.http.get(s.url("/ice-servers")).send().await.expect("get");
     assert_eq!(r.status(), 401);
-    let _ = SECRET;
     s.stop().await;
 }
 

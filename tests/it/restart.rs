@@ -14,15 +14,7 @@ async fn join(node: &Node, user: &str, room: &str) -> Client {
 }
 
 async fn get(node: &Node, path: &str, user: &str) -> Value {
-    reqwest::Client::new()
-        .get(node.url(path))
-        .bearer_auth(node_token(node.addr, user).await)
-        .send()
-        .await
-        .expect("get")
-        .json()
-        .await
-        .expect("json")
+    crate::support::get_json_as(&node.url(path), &node_token(node.addr, user).await).await
 }
 
 async fn kill_and_restart(extra: &[&str]) {
@@ -47,17 +39,7 @@ async fn kill_and_restart(extra: &[&str]) {
     };
     let store = switchboard::store::Store::open(&url, 1, "observer").await.expect("open the node's store");
     let kinds: Vec<String> = store.events("durable").await.expect("events").into_iter().map(|e| e.kind).collect();
-    assert_eq!(
-        kinds,
-        [
-            "session.created",
-            "participant.joined",
-            "participant.joined",
-            "participant.left",
-            "participant.left",
-            "session.closed"
-        ]
-    );
+    assert_eq!(kinds, crate::support::RECONCILED_CALL_EVENTS);
     store.close().await;
     assert!(node.log().contains("closed sessions and calls left open by an earlier run"), "{}", node.log());
 

@@ -119,10 +119,18 @@ async fn graceful_shutdown_tells_clients_and_closes_calls() {
     let mut s = TestServer::start().await;
     let (mut alice, _) = s.joined("alice", "shutdown-room").await;
     let (_bob, _) = s.joined("bob", "shutdown-room").await;
-    let app = s.app().clone();
     s.stop().await;
     let close = alice.closed().await.expect("a close frame");
     assert_eq!(u16::from(close.code), 1001);
     assert_eq!(close.reason.as_str(), "server shutting down");
-    let _ = app;
+    // The stopped node left its call ended and both sessions closed in the store.
+    let url = format!("sqlite://{}?mode=rw", s._dir.path().join("switchboard.db").display());
+    let store = switchboard::store::Store::open(&url, 1, "observer").await.expect("store");
+    let calls = store.calls("shutdown-room").await.expect("calls");
+    assert_eq!(calls.len(), 1);
+    assert_eq!((calls[0].1.as_str(), calls[0].2.as_deref()), ("ended", Some("server_shutdown")));
+    let left =
+        store.events("shutdown-room").await.expect("events").iter().filter(|e| e.kind == "participant.left").count();
+    assert_eq!(left, 2);
+    store.close().await;
 }

@@ -95,17 +95,7 @@ async fn exercise(url: &str) {
     assert_eq!(calls, vec![("call-1".to_owned(), CallStatus::Ended, Some("reconciled".to_owned()))]);
 
     let kinds: Vec<String> = store.events("store-room").await.expect("events").into_iter().map(|e| e.kind).collect();
-    assert_eq!(
-        kinds,
-        [
-            "session.created",
-            "participant.joined",
-            "participant.joined",
-            "participant.left",
-            "participant.left",
-            "session.closed"
-        ]
-    );
+    assert_eq!(kinds, crate::support::RECONCILED_CALL_EVENTS);
     // Another node's open sessions are not this node's to reconcile.
     let other = Store::open(url, 2, "node-b").await.expect("open as node-b");
     let open2 =

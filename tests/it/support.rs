@@ -307,3 +307,19 @@ pub async fn node_token(addr: std::net::SocketAddr, user: &str) -> String {
 pub async fn get_json(url: &str) -> Value {
     reqwest::Client::new().get(url).send().await.expect("get").json().await.expect("json")
 }
+
+/// GET `url` with a bearer token; the JSON body.
+pub async fn get_json_as(url: &str, token: &str) -> Value {
+    reqwest::Client::new().get(url).bearer_auth(token).send().await.expect("get").json().await.expect("json")
+}
+
+/// The outbox of a call both of whose participants were still in it when the node died,
+/// after the next start reconciled it.
+pub const RECONCILED_CALL_EVENTS: [&str; 6] = [
+    "session.created",
+    "participant.joined",
+    "participant.joined",
+    "participant.left",
+    "participant.left",
+    "session.closed",
+];

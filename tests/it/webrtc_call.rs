@@ -297,8 +297,7 @@ async fn a_call_connects_across_three_nodes() -> Result<()> {
     let room = room_on("n3", "call");
     let (alice, _) = join_at(n1.addr, "alice", &room).await;
     let (bob, _) = join_at(n2.addr, "bob", &room).await;
-    let v: Value = reqwest::Client::new().get(n3.url("/api/cluster")).send().await?.json().await?;
-    let owner = v["rooms"].as_array().and_then(|r| r.iter().find(|x| x["roomId"] == room.as_str())).cloned();
-    ensure!(owner.as_ref().map(|o| o["nodeId"] == "n3") == Some(true), "the room lives on n3: {v}");
+    let lease = crate::cluster::lease_of(&n3, &room).await;
+    ensure!(lease["nodeId"] == "n3", "the room lives on n3: {lease}");
     call(alice, bob).await
 }
