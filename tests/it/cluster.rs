@@ -578,32 +578,7 @@ async fn acknowledged_signaling_survives_a_drain_exactly_once_in_order() {
     assert!(status.success(), "{}", n3.log());
     assert_ne!(lease_of(&n1, &room).await["nodeId"], "n3", "the room moved during the stream");
 
-    // Every message is acknowledged...
-    let mut acked = std::collections::BTreeSet::new();
-    for _ in 0..(4 * N) {
-        if acked.len() as u64 == N {
-            break;
-        }
-        let v = alice.recv().await;
-        if v["type"] == "ack" {
-            acked.insert(v["ref"].as_u64().expect("numeric ref"));
-        }
-    }
-    assert_eq!(acked.len() as u64, N, "acknowledged: {acked:?}");
-    // ...and Bob got each exactly once, in order.
-    let mut got = Vec::new();
-    while (got.len() as u64) < N {
-        let v = bob.recv_type("offer").await;
-        got.push(v["sdp"].as_str().expect("sdp").to_owned());
-    }
-    let want: Vec<String> = (0..N).map(|i| format!("m{i}")).collect();
-    assert_eq!(got, want);
-    bob.send(json!({"type": "ping", "id": "barrier"})).await;
-    let mut next = bob.recv().await;
-    while next["type"] != "pong" {
-        assert_ne!(next["type"], "offer", "a duplicate reached Bob: {next}");
-        next = bob.recv().await;
-    }
+    assert_exactly_once(&mut alice, &mut bob, N).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -630,9 +605,15 @@ async fn acknowledged_signaling_survives_the_owners_death_exactly_once_in_order(
         alice.send(json!({"type": "offer", "peerId": bob.peer_id, "sdp": format!("m{i}"), "id": i})).await;
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
+    assert_exactly_once(&mut alice, &mut bob, N).await;
+}
+
+/// Alice sent offers `m0..m{n}` with ids `0..n` to Bob: every one is acknowledged, and Bob got
+/// each exactly once, in order, with nothing repeated after them.
+async fn assert_exactly_once(alice: &mut crate::support::Client, bob: &mut crate::support::Client, n: u64) {
     let mut acked = std::collections::BTreeSet::new();
-    for _ in 0..(4 * N) {
-        if acked.len() as u64 == N {
+    for _ in 0..(4 * n) {
+        if acked.len() as u64 == n {
             break;
         }
         let v = alice.recv().await;
@@ -640,13 +621,13 @@ async fn acknowledged_signaling_survives_the_owners_death_exactly_once_in_order(
             acked.insert(v["ref"].as_u64().expect("numeric ref"));
         }
     }
-    assert_eq!(acked.len() as u64, N, "every message acknowledged: {acked:?}");
+    assert_eq!(acked.len() as u64, n, "every message acknowledged: {acked:?}");
     let mut got = Vec::new();
-    while (got.len() as u64) < N {
+    while (got.len() as u64) < n {
         got.push(bob.recv_type("offer").await["sdp"].as_str().expect("sdp").to_owned());
     }
-    assert_eq!(got, (0..N).map(|i| format!("m{i}")).collect::<Vec<_>>(), "exactly once, in order");
-    bob.send(json!({"type": "ping", "id": "barrier"})).await;
+    assert_eq!(got, (0..n).map(|i| format!("m{i}")).collect::<Vec<_>>(), "exactly once, in order");
+    bob.send(serde_json::json!({"type": "ping", "id": "barrier"})).await;
     let mut next = bob.recv().await;
     while next["type"] != "pong" {
         assert_ne!(next["type"], "offer", "a duplicate reached Bob: {next}");
