@@ -13,7 +13,13 @@ pub(crate) fn member(db: &str, id: &str, seeds: &[&Node], env: &[(&str, &str)]) 
 }
 
 /// Like [`member`], with more `serve` flags (`--config` with short timings, say).
-fn member_with(db: &str, id: &str, seeds: &[&Node], env: &[(&str, &str)], extra: &[&str]) -> (Node, tempfile::TempDir) {
+pub(crate) fn member_with(
+    db: &str,
+    id: &str,
+    seeds: &[&Node],
+    env: &[(&str, &str)],
+    extra: &[&str],
+) -> (Node, tempfile::TempDir) {
     let dir = tempfile::tempdir().expect("tempdir");
     let seeds: Vec<String> =
         seeds.iter().map(|n| n.cluster_addr.expect("seed has a cluster address").to_string()).collect();
@@ -195,7 +201,7 @@ fn a_cluster_on_sqlite_is_refused() {
 }
 
 /// A config file with short cluster timings, for the fencing test.
-fn fast_config(dir: &std::path::Path) -> String {
+pub(crate) fn fast_config(dir: &std::path::Path) -> String {
     let path = dir.join("fast.toml");
     std::fs::write(
         &path,

@@ -113,10 +113,15 @@ async fn signal(
 ) -> Result<()> {
     let mut ws = client.ws;
     let mut early: Vec<RTCIceCandidateInit> = Vec::new();
+    // Every frame carries an id, so the edge keeps it until the room acknowledges it and
+    // sends it again if the room moves.
+    let mut next_id = 0u64;
     loop {
         tokio::select! {
             out = outgoing.recv() => {
-                let Some(frame) = out else { return Ok(()) };
+                let Some(mut frame) = out else { return Ok(()) };
+                frame["id"] = json!(next_id);
+                next_id += 1;
                 ws.send(Message::text(frame.to_string())).await?;
             }
             incoming = ws.next() => {
@@ -148,6 +153,8 @@ async fn signal(
                             pc.add_ice_candidate(cand).await?;
                         }
                     }
+                    // The room of an acknowledged message is being re-homed: the edge sends it again.
+                    Some("error") if v["code"] == "room_unavailable" && !v["ref"].is_null() => {}
                     Some("error") => return Err(anyhow!("server error: {v}")),
                     _ => {}
                 }
@@ -226,7 +233,25 @@ async fn two_webrtc_peers_connect_through_switchboard() -> Result<()> {
 
 /// Alice and Bob (joined, Alice first) set up a real call through the server(s) they are
 /// connected to: data channel both ways, then a renegotiation adding audio.
-pub async fn call(mut alice: Client, bob: Client) -> Result<()> {
+pub async fn call(alice: Client, bob: Client) -> Result<()> {
+    let mut call = connect(alice, bob).await?;
+    call.renegotiate_with_audio().await?;
+    exchange(&call.dc_a, &call.dc_b, "after renegotiation", "still here").await?;
+    call.hang_up().await
+}
+
+/// A connected call between two peers with an open data channel.
+struct Call {
+    a: Peer,
+    b: Peer,
+    bob_id: String,
+    dc_a: Arc<dyn DataChannel>,
+    dc_b: Arc<dyn DataChannel>,
+}
+
+/// Connects Alice and Bob (joined, Alice first): offer, answer, trickled candidates, a data
+/// channel open and used both ways.
+async fn connect(mut alice: Client, bob: Client) -> Result<Call> {
     let bob_id = alice.recv_type("peer_joined").await["peerId"].as_str().expect("id").to_owned();
     ensure!(bob_id == bob.peer_id, "peer_joined names bob");
     let alice_id = alice.peer_id.clone();
@@ -242,45 +267,52 @@ pub async fn call(mut alice: Client, bob: Client) -> Result<()> {
     next_event(&dc_a, true).await?;
     let dc_b = timeout(WAIT, b.channels.recv()).await?.ok_or(anyhow!("no data channel on B"))?;
     exchange(&dc_a, &dc_b, "hello from alice", "hello from bob").await?;
+    Ok(Call { a, b, bob_id, dc_a, dc_b })
+}
 
-    // Renegotiation on the live connection: add an audio track, offer again.
-    let track = audio_track();
-    a.pc.add_track(track.clone()).await?;
-    negotiate(&a, &bob_id).await?;
-    let answer = a.pc.remote_description().await.ok_or(anyhow!("no answer"))?;
-    ensure!(answer.sdp.contains("m=audio"), "the renegotiated answer has no audio m-line");
-    // Opus-sized RTP packets every 20 ms until B has seen the track.
-    let writer = tokio::spawn(async move {
-        for seq in 0u16..1000 {
-            let header = rtc::rtp::header::Header {
-                version: 2,
-                payload_type: 111,
-                sequence_number: seq,
-                timestamp: u32::from(seq) * 960,
-                ssrc: 4242,
-                ..Default::default()
-            };
-            let packet = rtc::rtp::packet::Packet { header, payload: bytes::Bytes::from_static(&[0xF8; 60]) };
-            let _ = track.write_rtp(packet).await;
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
-    });
-    let _remote = timeout(WAIT, b.tracks.recv()).await?.ok_or(anyhow!("B saw no track"))?;
-    writer.abort();
-    exchange(&dc_a, &dc_b, "after renegotiation", "still here").await?;
-
-    // Everything stayed on loopback.
-    for p in [&a, &b] {
-        let gathered = p.handler.gathered.lock().expect("lock").clone();
-        ensure!(!gathered.is_empty() && gathered.iter().all(|x| x == "127.0.0.1"), "gathered {gathered:?}");
+impl Call {
+    /// Renegotiation on the live connection: Alice adds an audio track and offers again; Bob
+    /// must see the track.
+    async fn renegotiate_with_audio(&mut self) -> Result<()> {
+        let track = audio_track();
+        self.a.pc.add_track(track.clone()).await?;
+        negotiate(&self.a, &self.bob_id).await?;
+        let answer = self.a.pc.remote_description().await.ok_or(anyhow!("no answer"))?;
+        ensure!(answer.sdp.contains("m=audio"), "the renegotiated answer has no audio m-line");
+        // Opus-sized RTP packets every 20 ms until B has seen the track.
+        let writer = tokio::spawn(async move {
+            for seq in 0u16..1000 {
+                let header = rtc::rtp::header::Header {
+                    version: 2,
+                    payload_type: 111,
+                    sequence_number: seq,
+                    timestamp: u32::from(seq) * 960,
+                    ssrc: 4242,
+                    ..Default::default()
+                };
+                let packet = rtc::rtp::packet::Packet { header, payload: bytes::Bytes::from_static(&[0xF8; 60]) };
+                let _ = track.write_rtp(packet).await;
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+        });
+        let _remote = timeout(WAIT, self.b.tracks.recv()).await?.ok_or(anyhow!("B saw no track"))?;
+        writer.abort();
+        Ok(())
     }
-    ensure!(!a.signaling.is_finished() && !b.signaling.is_finished(), "a signaling loop ended early");
 
-    a.pc.close().await?;
-    b.pc.close().await?;
-    a.signaling.abort();
-    b.signaling.abort();
-    Ok(())
+    /// Checks that everything stayed on loopback and the signaling loops are alive; closes.
+    async fn hang_up(self) -> Result<()> {
+        for p in [&self.a, &self.b] {
+            let gathered = p.handler.gathered.lock().expect("lock").clone();
+            ensure!(!gathered.is_empty() && gathered.iter().all(|x| x == "127.0.0.1"), "gathered {gathered:?}");
+        }
+        ensure!(!self.a.signaling.is_finished() && !self.b.signaling.is_finished(), "a signaling loop ended early");
+        self.a.pc.close().await?;
+        self.b.pc.close().await?;
+        self.a.signaling.abort();
+        self.b.signaling.abort();
+        Ok(())
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -300,4 +332,37 @@ async fn a_call_connects_across_three_nodes() -> Result<()> {
     let lease = crate::cluster::lease_of(&n3, &room).await;
     ensure!(lease["nodeId"] == "n3", "the room lives on n3: {lease}");
     call(alice, bob).await
+}
+
+/// Media is peer to peer: when the node that owns the room dies, the data channel keeps
+/// working, and signaling comes back (the room re-homed on a survivor) for a renegotiation.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_call_keeps_its_data_channel_through_the_owners_death() -> Result<()> {
+    use crate::cluster::{fast_config, join_at, lease_of, member_with, room_on, until};
+    let Some(db) = crate::support::fresh_postgres("a_call_keeps_its_data_channel_through_the_owners_death").await
+    else {
+        return Ok(());
+    };
+    let cfg_dir = tempfile::tempdir()?;
+    let cfg = fast_config(cfg_dir.path());
+    let (n1, _d1) = member_with(&db, "n1", &[], &[], &["--config", &cfg]);
+    let (n2, _d2) = member_with(&db, "n2", &[&n1], &[], &["--config", &cfg]);
+    let (mut n3, _d3) = member_with(&db, "n3", &[&n1], &[], &["--config", &cfg]);
+    for n in [&n1, &n2, &n3] {
+        until(n, "formed", |v| v.len() == 3 && v.values().all(|s| s == "up")).await;
+    }
+    let room = room_on("n3", "failover-call");
+    let (alice, _) = join_at(n1.addr, "alice", &room).await;
+    let (bob, _) = join_at(n2.addr, "bob", &room).await;
+    let mut call = connect(alice, bob).await?;
+
+    n3.kill();
+    // The data channel does not need the server.
+    exchange(&call.dc_a, &call.dc_b, "while the owner is dead", "still talking").await?;
+    // Signaling comes back: the offer is held by Alice's edge until the room serves again.
+    call.renegotiate_with_audio().await?;
+    exchange(&call.dc_a, &call.dc_b, "after the failover", "and after renegotiation").await?;
+    let lease = lease_of(&n1, &room).await;
+    ensure!(lease["nodeId"] != "n3", "the room moved to a survivor: {lease}");
+    call.hang_up().await
 }
