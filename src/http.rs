@@ -35,6 +35,7 @@ pub fn router(app: Arc<App>) -> Router {
         .route("/healthz", get(|| async { "ok" }))
         .route("/readyz", get(readyz))
         .route("/api/cluster", get(get_cluster))
+        .route("/api/cluster/hosted", get(get_hosted))
         .with_state(app)
 }
 
@@ -321,14 +322,10 @@ struct ClusterQuery {
     after: Option<String>,
 }
 
-/// The operator view of the cluster: members with their health, and the rooms hosted here.
-async fn get_cluster(
-    State(app): State<Arc<App>>,
-    headers: HeaderMap,
-    Query(q): Query<ClusterQuery>,
-) -> Result<Response, ApiError> {
-    if !is_api_key(&app, &headers) && !app.dev_mode {
-        let c = claims(&app, &headers)?;
+/// The cluster views are for operators: the API key or an admin token (open in dev mode).
+fn authorize_operator(app: &App, headers: &HeaderMap) -> Result<(), ApiError> {
+    if !is_api_key(app, headers) && !app.dev_mode {
+        let c = claims(app, headers)?;
         if !c.grants.admin {
             return Err(ApiError(
                 StatusCode::FORBIDDEN,
@@ -337,6 +334,16 @@ async fn get_cluster(
             ));
         }
     }
+    Ok(())
+}
+
+/// The operator view of the cluster: members with their health, and the rooms hosted here.
+async fn get_cluster(
+    State(app): State<Arc<App>>,
+    headers: HeaderMap,
+    Query(q): Query<ClusterQuery>,
+) -> Result<Response, ApiError> {
+    authorize_operator(&app, &headers)?;
     let me = (app.hello)();
     let members = match &app.cluster {
         Some(cluster) => cluster.members(&me),
@@ -371,4 +378,26 @@ async fn get_cluster(
         "nextRooms": next,
     }))
     .into_response())
+}
+
+/// The rooms whose actors run on this node and still hold their lease, each as the room
+/// itself answers (asking a room makes it check its lease first: a room that has lost it
+/// stops instead of answering). Used to check that no room ever has two owners.
+async fn get_hosted(State(app): State<Arc<App>>, headers: HeaderMap) -> Result<Response, ApiError> {
+    authorize_operator(&app, &headers)?;
+    let ids = match app.rooms.call(RoomSupervisorMsg::List, Some(Duration::from_secs(5))).await {
+        Ok(CallResult::Success(ids)) => ids,
+        _ => Vec::new(),
+    };
+    let mut rooms = Vec::with_capacity(ids.len());
+    for id in ids {
+        let found =
+            app.rooms.call(|reply| RoomSupervisorMsg::Lookup { room: id, reply }, Some(Duration::from_secs(2))).await;
+        if let Ok(CallResult::Success(Some(room))) = found
+            && let Ok(CallResult::Success(info)) = room.call(RoomMsg::Info, Some(Duration::from_secs(2))).await
+        {
+            rooms.push(json!({"roomId": info.room_id, "lease": info.lease, "participants": info.participants.len()}));
+        }
+    }
+    Ok(Json(json!({"nodeId": app.config.node_id, "rooms": rooms})).into_response())
 }

@@ -60,6 +60,22 @@ async fn owner_of(app: &App, room: &RoomId) -> String {
     }
 }
 
+/// Starts here the orphaned rooms (open sessions, no live lease) that placement gives to this
+/// node. Returns how many were started.
+pub async fn adopt_orphans(app: &App) -> usize {
+    let Ok(rooms) = app.store.orphaned_rooms(200).await else { return 0 };
+    let mut adopted = 0;
+    for room in rooms {
+        let room = RoomId::new(room);
+        if owner_of(app, &room).await == app.config.node_id && resolve(app, &room).await.is_ok() {
+            adopted += 1;
+            metrics::counter!("switchboard_orphan_rooms_adopted_total").increment(1);
+            tracing::info!(room_id = %room, "took over an orphaned room");
+        }
+    }
+    adopted
+}
+
 /// Joins `room`, wherever it lives.
 pub async fn join(app: &App, room: &RoomId, request: JoinRequest) -> Result<(PeerId, RoomHandle), RouteError> {
     if app.cluster.is_none() {
@@ -270,21 +286,37 @@ pub async fn reroute(
 /// Resumes session `peer` of `room` on connection `conn`, wherever the room lives. `Err` holds
 /// the `resume_failed` reason and sentence.
 pub async fn resume(app: &App, room: &RoomId, cmd: ResumeCmd) -> Result<RoomHandle, (String, String)> {
+    // While the room's old owner is dead and its lease not yet expired, the room cannot be
+    // reached: keep trying for as long as that can take, then tell the client to try again.
+    let patience = app.config.cluster.lease_ttl + app.config.cluster.heartbeat_timeout + Duration::from_secs(1);
+    let deadline = tokio::time::Instant::now() + patience;
+    loop {
+        let outcome = resume_once(app, room, cmd.clone()).await;
+        match outcome {
+            Err((reason, _)) if reason == "unavailable" && tokio::time::Instant::now() < deadline => {
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+            other => return other,
+        }
+    }
+}
+
+async fn resume_once(app: &App, room: &RoomId, cmd: ResumeCmd) -> Result<RoomHandle, (String, String)> {
     let owner = owner_of(app, room).await;
     if owner == app.config.node_id {
         local_resume(app.rooms.clone(), cmd).await?;
-        let actor = resolve(app, room).await.map_err(|(_, m)| ("expired".to_owned(), m))?;
+        let actor = resolve(app, room).await.map_err(|(_, m)| ("unavailable".to_owned(), m))?;
         return Ok(RoomHandle::Local(actor));
     }
     let Some(cell) = ractor::pg::get_members(&host_group(&owner)).into_iter().next() else {
-        return Err(("expired".into(), format!("the node serving the room ({owner}) is unreachable; join again")));
+        return Err(("unavailable".into(), format!("the node serving the room ({owner}) is unreachable; try again")));
     };
     let host: ActorRef<HostMsg> = cell.into();
     metrics::counter!("switchboard_cross_node_messages_total").increment(1);
     match host.call(|reply| HostMsg::Resume(Bincode(cmd), reply), Some(Duration::from_secs(10))).await {
         Ok(CallResult::Success(Bincode(Ok(_)))) => Ok(RoomHandle::Remote(owner)),
         Ok(CallResult::Success(Bincode(Err(e)))) => Err(e),
-        _ => Err(("expired".into(), "the room did not answer; join again".into())),
+        _ => Err(("unavailable".into(), "the room did not answer; try again".into())),
     }
 }
 

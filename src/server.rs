@@ -62,7 +62,9 @@ pub async fn start(config: Config, listener: TcpListener) -> anyhow::Result<Runn
     let secret = load_or_create_secret(&config.auth, &config.data_dir)?;
     let authority = Authority::new(&secret, &config.auth);
     let store = migrate(&config).await?;
-    let (sessions, calls) = store.reconcile().await?;
+    // In a cluster, sessions of a crashed incarnation stay open: the room's next owner takes
+    // them over (the orphan sweep) and they can still resume within their grace period.
+    let (sessions, calls) = store.reconcile(!config.clustered()).await?;
     if sessions + calls > 0 {
         tracing::warn!(sessions, calls, "closed sessions and calls left open by an earlier run");
     }
@@ -150,7 +152,12 @@ pub async fn start(config: Config, listener: TcpListener) -> anyhow::Result<Runn
         startup_ms = started.elapsed().as_millis() as u64,
         "switchboard serving; signaling at ws://{addr}/ws/signal"
     );
-    let beats = app.cluster.is_some().then(|| tokio::spawn(beat(app.clone())));
+    let beats = app.cluster.is_some().then(|| {
+        let app = app.clone();
+        tokio::spawn(async move {
+            tokio::join!(beat(app.clone()), sweep_orphans(app));
+        })
+    });
     Ok(RunningServer { addr, app, stop_http: Some(stop_http), http, beats })
 }
 
@@ -266,6 +273,20 @@ async fn beat(app: Arc<App>) {
             Ok(true) => {}
             Ok(false) => tracing::error!(node_id = %me.node_id, "another process has taken this node's id"),
             Err(e) => tracing::warn!(error = %e, "node heartbeat not recorded"),
+        }
+    }
+}
+
+/// Takes over the rooms placed on this node whose owner died with sessions in them, without
+/// waiting for someone to speak: the room starts here, adopts its sessions as disconnected
+/// (they can resume; after the grace period they leave, and the call ends as it should).
+async fn sweep_orphans(app: Arc<App>) {
+    let every = app.config.cluster.lease_ttl.max(Duration::from_millis(500));
+    let mut ticker = tokio::time::interval(every);
+    loop {
+        ticker.tick().await;
+        if !app.is_shutting_down() {
+            crate::routing::adopt_orphans(&app).await;
         }
     }
 }

@@ -134,9 +134,10 @@ impl Store {
         self.pool.close().await;
     }
 
-    /// After a crash: closes this node's sessions that are still open and ends calls that
-    /// nobody is in any more. Returns (sessions closed, calls ended).
-    pub async fn reconcile(&self) -> Result<(u64, u64), StoreError> {
+    /// After a crash: closes this node's sessions that are still open (unless `close_sessions`
+    /// is false: in a cluster they stay resumable, and the room's next owner takes them over)
+    /// and ends calls that nobody is in any more. Returns (sessions closed, calls ended).
+    pub async fn reconcile(&self, close_sessions: bool) -> Result<(u64, u64), StoreError> {
         let now = now_ms();
         let mut tx = self.pool.begin().await.map_err(db)?;
         // Rooms with a live lease are in someone's hands (in a cluster, maybe another node's,
@@ -146,7 +147,11 @@ impl Store {
              AND NOT EXISTS (SELECT 1 FROM room_leases l WHERE l.room_id = s.room_id AND l.expires_at >= {})",
             self.db_now()
         );
-        let open = sqlx::query(&sql).bind(&self.node_id).fetch_all(&mut *tx).await.map_err(db)?;
+        let open = if close_sessions {
+            sqlx::query(&sql).bind(&self.node_id).fetch_all(&mut *tx).await.map_err(db)?
+        } else {
+            Vec::new()
+        };
         for row in &open {
             let (peer, room, user): (String, String, String) = (row.get(0), row.get(1), row.get(2));
             sqlx::query("UPDATE sessions SET left_at = $1, leave_reason = 'node_restart' WHERE id = $2")
@@ -758,6 +763,19 @@ impl Store {
         let sql = format!("SELECT node_id FROM room_leases WHERE room_id = $1 AND expires_at >= {}", self.db_now());
         let row = sqlx::query(&sql).bind(room).fetch_optional(&self.pool).await.map_err(db)?;
         Ok(row.map(|r| r.get::<String, _>(0)))
+    }
+
+    /// Rooms with open sessions and no live lease: their owner died (or the whole cluster
+    /// stopped) and nobody has taken them over yet. At most `limit`.
+    pub async fn orphaned_rooms(&self, limit: u32) -> Result<Vec<String>, StoreError> {
+        let sql = format!(
+            "SELECT DISTINCT room_id FROM sessions s WHERE left_at IS NULL \
+             AND NOT EXISTS (SELECT 1 FROM room_leases l WHERE l.room_id = s.room_id AND l.expires_at >= {}) \
+             ORDER BY room_id LIMIT $1",
+            self.db_now()
+        );
+        let rows = sqlx::query(&sql).bind(i64::from(limit)).fetch_all(&self.pool).await.map_err(db)?;
+        Ok(rows.iter().map(|r| r.get::<String, _>(0)).collect())
     }
 
     /// Live leases (room, node, epoch) in room order, `limit` after `after`: the cluster's room map.

@@ -40,6 +40,10 @@ fn describe() {
     describe_histogram!("switchboard_cluster_heartbeat_seconds", "heartbeat round trip to a peer");
     describe_gauge!("switchboard_leases_held", "room leases this node holds");
     describe_counter!("switchboard_lease_lost_total", "rooms stopped because their lease was lost");
+    describe_counter!(
+        "switchboard_orphan_rooms_adopted_total",
+        "rooms taken over by this node after their owner died with sessions in them"
+    );
     describe_counter!("switchboard_lease_renew_failures_total", "lease renewals that failed on a database error");
     describe_counter!("switchboard_rehomes_total", "rooms started here after another node lost or gave them up");
     describe_counter!("switchboard_cross_node_messages_total", "commands and frames sent to another node");

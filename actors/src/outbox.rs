@@ -34,6 +34,31 @@ impl Outbox {
         (seq, framed)
     }
 
+    /// The number of the oldest frame kept (the next one's when none is).
+    pub fn first_kept(&self) -> u64 {
+        self.frames.front().map_or(self.next_seq, |f| f.0)
+    }
+
+    /// Renumbers everything by `delta` (kept frames and the next number), so that this
+    /// outbox counts as a client whose numbering started elsewhere does. Frames that would
+    /// get a number below 1 are dropped.
+    pub fn shift(&mut self, delta: i64) {
+        if delta == 0 {
+            return;
+        }
+        let frames = std::mem::take(&mut self.frames);
+        for (seq, framed) in frames {
+            let new = seq as i64 + delta;
+            if new < 1 {
+                continue;
+            }
+            // Replace the leading `{"seq":N,` with the new number.
+            let rest = framed.split_once(',').map_or("}", |(_, rest)| rest);
+            self.frames.push_back((new as u64, with_seq(new as u64, &format!("{{{rest}")).into()));
+        }
+        self.next_seq = (self.next_seq as i64 + delta).max(1) as u64;
+    }
+
     /// The frames after `last`, if all of them are still kept.
     pub fn after(&self, last: u64) -> Option<Vec<(u64, Arc<str>)>> {
         let oldest = self.frames.front().map_or(self.next_seq, |f| f.0);
@@ -62,5 +87,27 @@ mod tests {
             o.push(r#"{"type":"x"}"#);
         }
         assert!(o.after(5).is_none(), "frame 6 is no longer kept");
+    }
+
+    #[test]
+    fn shifting_renumbers_kept_frames_and_the_next_one() {
+        let mut o = Outbox::starting_at(1);
+        o.push(r#"{"type":"a"}"#);
+        o.push(r#"{"type":"b"}"#);
+        o.shift(40);
+        assert_eq!(o.first_kept(), 41);
+        let after = o.after(40).expect("kept");
+        assert_eq!(
+            after.iter().map(|f| &*f.1).collect::<Vec<_>>(),
+            [r#"{"seq":41,"type":"a"}"#, r#"{"seq":42,"type":"b"}"#]
+        );
+        assert_eq!(o.push(r#"{"type":"c"}"#).0, 43);
+        o.shift(-42);
+        assert_eq!(
+            o.after(0).expect("kept").iter().map(|f| f.0).collect::<Vec<_>>(),
+            [1],
+            "frames below 1 are dropped"
+        );
+        assert_eq!(o.next_seq, 2);
     }
 }

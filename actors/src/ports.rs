@@ -30,6 +30,11 @@ pub trait Edge: Send + Sync + 'static {
     fn deliver(&self, conn: &ConnId, frame: Frame) -> bool;
     /// Whether the connection is still open.
     fn is_connected(&self, conn: &ConnId) -> bool;
+    /// Tells connection `conn` that `room` runs in a new instance on this node (after a
+    /// restart, a move or a node's death). The connection points itself at it and answers with
+    /// [`RoomMsg::SeqSync`](crate::room::RoomMsg::SeqSync), so that the new instance numbers
+    /// the session's frames as the client counts them.
+    fn reattach(&self, conn: &ConnId, room: &RoomId);
 }
 
 /// Failure of the persistence port.

@@ -126,6 +126,22 @@ pub struct RoomInfo {
     pub max_participants: u32,
     /// Invitees, when the room is closed to others.
     pub invitees: Option<Vec<UserId>>,
+    /// The lease this instance holds, in a cluster.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub lease: Option<HeldLease>,
+}
+
+/// A clustered room's lease as the room itself sees it, with wall-clock times (milliseconds
+/// since the Unix epoch) so that observers on one host can compare two nodes' claims.
+#[derive(Clone, Debug, serde::Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct HeldLease {
+    /// The lease's epoch.
+    pub epoch: i64,
+    /// Taken just after the database granted the lease: the grant happened no later.
+    pub since_ms: i64,
+    /// When the room checked that its lease is still valid and answered.
+    pub checked_at_ms: i64,
 }
 
 /// Messages a room handles. Every message from a peer names the sending session and the
@@ -210,6 +226,19 @@ pub enum RoomMsg {
         peer: PeerId,
         /// The connection that dropped (a newer one may have taken the session over).
         conn: ConnId,
+        /// How far that connection's `seq` numbers were ahead of this room's for the session
+        /// (a connection that outlived an earlier room instance shifts the new one's numbers).
+        seq_shift: i64,
+    },
+    /// A connection's answer to [`Edge::reattach`]: the last `seq` its client received. Until it
+    /// comes, an adopted session's frames are kept but not sent.
+    SeqSync {
+        /// The session.
+        peer: PeerId,
+        /// The connection answering.
+        conn: ConnId,
+        /// The last frame number the client has.
+        last_seq: u64,
     },
     /// The grace period of a disconnected session ended (sent by its timer).
     GraceExpired {
@@ -264,9 +293,13 @@ struct Member {
     disconnects: u64,
     /// Secret a new connection presents to take this session over.
     resume_token: String,
-    /// Loaded by this room instance (after a restart or move) and not resumed since: the
-    /// client's `lastSeq` counts the old room's frames, so everything kept here is new to it.
+    /// Loaded by this room instance (after a restart or move), and neither resumed nor synced
+    /// with its connection since: nothing kept here has been sent, so all of it is new to the
+    /// client, and it is numbered once the client's count is known.
     adopted: bool,
+    /// The client's number for a frame minus this room's, as the session's last connection
+    /// reported when it dropped (0 while both count alike).
+    seq_shift: i64,
     /// The `id`s of the session's latest messages, to drop re-sent ones.
     seen_ids: VecDeque<String>,
     outbox: Outbox,
@@ -292,6 +325,8 @@ pub struct RoomState {
     /// The room must not act after this instant unless it renews (local monotonic clock, so a
     /// process that was frozen notices it lost the lease before doing anything).
     lease_valid_until: Option<Instant>,
+    /// Wall-clock time just after the lease was granted.
+    lease_since_ms: i64,
     /// Leaves that happened while the database was unreachable, oldest first, still to record.
     pending_leaves: VecDeque<PendingLeave>,
     /// Delay before the next attempt to record them.
@@ -379,7 +414,10 @@ impl Actor for Room {
             RoomMsg::RenewLease => Box::pin(renew_lease(&myself, state)).await,
             RoomMsg::RetryLeaves => Box::pin(retry_leaves(&myself, state)).await,
             RoomMsg::Echo { from, body } => state.send_to_peer(&from, &body, None),
-            RoomMsg::Disconnected { peer, conn } => disconnected(&myself, state, &peer, &conn).await?,
+            RoomMsg::SeqSync { peer, conn, last_seq } => seq_sync(state, &peer, &conn, last_seq),
+            RoomMsg::Disconnected { peer, conn, seq_shift } => {
+                disconnected(&myself, state, &peer, &conn, seq_shift).await?
+            }
             RoomMsg::GraceExpired { peer, disconnects } => {
                 let expired = state.member(&peer).is_some_and(|m| !m.connected && m.disconnects == disconnects);
                 if expired {
@@ -448,12 +486,14 @@ async fn start_room(myself: ActorRef<RoomMsg>, args: RoomArgs) -> Result<RoomSta
     let ctx = args.ctx;
     let mut fence = None;
     let mut lease_valid_until = None;
+    let mut lease_since_ms = 0;
     if let Some(lease) = &ctx.config.lease {
         let asked = Instant::now();
         match ctx.store.acquire_lease(&args.room_id, &lease.node_id, lease.ttl).await? {
             Ok(epoch) => {
                 fence = Some(Fence { room: args.room_id.clone(), node: lease.node_id.clone(), epoch });
                 lease_valid_until = Some(asked + lease.ttl * 4 / 5);
+                lease_since_ms = now_ms();
                 myself.send_interval(lease.ttl / 3, || RoomMsg::RenewLease);
             }
             Err(holder) => return Err(Box::new(RoomElsewhere(holder))),
@@ -473,6 +513,7 @@ async fn start_room(myself: ActorRef<RoomMsg>, args: RoomArgs) -> Result<RoomSta
         empty_since: None,
         fence,
         lease_valid_until,
+        lease_since_ms,
         pending_leaves: VecDeque::new(),
         retry_backoff: Duration::from_millis(200),
         error_sent: false,
@@ -502,12 +543,17 @@ async fn start_room(myself: ActorRef<RoomMsg>, args: RoomArgs) -> Result<RoomSta
             disconnects: u64::from(!connected),
             resume_token: p.resume_token,
             adopted: true,
+            seq_shift: 0,
             seen_ids: VecDeque::new(),
             outbox: Outbox::starting_at(1),
             overlay: None,
             actor,
             restarts: RestartTracker::default(),
         });
+    }
+    // Sessions whose connections are still open: ask each connection for its client's count.
+    for m in state.members.iter().filter(|m| m.connected) {
+        ctx.edge.reattach(&m.conn, &state.id);
     }
     let grace = ctx.config.resume_grace;
     for peer in gone {
@@ -574,7 +620,7 @@ impl RoomState {
     fn deliver(&mut self, idx: usize, body: &str, received_at: Option<Instant>) {
         let Some(m) = self.members.get_mut(idx) else { return };
         let (seq, framed) = m.outbox.push(body);
-        if m.connected {
+        if m.connected && !m.adopted {
             self.ctx.edge.deliver(&m.conn, Frame { body: framed, received_at, seq: Some(seq) });
         }
     }
@@ -705,6 +751,7 @@ async fn join(myself: &ActorRef<RoomMsg>, state: &mut RoomState, req: JoinReques
         disconnects: 0,
         resume_token,
         adopted: false,
+        seq_shift: 0,
         seen_ids: VecDeque::new(),
         outbox: Outbox::starting_at(req.first_seq),
         overlay: None,
@@ -1000,6 +1047,11 @@ fn info(state: &RoomState) -> RoomInfo {
         participants: state.members.iter().map(|m| m.info.clone()).collect(),
         max_participants: state.policy.max_participants,
         invitees: state.policy.invitees.clone(),
+        lease: state.fence.as_ref().filter(|_| state.lease_valid_until.is_some()).map(|f| HeldLease {
+            epoch: f.epoch,
+            since_ms: state.lease_since_ms,
+            checked_at_ms: now_ms(),
+        }),
     }
 }
 
@@ -1049,11 +1101,18 @@ async fn disconnected(
     state: &mut RoomState,
     peer: &PeerId,
     conn: &ConnId,
+    seq_shift: i64,
 ) -> Result<(), ActorProcessingErr> {
     let grace = state.ctx.config.resume_grace;
     let Some(m) = state.member_mut(peer) else { return Ok(()) };
     if &m.conn != conn || !m.connected {
         return Ok(());
+    }
+    // A connection that numbered this room's frames for its client: from now on the client's
+    // `lastSeq` maps onto this room's numbers by its shift. (An adopted session was sent
+    // nothing: everything kept is new to the client whatever it counted.)
+    if !m.adopted {
+        m.seq_shift = seq_shift;
     }
     if grace.is_zero() {
         return Box::pin(leave(myself, state, peer, "disconnected")).await;
@@ -1064,6 +1123,23 @@ async fn disconnected(
     myself.send_after(grace, move || RoomMsg::GraceExpired { peer: peer_id, disconnects });
     state.broadcast(ServerMessage::PeerDisconnected { peer_id: peer }.to_body(), Some(peer));
     Ok(())
+}
+
+/// An adopted session's connection told the client's count: number what is kept to follow
+/// it, and send it all.
+fn seq_sync(state: &mut RoomState, peer: &PeerId, conn: &ConnId, last_seq: u64) {
+    let edge = state.ctx.edge.clone();
+    let Some(m) = state.member_mut(peer) else { return };
+    if &m.conn != conn || !m.adopted || !m.connected {
+        return;
+    }
+    let shift = last_seq as i64 + 1 - m.outbox.first_kept() as i64;
+    m.outbox.shift(shift);
+    m.adopted = false;
+    m.seq_shift = 0;
+    for (seq, body) in m.outbox.after(last_seq).unwrap_or_default() {
+        edge.deliver(conn, Frame { body, received_at: None, seq: Some(seq) });
+    }
 }
 
 fn resume(
@@ -1082,11 +1158,16 @@ fn resume(
     if &m.info.user_id != user || m.resume_token != token {
         return fail("invalid_token", "the resume token does not match the session");
     }
-    let missed = if m.adopted { m.outbox.after(0) } else { m.outbox.after(last_seq) };
-    let Some(missed) = missed else {
+    // The room's numbers for this session become the client's: an adopted session's kept
+    // frames all follow `lastSeq`; otherwise the last connection's shift maps one onto the other.
+    let shift = if m.adopted { last_seq as i64 + 1 - m.outbox.first_kept() as i64 } else { m.seq_shift };
+    if m.outbox.after((last_seq as i64 - shift).max(0) as u64).is_none() {
         return fail("too_far_behind", "frames after lastSeq are no longer kept; join again");
-    };
+    }
     let m = &mut state.members[idx];
+    m.outbox.shift(shift);
+    m.seq_shift = 0;
+    let missed = m.outbox.after(last_seq).unwrap_or_default();
     m.conn = conn.clone();
     m.connected = true;
     m.adopted = false;

@@ -87,7 +87,9 @@ pub enum RoomCmd {
     /// See [`RoomMsg::Echo`].
     Echo { from: String, body: String },
     /// See [`RoomMsg::Disconnected`].
-    Disconnected { peer: String, conn: String },
+    Disconnected { peer: String, conn: String, seq_shift: i64 },
+    /// See [`RoomMsg::SeqSync`].
+    SeqSync { peer: String, conn: String, last_seq: u64 },
 }
 
 fn json_text(v: &Option<Value>) -> Option<String> {
@@ -135,8 +137,11 @@ impl RoomCmd {
                 RoomCmd::EndCall { from: from.to_string(), reference: json_text(reference) }
             }
             RoomMsg::Echo { from, body } => RoomCmd::Echo { from: from.to_string(), body: body.clone() },
-            RoomMsg::Disconnected { peer, conn } => {
-                RoomCmd::Disconnected { peer: peer.to_string(), conn: conn.to_string() }
+            RoomMsg::SeqSync { peer, conn, last_seq } => {
+                RoomCmd::SeqSync { peer: peer.to_string(), conn: conn.to_string(), last_seq: *last_seq }
+            }
+            RoomMsg::Disconnected { peer, conn, seq_shift } => {
+                RoomCmd::Disconnected { peer: peer.to_string(), conn: conn.to_string(), seq_shift: *seq_shift }
             }
             RoomMsg::Stats { from, sample, reference } => RoomCmd::Stats {
                 from: from.to_string(),
@@ -182,8 +187,11 @@ impl RoomCmd {
                 RoomMsg::EndCall { from: PeerId::new(from), reference: json_value(&reference) }
             }
             RoomCmd::Echo { from, body } => RoomMsg::Echo { from: PeerId::new(from), body },
-            RoomCmd::Disconnected { peer, conn } => {
-                RoomMsg::Disconnected { peer: PeerId::new(peer), conn: ConnId::new(conn) }
+            RoomCmd::SeqSync { peer, conn, last_seq } => {
+                RoomMsg::SeqSync { peer: PeerId::new(peer), conn: ConnId::new(conn), last_seq }
+            }
+            RoomCmd::Disconnected { peer, conn, seq_shift } => {
+                RoomMsg::Disconnected { peer: PeerId::new(peer), conn: ConnId::new(conn), seq_shift }
             }
             RoomCmd::Stats { from, sample, reference } => RoomMsg::Stats {
                 from: PeerId::new(from),
@@ -332,10 +340,14 @@ impl Actor for RoomHost {
 /// Resumes a session in a room running on this node.
 pub async fn local_resume(rooms: ActorRef<RoomSupervisorMsg>, cmd: ResumeCmd) -> JoinOutcome {
     let room = RoomId::new(&cmd.room);
-    let found = rooms.call(|reply| RoomSupervisorMsg::Lookup { room, reply }, Some(Duration::from_secs(5))).await;
-    let Ok(CallResult::Success(Some(actor))) = found else {
-        return Err(("expired".into(), "the session's room is no longer running; join again".into()));
-    };
+    // The room is started if it is not running (after its node died, say): it loads its
+    // sessions, this one among them, from the store.
+    let actor =
+        match rooms.call(|reply| RoomSupervisorMsg::Resolve { room, reply }, Some(Duration::from_secs(10))).await {
+            Ok(CallResult::Success(Ok(actor))) => actor,
+            Ok(CallResult::Success(Err(e))) => return Err(("unavailable".into(), e.message)),
+            _ => return Err(("unavailable".into(), "the session's room is not reachable yet; try again".into())),
+        };
     let msg = |reply| RoomMsg::Resume {
         peer: PeerId::new(&cmd.peer),
         user: UserId::new(&cmd.user),
@@ -347,7 +359,7 @@ pub async fn local_resume(rooms: ActorRef<RoomSupervisorMsg>, cmd: ResumeCmd) ->
     match actor.call(msg, Some(Duration::from_secs(10))).await {
         Ok(CallResult::Success(Ok(()))) => Ok(cmd.peer.clone()),
         Ok(CallResult::Success(Err(e))) => Err(e),
-        _ => Err(("expired".into(), "the session's room did not answer; join again".into())),
+        _ => Err(("unavailable".into(), "the session's room did not answer; try again".into())),
     }
 }
 

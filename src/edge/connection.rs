@@ -179,8 +179,13 @@ impl Actor for Connection {
             let leave = if state.abusive {
                 RoomMsg::Leave { peer: j.peer, reason: "disconnected".into() }
             } else {
-                RoomMsg::Disconnected { peer: j.peer, conn: state.conn_id.clone() }
+                RoomMsg::Disconnected { peer: j.peer, conn: state.conn_id.clone(), seq_shift: state.seq_offset }
             };
+            // The room must hear this (it carries how this connection numbered the session's
+            // frames): if its node is gone, find where it lives now first.
+            if !routing::reachable(&j.room) {
+                let _ = routing::relocate(&state.app, &mut j.room, &j.room_id).await;
+            }
             let _ = Box::pin(routing::send(&state.app, &mut j.room, &j.room_id, &state.conn_id, leave)).await;
         }
         Ok(())
@@ -565,6 +570,13 @@ async fn retry_pending(myself: &ActorRef<ConnectionMsg>, state: &mut ConnectionS
 /// order (but `except`, just sent). The room drops ids it has seen; receivers drop relayed
 /// messages they already got (`msgId`).
 async fn resend_pending(state: &mut ConnectionState, except: Option<&str>) {
+    // A new room instance first learns how far this client has counted, so that it numbers
+    // the session's frames to follow (it sends nothing to the session until then).
+    if let Some(j) = state.joined.as_mut() {
+        state.seq_offset = 0;
+        let sync = RoomMsg::SeqSync { peer: j.peer.clone(), conn: state.conn_id.clone(), last_seq: state.seq };
+        let _ = routing::send(&state.app, &mut j.room, &j.room_id, &state.conn_id, sync).await;
+    }
     let now = Instant::now();
     let pending: Vec<String> = state
         .pending

@@ -103,6 +103,17 @@ impl Edge for EdgeRouter {
         }
     }
 
+    fn reattach(&self, conn: &ConnId, room: &RoomId) {
+        if let Some(node) = self.is_remote(conn) {
+            if let Some(cell) = ractor::pg::get_members(&edge_group(node)).into_iter().next() {
+                let link: ActorRef<EdgeMsg> = cell.into();
+                let _ = link.cast(EdgeMsg::Moved(conn.to_string(), room.to_string(), self.node_id.clone()));
+            }
+            return;
+        }
+        self.moved(conn, room.clone(), self.node_id.clone());
+    }
+
     fn is_connected(&self, conn: &ConnId) -> bool {
         // Another node's connection counts as open while that node is reachable; if it is not,
         // its sessions leave when it is declared down.

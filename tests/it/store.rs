@@ -86,7 +86,7 @@ async fn exercise(url: &str) {
     store.record_leave(&room, &PeerId::new("p1"), "left", None, None).await.expect("leave again");
 
     // p2 is still in; a crash now leaves the call open. Reconciliation ends it.
-    let (sessions, calls) = store.reconcile().await.expect("reconcile");
+    let (sessions, calls) = store.reconcile(true).await.expect("reconcile");
     assert_eq!((sessions, calls), (1, 1));
     let loaded = store.load_room(&room, &policy, 2).await.expect("reload");
     assert_eq!(loaded.status, CallStatus::Ended);
@@ -101,7 +101,7 @@ async fn exercise(url: &str) {
     let open2 =
         CallChange { call_id: "call-2".into(), transition: CallTransition::Open(CallStatus::Waiting), reason: None };
     store.record_join(&room, &participant("p3", "carol"), Some(&open2), None).await.expect("join 3");
-    assert_eq!(other.reconcile().await.expect("reconcile"), (0, 0));
+    assert_eq!(other.reconcile(true).await.expect("reconcile"), (0, 0));
     leases(&store).await;
     store.close().await;
 }
