@@ -200,7 +200,8 @@ async fn resolve(app: &App, room: &RoomId) -> Result<ActorRef<RoomMsg>, RouteErr
 }
 
 /// Sends a message to the room behind `handle`. A local room that restarted is found again;
-/// one that moved to another node is reported as `room_elsewhere` (join again).
+/// one that moved to another node (this node handed it over or lost its lease) is followed
+/// there: its new owner took the sessions over with it.
 pub async fn send(
     app: &App,
     handle: &mut RoomHandle,
@@ -215,8 +216,13 @@ pub async fn send(
                 Err(MessagingErr::SendErr(msg)) => msg,
                 Err(_) => return Err(unavailable()),
             };
-            if app.cluster.is_some() && owner_of(app, room).await != app.config.node_id {
-                return Err((ErrorCode::RoomElsewhere, "the room moved to another node; join it again".into()));
+            if app.cluster.is_some() {
+                let owner = owner_of(app, room).await;
+                if owner != app.config.node_id {
+                    send_remote(&owner, room, conn, &msg)?;
+                    *handle = RoomHandle::Remote(owner);
+                    return Ok(());
+                }
             }
             let again = resolve(app, room).await?;
             let _ = again.cast(msg);
@@ -317,6 +323,16 @@ async fn resume_once(app: &App, room: &RoomId, cmd: ResumeCmd) -> Result<RoomHan
         Ok(CallResult::Success(Bincode(Ok(_)))) => Ok(RoomHandle::Remote(owner)),
         Ok(CallResult::Success(Bincode(Err(e)))) => Err(e),
         _ => Err(("unavailable".into(), "the room did not answer; try again".into())),
+    }
+}
+
+/// Sends `msg` to the room instance `handle` points at and nowhere else; false when that
+/// instance is gone (the message was not sent). For messages kept for re-sending: they must
+/// not overtake older ones on their way to a new instance.
+pub fn try_send(handle: &RoomHandle, room: &RoomId, conn: &ConnId, msg: RoomMsg) -> bool {
+    match handle {
+        RoomHandle::Local(actor) => actor.cast(msg).is_ok(),
+        RoomHandle::Remote(node) => send_remote(node, room, conn, &msg).is_ok(),
     }
 }
 

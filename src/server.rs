@@ -27,6 +27,7 @@ use switchboard_cluster::node_agent::{AgentMsg, agent_group};
 use switchboard_cluster::routing::{
     EdgeLink, EdgeLinkArgs, EdgeMsg, HostMsg, Moved, Reroute, RoomHost, RoomHostArgs, edge_group, host_group, node_of,
 };
+use switchboard_cluster::wire::Bincode;
 use switchboard_cluster::{Cluster, ClusterConfig, LiveView, NodeHello, NodeId};
 use tokio::net::TcpListener;
 use tokio::sync::oneshot;
@@ -222,11 +223,12 @@ async fn drain(app: &App, deadline: Instant) {
         _ => Vec::new(),
     };
     let mut touched = std::collections::BTreeSet::new();
-    for room in &handed {
+    let count = handed.len();
+    for (room, carry) in handed {
         let Some(target) = (app.successor)(room.as_str()) else { continue };
         if let Some(cell) = ractor::pg::get_members(&host_group(&target)).into_iter().next() {
             let host: ActorRef<HostMsg> = cell.into();
-            let _ = host.cast(HostMsg::Adopt(room.to_string()));
+            let _ = host.cast(HostMsg::Adopt(room.to_string(), Bincode(carry)));
             touched.insert(target.clone());
         }
         // Re-point the edges of the room's remaining sessions at the new owner, so their next
@@ -249,7 +251,7 @@ async fn drain(app: &App, deadline: Instant) {
             let _ = agent.call(AgentMsg::Hello, Some(Duration::from_secs(2))).await;
         }
     }
-    tracing::info!(rooms = handed.len(), "rooms handed off");
+    tracing::info!(rooms = count, "rooms handed off");
 }
 
 /// Where a room goes when this node gives it up: placement over the other live members.

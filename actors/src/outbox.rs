@@ -34,6 +34,17 @@ impl Outbox {
         (seq, framed)
     }
 
+    /// The next number and the frames kept, to hand to another room instance.
+    pub fn snapshot(&self) -> (u64, Vec<(u64, String)>) {
+        (self.next_seq, self.frames.iter().map(|(seq, f)| (*seq, f.to_string())).collect())
+    }
+
+    /// An outbox that continues where [`snapshot`](Self::snapshot) left off.
+    pub fn restore(next_seq: u64, frames: Vec<(u64, String)>) -> Outbox {
+        let frames = frames.into_iter().rev().take(REPLAY_FRAMES).rev().map(|(seq, f)| (seq, Arc::from(f))).collect();
+        Outbox { next_seq: next_seq.max(1), frames }
+    }
+
     /// The number of the oldest frame kept (the next one's when none is).
     pub fn first_kept(&self) -> u64 {
         self.frames.front().map_or(self.next_seq, |f| f.0)

@@ -82,6 +82,34 @@ pub struct RoomArgs {
     pub ctx: Arc<RoomContext>,
     /// Where the room publishes its participant count (read by `/metrics`).
     pub present: Arc<AtomicUsize>,
+    /// What the previous instance handed over, when a draining node gave the room up.
+    pub carry: Option<Carry>,
+}
+
+/// What a room instance hands to the next one when its node drains: each session's numbered
+/// frames, its numbering and the ids it has seen, so that nothing is lost or repeated across
+/// the move and the sessions' `seq` runs on unbroken.
+#[derive(Clone, Debug, Default, serde::Serialize, serde::Deserialize)]
+pub struct Carry {
+    /// One entry per session.
+    pub sessions: Vec<CarriedSession>,
+}
+
+/// One session in a [`Carry`].
+#[derive(Clone, Debug, serde::Serialize, serde::Deserialize)]
+pub struct CarriedSession {
+    /// The session.
+    pub peer_id: String,
+    /// Its outbox: the next number and the frames kept.
+    pub next_seq: u64,
+    /// The frames kept, numbered.
+    pub frames: Vec<(u64, String)>,
+    /// The latest client message ids seen.
+    pub seen_ids: Vec<String>,
+    /// Whether it was still waiting for its connection's count.
+    pub adopted: bool,
+    /// See `Member::seq_shift`.
+    pub seq_shift: i64,
 }
 
 /// A join request, already authenticated by the edge.
@@ -214,6 +242,8 @@ pub enum RoomMsg {
     IdleCheck,
     /// The node is going down: close every session and the call, then stop.
     Shutdown(RpcReplyPort<()>),
+    /// The node drains: reply with what the next instance needs, then stop.
+    HandOff(RpcReplyPort<Carry>),
     /// Fault injection for tests and chaos runs: the room panics.
     InjectFault,
     /// Renew the lease (a timer sends it every third of the lease's lifetime).
@@ -230,15 +260,19 @@ pub enum RoomMsg {
         /// (a connection that outlived an earlier room instance shifts the new one's numbers).
         seq_shift: i64,
     },
-    /// A connection's answer to [`Edge::reattach`]: the last `seq` its client received. Until it
-    /// comes, an adopted session's frames are kept but not sent.
+    /// A session's connection tells how far its client has counted: its answer to
+    /// [`Edge::reattach`], and the first thing it sends a room instance it has found again.
+    /// Until it comes, an adopted session's frames are kept but not sent; a session the room
+    /// took for disconnected is connected again and gets what it missed.
     SeqSync {
         /// The session.
         peer: PeerId,
-        /// The connection answering.
+        /// The connection.
         conn: ConnId,
         /// The last frame number the client has.
         last_seq: u64,
+        /// What the connection adds to this room's numbers (see `Member::seq_shift`).
+        seq_offset: i64,
     },
     /// The grace period of a disconnected session ended (sent by its timer).
     GraceExpired {
@@ -410,11 +444,17 @@ impl Actor for Room {
                 let _ = reply.send(());
                 myself.stop(Some("shutdown".into()));
             }
+            RoomMsg::HandOff(reply) => {
+                let _ = reply.send(carry(state));
+                myself.stop(Some("handoff".into()));
+            }
             RoomMsg::InjectFault => panic!("fault injected into room {}", state.id),
             RoomMsg::RenewLease => Box::pin(renew_lease(&myself, state)).await,
             RoomMsg::RetryLeaves => Box::pin(retry_leaves(&myself, state)).await,
             RoomMsg::Echo { from, body } => state.send_to_peer(&from, &body, None),
-            RoomMsg::SeqSync { peer, conn, last_seq } => seq_sync(state, &peer, &conn, last_seq),
+            RoomMsg::SeqSync { peer, conn, last_seq, seq_offset } => {
+                seq_sync(state, &peer, &conn, last_seq, seq_offset)
+            }
             RoomMsg::Disconnected { peer, conn, seq_shift } => {
                 disconnected(&myself, state, &peer, &conn, seq_shift).await?
             }
@@ -551,8 +591,17 @@ async fn start_room(myself: ActorRef<RoomMsg>, args: RoomArgs) -> Result<RoomSta
             restarts: RestartTracker::default(),
         });
     }
+    // What the previous instance handed over continues here as it was.
+    for c in args.carry.map(|c| c.sessions).unwrap_or_default() {
+        if let Some(m) = state.members.iter_mut().find(|m| m.info.peer_id.as_str() == c.peer_id) {
+            m.outbox = Outbox::restore(c.next_seq, c.frames);
+            m.seen_ids = c.seen_ids.into();
+            m.adopted = c.adopted;
+            m.seq_shift = c.seq_shift;
+        }
+    }
     // Sessions whose connections are still open: ask each connection for its client's count.
-    for m in state.members.iter().filter(|m| m.connected) {
+    for m in state.members.iter().filter(|m| m.connected && m.adopted) {
         ctx.edge.reattach(&m.conn, &state.id);
     }
     let grace = ctx.config.resume_grace;
@@ -578,7 +627,14 @@ async fn renew_lease(myself: &ActorRef<RoomMsg>, state: &mut RoomState) {
     let (Some(fence), Some(lease)) = (&state.fence, &state.ctx.config.lease) else { return };
     let asked = Instant::now();
     match state.ctx.store.renew_lease(fence, lease.ttl).await {
-        Ok(true) => state.lease_valid_until = Some(asked + lease.ttl * 4 / 5),
+        Ok(true) => {
+            state.lease_valid_until = Some(asked + lease.ttl * 4 / 5);
+            // Ask again the connections of adopted sessions that have not answered yet (their
+            // node may have been unreachable when this instance started, and be back now).
+            for m in state.members.iter().filter(|m| m.adopted && state.ctx.edge.is_connected(&m.conn)) {
+                state.ctx.edge.reattach(&m.conn, &state.id);
+            }
+        }
         Ok(false) => lose_lease(myself, state, "lease taken over"),
         // The database is unreachable: keep trying until the lease would have run out.
         Err(e) => {
@@ -1125,20 +1181,51 @@ async fn disconnected(
     Ok(())
 }
 
-/// An adopted session's connection told the client's count: number what is kept to follow
-/// it, and send it all.
-fn seq_sync(state: &mut RoomState, peer: &PeerId, conn: &ConnId, last_seq: u64) {
+fn carry(state: &RoomState) -> Carry {
+    let sessions = state
+        .members
+        .iter()
+        .map(|m| {
+            let (next_seq, frames) = m.outbox.snapshot();
+            CarriedSession {
+                peer_id: m.info.peer_id.to_string(),
+                next_seq,
+                frames,
+                seen_ids: m.seen_ids.iter().cloned().collect(),
+                adopted: m.adopted,
+                seq_shift: m.seq_shift,
+            }
+        })
+        .collect();
+    Carry { sessions }
+}
+
+/// A session's connection told how far its client has counted. An adopted session's kept
+/// frames are numbered to follow that count and sent; a session taken for disconnected (its
+/// node was unreachable when this instance started) is connected again and gets what it
+/// missed. Anything else is already in step.
+fn seq_sync(state: &mut RoomState, peer: &PeerId, conn: &ConnId, last_seq: u64, seq_offset: i64) {
     let edge = state.ctx.edge.clone();
     let Some(m) = state.member_mut(peer) else { return };
-    if &m.conn != conn || !m.adopted || !m.connected {
+    if &m.conn != conn || (m.connected && !m.adopted) {
         return;
     }
-    let shift = last_seq as i64 + 1 - m.outbox.first_kept() as i64;
-    m.outbox.shift(shift);
+    // The client's last frame in this room's numbers.
+    let room_last = last_seq as i64 - seq_offset;
+    if m.adopted {
+        let shift = room_last + 1 - m.outbox.first_kept() as i64;
+        m.outbox.shift(shift);
+    }
+    let came_back = !m.connected;
     m.adopted = false;
-    m.seq_shift = 0;
-    for (seq, body) in m.outbox.after(last_seq).unwrap_or_default() {
+    m.seq_shift = seq_offset;
+    m.connected = true;
+    m.disconnects += 1;
+    for (seq, body) in m.outbox.after(room_last.max(0) as u64).unwrap_or_default() {
         edge.deliver(conn, Frame { body, received_at: None, seq: Some(seq) });
+    }
+    if came_back {
+        state.broadcast(ServerMessage::PeerResumed { peer_id: peer, ice_restart: false }.to_body(), Some(peer));
     }
 }
 

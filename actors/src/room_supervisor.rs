@@ -8,7 +8,8 @@
 use crate::error::{ErrorCode, RoomError};
 use crate::ids::RoomId;
 use crate::restart_policy::{RestartDecision, RestartPolicy, RestartTracker};
-use crate::room::{Room, RoomArgs, RoomContext, RoomElsewhere, RoomMsg};
+use crate::room::{Carry, Room, RoomArgs, RoomContext, RoomElsewhere, RoomMsg};
+use ractor::rpc::CallResult;
 use ractor::{Actor, ActorCell, ActorProcessingErr, ActorRef, ActorStatus, RpcReplyPort, SupervisionEvent};
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -79,8 +80,18 @@ pub enum RoomSupervisorMsg {
     /// The node stops: shut every room down (sessions and calls closed in the store).
     Shutdown(RpcReplyPort<()>),
     /// The node drains: stop every room without closing its sessions, handing its lease
-    /// back so another node can take it over; replies with the rooms handed off.
-    Handoff(RpcReplyPort<Vec<RoomId>>),
+    /// back so another node can take it over; replies with the rooms handed off and what
+    /// each hands to its next instance.
+    Handoff(RpcReplyPort<Vec<(RoomId, Carry)>>),
+    /// Start a room handed off by a draining node here, continuing from `carry`.
+    Adopt {
+        /// Which room.
+        room: RoomId,
+        /// What its previous instance handed over.
+        carry: Carry,
+        /// The answer.
+        reply: RpcReplyPort<Result<ActorRef<RoomMsg>, RoomError>>,
+    },
 }
 
 // Local only: never crosses nodes (the cluster feature turns off ractor's blanket impl).
@@ -107,7 +118,10 @@ impl Actor for RoomSupervisor {
     ) -> Result<(), ActorProcessingErr> {
         match message {
             RoomSupervisorMsg::Resolve { room, reply } => {
-                let _ = reply.send(resolve(&myself, state, room).await);
+                let _ = reply.send(resolve(&myself, state, room, None).await);
+            }
+            RoomSupervisorMsg::Adopt { room, carry, reply } => {
+                let _ = reply.send(resolve(&myself, state, room, Some(carry)).await);
             }
             RoomSupervisorMsg::Lookup { room, reply } => {
                 let found = match state.rooms.get(&room).map(|e| &e.slot) {
@@ -187,8 +201,9 @@ async fn spawn_room(
     state: &RoomSupervisorState,
     room: &RoomId,
     present: Arc<AtomicUsize>,
+    carry: Option<Carry>,
 ) -> Result<ActorRef<RoomMsg>, RoomError> {
-    let args = RoomArgs { room_id: room.clone(), ctx: state.ctx.clone(), present };
+    let args = RoomArgs { room_id: room.clone(), ctx: state.ctx.clone(), present, carry };
     match Actor::spawn_linked(None, Room, args, myself.get_cell()).await {
         Ok((actor, _)) => Ok(actor),
         Err(ractor::SpawnErr::StartupFailed(e)) if e.downcast_ref::<RoomElsewhere>().is_some() => {
@@ -206,6 +221,7 @@ async fn resolve(
     myself: &ActorRef<RoomSupervisorMsg>,
     state: &mut RoomSupervisorState,
     room: RoomId,
+    carry: Option<Carry>,
 ) -> Result<ActorRef<RoomMsg>, RoomError> {
     match state.rooms.get(&room).map(|e| &e.slot) {
         Some(Slot::Running(r)) if is_alive(r) => return Ok(r.clone()),
@@ -216,7 +232,7 @@ async fn resolve(
         _ => {}
     }
     let present = Arc::new(AtomicUsize::new(0));
-    let actor = spawn_room(myself, state, &room, present.clone()).await?;
+    let actor = spawn_room(myself, state, &room, present.clone(), carry).await?;
     let restarts = state.rooms.remove(&room).map(|e| e.restarts).unwrap_or_default();
     state.rooms.insert(room, Entry { slot: Slot::Running(actor.clone()), restarts, present });
     Ok(actor)
@@ -246,7 +262,7 @@ fn on_failure(myself: &ActorRef<RoomSupervisorMsg>, state: &mut RoomSupervisorSt
 
 async fn restart(myself: &ActorRef<RoomSupervisorMsg>, state: &mut RoomSupervisorState, room: RoomId) {
     let Some(present) = state.rooms.get(&room).map(|e| e.present.clone()) else { return };
-    match spawn_room(myself, state, &room, present).await {
+    match spawn_room(myself, state, &room, present, None).await {
         Ok(actor) => {
             if let Some(entry) = state.rooms.get_mut(&room) {
                 entry.slot = Slot::Running(actor);
@@ -299,7 +315,7 @@ async fn shutdown(state: &mut RoomSupervisorState) {
     }
 }
 
-async fn handoff(state: &mut RoomSupervisorState) -> Vec<RoomId> {
+async fn handoff(state: &mut RoomSupervisorState) -> Vec<(RoomId, Carry)> {
     let running: Vec<(RoomId, ActorRef<RoomMsg>)> = state
         .rooms
         .iter()
@@ -310,10 +326,14 @@ async fn handoff(state: &mut RoomSupervisorState) -> Vec<RoomId> {
         .collect();
     let mut handed = Vec::new();
     for (id, room) in running {
-        // The room releases its lease as it stops (post_stop), so once this returns another
-        // node can take it at once.
-        if room.stop_and_wait(Some("handoff".into()), Some(Duration::from_secs(5))).await.is_ok() {
-            handed.push(id.clone());
+        // The room answers with what its next instance needs and stops; it releases its
+        // lease as it stops (post_stop), so once it has, another node can take it at once.
+        let carry = room.call(RoomMsg::HandOff, Some(Duration::from_secs(5))).await;
+        let stopped = room.stop_and_wait(Some("handoff".into()), Some(Duration::from_secs(5))).await;
+        match carry {
+            Ok(CallResult::Success(carry)) => handed.push((id.clone(), carry)),
+            _ if stopped.is_ok() => handed.push((id.clone(), Carry::default())),
+            _ => {}
         }
         state.rooms.remove(&id);
     }

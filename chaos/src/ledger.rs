@@ -193,6 +193,33 @@ impl Ledger {
     }
 }
 
+impl Ledger {
+    /// Per client of `clients`: its longest time without an acknowledgement between `at` and
+    /// `until` (from `at` to the first, between two, and from the last to `until`). A fault
+    /// that takes effect late (a database restart bites when leases come up for renewal) is
+    /// measured as well as one that bites at once.
+    pub fn outage(&self, at: Instant, until: Instant, clients: &[String]) -> BTreeMap<String, f64> {
+        self.with(|i| {
+            clients
+                .iter()
+                .map(|client| {
+                    let mut last = at;
+                    let mut longest = 0.0f64;
+                    for (_, acked) in i.acks.get(client).into_iter().flatten() {
+                        if *acked <= at || *acked > until {
+                            continue;
+                        }
+                        longest = longest.max(acked.duration_since(last).as_secs_f64());
+                        last = *acked;
+                    }
+                    longest = longest.max(until.duration_since(last).as_secs_f64());
+                    (client.clone(), longest)
+                })
+                .collect()
+        })
+    }
+}
+
 impl Default for Ledger {
     fn default() -> Self {
         Ledger::new()

@@ -16,11 +16,12 @@ pub struct FaultRecord {
     pub clients: usize,
     /// Seconds since the run's clients started.
     pub at_s: f64,
-    /// Seconds until every client had a message sent after the fault acknowledged.
+    /// The longest any client went without an acknowledgement after the fault, in seconds
+    /// (`None`: some client did not come back within the budget).
     pub all_back_s: Option<f64>,
     pub within_target: bool,
-    /// The same per client, sorted (clients the fault did not touch come back within one
-    /// sending interval).
+    /// The same per client, sorted (a client the fault did not touch goes about one sending
+    /// interval without one).
     pub client_recovery_s: Vec<f64>,
     /// Whether each WebRTC call's renegotiation after this fault was answered.
     pub renegotiated: Vec<bool>,
@@ -104,7 +105,8 @@ pub fn table(reports: &[Report]) -> String {
         );
     }
     let all: Vec<&FaultRecord> = reports.iter().flat_map(|r| r.faults.iter()).collect();
-    let _ = writeln!(out, "\nrecovery: every client back (a message sent after the fault acknowledged), seconds");
+    let _ =
+        writeln!(out, "\nrecovery: longest time any client went without an acknowledgement after the fault, seconds");
     let _ = writeln!(out, "{:<12} {:>4} {:>7} {:>7} {:>7} {:>7}", "fault", "n", "p50", "p99", "max", "target");
     for (kind, n, p50, p99, max) in recovery_by_kind(&all) {
         let _ = writeln!(

@@ -274,8 +274,16 @@ async fn inject(
             }
         }
     }
-    let back = wait_all_back(ledger, at, streaming, budget).await;
-    let recovery = ledger.recovery(at, Instant::now(), streaming);
+    // Every client talking again after the injection, and still a second later (some faults
+    // bite late); then each client's longest silence since the fault is its recovery time.
+    let back = match wait_all_back(ledger, Instant::now(), streaming, budget).await {
+        Ok(_) => {
+            tokio::time::sleep(Duration::from_secs(1)).await;
+            wait_all_back(ledger, Instant::now(), streaming, budget).await
+        }
+        failed => failed,
+    };
+    let recovery = ledger.outage(at, Instant::now(), streaming);
     // Undo, so that the next fault starts from a whole cluster.
     match fault.kind {
         Kind::Kill | Kind::Drain => cluster.restart(fault.node.unwrap_or(0)).await?,
@@ -294,8 +302,8 @@ async fn inject(
     for call in calls.iter_mut() {
         renegotiated.push(call.renegotiate().await.is_ok());
     }
-    let all_back_s = back.ok().map(|d| d.as_secs_f64());
-    let mut per_client: Vec<f64> = recovery.values().flatten().copied().collect();
+    let mut per_client: Vec<f64> = recovery.values().copied().collect();
+    let all_back_s = back.ok().map(|_| per_client.iter().copied().fold(0.0, f64::max));
     per_client.sort_by(f64::total_cmp);
     Ok(FaultRecord {
         kind: fault.kind,

@@ -23,7 +23,7 @@ use switchboard_actors::ids::{ConnId, PeerId, RoomId, UserId};
 use switchboard_actors::media::ControlAction;
 use switchboard_actors::ports::{Edge, Frame};
 use switchboard_actors::protocol::{Overlay, RelayKind, ServerMessage};
-use switchboard_actors::room::{JoinRequest, RelayPayload, RoomMsg};
+use switchboard_actors::room::{Carry, JoinRequest, RelayPayload, RoomMsg};
 use switchboard_actors::room_supervisor::RoomSupervisorMsg;
 use switchboard_actors::{ErrorCode, RoomError};
 
@@ -89,7 +89,7 @@ pub enum RoomCmd {
     /// See [`RoomMsg::Disconnected`].
     Disconnected { peer: String, conn: String, seq_shift: i64 },
     /// See [`RoomMsg::SeqSync`].
-    SeqSync { peer: String, conn: String, last_seq: u64 },
+    SeqSync { peer: String, conn: String, last_seq: u64, seq_offset: i64 },
 }
 
 fn json_text(v: &Option<Value>) -> Option<String> {
@@ -137,9 +137,12 @@ impl RoomCmd {
                 RoomCmd::EndCall { from: from.to_string(), reference: json_text(reference) }
             }
             RoomMsg::Echo { from, body } => RoomCmd::Echo { from: from.to_string(), body: body.clone() },
-            RoomMsg::SeqSync { peer, conn, last_seq } => {
-                RoomCmd::SeqSync { peer: peer.to_string(), conn: conn.to_string(), last_seq: *last_seq }
-            }
+            RoomMsg::SeqSync { peer, conn, last_seq, seq_offset } => RoomCmd::SeqSync {
+                peer: peer.to_string(),
+                conn: conn.to_string(),
+                last_seq: *last_seq,
+                seq_offset: *seq_offset,
+            },
             RoomMsg::Disconnected { peer, conn, seq_shift } => {
                 RoomCmd::Disconnected { peer: peer.to_string(), conn: conn.to_string(), seq_shift: *seq_shift }
             }
@@ -187,8 +190,8 @@ impl RoomCmd {
                 RoomMsg::EndCall { from: PeerId::new(from), reference: json_value(&reference) }
             }
             RoomCmd::Echo { from, body } => RoomMsg::Echo { from: PeerId::new(from), body },
-            RoomCmd::SeqSync { peer, conn, last_seq } => {
-                RoomMsg::SeqSync { peer: PeerId::new(peer), conn: ConnId::new(conn), last_seq }
+            RoomCmd::SeqSync { peer, conn, last_seq, seq_offset } => {
+                RoomMsg::SeqSync { peer: PeerId::new(peer), conn: ConnId::new(conn), last_seq, seq_offset }
             }
             RoomCmd::Disconnected { peer, conn, seq_shift } => {
                 RoomMsg::Disconnected { peer: PeerId::new(peer), conn: ConnId::new(conn), seq_shift }
@@ -210,8 +213,9 @@ pub enum HostMsg {
     Join(Bincode<JoinCmd>, RpcReplyPort<Bincode<JoinOutcome>>),
     /// Any other command for a room: (room, sending connection, command).
     ToRoom(String, String, Bincode<RoomCmd>),
-    /// Take over a room handed off by a draining node: start it here from the database.
-    Adopt(String),
+    /// Take over a room handed off by a draining node: start it here from the database and
+    /// what its previous instance handed over.
+    Adopt(String, Bincode<Carry>),
     /// A new connection resumes a session of a room this node owns.
     #[rpc]
     Resume(Bincode<ResumeCmd>, RpcReplyPort<Bincode<JoinOutcome>>),
@@ -243,7 +247,8 @@ pub enum EdgeMsg {
     /// room: (connection, room, node to try, command). The connection finds the room again
     /// and re-sends it.
     Bounce(String, String, String, Bincode<RoomCmd>),
-    /// A room one of this node's connections is in has moved: (connection, room, new node).
+    /// A room one of this node's connections is in has moved, or runs in a new instance:
+    /// (connection, room, node).
     Moved(String, String, String),
     /// A frame the room numbered in the session's sequence: (connection, seq, JSON body with
     /// its `seq`).
@@ -311,13 +316,13 @@ impl Actor for RoomHost {
                 });
             }
             HostMsg::ToRoom(room, conn, cmd) => to_local_room(state, RoomId::new(room), ConnId::new(conn), cmd.0).await,
-            HostMsg::Adopt(room) => {
+            HostMsg::Adopt(room, carry) => {
                 if !state.draining.load(Ordering::Acquire) {
                     let room = RoomId::new(room);
                     let asked = state
                         .rooms
                         .call(
-                            |reply| RoomSupervisorMsg::Resolve { room: room.clone(), reply },
+                            |reply| RoomSupervisorMsg::Adopt { room: room.clone(), carry: carry.0, reply },
                             Some(Duration::from_secs(10)),
                         )
                         .await;

@@ -86,6 +86,10 @@ const MAX_PENDING: usize = 256;
 /// A message not acknowledged this long after it was sent is sent again.
 const RETRY_AFTER: Duration = Duration::from_secs(1);
 
+/// An unacknowledged message this old means something went wrong on the way (acknowledgements
+/// normally take well under a millisecond): newer messages wait behind it.
+const STALE_PENDING: Duration = Duration::from_millis(250);
+
 /// Messages a connection handles.
 pub enum ConnectionMsg {
     /// A text frame from the client.
@@ -120,7 +124,8 @@ pub enum ConnectionMsg {
     },
     /// Send again what the room has not acknowledged for a while (a timer sends it).
     RetryPending,
-    /// The room this connection is in moved to `node` (a drain handed it over).
+    /// The room this connection is in moved to `node` (a drain handed it over, or a new
+    /// instance of it started there).
     Moved {
         /// The room.
         room: RoomId,
@@ -247,7 +252,7 @@ impl Actor for Connection {
                     && j.room_id == room
                 {
                     j.room = Box::pin(routing::handle_for(&state.app, &room, &node)).await;
-                    Box::pin(resend_pending(state, None)).await;
+                    Box::pin(resend_pending(state)).await;
                 }
             }
         }
@@ -559,7 +564,7 @@ async fn retry_pending(myself: &ActorRef<ConnectionMsg>, state: &mut ConnectionS
             routing::relocate(&state.app, &mut j.room, &j.room_id).await
         };
         if found.is_ok() {
-            resend_pending(state, None).await;
+            resend_pending(state).await;
         }
     }
     state.retry_armed = true;
@@ -567,21 +572,24 @@ async fn retry_pending(myself: &ActorRef<ConnectionMsg>, state: &mut ConnectionS
 }
 
 /// After the session's room moved, sends again every message it has not acknowledged, in
-/// order (but `except`, just sent). The room drops ids it has seen; receivers drop relayed
-/// messages they already got (`msgId`).
-async fn resend_pending(state: &mut ConnectionState, except: Option<&str>) {
-    // A new room instance first learns how far this client has counted, so that it numbers
-    // the session's frames to follow (it sends nothing to the session until then).
+/// order. The room drops ids it has seen; receivers drop relayed messages they already got
+/// (`msgId`).
+async fn resend_pending(state: &mut ConnectionState) {
+    // The room's instance may be new: it first learns how far this client has counted (and
+    // how this connection shifts its numbers), so that what it sends follows on.
     if let Some(j) = state.joined.as_mut() {
-        state.seq_offset = 0;
-        let sync = RoomMsg::SeqSync { peer: j.peer.clone(), conn: state.conn_id.clone(), last_seq: state.seq };
+        let sync = RoomMsg::SeqSync {
+            peer: j.peer.clone(),
+            conn: state.conn_id.clone(),
+            last_seq: state.seq,
+            seq_offset: state.seq_offset,
+        };
         let _ = routing::send(&state.app, &mut j.room, &j.room_id, &state.conn_id, sync).await;
     }
     let now = Instant::now();
     let pending: Vec<String> = state
         .pending
         .iter_mut()
-        .filter(|(id, _, _)| Some(id.as_str()) != except)
         .map(|(_, text, sent)| {
             *sent = now;
             text.clone()
@@ -636,28 +644,35 @@ async fn not_joined(myself: &ActorRef<ConnectionMsg>, state: &mut ConnectionStat
 async fn to_room(myself: &ActorRef<ConnectionMsg>, state: &mut ConnectionState, msg: RoomMsg) {
     let Some(j) = state.joined.as_mut() else { return };
     let reference = reference_of(&msg).cloned();
-    // Only a room on another node is looked for again: a room of this node that stopped lost
-    // its lease (this node was cut off), and the session ended with it.
-    let remote = matches!(j.room, RoomHandle::Remote(_));
-    if reference.is_some() && remote && !routing::reachable(&j.room) {
-        // The room moved or its node died. Find it first, then send everything unacknowledged
+    if reference.is_some() && !routing::reachable(&j.room) {
+        // The room moved, its node died, or (a room of this node that stopped) it lost its
+        // lease and lives elsewhere now. Find it first, then send everything unacknowledged
         // (this message included, it is kept too) in the order the client sent it.
         let found = routing::relocate(&state.app, &mut j.room, &j.room_id).await;
         return match found {
-            Ok(()) => Box::pin(resend_pending(state, None)).await,
+            Ok(()) => Box::pin(resend_pending(state)).await,
             Err((code, message)) => send_error(myself, state, code, &message, reference.as_ref()).await,
         };
     }
-    // Only messages with an id are kept for re-sending, so only they need to know whether the
-    // send moved the session to another room instance (the relay hot path skips this).
-    let before = reference.as_ref().map(|_| j.room.target());
-    let sent = routing::send(&state.app, &mut j.room, &j.room_id, &state.conn_id, msg).await;
-    if sent.is_ok()
-        && let Some(before) = before
-        && state.joined.as_ref().is_some_and(|j| j.room.target() != before)
-    {
-        Box::pin(resend_pending(state, reference.as_ref().map(Value::to_string).as_deref())).await;
+    if reference.is_some() {
+        // Kept until acknowledged, so it must not overtake an older kept message: it goes only
+        // to the instance the older ones went to. If an older one has gone unanswered (it may
+        // have gone to a node that died before anyone noticed), or that instance is gone,
+        // everything kept goes again in order to wherever the room is now; the room drops
+        // what it already has.
+        let stale = state.pending.front().is_some_and(|(_, _, sent)| sent.elapsed() >= STALE_PENDING);
+        if !stale && routing::try_send(&j.room, &j.room_id, &state.conn_id, msg) {
+            return;
+        }
+        if !stale {
+            let found = routing::relocate(&state.app, &mut j.room, &j.room_id).await;
+            if let Err((code, message)) = found {
+                return send_error(myself, state, code, &message, reference.as_ref()).await;
+            }
+        }
+        return Box::pin(resend_pending(state)).await;
     }
+    let sent = routing::send(&state.app, &mut j.room, &j.room_id, &state.conn_id, msg).await;
     if let Err((code, message)) = sent {
         if code == ErrorCode::RoomElsewhere {
             // The session ended with the room's move: the client joins again.
@@ -684,11 +699,14 @@ async fn reroute(
     state.reroutes += 1;
     let sent = if state.reroutes > 3 {
         Err((ErrorCode::RoomElsewhere, "the room could not be found again; join it again".to_owned()))
+    } else if reference.is_some() {
+        // A kept message goes again with the others kept, in order, once the room is found.
+        routing::relocate(&state.app, &mut j.room, &j.room_id).await
     } else {
         routing::reroute(&state.app, &mut j.room, &j.room_id, &state.conn_id, &hint, msg).await
     };
-    if sent.is_ok() {
-        Box::pin(resend_pending(state, reference.as_ref().map(Value::to_string).as_deref())).await;
+    if sent.is_ok() && reference.is_some() {
+        Box::pin(resend_pending(state)).await;
     }
     if let Err((code, message)) = sent {
         state.joined = None;
