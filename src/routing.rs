@@ -42,7 +42,8 @@ fn unavailable() -> RouteError {
     (ErrorCode::RoomUnavailable, "the room is not reachable; try again".to_owned())
 }
 
-/// The node that should serve `room`: the live lease holder, else the placement hint.
+/// The node that should serve `room`: the live lease holder, else the placement hint (never
+/// this node while it drains).
 async fn owner_of(app: &App, room: &RoomId) -> String {
     let me = &app.config.node_id;
     let Some(cluster) = &app.cluster else { return me.clone() };
@@ -50,10 +51,17 @@ async fn owner_of(app: &App, room: &RoomId) -> String {
         Ok(Some(holder)) => holder,
         _ => {
             // Only nodes whose room host is reachable right now can take a room.
+            let draining = app.is_shutting_down();
             let live: Vec<NodeId> = cluster
                 .live_nodes()
                 .into_iter()
-                .filter(|n| n.as_str() == me || !ractor::pg::get_members(&host_group(n.as_str())).is_empty())
+                .filter(|n| {
+                    if n.as_str() == me {
+                        !draining
+                    } else {
+                        !ractor::pg::get_members(&host_group(n.as_str())).is_empty()
+                    }
+                })
                 .collect();
             switchboard_cluster::place(room.as_str(), &live).map(NodeId::to_string).unwrap_or_else(|| me.clone())
         }
@@ -355,6 +363,10 @@ pub async fn relocate(app: &App, handle: &mut RoomHandle, room: &RoomId) -> Resu
         _ => owner_of(app, room).await,
     };
     if target == app.config.node_id {
+        if app.cluster.is_some() && app.is_shutting_down() {
+            // A draining node starts no room; its rooms' next owner is being set up.
+            return Err(unavailable());
+        }
         *handle = RoomHandle::Local(resolve(app, room).await?);
         return Ok(());
     }

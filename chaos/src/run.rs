@@ -163,7 +163,7 @@ pub async fn run(opts: &Options) -> Result<Report> {
     let panics: Vec<String> = cluster
         .logs()
         .iter()
-        .flat_map(|(id, log)| log.lines().filter(|l| l.contains("panicked")).map(move |l| format!("{id}: {l}")))
+        .flat_map(|(id, log)| log.lines().filter(|l| l.contains("panicked at")).map(move |l| format!("{id}: {l}")))
         .collect();
     invariants.push(("no panic in any node's log".to_owned(), panics.is_empty()));
     let webrtc_ok = webrtc.iter().all(|w| w.ok);

@@ -71,13 +71,24 @@ pub struct ConnectionState {
     seq_offset: i64,
     /// Closed for abuse (flood, oversized frame): its session ends instead of waiting for a resume.
     abusive: bool,
-    /// Messages with an `id` the room has not acknowledged yet: (id as JSON text, the frame,
-    /// when it was last sent).
-    pending: VecDeque<(String, String, Instant)>,
+    /// Messages with an `id` the room has not acknowledged yet, oldest first. Only the
+    /// oldest is on its way at any time, so none can overtake another, whatever happens to
+    /// the room between them.
+    pending: VecDeque<Kept>,
     /// Whether a `RetryPending` timer is set.
     retry_armed: bool,
     /// Relayed messages delivered lately, as (sender, `msgId`), to drop repeats.
     delivered: VecDeque<(String, String)>,
+}
+
+/// A client message with an `id`, kept until the room acknowledges it.
+struct Kept {
+    /// Its id, as JSON text.
+    id: String,
+    /// The frame as the client sent it.
+    text: String,
+    /// When it was last sent to the room; `None` while it waits its turn.
+    sent: Option<Instant>,
 }
 
 /// Unacknowledged messages kept per connection, and relayed ids remembered.
@@ -85,10 +96,6 @@ const MAX_PENDING: usize = 256;
 
 /// A message not acknowledged this long after it was sent is sent again.
 const RETRY_AFTER: Duration = Duration::from_secs(1);
-
-/// An unacknowledged message this old means something went wrong on the way (acknowledgements
-/// normally take well under a millisecond): newer messages wait behind it.
-const STALE_PENDING: Duration = Duration::from_millis(250);
 
 /// Messages a connection handles.
 pub enum ConnectionMsg {
@@ -357,9 +364,12 @@ fn is_too_big(e: axum::Error) -> bool {
 /// connection shifts the room's numbers by a fixed offset.
 async fn write_numbered(myself: &ActorRef<ConnectionMsg>, state: &mut ConnectionState, seq: u64, body: &str) {
     let head = body.get(..body.len().min(160)).unwrap_or(body);
-    // An ack, or an error about a message: either way the room has answered it for good.
-    if head.contains("\"type\":\"ack\"") || head.contains("\"type\":\"error\"") {
-        forget_acknowledged(state, body);
+    // An ack, or an error about a message: either way the room has answered it for good (but
+    // `room_unavailable`, which this connection says itself while it keeps the message).
+    let answered = head.contains("\"type\":\"ack\"")
+        || (head.contains("\"type\":\"error\"") && !body.contains("\"code\":\"room_unavailable\""));
+    if answered && forget_acknowledged(state, body) {
+        Box::pin(pump(myself, state)).await;
     }
     if head.contains("\"msgId\":") && !first_delivery(state, body) {
         // A relayed message this client already has (re-sent after a room moved): not written,
@@ -386,14 +396,15 @@ async fn write_numbered(myself: &ActorRef<ConnectionMsg>, state: &mut Connection
     }
 }
 
-/// Drops an answered message (acknowledged or refused) from the ones kept for re-sending.
-fn forget_acknowledged(state: &mut ConnectionState, body: &str) {
-    if let Ok(v) = serde_json::from_str::<Value>(body)
-        && let Some(reference) = v.get("ref")
-    {
-        let id = reference.to_string();
-        state.pending.retain(|(pending, _, _)| *pending != id);
-    }
+/// Drops an answered message (acknowledged or refused) from the ones kept for re-sending;
+/// true when it was the one on its way (the next may go).
+fn forget_acknowledged(state: &mut ConnectionState, body: &str) -> bool {
+    let Ok(v) = serde_json::from_str::<Value>(body) else { return false };
+    let Some(reference) = v.get("ref") else { return false };
+    let id = reference.to_string();
+    let was_head = state.pending.front().is_some_and(|k| k.id == id);
+    state.pending.retain(|k| k.id != id);
+    was_head
 }
 
 /// Whether a relayed message (with `msgId`) is new to this client; remembers it.
@@ -499,8 +510,8 @@ async fn inbound(myself: &ActorRef<ConnectionMsg>, state: &mut ConnectionState, 
         other => {
             let Some(from) = peer(state) else { return not_joined(myself, state, reference).await };
             if let Some(id) = &reference {
-                // Kept until the room acknowledges it, to be sent again if the room moves.
-                state.pending.push_back((id.to_string(), text.to_owned(), Instant::now()));
+                // Kept until the room acknowledges it, and sent when its turn comes.
+                state.pending.push_back(Kept { id: id.to_string(), text: text.to_owned(), sent: None });
                 while state.pending.len() > MAX_PENDING {
                     state.pending.pop_front();
                 }
@@ -508,6 +519,7 @@ async fn inbound(myself: &ActorRef<ConnectionMsg>, state: &mut ConnectionState, 
                     state.retry_armed = true;
                     myself.send_after(RETRY_AFTER, || ConnectionMsg::RetryPending);
                 }
+                return Box::pin(pump(myself, state)).await;
             }
             let Some(msg) = room_message(from, other, reference, received_at) else { return };
             msg
@@ -545,63 +557,89 @@ fn room_message(
     })
 }
 
-/// Sends again, in order, what has gone unacknowledged for `RETRY_AFTER` (finding the room
-/// again first if its node is gone), and keeps the timer going while anything is pending.
+/// Sends the oldest kept message if it is not on its way yet (finding the room again first
+/// if the instance it pointed at is gone). The next goes when this one is acknowledged.
+async fn pump(myself: &ActorRef<ConnectionMsg>, state: &mut ConnectionState) {
+    let Some(head) = state.pending.front() else { return };
+    if head.sent.is_some() {
+        return;
+    }
+    let text = head.text.clone();
+    let (Ok(env), Some(from)) = (parse_client(&text), peer(state)) else {
+        state.pending.pop_front();
+        return;
+    };
+    let reference = env.id.clone();
+    let Some(msg) = room_message(from, env.message, env.id, Instant::now()) else {
+        state.pending.pop_front();
+        return;
+    };
+    let Some(j) = state.joined.as_mut() else { return };
+    if routing::reachable(&j.room) && routing::try_send(&j.room, &j.room_id, &state.conn_id, msg) {
+        if let Some(head) = state.pending.front_mut() {
+            head.sent = Some(Instant::now());
+        }
+        return;
+    }
+    // The instance it pointed at is gone: the room moved, its node died, or (a room of this
+    // node that stopped) it lost its lease and lives elsewhere now.
+    match routing::relocate(&state.app, &mut j.room, &j.room_id).await {
+        Ok(()) => Box::pin(resend_pending(state)).await,
+        Err((code, message)) => send_error(myself, state, code, &message, reference.as_ref()).await,
+    }
+}
+
+/// Sends the oldest kept message again if it has gone unacknowledged for `RETRY_AFTER`
+/// (finding the room again first if its node is gone), and keeps the timer going while
+/// anything is kept.
 async fn retry_pending(myself: &ActorRef<ConnectionMsg>, state: &mut ConnectionState) {
     state.retry_armed = false;
     let Some(j) = state.joined.as_mut() else {
         state.pending.clear();
         return;
     };
-    if state.pending.is_empty() {
-        return;
-    }
-    let stale = state.pending.front().is_some_and(|(_, _, sent)| sent.elapsed() >= RETRY_AFTER);
-    if stale {
-        let found = if routing::reachable(&j.room) {
-            Ok(())
-        } else {
-            routing::relocate(&state.app, &mut j.room, &j.room_id).await
-        };
-        if found.is_ok() {
-            resend_pending(state).await;
+    let Some(head) = state.pending.front() else { return };
+    match head.sent {
+        None => Box::pin(pump(myself, state)).await,
+        Some(sent) if sent.elapsed() >= RETRY_AFTER => {
+            let found = if routing::reachable(&j.room) {
+                Ok(())
+            } else {
+                routing::relocate(&state.app, &mut j.room, &j.room_id).await
+            };
+            if found.is_ok() {
+                resend_pending(state).await;
+            }
         }
+        Some(_) => {}
     }
     state.retry_armed = true;
     myself.send_after(RETRY_AFTER, || ConnectionMsg::RetryPending);
 }
 
-/// After the session's room moved, sends again every message it has not acknowledged, in
-/// order. The room drops ids it has seen; receivers drop relayed messages they already got
-/// (`msgId`).
+/// After the session's room moved (or may have), tells its instance how far the client has
+/// counted, then sends the oldest unacknowledged message again; the rest follow one by one as
+/// they are acknowledged. The room drops ids it has seen; receivers drop relayed messages
+/// they already got (`msgId`).
 async fn resend_pending(state: &mut ConnectionState) {
-    // The room's instance may be new: it first learns how far this client has counted (and
-    // how this connection shifts its numbers), so that what it sends follows on.
-    if let Some(j) = state.joined.as_mut() {
-        let sync = RoomMsg::SeqSync {
-            peer: j.peer.clone(),
-            conn: state.conn_id.clone(),
-            last_seq: state.seq,
-            seq_offset: state.seq_offset,
-        };
-        let _ = routing::send(&state.app, &mut j.room, &j.room_id, &state.conn_id, sync).await;
-    }
-    let now = Instant::now();
-    let pending: Vec<String> = state
-        .pending
-        .iter_mut()
-        .map(|(_, text, sent)| {
-            *sent = now;
-            text.clone()
-        })
-        .collect();
-    for text in pending {
-        let (Ok(env), Some(from)) = (parse_client(&text), peer(state)) else { continue };
-        let Some(msg) = room_message(from, env.message, env.id, Instant::now()) else { continue };
-        let Some(j) = state.joined.as_mut() else { return };
-        metrics::counter!("switchboard_resent_messages_total").increment(1);
-        let _ = routing::send(&state.app, &mut j.room, &j.room_id, &state.conn_id, msg).await;
-    }
+    let Some(j) = state.joined.as_mut() else { return };
+    // The instance may be new: it first learns how far this client has counted (and how this
+    // connection shifts its numbers), so that what it sends follows on.
+    let sync = RoomMsg::SeqSync {
+        peer: j.peer.clone(),
+        conn: state.conn_id.clone(),
+        last_seq: state.seq,
+        seq_offset: state.seq_offset,
+    };
+    let _ = routing::send(&state.app, &mut j.room, &j.room_id, &state.conn_id, sync).await;
+    let Some(head) = state.pending.front_mut() else { return };
+    head.sent = Some(Instant::now());
+    let text = head.text.clone();
+    let (Ok(env), Some(from)) = (parse_client(&text), peer(state)) else { return };
+    let Some(msg) = room_message(from, env.message, env.id, Instant::now()) else { return };
+    let Some(j) = state.joined.as_mut() else { return };
+    metrics::counter!("switchboard_resent_messages_total").increment(1);
+    let _ = routing::send(&state.app, &mut j.room, &j.room_id, &state.conn_id, msg).await;
 }
 
 fn relay(
@@ -644,46 +682,21 @@ async fn not_joined(myself: &ActorRef<ConnectionMsg>, state: &mut ConnectionStat
 async fn to_room(myself: &ActorRef<ConnectionMsg>, state: &mut ConnectionState, msg: RoomMsg) {
     let Some(j) = state.joined.as_mut() else { return };
     let reference = reference_of(&msg).cloned();
-    if reference.is_some() && !routing::reachable(&j.room) {
-        // The room moved, its node died, or (a room of this node that stopped) it lost its
-        // lease and lives elsewhere now. Find it first, then send everything unacknowledged
-        // (this message included, it is kept too) in the order the client sent it.
-        let found = routing::relocate(&state.app, &mut j.room, &j.room_id).await;
-        return match found {
-            Ok(()) => Box::pin(resend_pending(state)).await,
-            Err((code, message)) => send_error(myself, state, code, &message, reference.as_ref()).await,
-        };
-    }
-    if reference.is_some() {
-        // Kept until acknowledged, so it must not overtake an older kept message: it goes only
-        // to the instance the older ones went to. If an older one has gone unanswered (it may
-        // have gone to a node that died before anyone noticed), or that instance is gone,
-        // everything kept goes again in order to wherever the room is now; the room drops
-        // what it already has.
-        let stale = state.pending.front().is_some_and(|(_, _, sent)| sent.elapsed() >= STALE_PENDING);
-        if !stale && routing::try_send(&j.room, &j.room_id, &state.conn_id, msg) {
-            return;
-        }
-        if !stale {
-            let found = routing::relocate(&state.app, &mut j.room, &j.room_id).await;
-            if let Err((code, message)) = found {
-                return send_error(myself, state, code, &message, reference.as_ref()).await;
-            }
-        }
-        return Box::pin(resend_pending(state)).await;
-    }
     let sent = routing::send(&state.app, &mut j.room, &j.room_id, &state.conn_id, msg).await;
     if let Err((code, message)) = sent {
+        // The session lives on with its room wherever that is now: find it for next time, and
+        // tell the client this message did not get there.
         if code == ErrorCode::RoomElsewhere {
-            // The session ended with the room's move: the client joins again.
-            state.joined = None;
+            let _ = routing::relocate(&state.app, &mut j.room, &j.room_id).await;
+            let message = "the room is moving; try again";
+            return send_error(myself, state, ErrorCode::RoomUnavailable, message, reference.as_ref()).await;
         }
         send_error(myself, state, code, &message, reference.as_ref()).await;
     }
 }
 
 /// Re-sends a bounced command to wherever its room is now. A command bounces at most a few
-/// times in a row; then the client is told to join again.
+/// times in a row; then the client is told to try again.
 async fn reroute(
     myself: &ActorRef<ConnectionMsg>,
     state: &mut ConnectionState,
@@ -698,7 +711,9 @@ async fn reroute(
     let reference = reference_of(&msg).cloned();
     state.reroutes += 1;
     let sent = if state.reroutes > 3 {
-        Err((ErrorCode::RoomElsewhere, "the room could not be found again; join it again".to_owned()))
+        state.reroutes = 0;
+        let _ = routing::relocate(&state.app, &mut j.room, &j.room_id).await;
+        Err((ErrorCode::RoomUnavailable, "the room is moving; try again".to_owned()))
     } else if reference.is_some() {
         // A kept message goes again with the others kept, in order, once the room is found.
         routing::relocate(&state.app, &mut j.room, &j.room_id).await
@@ -709,7 +724,6 @@ async fn reroute(
         Box::pin(resend_pending(state)).await;
     }
     if let Err((code, message)) = sent {
-        state.joined = None;
         send_error(myself, state, code, &message, reference.as_ref()).await;
     }
 }
