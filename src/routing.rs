@@ -318,7 +318,7 @@ pub async fn resume(app: &App, room: &RoomId, cmd: ResumeCmd) -> Result<RoomHand
 async fn resume_once(app: &App, room: &RoomId, cmd: ResumeCmd) -> Result<RoomHandle, (String, String)> {
     let owner = owner_of(app, room).await;
     if owner == app.config.node_id {
-        local_resume(app.rooms.clone(), cmd).await?;
+        local_resume(app.rooms.clone(), cmd, !app.is_shutting_down()).await?;
         let actor = resolve(app, room).await.map_err(|(_, m)| ("unavailable".to_owned(), m))?;
         return Ok(RoomHandle::Local(actor));
     }

@@ -295,6 +295,7 @@ impl Client {
             match self.enter(addr).await {
                 Ok(()) => {
                     self.node = Some(addr);
+                    self.ledger.connected_to(&self.spec.user, &addr.to_string());
                     self.last_heard = Instant::now();
                     if attempt > 1 || self.session.is_some() {
                         self.ledger.count("reconnects");

@@ -65,9 +65,12 @@ impl Kind {
 #[derive(Clone, Debug, Serialize)]
 pub struct Fault {
     pub kind: Kind,
-    /// Node index (node faults).
+    /// Node index (node faults), used when `busiest` is false.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub node: Option<usize>,
+    /// Hit the node that owns the most rooms when the fault comes (node faults).
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub busiest: bool,
     /// Client indexes (socket drops).
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub clients: Vec<usize>,
@@ -91,6 +94,8 @@ pub fn schedule(seed: u64, kinds: &[Kind], count: usize, nodes: usize, clients: 
         .into_iter()
         .map(|kind| {
             let node = kind.on_node().then(|| rng.random_range(0..nodes));
+            // Two node faults in three hit the busiest node, the others any node.
+            let busiest = kind.on_node() && rng.random_range(0..3) < 2;
             let clients = if kind == Kind::SocketDrop {
                 let mut all: Vec<usize> = (0..clients).collect();
                 all.shuffle(&mut rng);
@@ -101,7 +106,7 @@ pub fn schedule(seed: u64, kinds: &[Kind], count: usize, nodes: usize, clients: 
                 Vec::new()
             };
             let hold_ms = (kind == Kind::Freeze).then(|| rng.random_range(3000..6000));
-            Fault { kind, node, clients, hold_ms, pause_ms: rng.random_range(500..2000) }
+            Fault { kind, node, busiest, clients, hold_ms, pause_ms: rng.random_range(500..2000) }
         })
         .collect()
 }

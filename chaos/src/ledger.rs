@@ -26,6 +26,8 @@ struct Inner {
     counters: BTreeMap<&'static str, u64>,
     violations: Vec<String>,
     journal: Vec<String>,
+    /// Per client: the node (HTTP address) it is connected to now.
+    nodes: BTreeMap<String, String>,
 }
 
 #[derive(Default)]
@@ -93,6 +95,16 @@ impl Ledger {
                 push_violation(i, v);
             }
         });
+    }
+
+    /// Records which node a client is connected to now.
+    pub fn connected_to(&self, client: &str, node: &str) {
+        self.with(|i| i.nodes.insert(client.into(), node.into()));
+    }
+
+    /// The clients connected to `node` now.
+    pub fn clients_of(&self, node: &str) -> Vec<String> {
+        self.with(|i| i.nodes.iter().filter(|(_, n)| n.as_str() == node).map(|(c, _)| c.clone()).collect())
     }
 
     pub fn session(&self, client: &str, session: &str) {

@@ -213,6 +213,19 @@ impl Cluster {
         self.nodes[i].log.lock().expect("log").push_str(&format!("{line}\n"));
     }
 
+    /// The running node that holds the most room leases (from the cluster's room map).
+    pub async fn busiest(&self) -> Option<usize> {
+        let http = self.running().into_iter().find_map(|i| self.nodes[i].http)?;
+        let map = self.get(http, "/api/cluster?limit=1000").await.ok()?;
+        let mut counts = vec![0usize; self.nodes.len()];
+        for room in map["rooms"].as_array().into_iter().flatten() {
+            if let Some(i) = self.nodes.iter().position(|n| room["nodeId"] == n.id.as_str()) {
+                counts[i] += 1;
+            }
+        }
+        self.running().into_iter().max_by_key(|&i| counts[i])
+    }
+
     /// Indexes of nodes that are running and not frozen.
     pub fn running(&self) -> Vec<usize> {
         (0..self.nodes.len()).filter(|&i| self.nodes[i].child.is_some() && !self.nodes[i].frozen).collect()

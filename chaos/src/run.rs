@@ -249,7 +249,19 @@ async fn inject(
     opts: &Options,
     calls: &mut [peer::Call],
 ) -> Result<FaultRecord> {
+    let mut fault = fault.clone();
+    if fault.busiest {
+        fault.node = cluster.busiest().await.or(fault.node);
+    }
+    let fault = &fault;
     let node = fault.node.map(|i| cluster.nodes[i].id.clone());
+    // Clients connected to the node hit must notice and reconnect; the others only wait for
+    // their room (if it lived there) to serve again.
+    let on_node: Vec<String> = fault
+        .node
+        .and_then(|i| cluster.nodes[i].http)
+        .map(|addr| ledger.clients_of(&addr.to_string()))
+        .unwrap_or_default();
     let budget = (fault.kind.target() * 4).max(Duration::from_secs(20));
     let at = Instant::now();
     match fault.kind {
@@ -304,6 +316,8 @@ async fn inject(
     }
     let mut per_client: Vec<f64> = recovery.values().copied().collect();
     let all_back_s = back.ok().map(|_| per_client.iter().copied().fold(0.0, f64::max));
+    let rooms_back_s =
+        recovery.iter().filter(|(client, _)| !on_node.contains(client)).map(|(_, s)| *s).fold(0.0, f64::max);
     per_client.sort_by(f64::total_cmp);
     Ok(FaultRecord {
         kind: fault.kind,
@@ -312,6 +326,7 @@ async fn inject(
         at_s: at.duration_since(ledger.started).as_secs_f64(),
         within_target: all_back_s.is_some_and(|s| s <= fault.kind.target().as_secs_f64()),
         all_back_s,
+        rooms_back_s,
         client_recovery_s: per_client,
         renegotiated,
     })

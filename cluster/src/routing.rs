@@ -311,8 +311,9 @@ impl Actor for RoomHost {
             }
             HostMsg::Resume(cmd, reply) => {
                 let rooms = state.rooms.clone();
+                let may_start = !state.draining.load(Ordering::Acquire);
                 tokio::spawn(async move {
-                    let _ = reply.send(Bincode(remote_resume(rooms, cmd.0).await));
+                    let _ = reply.send(Bincode(local_resume(rooms, cmd.0, may_start).await));
                 });
             }
             HostMsg::ToRoom(room, conn, cmd) => to_local_room(state, RoomId::new(room), ConnId::new(conn), cmd.0).await,
@@ -342,17 +343,24 @@ impl Actor for RoomHost {
     }
 }
 
-/// Resumes a session in a room running on this node.
-pub async fn local_resume(rooms: ActorRef<RoomSupervisorMsg>, cmd: ResumeCmd) -> JoinOutcome {
+/// Resumes a session in a room of this node. Unless `may_start` is false (the node drains),
+/// the room is started if it is not running (after its node died, say): it loads its
+/// sessions, this one among them, from the store.
+pub async fn local_resume(rooms: ActorRef<RoomSupervisorMsg>, cmd: ResumeCmd, may_start: bool) -> JoinOutcome {
     let room = RoomId::new(&cmd.room);
-    // The room is started if it is not running (after its node died, say): it loads its
-    // sessions, this one among them, from the store.
-    let actor =
-        match rooms.call(|reply| RoomSupervisorMsg::Resolve { room, reply }, Some(Duration::from_secs(10))).await {
-            Ok(CallResult::Success(Ok(actor))) => actor,
-            Ok(CallResult::Success(Err(e))) => return Err(("unavailable".into(), e.message)),
-            _ => return Err(("unavailable".into(), "the session's room is not reachable yet; try again".into())),
-        };
+    let asked = if may_start {
+        rooms.call(|reply| RoomSupervisorMsg::Resolve { room, reply }, Some(Duration::from_secs(10))).await
+    } else {
+        match rooms.call(|reply| RoomSupervisorMsg::Lookup { room, reply }, Some(Duration::from_secs(10))).await {
+            Ok(CallResult::Success(Some(actor))) => Ok(CallResult::Success(Ok(actor))),
+            _ => return Err(("unavailable".into(), "the room is moving to another node; try again".into())),
+        }
+    };
+    let actor = match asked {
+        Ok(CallResult::Success(Ok(actor))) => actor,
+        Ok(CallResult::Success(Err(e))) => return Err(("unavailable".into(), e.message)),
+        _ => return Err(("unavailable".into(), "the session's room is not reachable yet; try again".into())),
+    };
     let msg = |reply| RoomMsg::Resume {
         peer: PeerId::new(&cmd.peer),
         user: UserId::new(&cmd.user),
@@ -366,10 +374,6 @@ pub async fn local_resume(rooms: ActorRef<RoomSupervisorMsg>, cmd: ResumeCmd) ->
         Ok(CallResult::Success(Err(e))) => Err(e),
         _ => Err(("unavailable".into(), "the session's room did not answer; try again".into())),
     }
-}
-
-async fn remote_resume(rooms: ActorRef<RoomSupervisorMsg>, cmd: ResumeCmd) -> JoinOutcome {
-    local_resume(rooms, cmd).await
 }
 
 async fn remote_join(rooms: ActorRef<RoomSupervisorMsg>, cmd: JoinCmd) -> JoinOutcome {
