@@ -112,6 +112,10 @@ pub struct CarriedSession {
     pub seq_shift: i64,
 }
 
+/// Unanswered requests for a connection's count after which an adopted session is taken for
+/// disconnected (its connection is gone; it may still resume).
+const REATTACH_TRIES: u8 = 3;
+
 /// A join request, already authenticated by the edge.
 #[derive(Debug)]
 pub struct JoinRequest {
@@ -334,6 +338,8 @@ struct Member {
     /// The client's number for a frame minus this room's, as the session's last connection
     /// reported when it dropped (0 while both count alike).
     seq_shift: i64,
+    /// Times this instance asked the session's connection for its count without an answer.
+    reattach_tries: u8,
     /// The `id`s of the session's latest messages, to drop re-sent ones.
     seen_ids: VecDeque<String>,
     outbox: Outbox,
@@ -584,6 +590,7 @@ async fn start_room(myself: ActorRef<RoomMsg>, args: RoomArgs) -> Result<RoomSta
             resume_token: p.resume_token,
             adopted: true,
             seq_shift: 0,
+            reattach_tries: 0,
             seen_ids: VecDeque::new(),
             outbox: Outbox::starting_at(1),
             overlay: None,
@@ -630,9 +637,23 @@ async fn renew_lease(myself: &ActorRef<RoomMsg>, state: &mut RoomState) {
         Ok(true) => {
             state.lease_valid_until = Some(asked + lease.ttl * 4 / 5);
             // Ask again the connections of adopted sessions that have not answered yet (their
-            // node may have been unreachable when this instance started, and be back now).
-            for m in state.members.iter().filter(|m| m.adopted && state.ctx.edge.is_connected(&m.conn)) {
-                state.ctx.edge.reattach(&m.conn, &state.id);
+            // node may have been unreachable when this instance started, and be back now). One
+            // that does not answer is taken for gone: its session waits for a resume like any
+            // dropped one (and comes back if its connection answers after all).
+            let mut gone = Vec::new();
+            for m in state.members.iter_mut().filter(|m| m.adopted) {
+                if m.connected {
+                    m.reattach_tries += 1;
+                    if m.reattach_tries > REATTACH_TRIES {
+                        gone.push((m.info.peer_id.clone(), m.conn.clone()));
+                    }
+                }
+                if state.ctx.edge.is_connected(&m.conn) {
+                    state.ctx.edge.reattach(&m.conn, &state.id);
+                }
+            }
+            for (peer, conn) in gone {
+                let _ = Box::pin(disconnected(myself, state, &peer, &conn, 0)).await;
             }
         }
         Ok(false) => lose_lease(myself, state, "lease taken over"),
@@ -808,6 +829,7 @@ async fn join(myself: &ActorRef<RoomMsg>, state: &mut RoomState, req: JoinReques
         resume_token,
         adopted: false,
         seq_shift: 0,
+        reattach_tries: 0,
         seen_ids: VecDeque::new(),
         outbox: Outbox::starting_at(req.first_seq),
         overlay: None,

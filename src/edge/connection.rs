@@ -65,6 +65,9 @@ pub struct ConnectionState {
     app: Arc<App>,
     seq: u64,
     joined: Option<Joined>,
+    /// The session this connection left with `leave` (told again when the connection ends, in
+    /// case the room was moving when the first one went).
+    left: Option<Joined>,
     /// Bounced commands re-sent since the room last delivered something.
     reroutes: u32,
     /// Added to the room's frame numbers after the room restarted or moved (see `write_numbered`).
@@ -173,6 +176,7 @@ impl Actor for Connection {
             app: args.app,
             seq: 0,
             joined: None,
+            left: None,
             reroutes: 0,
             seq_offset: 0,
             abusive: false,
@@ -185,6 +189,14 @@ impl Actor for Connection {
     async fn post_stop(&self, _myself: ActorRef<Self::Msg>, state: &mut Self::State) -> Result<(), ActorProcessingErr> {
         state.app.edge.unregister(&state.conn_id);
         metrics::gauge!("switchboard_ws_connections").decrement(1.0);
+        if let Some(mut j) = state.left.take() {
+            // A room that was moving may have missed the `leave`; a second one is harmless.
+            if !routing::reachable(&j.room) {
+                let _ = routing::relocate(&state.app, &mut j.room, &j.room_id).await;
+            }
+            let leave = RoomMsg::Leave { peer: j.peer, reason: "left".into() };
+            let _ = Box::pin(routing::send(&state.app, &mut j.room, &j.room_id, &state.conn_id, leave)).await;
+        }
         if let Some(mut j) = state.joined.take() {
             // A dropped connection keeps its session for the grace period (the client may
             // resume); one closed for abuse leaves at once.
@@ -502,9 +514,15 @@ async fn inbound(myself: &ActorRef<ConnectionMsg>, state: &mut ConnectionState, 
         }
         ClientMessage::Leave {} => {
             let Some(peer) = peer(state) else { return not_joined(myself, state, reference).await };
-            // Sent like any room message, so a room that restarted still gets it.
+            // Sent like any room message (after finding the room again if it moved), so a room
+            // that restarted still gets it.
+            if let Some(j) = state.joined.as_mut()
+                && !routing::reachable(&j.room)
+            {
+                let _ = routing::relocate(&state.app, &mut j.room, &j.room_id).await;
+            }
             to_room(myself, state, RoomMsg::Leave { peer, reason: "left".into() }).await;
-            state.joined = None;
+            state.left = state.joined.take();
             return;
         }
         other => {
