@@ -248,6 +248,8 @@ pub enum RoomMsg {
     Shutdown(RpcReplyPort<()>),
     /// The node drains: reply with what the next instance needs, then stop.
     HandOff(RpcReplyPort<Carry>),
+    /// What the previous instance handed over, arriving after this one started.
+    Absorb(Carry),
     /// Fault injection for tests and chaos runs: the room panics.
     InjectFault,
     /// Renew the lease (a timer sends it every third of the lease's lifetime).
@@ -450,6 +452,7 @@ impl Actor for Room {
                 let _ = reply.send(());
                 myself.stop(Some("shutdown".into()));
             }
+            RoomMsg::Absorb(carry) => absorb(state, carry),
             RoomMsg::HandOff(reply) => {
                 let _ = reply.send(carry(state));
                 myself.stop(Some("handoff".into()));
@@ -1201,6 +1204,42 @@ async fn disconnected(
     myself.send_after(grace, move || RoomMsg::GraceExpired { peer: peer_id, disconnects });
     state.broadcast(ServerMessage::PeerDisconnected { peer_id: peer }.to_body(), Some(peer));
     Ok(())
+}
+
+/// Takes a hand-over that arrived after this instance started: a session this instance has
+/// sent nothing yet continues the previous instance's frames and numbering, with what this
+/// instance kept for it since appended; every session keeps the ids seen before.
+fn absorb(state: &mut RoomState, carry: Carry) {
+    let edge = state.ctx.edge.clone();
+    for c in carry.sessions {
+        let Some(m) = state.members.iter_mut().find(|m| m.info.peer_id.as_str() == c.peer_id) else { continue };
+        for id in c.seen_ids {
+            if !m.seen_ids.contains(&id) {
+                m.seen_ids.push_back(id);
+            }
+        }
+        while m.seen_ids.len() > REPLAY_FRAMES {
+            m.seen_ids.pop_front();
+        }
+        if !m.adopted {
+            continue;
+        }
+        let (_, mine) = m.outbox.snapshot();
+        let mut outbox = Outbox::restore(c.next_seq, c.frames);
+        let first_new = outbox.next_seq;
+        for (_, framed) in mine {
+            let body = framed.split_once(',').map_or("{}".to_owned(), |(_, rest)| format!("{{{rest}"));
+            outbox.push(&body);
+        }
+        m.outbox = outbox;
+        m.adopted = c.adopted;
+        m.seq_shift = c.seq_shift;
+        if m.connected && !m.adopted {
+            for (seq, body) in m.outbox.after(first_new - 1).unwrap_or_default() {
+                edge.deliver(&m.conn, Frame { body, received_at: None, seq: Some(seq) });
+            }
+        }
+    }
 }
 
 fn carry(state: &RoomState) -> Carry {

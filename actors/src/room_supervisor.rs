@@ -224,7 +224,14 @@ async fn resolve(
     carry: Option<Carry>,
 ) -> Result<ActorRef<RoomMsg>, RoomError> {
     match state.rooms.get(&room).map(|e| &e.slot) {
-        Some(Slot::Running(r)) if is_alive(r) => return Ok(r.clone()),
+        Some(Slot::Running(r)) if is_alive(r) => {
+            // Started here already (a message got here before the hand-off did): it takes
+            // what the previous instance handed over for the sessions it has sent nothing yet.
+            if let Some(carry) = carry {
+                let _ = r.cast(RoomMsg::Absorb(carry));
+            }
+            return Ok(r.clone());
+        }
         Some(Slot::Restarting) => {
             return Err(RoomError::new(ErrorCode::RoomUnavailable, "the room is restarting; try again shortly"));
         }

@@ -393,6 +393,8 @@ async fn write_numbered(myself: &ActorRef<ConnectionMsg>, state: &mut Connection
     let room_seq = seq as i64;
     if state.seq > 0 && room_seq + state.seq_offset <= state.seq as i64 {
         state.seq_offset = state.seq as i64 + 1 - room_seq;
+        metrics::counter!("switchboard_seq_realigned_total").increment(1);
+        tracing::info!(conn_id = %state.conn_id, room_seq, client_seq = state.seq, "frame numbers realigned");
     }
     let shifted = (room_seq + state.seq_offset).max(1) as u64;
     state.seq = shifted;
