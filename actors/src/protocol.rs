@@ -89,7 +89,23 @@ struct RawClient<'a> {
     resume_token: Option<String>,
     #[serde(default)]
     last_seq: Option<u64>,
+    #[serde(default)]
+    received: Option<Vec<ReceivedId>>,
 }
+
+/// A relayed message a client already has, named in `resume`.
+#[derive(Clone, Debug, Deserialize, Serialize, PartialEq)]
+pub struct ReceivedId {
+    /// Who sent it.
+    #[serde(rename = "peerId")]
+    pub peer_id: String,
+    /// Its `msgId`.
+    #[serde(rename = "msgId")]
+    pub msg_id: Value,
+}
+
+/// At most this many `received` entries in a `resume`.
+pub const MAX_RECEIVED: usize = 256;
 
 impl RawClient<'_> {
     fn into_envelope(self) -> Result<ClientEnvelope, ParseError> {
@@ -115,11 +131,22 @@ impl RawClient<'_> {
             "chat" => ClientMessage::Chat { text: need(self.text, "text")? },
             "end_call" => ClientMessage::EndCall {},
             "ping" => ClientMessage::Ping {},
-            "resume" => ClientMessage::Resume {
-                session_id: need(self.session_id, "sessionId")?,
-                resume_token: need(self.resume_token, "resumeToken")?,
-                last_seq: self.last_seq.ok_or_else(|| missing("lastSeq"))?,
-            },
+            "resume" => {
+                let received = self.received.unwrap_or_default();
+                if received.len() > MAX_RECEIVED {
+                    return Err(ParseError {
+                        code: ErrorCode::InvalidMessage,
+                        message: format!("invalid \"resume\" message: at most {MAX_RECEIVED} `received` entries"),
+                        reference: id.clone(),
+                    });
+                }
+                ClientMessage::Resume {
+                    session_id: need(self.session_id, "sessionId")?,
+                    resume_token: need(self.resume_token, "resumeToken")?,
+                    last_seq: self.last_seq.ok_or_else(|| missing("lastSeq"))?,
+                    received,
+                }
+            }
             "stats" => ClientMessage::Stats {
                 sample: StatsSample {
                     timestamp: self.timestamp.ok_or_else(|| missing("timestamp"))?,
@@ -221,6 +248,10 @@ pub enum ClientMessage {
         /// The last `seq` the client received.
         #[serde(rename = "lastSeq")]
         last_seq: u64,
+        /// Relayed messages the client has lately received (so that a repeat of one, which a
+        /// room that restarted may send, is dropped).
+        #[serde(default)]
+        received: Vec<ReceivedId>,
     },
     /// Connection statistics (getStats), for quality scoring and audio-only fallback.
     #[serde(rename = "stats")]
@@ -646,6 +677,23 @@ impl ServerMessage<'_> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn resume_may_name_what_the_client_received() {
+        let env = parse_client(
+            r#"{"type":"resume","sessionId":"s","resumeToken":"t","lastSeq":3,"received":[{"peerId":"p","msgId":7}]}"#,
+        )
+        .expect("resume");
+        let ClientMessage::Resume { last_seq, received, .. } = env.message else { panic!("not a resume") };
+        assert_eq!(last_seq, 3);
+        assert_eq!(received, vec![ReceivedId { peer_id: "p".into(), msg_id: Value::from(7) }]);
+        let too_many: Vec<Value> = (0..=MAX_RECEIVED).map(|i| serde_json::json!({"peerId": "p", "msgId": i})).collect();
+        let text = serde_json::json!({"type": "resume", "sessionId": "s", "resumeToken": "t", "lastSeq": 3,
+            "received": too_many, "id": 1})
+        .to_string();
+        let err = parse_client(&text).expect_err("too many");
+        assert_eq!((err.code, err.reference), (ErrorCode::InvalidMessage, Some(Value::from(1))));
+    }
 
     #[test]
     fn parses_seed_002_messages() {

@@ -1195,6 +1195,7 @@ async fn disconnected(
     if !m.adopted {
         m.seq_shift = seq_shift;
     }
+    tracing::debug!(peer_id = %peer, seq_shift, adopted = m.adopted, "disconnected");
     if grace.is_zero() {
         return Box::pin(leave(myself, state, peer, "disconnected")).await;
     }
@@ -1313,6 +1314,10 @@ fn resume(
         return fail("too_far_behind", "frames after lastSeq are no longer kept; join again");
     }
     let m = &mut state.members[idx];
+    tracing::debug!(
+        peer_id = %peer, last_seq, shift, adopted = m.adopted, connected = m.connected,
+        first_kept = m.outbox.first_kept(), next_seq = m.outbox.next_seq, "resume"
+    );
     m.outbox.shift(shift);
     m.seq_shift = 0;
     let missed = m.outbox.after(last_seq).unwrap_or_default();

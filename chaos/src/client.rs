@@ -85,6 +85,8 @@ struct Client {
     unacked: BTreeMap<u64, Unacked>,
     last_heard: Instant,
     last_sent: Instant,
+    /// The latest relayed messages received, as (`peerId`, `msgId`), named in `resume`.
+    received: std::collections::VecDeque<Value>,
     to_app: UnboundedSender<Value>,
 }
 
@@ -108,6 +110,7 @@ pub fn spawn(spec: Spec, directory: Arc<Directory>, ledger: Arc<Ledger>) -> (Han
         unacked: BTreeMap::new(),
         last_heard: Instant::now(),
         last_sent: Instant::now(),
+        received: std::collections::VecDeque::new(),
         to_app,
     };
     tokio::spawn(async move {
@@ -218,6 +221,10 @@ impl Client {
                 match v["msgId"].as_u64() {
                     Some(id) => self.ledger.delivered(&self.spec.partner, &self.spec.user, id),
                     None => self.ledger.count("relayed_without_id"),
+                }
+                self.received.push_back(json!({"peerId": v["peerId"], "msgId": v["msgId"]}));
+                while self.received.len() > 64 {
+                    self.received.pop_front();
                 }
                 let _ = self.to_app.send(v);
             }
@@ -330,8 +337,13 @@ impl Client {
         let (ws, _) = tokio::time::timeout(Duration::from_secs(2), tokio_tungstenite::connect_async(url)).await??;
         self.ws = Some(ws);
         if let Some((session, resume_token)) = self.session.clone() {
-            let resume =
-                json!({"type": "resume", "sessionId": session, "resumeToken": resume_token, "lastSeq": self.last_seq});
+            let resume = json!({
+                "type": "resume",
+                "sessionId": session,
+                "resumeToken": resume_token,
+                "lastSeq": self.last_seq,
+                "received": self.received,
+            });
             self.write(resume.to_string()).await;
             let first = self.first_frame().await?;
             match first["type"].as_str() {

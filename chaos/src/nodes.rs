@@ -112,7 +112,7 @@ impl Cluster {
             .arg("--config")
             .arg(&self.launch.config)
             .env("SWITCHBOARD_AUTH_SECRET", SECRET)
-            .env("RUST_LOG", "info")
+            .env("RUST_LOG", std::env::var("CHAOS_NODE_LOG").unwrap_or_else(|_| "info".into()))
             .env("RUST_BACKTRACE", "1")
             .stdout(Stdio::piped())
             .stderr(Stdio::piped());

@@ -504,7 +504,14 @@ async fn inbound(myself: &ActorRef<ConnectionMsg>, state: &mut ConnectionState, 
         ClientMessage::Join { room_id, display_name } => {
             return join(myself, state, room_id, display_name, reference, received_at).await;
         }
-        ClientMessage::Resume { session_id, resume_token, last_seq } => {
+        ClientMessage::Resume { session_id, resume_token, last_seq, received } => {
+            // What the client already has: a repeat of it in the replay is dropped.
+            for r in received {
+                state.delivered.push_back((r.peer_id, r.msg_id.to_string()));
+            }
+            while state.delivered.len() > MAX_PENDING {
+                state.delivered.pop_front();
+            }
             return Box::pin(resume(myself, state, session_id, resume_token, last_seq, reference)).await;
         }
         ClientMessage::Overlay { overlay } => {
