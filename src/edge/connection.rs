@@ -78,10 +78,6 @@ pub struct ConnectionState {
     /// oldest is on its way at any time, so none can overtake another, whatever happens to
     /// the room between them.
     pending: VecDeque<Kept>,
-    /// Relayed messages (offers, answers, candidates) acknowledged lately: (the frame, when).
-    /// A new instance of the room is sent them again: the old one may have died before the
-    /// target's connection wrote them. Receivers drop what they already have (`msgId`).
-    recent_acked: VecDeque<(String, Instant)>,
     /// Whether a `RetryPending` timer is set.
     retry_armed: bool,
     /// Relayed messages delivered lately, as (sender, `msgId`), to drop repeats.
@@ -96,13 +92,7 @@ struct Kept {
     text: String,
     /// When it was last sent to the room; `None` while it waits its turn.
     sent: Option<Instant>,
-    /// An offer, answer or candidate (relayed to one peer, who drops repeats).
-    relayed: bool,
 }
-
-/// How long, and how many, acknowledged relayed messages are kept to send a new room instance.
-const RECENT_ACKED_FOR: Duration = Duration::from_secs(10);
-const RECENT_ACKED_MAX: usize = 64;
 
 /// Unacknowledged messages kept per connection, and relayed ids remembered.
 const MAX_PENDING: usize = 256;
@@ -191,7 +181,6 @@ impl Actor for Connection {
             seq_offset: 0,
             abusive: false,
             pending: VecDeque::new(),
-            recent_acked: VecDeque::new(),
             retry_armed: false,
             delivered: VecDeque::new(),
         })
@@ -282,7 +271,6 @@ impl Actor for Connection {
                     && j.room_id == room
                 {
                     j.room = Box::pin(routing::handle_for(&state.app, &room, &node)).await;
-                    Box::pin(resend_recent_acked(state)).await;
                     Box::pin(resend_pending(state)).await;
                 }
             }
@@ -429,32 +417,8 @@ fn forget_acknowledged(state: &mut ConnectionState, body: &str) -> bool {
     let Some(reference) = v.get("ref") else { return false };
     let id = reference.to_string();
     let was_head = state.pending.front().is_some_and(|k| k.id == id);
-    let acked = v.get("type").and_then(Value::as_str) == Some("ack");
-    if let Some(pos) = state.pending.iter().position(|k| k.id == id)
-        && let Some(kept) = state.pending.remove(pos)
-        && kept.relayed
-        && acked
-    {
-        state.recent_acked.push_back((kept.text, Instant::now()));
-        while state.recent_acked.len() > RECENT_ACKED_MAX {
-            state.recent_acked.pop_front();
-        }
-    }
+    state.pending.retain(|k| k.id != id);
     was_head
-}
-
-/// Sends a new instance of the room the relayed messages acknowledged lately, oldest first.
-async fn resend_recent_acked(state: &mut ConnectionState) {
-    while state.recent_acked.front().is_some_and(|(_, at)| at.elapsed() > RECENT_ACKED_FOR) {
-        state.recent_acked.pop_front();
-    }
-    let texts: Vec<String> = state.recent_acked.iter().map(|(text, _)| text.clone()).collect();
-    for text in texts {
-        let (Ok(env), Some(from)) = (parse_client(&text), peer(state)) else { continue };
-        let Some(msg) = room_message(from, env.message, env.id, Instant::now()) else { continue };
-        let Some(j) = state.joined.as_mut() else { return };
-        let _ = routing::send(&state.app, &mut j.room, &j.room_id, &state.conn_id, msg).await;
-    }
 }
 
 /// Whether a relayed message (with `msgId`) is new to this client; remembers it.
@@ -574,11 +538,7 @@ async fn inbound(myself: &ActorRef<ConnectionMsg>, state: &mut ConnectionState, 
             let Some(from) = peer(state) else { return not_joined(myself, state, reference).await };
             if let Some(id) = &reference {
                 // Kept until the room acknowledges it, and sent when its turn comes.
-                let relayed = matches!(
-                    other,
-                    ClientMessage::Offer { .. } | ClientMessage::Answer { .. } | ClientMessage::IceCandidate { .. }
-                );
-                state.pending.push_back(Kept { id: id.to_string(), text: text.to_owned(), sent: None, relayed });
+                state.pending.push_back(Kept { id: id.to_string(), text: text.to_owned(), sent: None });
                 while state.pending.len() > MAX_PENDING {
                     state.pending.pop_front();
                 }
