@@ -190,8 +190,10 @@ impl Actor for Connection {
         state.app.edge.unregister(&state.conn_id);
         metrics::gauge!("switchboard_ws_connections").decrement(1.0);
         if let Some(mut j) = state.left.take() {
-            // A room that was moving may have missed the `leave`; a second one is harmless.
-            if !routing::reachable(&j.room) {
+            // A room that was moving may have missed the `leave` (or bounced it back to this
+            // connection as it closed); a second one, to wherever the lease says the room is
+            // now, is harmless.
+            if state.app.cluster.is_some() || !routing::reachable(&j.room) {
                 let _ = routing::relocate(&state.app, &mut j.room, &j.room_id).await;
             }
             let leave = RoomMsg::Leave { peer: j.peer, reason: "left".into() };
@@ -206,8 +208,9 @@ impl Actor for Connection {
                 RoomMsg::Disconnected { peer: j.peer, conn: state.conn_id.clone(), seq_shift: state.seq_offset }
             };
             // The room must hear this (it carries how this connection numbered the session's
-            // frames): if its node is gone, find where it lives now first.
-            if !routing::reachable(&j.room) {
+            // frames), and a command bounced back to a closed connection is lost: send it to
+            // wherever the lease says the room is now.
+            if state.app.cluster.is_some() || !routing::reachable(&j.room) {
                 let _ = routing::relocate(&state.app, &mut j.room, &j.room_id).await;
             }
             let _ = Box::pin(routing::send(&state.app, &mut j.room, &j.room_id, &state.conn_id, leave)).await;
