@@ -32,6 +32,9 @@ const PING_EVERY: Duration = Duration::from_secs(1);
 /// ...and hearing nothing from the server for this long means the connection's node is
 /// frozen (or the path to it is gone): go elsewhere.
 const STALE_AFTER: Duration = Duration::from_millis(2500);
+/// After a resume, the last this many acknowledged messages are sent again (see `come_back`);
+/// fewer than a client names in `resume`'s `received`, so receivers can drop the repeats.
+const RECENT_ACKED: usize = 16;
 /// A client that cannot get back in within this long gives up (and the run fails).
 const GIVE_UP_AFTER: Duration = Duration::from_secs(60);
 
@@ -83,6 +86,8 @@ struct Client {
     partner_peer: Option<String>,
     next_id: u64,
     unacked: BTreeMap<u64, Unacked>,
+    /// The latest acknowledged messages, oldest first.
+    recent_acked: std::collections::VecDeque<String>,
     last_heard: Instant,
     last_sent: Instant,
     /// The latest relayed messages received, as (`peerId`, `msgId`), named in `resume`.
@@ -108,6 +113,7 @@ pub fn spawn(spec: Spec, directory: Arc<Directory>, ledger: Arc<Ledger>) -> (Han
         partner_peer: None,
         next_id: 0,
         unacked: BTreeMap::new(),
+        recent_acked: std::collections::VecDeque::new(),
         last_heard: Instant::now(),
         last_sent: Instant::now(),
         received: std::collections::VecDeque::new(),
@@ -212,6 +218,10 @@ impl Client {
                     && let Some(u) = self.unacked.remove(&id)
                 {
                     self.ledger.acked(&self.spec.user, &self.spec.partner, id, u.sent_at);
+                    self.recent_acked.push_back(u.text);
+                    while self.recent_acked.len() > RECENT_ACKED {
+                        self.recent_acked.pop_front();
+                    }
                 }
             }
             "offer" | "answer" | "ice-candidate" => {
@@ -300,15 +310,21 @@ impl Client {
             }
             let addr = pool[self.rng.random_range(0..pool.len())];
             match self.enter(addr).await {
-                Ok(()) => {
+                Ok(resumed) => {
                     self.node = Some(addr);
                     self.ledger.connected_to(&self.spec.user, &addr.to_string());
                     self.last_heard = Instant::now();
                     if attempt > 1 || self.session.is_some() {
                         self.ledger.count("reconnects");
                     }
-                    let pending: Vec<String> = self.unacked.values().map(|u| u.text.clone()).collect();
-                    for text in pending {
+                    // After a resume, as the protocol advises: the last acknowledged offers go
+                    // again (the room that acknowledged them may have died with them, and with
+                    // the edge that would have sent them again), then everything not
+                    // acknowledged, in order. Repeats are dropped by rooms and receivers.
+                    let mut again: Vec<String> =
+                        if resumed { self.recent_acked.iter().cloned().collect() } else { Vec::new() };
+                    again.extend(self.unacked.values().map(|u| u.text.clone()));
+                    for text in again {
                         self.write(text).await;
                     }
                     return Ok(());
@@ -322,7 +338,8 @@ impl Client {
         }
     }
 
-    async fn enter(&mut self, addr: SocketAddr) -> Result<()> {
+    /// Connects to `addr` and resumes the session (true) or joins afresh (false).
+    async fn enter(&mut self, addr: SocketAddr) -> Result<bool> {
         let token: Value = self
             .http
             .post(format!("http://{addr}/auth/token"))
@@ -355,7 +372,7 @@ impl Client {
                     // `resumed` carries the client's lastSeq; the replay follows it.
                     self.last_seq = first["seq"].as_u64().unwrap_or(self.last_seq);
                     self.ledger.count("resumes");
-                    return Ok(());
+                    return Ok(true);
                 }
                 Some("resume_failed") if first["reason"] == "unavailable" => {
                     // The session is still held; its room is not reachable yet.
@@ -390,7 +407,7 @@ impl Client {
                 .find(|p| p["userId"] == self.spec.partner.as_str())
                 .and_then(|p| p["peerId"].as_str().map(str::to_owned))
         });
-        Ok(())
+        Ok(false)
     }
 
     /// The first text frame on a fresh connection (within 5 s).

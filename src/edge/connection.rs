@@ -78,6 +78,12 @@ pub struct ConnectionState {
     /// oldest is on its way at any time, so none can overtake another, whatever happens to
     /// the room between them.
     pending: VecDeque<Kept>,
+    /// The last relayed messages (offers, answers, candidates) acknowledged, with the room
+    /// instance that acknowledged them. When the edge finds its room in another instance,
+    /// these go again first, in order: the old instance may have died before the target's
+    /// connection wrote them. Receivers drop what they already have (`msgId`, and `resume`'s
+    /// `received`).
+    recent_acked: VecDeque<(String, String)>,
     /// Whether a `RetryPending` timer is set.
     retry_armed: bool,
     /// Relayed messages delivered lately, as (sender, `msgId`), to drop repeats.
@@ -92,7 +98,13 @@ struct Kept {
     text: String,
     /// When it was last sent to the room; `None` while it waits its turn.
     sent: Option<Instant>,
+    /// An offer, answer or candidate (relayed to one peer, who drops repeats).
+    relayed: bool,
 }
+
+/// Acknowledged relayed messages kept to send a new room instance (fewer than a resuming
+/// client names in `received`).
+const RECENT_ACKED: usize = 16;
 
 /// Unacknowledged messages kept per connection, and relayed ids remembered.
 const MAX_PENDING: usize = 256;
@@ -181,6 +193,7 @@ impl Actor for Connection {
             seq_offset: 0,
             abusive: false,
             pending: VecDeque::new(),
+            recent_acked: VecDeque::new(),
             retry_armed: false,
             delivered: VecDeque::new(),
         })
@@ -420,7 +433,18 @@ fn forget_acknowledged(state: &mut ConnectionState, body: &str) -> bool {
     let Some(reference) = v.get("ref") else { return false };
     let id = reference.to_string();
     let was_head = state.pending.front().is_some_and(|k| k.id == id);
-    state.pending.retain(|k| k.id != id);
+    let acked = v.get("type").and_then(Value::as_str) == Some("ack");
+    if let Some(pos) = state.pending.iter().position(|k| k.id == id)
+        && let Some(kept) = state.pending.remove(pos)
+        && kept.relayed
+        && acked
+        && let Some(j) = &state.joined
+    {
+        state.recent_acked.push_back((kept.text, j.room.target()));
+        while state.recent_acked.len() > RECENT_ACKED {
+            state.recent_acked.pop_front();
+        }
+    }
     was_head
 }
 
@@ -541,7 +565,11 @@ async fn inbound(myself: &ActorRef<ConnectionMsg>, state: &mut ConnectionState, 
             let Some(from) = peer(state) else { return not_joined(myself, state, reference).await };
             if let Some(id) = &reference {
                 // Kept until the room acknowledges it, and sent when its turn comes.
-                state.pending.push_back(Kept { id: id.to_string(), text: text.to_owned(), sent: None });
+                let relayed = matches!(
+                    other,
+                    ClientMessage::Offer { .. } | ClientMessage::Answer { .. } | ClientMessage::IceCandidate { .. }
+                );
+                state.pending.push_back(Kept { id: id.to_string(), text: text.to_owned(), sent: None, relayed });
                 while state.pending.len() > MAX_PENDING {
                     state.pending.pop_front();
                 }
@@ -662,6 +690,24 @@ async fn resend_pending(state: &mut ConnectionState) {
         seq_offset: state.seq_offset,
     };
     let _ = routing::send(&state.app, &mut j.room, &j.room_id, &state.conn_id, sync).await;
+    // What another instance acknowledged goes again first (it is older than anything kept).
+    let target = j.room.target();
+    let again: Vec<String> = state
+        .recent_acked
+        .iter_mut()
+        .filter(|(_, acked_by)| *acked_by != target)
+        .map(|(text, acked_by)| {
+            acked_by.clone_from(&target);
+            text.clone()
+        })
+        .collect();
+    for text in again {
+        let (Ok(env), Some(from)) = (parse_client(&text), peer(state)) else { continue };
+        let Some(msg) = room_message(from, env.message, env.id, Instant::now()) else { continue };
+        let Some(j) = state.joined.as_mut() else { return };
+        metrics::counter!("switchboard_resent_messages_total").increment(1);
+        let _ = routing::send(&state.app, &mut j.room, &j.room_id, &state.conn_id, msg).await;
+    }
     let Some(head) = state.pending.front_mut() else { return };
     head.sent = Some(Instant::now());
     let text = head.text.clone();
