@@ -577,7 +577,13 @@ async fn inbound(myself: &ActorRef<ConnectionMsg>, state: &mut ConnectionState, 
                     state.retry_armed = true;
                     myself.send_after(RETRY_AFTER, || ConnectionMsg::RetryPending);
                 }
-                return Box::pin(pump(myself, state)).await;
+                if state.pending.len() > 1 {
+                    // Its turn comes when the ones before it are acknowledged.
+                    return;
+                }
+                // The only one kept: it goes now, as parsed (no second parse on the hot path).
+                let Some(msg) = room_message(from, other, reference, received_at) else { return };
+                return Box::pin(pump_with(myself, state, Some(msg))).await;
             }
             let Some(msg) = room_message(from, other, reference, received_at) else { return };
             msg
@@ -618,20 +624,31 @@ fn room_message(
 /// Sends the oldest kept message if it is not on its way yet (finding the room again first
 /// if the instance it pointed at is gone). The next goes when this one is acknowledged.
 async fn pump(myself: &ActorRef<ConnectionMsg>, state: &mut ConnectionState) {
+    pump_with(myself, state, None).await;
+}
+
+/// [`pump`], with the head's room message when the caller has it already.
+async fn pump_with(myself: &ActorRef<ConnectionMsg>, state: &mut ConnectionState, prepared: Option<RoomMsg>) {
     let Some(head) = state.pending.front() else { return };
     if head.sent.is_some() {
         return;
     }
-    let text = head.text.clone();
-    let (Ok(env), Some(from)) = (parse_client(&text), peer(state)) else {
-        state.pending.pop_front();
-        return;
+    let msg = match prepared {
+        Some(msg) => msg,
+        None => {
+            let text = head.text.clone();
+            let (Ok(env), Some(from)) = (parse_client(&text), peer(state)) else {
+                state.pending.pop_front();
+                return;
+            };
+            let Some(msg) = room_message(from, env.message, env.id, Instant::now()) else {
+                state.pending.pop_front();
+                return;
+            };
+            msg
+        }
     };
-    let reference = env.id.clone();
-    let Some(msg) = room_message(from, env.message, env.id, Instant::now()) else {
-        state.pending.pop_front();
-        return;
-    };
+    let reference = reference_of(&msg).cloned();
     let Some(j) = state.joined.as_mut() else { return };
     if routing::reachable(&j.room) && routing::try_send(&j.room, &j.room_id, &state.conn_id, msg) {
         if let Some(head) = state.pending.front_mut() {

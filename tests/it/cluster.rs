@@ -13,13 +13,7 @@ pub(crate) fn member(db: &str, id: &str, seeds: &[&Node], env: &[(&str, &str)]) 
 }
 
 /// Like [`member`], with more `serve` flags (`--config` with short timings, say).
-pub(crate) fn member_with(
-    db: &str,
-    id: &str,
-    seeds: &[&Node],
-    env: &[(&str, &str)],
-    extra: &[&str],
-) -> (Node, tempfile::TempDir) {
+fn member_with(db: &str, id: &str, seeds: &[&Node], env: &[(&str, &str)], extra: &[&str]) -> (Node, tempfile::TempDir) {
     let dir = tempfile::tempdir().expect("tempdir");
     let seeds: Vec<String> =
         seeds.iter().map(|n| n.cluster_addr.expect("seed has a cluster address").to_string()).collect();
@@ -201,7 +195,7 @@ fn a_cluster_on_sqlite_is_refused() {
 }
 
 /// A config file with short cluster timings, for the fencing test.
-pub(crate) fn fast_config(dir: &std::path::Path) -> String {
+fn fast_config(dir: &std::path::Path) -> String {
     let path = dir.join("fast.toml");
     std::fs::write(
         &path,
@@ -209,6 +203,19 @@ pub(crate) fn fast_config(dir: &std::path::Path) -> String {
     )
     .expect("config");
     path.to_str().expect("path").to_owned()
+}
+
+/// Three members n1, n2, n3 (n1 the seed) with short cluster timings ([`fast_config`]), once
+/// every one sees all three up. Each comes with its data directory; the config's directory
+/// is returned to outlive them.
+pub(crate) async fn fast_trio(db: &str) -> (tempfile::TempDir, [(Node, tempfile::TempDir); 3]) {
+    let cfg_dir = tempfile::tempdir().expect("tempdir");
+    let cfg = fast_config(cfg_dir.path());
+    let n1 = member_with(db, "n1", &[], &[], &["--config", &cfg]);
+    let n2 = member_with(db, "n2", &[&n1.0], &[], &["--config", &cfg]);
+    let n3 = member_with(db, "n3", &[&n1.0], &[], &["--config", &cfg]);
+    formed(&[&n1.0, &n2.0, &n3.0]).await;
+    (cfg_dir, [n1, n2, n3])
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -385,12 +392,7 @@ async fn a_draining_node_hands_its_rooms_over_and_the_call_goes_on() {
 async fn a_killed_owners_room_comes_back_on_a_survivor() {
     use serde_json::json;
     let Some(db) = fresh_postgres("a_killed_owners_room_comes_back_on_a_survivor").await else { return };
-    let cfg_dir = tempfile::tempdir().expect("tempdir");
-    let cfg = fast_config(cfg_dir.path());
-    let (n1, _d1) = member_with(&db, "n1", &[], &[], &["--config", &cfg]);
-    let (n2, _d2) = member_with(&db, "n2", &[&n1], &[], &["--config", &cfg]);
-    let (mut n3, _d3) = member_with(&db, "n3", &[&n1], &[], &["--config", &cfg]);
-    formed(&[&n1, &n2, &n3]).await;
+    let (_cfg, [(n1, _d1), (n2, _d2), (mut n3, _d3)]) = fast_trio(&db).await;
     let room = room_on("n3", "doomed");
     let mut alice = join_at(n1.addr, "alice", &room).await.0;
     let mut bob = join_at(n2.addr, "bob", &room).await.0;
@@ -599,12 +601,7 @@ async fn acknowledged_signaling_survives_a_drain_exactly_once_in_order() {
 async fn acknowledged_signaling_survives_the_owners_death_exactly_once_in_order() {
     use serde_json::json;
     let Some(db) = fresh_postgres("acknowledged_signaling_survives_the_owners_death").await else { return };
-    let cfg_dir = tempfile::tempdir().expect("tempdir");
-    let cfg = fast_config(cfg_dir.path());
-    let (n1, _d1) = member_with(&db, "n1", &[], &[], &["--config", &cfg]);
-    let (n2, _d2) = member_with(&db, "n2", &[&n1], &[], &["--config", &cfg]);
-    let (mut n3, _d3) = member_with(&db, "n3", &[&n1], &[], &["--config", &cfg]);
-    formed(&[&n1, &n2, &n3]).await;
+    let (_cfg, [(n1, _d1), (n2, _d2), (mut n3, _d3)]) = fast_trio(&db).await;
     let room = room_on("n3", "survive");
     let (mut alice, _) = join_at(n1.addr, "alice", &room).await;
     let (mut bob, _) = join_at(n2.addr, "bob", &room).await;

@@ -338,19 +338,12 @@ async fn a_call_connects_across_three_nodes() -> Result<()> {
 /// working, and signaling comes back (the room re-homed on a survivor) for a renegotiation.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_call_keeps_its_data_channel_through_the_owners_death() -> Result<()> {
-    use crate::cluster::{fast_config, join_at, lease_of, member_with, room_on, until};
+    use crate::cluster::{fast_trio, join_at, lease_of, room_on};
     let Some(db) = crate::support::fresh_postgres("a_call_keeps_its_data_channel_through_the_owners_death").await
     else {
         return Ok(());
     };
-    let cfg_dir = tempfile::tempdir()?;
-    let cfg = fast_config(cfg_dir.path());
-    let (n1, _d1) = member_with(&db, "n1", &[], &[], &["--config", &cfg]);
-    let (n2, _d2) = member_with(&db, "n2", &[&n1], &[], &["--config", &cfg]);
-    let (mut n3, _d3) = member_with(&db, "n3", &[&n1], &[], &["--config", &cfg]);
-    for n in [&n1, &n2, &n3] {
-        until(n, "formed", |v| v.len() == 3 && v.values().all(|s| s == "up")).await;
-    }
+    let (_cfg, [(n1, _d1), (n2, _d2), (mut n3, _d3)]) = fast_trio(&db).await;
     let room = room_on("n3", "failover-call");
     let (alice, _) = join_at(n1.addr, "alice", &room).await;
     let (bob, _) = join_at(n2.addr, "bob", &room).await;
