@@ -55,39 +55,114 @@ pub enum Command {
 /// Benchmarks.
 #[derive(Subcommand, Debug)]
 pub enum BenchKind {
+    /// Open-loop relay of offers A→B (1.5 KB SDP) at fixed rates: latency and CPU per message.
+    Relay {
+        /// Rooms of two.
+        #[arg(long, default_value_t = 100)]
+        pairs: usize,
+        /// Aggregate offers per second; several (comma-separated) run one after another.
+        #[arg(long, value_delimiter = ',', default_value = "20000")]
+        rate: Vec<u64>,
+        /// Duration of each run in seconds.
+        #[arg(long, default_value_t = 10)]
+        seconds: u64,
+        /// Offers carry an `id` (acknowledged).
+        #[arg(long)]
+        ids: bool,
+        /// Offers ask for a delivery receipt (implies --ids).
+        #[arg(long)]
+        receipts: bool,
+        /// A and B on two nodes of a cluster (pass `-- --database-url postgres://...`).
+        #[arg(long)]
+        cross_node: bool,
+        /// Shared options.
+        #[command(flatten)]
+        common: BenchCommon,
+    },
+    /// Closed-loop relay: the most offers per second the node relays.
+    Throughput {
+        /// Rooms of two.
+        #[arg(long, default_value_t = 100)]
+        pairs: usize,
+        /// Offers in flight per pair.
+        #[arg(long, default_value_t = 4)]
+        window: usize,
+        /// Duration in seconds.
+        #[arg(long, default_value_t = 10)]
+        seconds: u64,
+        /// Shared options.
+        #[command(flatten)]
+        common: BenchCommon,
+    },
+    /// Chat fan-out in one big room: deliveries per second.
+    Fanout {
+        /// Members of the room.
+        #[arg(long, default_value_t = 50)]
+        room_size: usize,
+        /// Chat messages per second (each goes to every member).
+        #[arg(long, default_value_t = 500)]
+        rate: u64,
+        /// Duration in seconds.
+        #[arg(long, default_value_t = 10)]
+        seconds: u64,
+        /// Shared options.
+        #[command(flatten)]
+        common: BenchCommon,
+    },
+    /// Join latency (WebSocket open → `joined`) at a fixed rate of new clients.
+    Join {
+        /// Joins per second.
+        #[arg(long, default_value_t = 500)]
+        rate: u64,
+        /// Duration in seconds.
+        #[arg(long, default_value_t = 10)]
+        seconds: u64,
+        /// Shared options.
+        #[command(flatten)]
+        common: BenchCommon,
+    },
     /// Server memory per idle joined WebSocket connection.
     Idle {
-        /// Connections to open.
-        #[arg(long, default_value_t = 1000)]
-        connections: usize,
+        /// Connections to open; several (comma-separated) run one after another.
+        #[arg(long, value_delimiter = ',', default_value = "10000")]
+        connections: Vec<usize>,
         /// Participants per room.
         #[arg(long, default_value_t = 2)]
         room_size: usize,
         /// Connect only, without joining (the cost of the connection alone).
         #[arg(long)]
         no_join: bool,
-        /// Extra `serve` flags, e.g. `--database-url postgres://...`.
-        #[arg(last = true)]
-        serve: Vec<String>,
+        /// Shared options.
+        #[command(flatten)]
+        common: BenchCommon,
     },
-    /// Latency of offers relayed A→B, and server CPU per message.
-    Relay {
-        /// Rooms of two (keep rate/pairs under the per-connection rate limit).
-        #[arg(long, default_value_t = 100)]
-        pairs: usize,
-        /// Aggregate messages per second.
-        #[arg(long, default_value_t = 2000)]
-        rate: u64,
-        /// Duration in seconds.
+    /// Every benchmark with a target, in one run (relay at 5k/20k/50k per second, with ids,
+    /// across nodes when PostgreSQL is given, throughput, fan-out, joins, idle memory).
+    Suite {
+        /// Duration of each timed run in seconds.
         #[arg(long, default_value_t = 10)]
         seconds: u64,
-        /// A and B on two nodes of a cluster (pass `-- --database-url postgres://...`).
+        /// Also measure idle memory at 50,000 connections.
         #[arg(long)]
-        cross_node: bool,
-        /// Extra `serve` flags.
-        #[arg(last = true)]
-        serve: Vec<String>,
+        big: bool,
+        /// Shared options.
+        #[command(flatten)]
+        common: BenchCommon,
     },
+}
+
+/// Options every benchmark takes.
+#[derive(Args, Debug, Clone)]
+pub struct BenchCommon {
+    /// Loopback source addresses to spread connections over (127.0.0.1, .2, ...).
+    #[arg(long, default_value_t = 4)]
+    pub sources: usize,
+    /// Also write the results as JSON to this file.
+    #[arg(long)]
+    pub json: Option<PathBuf>,
+    /// Extra `serve` flags for the node under test, e.g. `-- --database-url postgres://...`.
+    #[arg(last = true)]
+    pub serve: Vec<String>,
 }
 
 /// Options every subcommand takes.

@@ -1,7 +1,7 @@
 //! The `switchboard` binary.
 
 use clap::Parser;
-use switchboard::cli::{BenchKind, Cli, Command, mint_offline, token_request};
+use switchboard::cli::{Cli, Command, mint_offline, token_request};
 use switchboard::{bench, server, telemetry};
 
 #[tokio::main]
@@ -23,12 +23,7 @@ async fn main() -> anyhow::Result<()> {
             server::migrate(&config).await?.close().await;
             println!("migrations applied to {}", redact(&config.database_url()));
         }
-        Command::Bench { which: BenchKind::Idle { connections, room_size, no_join, serve } } => {
-            bench::idle(connections, room_size, no_join, &serve).await?;
-        }
-        Command::Bench { which: BenchKind::Relay { pairs, rate, seconds, cross_node, serve } } => {
-            bench::relay(pairs, rate, seconds, cross_node, &serve).await?;
-        }
+        Command::Bench { which } => bench::run(which).await?,
         Command::Token { common, user, room, name, ttl, admin } => {
             let config = common.load()?;
             println!("{}", mint_offline(&config, token_request(user, room, name, ttl, admin))?);
