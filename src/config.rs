@@ -163,6 +163,9 @@ pub struct LimitsConfig {
     pub burst: f64,
     /// Messages dropped for rate in a row before the connection is closed (1008).
     pub max_rate_violations: u32,
+    /// Bytes that may wait for a client that is not reading before its connection is closed
+    /// (4008; its session stays resumable).
+    pub max_queued_bytes: usize,
 }
 
 impl Default for Config {
@@ -229,7 +232,13 @@ impl Default for RoomsConfig {
 
 impl Default for LimitsConfig {
     fn default() -> Self {
-        Self { max_message_bytes: 64 * 1024, messages_per_second: 50.0, burst: 200.0, max_rate_violations: 100 }
+        Self {
+            max_message_bytes: 64 * 1024,
+            messages_per_second: 50.0,
+            burst: 200.0,
+            max_rate_violations: 100,
+            max_queued_bytes: 1024 * 1024,
+        }
     }
 }
 
@@ -327,6 +336,9 @@ impl Config {
         if self.limits.max_message_bytes < 1024 {
             bail!("limits.max_message_bytes must be at least 1024");
         }
+        if self.limits.max_queued_bytes < self.limits.max_message_bytes {
+            bail!("limits.max_queued_bytes must be at least limits.max_message_bytes");
+        }
         if self.clustered() {
             if self.cluster.addr.is_none() {
                 bail!(
@@ -411,6 +423,7 @@ mod tests {
         let d = Config::default();
         assert_eq!(c.http.addr, d.http.addr);
         assert_eq!(c.limits.max_message_bytes, d.limits.max_message_bytes);
+        assert_eq!(c.limits.max_queued_bytes, d.limits.max_queued_bytes);
         assert_eq!(c.rooms.idle_timeout, d.rooms.idle_timeout);
         assert_eq!(c.auth.token_ttl, d.auth.token_ttl);
     }

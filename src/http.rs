@@ -256,6 +256,9 @@ struct SignalQuery {
     token: Option<String>,
 }
 
+/// Bytes of frames a connection collects before writing them, within one batch.
+const WRITE_BATCH_BYTES: usize = 16 * 1024;
+
 async fn ws_signal(
     State(app): State<Arc<App>>,
     headers: HeaderMap,
@@ -269,8 +272,10 @@ async fn ws_signal(
     let limit = app.config.limits.max_message_bytes;
     let ws = ws
         .read_buffer_size(4 * 1024)
-        .write_buffer_size(0)
-        .max_write_buffer_size(4 * limit)
+        // Frames fed in one batch collect up to this much before a write; a flush ends the
+        // batch. (The buffer keeps its largest size, so it stays small.)
+        .write_buffer_size(WRITE_BATCH_BYTES)
+        .max_write_buffer_size(WRITE_BATCH_BYTES + 4 * limit)
         .max_message_size(limit)
         .max_frame_size(limit);
     let token = q.token.or_else(|| bearer(&headers).map(str::to_owned));

@@ -43,6 +43,7 @@ pub struct RunningServer {
     stop_http: Option<oneshot::Sender<()>>,
     http: JoinHandle<std::io::Result<()>>,
     beats: Option<JoinHandle<()>>,
+    upkeep: JoinHandle<()>,
 }
 
 /// Opens the store and runs migrations, nothing else (`switchboard migrate`).
@@ -170,7 +171,8 @@ pub async fn start(config: Config, listener: TcpListener) -> anyhow::Result<Runn
             tokio::join!(beat(app.clone()), sweep_orphans(app));
         })
     });
-    Ok(RunningServer { addr, app, stop_http: Some(stop_http), http, beats })
+    let upkeep = telemetry::spawn_upkeep(app.metrics.clone());
+    Ok(RunningServer { addr, app, stop_http: Some(stop_http), http, beats, upkeep })
 }
 
 impl RunningServer {
@@ -207,6 +209,7 @@ impl RunningServer {
             }
             cluster.shutdown().await;
         }
+        self.upkeep.abort();
         app.store.close().await;
         tracing::info!("stopped");
         Ok(())

@@ -1,8 +1,10 @@
 //! Logs and metrics setup. Metric names are `switchboard_<subsystem>_<thing>_<unit>`; labels
 //! never carry ids.
 
+use metrics::{Counter, Histogram};
 use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
 use std::sync::OnceLock;
+use std::time::Duration;
 
 static HANDLE: OnceLock<PrometheusHandle> = OnceLock::new();
 
@@ -25,6 +27,47 @@ pub fn metrics() -> PrometheusHandle {
         .clone()
 }
 
+/// Handles of the metrics recorded for every relayed message, registered once: building a
+/// metric's key (name and labels) costs more than updating it.
+pub struct HotMetrics {
+    /// `switchboard_relay_seconds`.
+    pub relay_seconds: Histogram,
+    messages: Vec<(&'static str, Counter)>,
+}
+
+impl HotMetrics {
+    /// `switchboard_signaling_messages_total` for a client message type.
+    pub fn message(&self, kind: &'static str) -> Option<&Counter> {
+        self.messages.iter().find(|(k, _)| *k == kind).map(|(_, c)| c)
+    }
+}
+
+static HOT: OnceLock<HotMetrics> = OnceLock::new();
+
+/// The hot-path handles (after the recorder is installed, so they record into it).
+pub fn hot() -> &'static HotMetrics {
+    HOT.get_or_init(|| {
+        metrics();
+        let messages = switchboard_actors::protocol::CLIENT_TYPES
+            .iter()
+            .map(|&kind| (kind, metrics::counter!("switchboard_signaling_messages_total", "type" => kind)))
+            .collect();
+        HotMetrics { relay_seconds: metrics::histogram!("switchboard_relay_seconds"), messages }
+    })
+}
+
+/// Drains the histograms' samples into their buckets now and then, so that memory does not
+/// grow between scrapes (the exporter only does it when rendering otherwise).
+pub fn spawn_upkeep(handle: PrometheusHandle) -> tokio::task::JoinHandle<()> {
+    tokio::spawn(async move {
+        let mut every = tokio::time::interval(Duration::from_secs(5));
+        loop {
+            every.tick().await;
+            handle.run_upkeep();
+        }
+    })
+}
+
 fn describe() {
     use metrics::{describe_counter, describe_gauge, describe_histogram};
     describe_gauge!("switchboard_ws_connections", "open WebSocket connections");
@@ -36,6 +79,10 @@ fn describe() {
     describe_counter!("switchboard_room_joins_total", "successful joins");
     describe_histogram!("switchboard_join_seconds", "join received to joined sent");
     describe_histogram!("switchboard_relay_seconds", "relayed message received to written to its target");
+    describe_counter!(
+        "switchboard_slow_consumers_closed_total",
+        "connections closed because too many bytes waited for a client that was not reading"
+    );
     describe_gauge!("switchboard_cluster_members", "cluster members by state, this node included");
     describe_histogram!("switchboard_cluster_heartbeat_seconds", "heartbeat round trip to a peer");
     describe_gauge!("switchboard_leases_held", "room leases this node holds");

@@ -578,6 +578,14 @@ pub enum ServerMessage<'a> {
         #[serde(rename = "ref")]
         reference: &'a Value,
     },
+    /// The node is going away: reconnect to another node and `resume`.
+    #[serde(rename = "goaway")]
+    GoAway {
+        /// Why.
+        reason: &'a str,
+        /// Always true: the session continues elsewhere.
+        reconnect: bool,
+    },
     /// Answer to `ping`.
     #[serde(rename = "pong", rename_all = "camelCase")]
     Pong {

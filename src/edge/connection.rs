@@ -1,20 +1,18 @@
-//! Connection actor: one per client WebSocket. It owns the socket's write half, parses and
-//! checks what the client sends, routes it to the client's room, and writes what rooms
-//! deliver, numbering every frame with a per-session `seq`.
-//!
-//! A reader task owns the read half: it enforces the rate limit and the frame size (through
-//! the WebSocket config) and forwards text frames to the actor. The actor is not supervised:
-//! when it stops, for any reason, the socket closes and the room is told the peer left.
+//! A connection: one task per client WebSocket that owns the socket. It reads what the client
+//! sends (size, rate and kind checked), parses and authorizes it, routes it to the client's
+//! room, and writes what rooms deliver, numbering every frame with a per-session `seq`. Rooms
+//! and the node reach it through its [`Mailbox`]; frames queued while it works go out in one
+//! flush. Not supervised: when it ends, the socket closes and the room is told.
 
 use crate::app::App;
 use crate::auth::Claims;
+use crate::edge::mailbox::Mailbox;
 use crate::edge::rate_limit::TokenBucket;
 use crate::ice::ice_servers;
 use crate::routing::{self, RoomHandle};
-use axum::extract::ws::{CloseFrame, Message, Utf8Bytes, WebSocket};
-use futures_util::stream::{SplitSink, SplitStream};
+use crate::telemetry;
+use axum::extract::ws::{CloseFrame, Message, WebSocket};
 use futures_util::{SinkExt, StreamExt};
-use ractor::{Actor, ActorProcessingErr, ActorRef};
 use serde_json::Value;
 use std::collections::VecDeque;
 use std::sync::Arc;
@@ -34,21 +32,18 @@ pub mod close_code {
     pub const POLICY: u16 = 1008;
     /// A message was larger than the limit.
     pub const TOO_BIG: u16 = 1009;
+    /// The client did not read: more bytes waited for it than the limit allows. Its session
+    /// stays resumable.
+    pub const SLOW_CONSUMER: u16 = 4008;
 }
 
-/// The actor.
-pub struct Connection;
-
-/// Start arguments.
-pub struct ConnectionArgs {
-    /// Its id.
-    pub conn_id: ConnId,
-    /// The verified token.
-    pub claims: Claims,
-    /// The write half.
-    pub sink: SplitSink<WebSocket, Message>,
-    /// Node state.
-    pub app: Arc<App>,
+/// Start arguments of a connection's task.
+struct Parts {
+    conn_id: ConnId,
+    claims: Claims,
+    socket: WebSocket,
+    app: Arc<App>,
+    mailbox: Mailbox,
 }
 
 struct Joined {
@@ -61,8 +56,10 @@ struct Joined {
 pub struct ConnectionState {
     conn_id: ConnId,
     claims: Claims,
-    sink: SplitSink<WebSocket, Message>,
+    socket: WebSocket,
     app: Arc<App>,
+    /// Frames fed to the socket since the last flush.
+    unflushed: bool,
     seq: u64,
     joined: Option<Joined>,
     /// The session this connection left with `leave` (told again when the connection ends, in
@@ -112,24 +109,13 @@ const MAX_PENDING: usize = 256;
 /// A message not acknowledged this long after it was sent is sent again.
 const RETRY_AFTER: Duration = Duration::from_secs(1);
 
-/// Messages a connection handles.
+/// Frames written to the socket before one flush (one syscall for a burst of deliveries).
+const WRITE_BATCH: usize = 64;
+
+/// Messages a connection's task handles besides what its client sends.
 pub enum ConnectionMsg {
-    /// A text frame from the client.
-    Inbound {
-        /// The frame.
-        text: Utf8Bytes,
-        /// When it was read.
-        received_at: Instant,
-    },
     /// A frame from a room.
     Deliver(Frame),
-    /// The reader refused a frame (rate limit, binary); tell the client.
-    Refuse {
-        /// Why.
-        code: ErrorCode,
-        /// Sentence.
-        message: String,
-    },
     /// Close the socket with a code and a reason, then stop.
     Close {
         /// RFC 6455 close code.
@@ -137,8 +123,6 @@ pub enum ConnectionMsg {
         /// Reason text.
         reason: String,
     },
-    /// The client's side ended.
-    Gone,
     /// The node is going away: tell the client to reconnect elsewhere, then close.
     GoAway {
         /// Why, for the client and the close frame.
@@ -161,157 +145,184 @@ pub enum ConnectionMsg {
         room: RoomId,
         /// A node to try when no lease names the owner.
         hint: String,
-        /// The command.
-        msg: RoomMsg,
+        /// The command (boxed: it is rare, and every queued message is as large as the largest).
+        msg: Box<RoomMsg>,
     },
 }
 
-// Local only: never crosses nodes (the cluster feature turns off ractor's blanket impl).
-impl ractor::Message for ConnectionMsg {}
+/// Runs a connection for an upgraded socket until it closes: one task that owns the socket,
+/// reads the client's frames and writes what rooms deliver, one thing at a time. It is not
+/// supervised: when it ends, for any reason, the socket closes and the room is told the peer
+/// left (or, for a dropped connection, that its session waits for a resume).
+pub async fn run(app: Arc<App>, claims: Claims, socket: WebSocket) {
+    // A connection id names its node, so rooms elsewhere can answer through this node's edge.
+    let conn_id = ConnId::new(format!("{}/{}", app.config.node_id, random_id()));
+    let (mailbox, inbox) = Mailbox::channel(app.config.limits.max_queued_bytes);
+    app.edge.register(conn_id.clone(), mailbox.clone());
+    metrics::gauge!("switchboard_ws_connections").increment(1.0);
+    let parts = Parts { conn_id, claims, socket, app, mailbox };
+    // Boxed: the loop's future is resident for the connection's whole life.
+    Box::pin(serve(parts, inbox)).await;
+}
 
-impl Actor for Connection {
-    type Msg = ConnectionMsg;
-    type State = ConnectionState;
-    type Arguments = ConnectionArgs;
-
-    async fn pre_start(
-        &self,
-        myself: ActorRef<Self::Msg>,
-        args: ConnectionArgs,
-    ) -> Result<Self::State, ActorProcessingErr> {
-        args.app.edge.register(args.conn_id.clone(), myself);
-        metrics::gauge!("switchboard_ws_connections").increment(1.0);
-        Ok(ConnectionState {
-            conn_id: args.conn_id,
-            claims: args.claims,
-            sink: args.sink,
-            app: args.app,
-            seq: 0,
-            joined: None,
-            left: None,
-            reroutes: 0,
-            seq_offset: 0,
-            abusive: false,
-            pending: VecDeque::new(),
-            recent_acked: VecDeque::new(),
-            retry_armed: false,
-            delivered: VecDeque::new(),
-        })
+async fn serve(parts: Parts, mut inbox: tokio::sync::mpsc::UnboundedReceiver<ConnectionMsg>) {
+    let limits = parts.app.config.limits.clone();
+    let mut state = ConnectionState {
+        conn_id: parts.conn_id,
+        claims: parts.claims,
+        socket: parts.socket,
+        app: parts.app,
+        unflushed: false,
+        seq: 0,
+        joined: None,
+        left: None,
+        reroutes: 0,
+        seq_offset: 0,
+        abusive: false,
+        pending: VecDeque::new(),
+        recent_acked: VecDeque::new(),
+        retry_armed: false,
+        delivered: VecDeque::new(),
+    };
+    let myself = parts.mailbox;
+    let mut intake = Intake::new(&limits);
+    while !myself.is_stopping() {
+        tokio::select! {
+            biased;
+            () = myself.overflowed() => {
+                metrics::counter!("switchboard_slow_consumers_closed_total").increment(1);
+                tracing::info!(conn_id = %state.conn_id, queued = myself.queued(), "client not reading; closing");
+                close(&myself, &mut state, close_code::SLOW_CONSUMER, "client too slow: too many bytes waiting").await;
+            }
+            msg = inbox.recv() => {
+                let Some(msg) = msg else { break };
+                handle(&myself, &mut state, msg).await;
+                // Whatever else is already queued goes out in the same flush.
+                for _ in 1..WRITE_BATCH {
+                    if myself.is_stopping() {
+                        break;
+                    }
+                    let Ok(msg) = inbox.try_recv() else { break };
+                    handle(&myself, &mut state, msg).await;
+                }
+            }
+            next = state.socket.next() => {
+                let Some(frame) = next else { break };
+                Box::pin(intake.take(&myself, &mut state, frame, &limits)).await;
+            }
+        }
+        if state.unflushed && !myself.is_stopping() {
+            flush(&myself, &mut state).await;
+        }
     }
+    Box::pin(finish(&mut state)).await;
+}
 
-    async fn post_stop(&self, _myself: ActorRef<Self::Msg>, state: &mut Self::State) -> Result<(), ActorProcessingErr> {
-        state.app.edge.unregister(&state.conn_id);
-        metrics::gauge!("switchboard_ws_connections").decrement(1.0);
-        if let Some(mut j) = state.left.take() {
-            // A room that was moving may have missed the `leave` (or bounced it back to this
-            // connection as it closed); a second one, to wherever the lease says the room is
-            // now, is harmless.
-            if state.app.cluster.is_some() || !routing::reachable(&j.room) {
-                let _ = routing::relocate(&state.app, &mut j.room, &j.room_id).await;
-            }
-            let leave = RoomMsg::Leave { peer: j.peer, reason: "left".into() };
-            let _ = Box::pin(routing::send(&state.app, &mut j.room, &j.room_id, &state.conn_id, leave)).await;
+/// What the connection does when it ends: forget it, and tell its room.
+async fn finish(state: &mut ConnectionState) {
+    state.app.edge.unregister(&state.conn_id);
+    metrics::gauge!("switchboard_ws_connections").decrement(1.0);
+    if let Some(mut j) = state.left.take() {
+        // A room that was moving may have missed the `leave` (or bounced it back to this
+        // connection as it closed); a second one, to wherever the lease says the room is
+        // now, is harmless.
+        if state.app.cluster.is_some() || !routing::reachable(&j.room) {
+            let _ = routing::relocate(&state.app, &mut j.room, &j.room_id).await;
         }
-        if let Some(mut j) = state.joined.take() {
-            // A dropped connection keeps its session for the grace period (the client may
-            // resume); one closed for abuse leaves at once.
-            let leave = if state.abusive {
-                RoomMsg::Leave { peer: j.peer, reason: "disconnected".into() }
-            } else {
-                RoomMsg::Disconnected { peer: j.peer, conn: state.conn_id.clone(), seq_shift: state.seq_offset }
-            };
-            // The room must hear this (it carries how this connection numbered the session's
-            // frames), and a command bounced back to a closed connection is lost: send it to
-            // wherever the lease says the room is now.
-            if state.app.cluster.is_some() || !routing::reachable(&j.room) {
-                let _ = routing::relocate(&state.app, &mut j.room, &j.room_id).await;
-            }
-            let _ = Box::pin(routing::send(&state.app, &mut j.room, &j.room_id, &state.conn_id, leave)).await;
-        }
-        Ok(())
+        let leave = RoomMsg::Leave { peer: j.peer, reason: "left".into() };
+        let _ = Box::pin(routing::send(&state.app, &mut j.room, &j.room_id, &state.conn_id, leave)).await;
     }
-
-    async fn handle(
-        &self,
-        myself: ActorRef<Self::Msg>,
-        message: Self::Msg,
-        state: &mut Self::State,
-    ) -> Result<(), ActorProcessingErr> {
-        match message {
-            // The handling of a client message (join, routing) is a deep future. Boxing it keeps
-            // the actor's resident loop future small: it is allocated per connection for the
-            // connection's whole life, this only while a message is handled.
-            ConnectionMsg::Inbound { text, received_at } => Box::pin(inbound(&myself, state, &text, received_at)).await,
-            ConnectionMsg::Deliver(frame) => {
-                state.reroutes = 0;
-                match frame.seq {
-                    Some(seq) => write_numbered(&myself, state, seq, &frame.body).await,
-                    None => write(&myself, state, &frame.body).await,
-                }
-                if let Some(t) = frame.received_at {
-                    metrics::histogram!("switchboard_relay_seconds").record(t.elapsed().as_secs_f64());
-                }
-            }
-            ConnectionMsg::Refuse { code, message } => send_error(&myself, state, code, &message, None).await,
-            ConnectionMsg::Close { code, reason } => {
-                state.abusive = matches!(code, close_code::POLICY | close_code::TOO_BIG);
-                let frame = CloseFrame { code, reason: reason.into() };
-                let _ =
-                    tokio::time::timeout(Duration::from_secs(2), state.sink.send(Message::Close(Some(frame)))).await;
-                myself.stop(Some("closed".into()));
-            }
-            ConnectionMsg::Gone => myself.stop(Some("client gone".into())),
-            ConnectionMsg::GoAway { reason } => {
-                let body = format!(
-                    "{{\"type\":\"goaway\",\"reason\":{},\"reconnect\":true}}",
-                    serde_json::Value::String(reason.clone())
-                );
-                // In a room, the goaway repeats the last `seq` instead of taking the next one:
-                // the session's numbers belong to its room, and a `resume` elsewhere must find
-                // the room's next frame under the number the client expects.
-                if state.joined.is_some() {
-                    let text = with_seq(state.seq, &body);
-                    let _ = state.sink.send(Message::Text(text.into())).await;
-                } else {
-                    write(&myself, state, &body).await;
-                }
-                let frame = CloseFrame { code: close_code::GOING_AWAY, reason: reason.into() };
-                let _ =
-                    tokio::time::timeout(Duration::from_secs(2), state.sink.send(Message::Close(Some(frame)))).await;
-                myself.stop(Some("goaway".into()));
-            }
-            ConnectionMsg::RetryPending => Box::pin(retry_pending(&myself, state)).await,
-            ConnectionMsg::Reroute { room, hint, msg } => Box::pin(reroute(&myself, state, room, hint, msg)).await,
-            ConnectionMsg::Moved { room, node } => {
-                if let Some(j) = state.joined.as_mut()
-                    && j.room_id == room
-                {
-                    j.room = Box::pin(routing::handle_for(&state.app, &room, &node)).await;
-                    Box::pin(resend_pending(state)).await;
-                }
-            }
+    if let Some(mut j) = state.joined.take() {
+        // A dropped connection keeps its session for the grace period (the client may
+        // resume); one closed for abuse leaves at once.
+        let leave = if state.abusive {
+            RoomMsg::Leave { peer: j.peer, reason: "disconnected".into() }
+        } else {
+            RoomMsg::Disconnected { peer: j.peer, conn: state.conn_id.clone(), seq_shift: state.seq_offset }
+        };
+        // The room must hear this (it carries how this connection numbered the session's
+        // frames), and a command bounced back to a closed connection is lost: send it to
+        // wherever the lease says the room is now.
+        if state.app.cluster.is_some() || !routing::reachable(&j.room) {
+            let _ = routing::relocate(&state.app, &mut j.room, &j.room_id).await;
         }
-        Ok(())
+        let _ = Box::pin(routing::send(&state.app, &mut j.room, &j.room_id, &state.conn_id, leave)).await;
     }
 }
 
-/// Runs a connection for an upgraded socket until it closes.
-pub async fn run(app: Arc<App>, claims: Claims, socket: WebSocket) {
-    let (sink, stream) = socket.split();
-    // A connection id names its node, so rooms elsewhere can answer through this node's edge.
-    let conn_id = ConnId::new(format!("{}/{}", app.config.node_id, random_id()));
-    let limits = app.config.limits.clone();
-    let args = ConnectionArgs { conn_id, claims, sink, app };
-    let (actor, handle) = match Actor::spawn(None, Connection, args).await {
-        Ok(started) => started,
-        Err(e) => {
-            tracing::warn!(error = %e, "connection actor did not start");
-            return;
+async fn handle(myself: &Mailbox, state: &mut ConnectionState, message: ConnectionMsg) {
+    match message {
+        ConnectionMsg::Deliver(frame) => {
+            myself.written(frame.body.len());
+            state.reroutes = 0;
+            match frame.seq {
+                Some(seq) => write_numbered(myself, state, seq, &frame.body).await,
+                None => write(myself, state, &frame.body).await,
+            }
+            if let Some(t) = frame.received_at {
+                telemetry::hot().relay_seconds.record(t.elapsed().as_secs_f64());
+            }
         }
+        ConnectionMsg::Close { code, reason } => {
+            state.abusive = matches!(code, close_code::POLICY | close_code::TOO_BIG);
+            close(myself, state, code, &reason).await;
+        }
+        ConnectionMsg::GoAway { reason } => {
+            let body = ServerMessage::GoAway { reason: &reason, reconnect: true }.to_body();
+            // In a room, the goaway repeats the last `seq` instead of taking the next one:
+            // the session's numbers belong to its room, and a `resume` elsewhere must find
+            // the room's next frame under the number the client expects.
+            if state.joined.is_some() {
+                let text = with_seq(state.seq, &body);
+                feed(myself, state, text).await;
+            } else {
+                write(myself, state, &body).await;
+            }
+            close(myself, state, close_code::GOING_AWAY, &reason).await;
+        }
+        ConnectionMsg::RetryPending => Box::pin(retry_pending(myself, state)).await,
+        ConnectionMsg::Reroute { room, hint, msg } => Box::pin(reroute(myself, state, room, hint, *msg)).await,
+        ConnectionMsg::Moved { room, node } => {
+            if let Some(j) = state.joined.as_mut()
+                && j.room_id == room
+            {
+                j.room = Box::pin(routing::handle_for(&state.app, &room, &node)).await;
+                Box::pin(resend_pending(state)).await;
+            }
+        }
+    }
+}
+
+/// Sends a close frame (bounded in time: the client may not be reading) and stops.
+async fn close(myself: &Mailbox, state: &mut ConnectionState, code: u16, reason: &str) {
+    let frame = CloseFrame { code, reason: reason.to_owned().into() };
+    let _ = tokio::time::timeout(Duration::from_secs(2), state.socket.send(Message::Close(Some(frame)))).await;
+    state.unflushed = false;
+    myself.stop(Some("closed".into()));
+}
+
+/// Feeds a text frame to the socket without flushing (the loop flushes once per batch). A
+/// write that blocks because the client is not reading gives way to the overflow signal.
+async fn feed(myself: &Mailbox, state: &mut ConnectionState, text: String) {
+    let written = tokio::select! {
+        r = state.socket.feed(Message::Text(text.into())) => r.is_ok(),
+        () = myself.overflowed() => true,
     };
-    let reader = tokio::spawn(read_loop(stream, actor.clone(), limits));
-    let _ = handle.await;
-    reader.abort();
+    state.unflushed = true;
+    if !written {
+        myself.stop(Some("write failed".into()));
+    }
+}
+
+async fn flush(myself: &Mailbox, state: &mut ConnectionState) {
+    let flushed = tokio::select! {
+        r = state.socket.flush() => r.is_ok(),
+        () = myself.overflowed() => true,
+    };
+    state.unflushed = false;
+    if !flushed {
+        myself.stop(Some("write failed".into()));
+    }
 }
 
 /// Opens a connection only to tell the client why it cannot stay (a bad token), then closes.
@@ -322,63 +333,63 @@ pub async fn refuse(mut socket: WebSocket, code: &str, message: &str) {
     let _ = socket.send(Message::Close(Some(frame))).await;
 }
 
-async fn read_loop(
-    mut stream: SplitStream<WebSocket>,
-    actor: ActorRef<ConnectionMsg>,
-    limits: crate::config::LimitsConfig,
-) {
-    let mut bucket = TokenBucket::new(limits.messages_per_second, limits.burst, Instant::now());
-    let mut violations = 0u32;
-    while let Some(next) = stream.next().await {
+/// The checks every frame from the client passes before it is handled: size (through the
+/// WebSocket config), rate (a token bucket), and kind (text only).
+struct Intake {
+    bucket: TokenBucket,
+    violations: u32,
+}
+
+impl Intake {
+    fn new(limits: &crate::config::LimitsConfig) -> Intake {
+        Intake { bucket: TokenBucket::new(limits.messages_per_second, limits.burst, Instant::now()), violations: 0 }
+    }
+
+    async fn take(
+        &mut self,
+        myself: &Mailbox,
+        state: &mut ConnectionState,
+        next: Result<Message, axum::Error>,
+        limits: &crate::config::LimitsConfig,
+    ) {
         let now = Instant::now();
         let frame = match next {
-            Ok(Message::Close(_)) => break,
-            Ok(Message::Ping(_) | Message::Pong(_)) => continue,
+            Ok(Message::Close(_)) => return myself.stop(Some("client gone".into())),
+            Ok(Message::Ping(_) | Message::Pong(_)) => return,
             Ok(frame) => frame,
             Err(e) => {
                 if is_too_big(e) {
                     metrics::counter!("switchboard_signaling_errors_total", "code" => "too_large").increment(1);
                     let reason = format!("message larger than {} bytes", limits.max_message_bytes);
-                    let _ = actor.cast(ConnectionMsg::Close { code: close_code::TOO_BIG, reason });
-                    return;
+                    state.abusive = true;
+                    return close(myself, state, close_code::TOO_BIG, &reason).await;
                 }
-                break;
+                return myself.stop(Some("read failed".into()));
             }
         };
         // Every data frame, text or not, spends from the connection's budget.
-        if !bucket.try_take(now) {
-            violations += 1;
+        if !self.bucket.try_take(now) {
+            self.violations += 1;
             metrics::counter!("switchboard_signaling_errors_total", "code" => "rate_limited").increment(1);
-            if violations > limits.max_rate_violations {
-                let _ =
-                    actor.cast(ConnectionMsg::Close { code: close_code::POLICY, reason: "rate limit exceeded".into() });
-                return;
+            if self.violations > limits.max_rate_violations {
+                state.abusive = true;
+                return close(myself, state, close_code::POLICY, "rate limit exceeded").await;
             }
             // Tell the client once per run of refused messages, not once per message.
-            if violations == 1 {
-                let refuse = ConnectionMsg::Refuse {
-                    code: ErrorCode::RateLimited,
-                    message: "too many messages; slow down".into(),
-                };
-                if actor.cast(refuse).is_err() {
-                    return;
-                }
+            if self.violations == 1 {
+                send_error(myself, state, ErrorCode::RateLimited, "too many messages; slow down", None).await;
             }
-            continue;
-        }
-        violations = 0;
-        let msg = match frame {
-            Message::Text(text) => ConnectionMsg::Inbound { text, received_at: now },
-            _ => ConnectionMsg::Refuse {
-                code: ErrorCode::BinaryUnsupported,
-                message: "binary frames are not part of the protocol; send JSON text".into(),
-            },
-        };
-        if actor.cast(msg).is_err() {
             return;
         }
+        self.violations = 0;
+        match frame {
+            Message::Text(text) => inbound(myself, state, &text, now).await,
+            _ => {
+                let message = "binary frames are not part of the protocol; send JSON text";
+                send_error(myself, state, ErrorCode::BinaryUnsupported, message, None).await;
+            }
+        }
     }
-    let _ = actor.cast(ConnectionMsg::Gone);
 }
 
 /// Whether a read failed because a message or frame exceeded the configured size.
@@ -390,7 +401,7 @@ fn is_too_big(e: axum::Error) -> bool {
 /// Writes a frame the room numbered (its body carries its `seq`). A room that restarted or
 /// moved numbers afresh; the client must still see `seq` rise by one, so from then on this
 /// connection shifts the room's numbers by a fixed offset.
-async fn write_numbered(myself: &ActorRef<ConnectionMsg>, state: &mut ConnectionState, seq: u64, body: &str) {
+async fn write_numbered(myself: &Mailbox, state: &mut ConnectionState, seq: u64, body: &str) {
     let head = body.get(..body.len().min(160)).unwrap_or(body);
     // An ack, or an error about a message: either way the room has answered it for good (but
     // `room_unavailable`, which this connection says itself while it keeps the message).
@@ -421,9 +432,7 @@ async fn write_numbered(myself: &ActorRef<ConnectionMsg>, state: &mut Connection
         let rest = body.split_once(',').map_or("}", |(_, rest)| rest);
         with_seq(shifted, &format!("{{{rest}"))
     };
-    if state.sink.send(Message::Text(text.into())).await.is_err() {
-        myself.stop(Some("write failed".into()));
-    }
+    feed(myself, state, text).await;
 }
 
 /// Drops an answered message (acknowledged or refused) from the ones kept for re-sending;
@@ -471,7 +480,7 @@ fn first_delivery(state: &mut ConnectionState, body: &str) -> bool {
 
 /// Sends a frame this connection made (pong, error): numbered here before a join, by the room
 /// (in the session's sequence) after it.
-async fn reply(myself: &ActorRef<ConnectionMsg>, state: &mut ConnectionState, body: &str) {
+async fn reply(myself: &Mailbox, state: &mut ConnectionState, body: &str) {
     if let Some(j) = state.joined.as_mut() {
         let echo = RoomMsg::Echo { from: j.peer.clone(), body: body.to_owned() };
         if routing::send(&state.app, &mut j.room, &j.room_id, &state.conn_id, echo).await.is_ok() {
@@ -481,16 +490,14 @@ async fn reply(myself: &ActorRef<ConnectionMsg>, state: &mut ConnectionState, bo
     write(myself, state, body).await;
 }
 
-async fn write(myself: &ActorRef<ConnectionMsg>, state: &mut ConnectionState, body: &str) {
+async fn write(myself: &Mailbox, state: &mut ConnectionState, body: &str) {
     state.seq += 1;
     let text = with_seq(state.seq, body);
-    if state.sink.send(Message::Text(text.into())).await.is_err() {
-        myself.stop(Some("write failed".into()));
-    }
+    feed(myself, state, text).await;
 }
 
 async fn send_error(
-    myself: &ActorRef<ConnectionMsg>,
+    myself: &Mailbox,
     state: &mut ConnectionState,
     code: ErrorCode,
     message: &str,
@@ -501,14 +508,16 @@ async fn send_error(
     Box::pin(reply(myself, state, &body)).await;
 }
 
-async fn inbound(myself: &ActorRef<ConnectionMsg>, state: &mut ConnectionState, text: &str, received_at: Instant) {
+async fn inbound(myself: &Mailbox, state: &mut ConnectionState, text: &str, received_at: Instant) {
     let envelope = match parse_client(text) {
         Ok(env) => env,
         Err(e) => return send_error(myself, state, e.code, &e.message, e.reference.as_ref()).await,
     };
     let reference = envelope.id;
     let kind = message_type(&envelope.message);
-    metrics::counter!("switchboard_signaling_messages_total", "type" => kind).increment(1);
+    if let Some(counter) = telemetry::hot().message(kind) {
+        counter.increment(1);
+    }
     let grants = &state.claims.grants;
     let allowed = match &envelope.message {
         ClientMessage::Offer { .. }
@@ -623,12 +632,12 @@ fn room_message(
 
 /// Sends the oldest kept message if it is not on its way yet (finding the room again first
 /// if the instance it pointed at is gone). The next goes when this one is acknowledged.
-async fn pump(myself: &ActorRef<ConnectionMsg>, state: &mut ConnectionState) {
+async fn pump(myself: &Mailbox, state: &mut ConnectionState) {
     pump_with(myself, state, None).await;
 }
 
 /// [`pump`], with the head's room message when the caller has it already.
-async fn pump_with(myself: &ActorRef<ConnectionMsg>, state: &mut ConnectionState, prepared: Option<RoomMsg>) {
+async fn pump_with(myself: &Mailbox, state: &mut ConnectionState, prepared: Option<RoomMsg>) {
     let Some(head) = state.pending.front() else { return };
     if head.sent.is_some() {
         return;
@@ -667,7 +676,7 @@ async fn pump_with(myself: &ActorRef<ConnectionMsg>, state: &mut ConnectionState
 /// Sends the oldest kept message again if it has gone unacknowledged for `RETRY_AFTER`
 /// (finding the room again first if its node is gone), and keeps the timer going while
 /// anything is kept.
-async fn retry_pending(myself: &ActorRef<ConnectionMsg>, state: &mut ConnectionState) {
+async fn retry_pending(myself: &Mailbox, state: &mut ConnectionState) {
     state.retry_armed = false;
     let Some(j) = state.joined.as_mut() else {
         state.pending.clear();
@@ -767,12 +776,12 @@ fn peer(state: &ConnectionState) -> Option<PeerId> {
     state.joined.as_ref().map(|j| j.peer.clone())
 }
 
-async fn not_joined(myself: &ActorRef<ConnectionMsg>, state: &mut ConnectionState, reference: Option<Value>) {
+async fn not_joined(myself: &Mailbox, state: &mut ConnectionState, reference: Option<Value>) {
     send_error(myself, state, ErrorCode::NotJoined, "join a room first", reference.as_ref()).await;
 }
 
 /// Sends to the room wherever it lives; errors (moved, unreachable) go back to the client.
-async fn to_room(myself: &ActorRef<ConnectionMsg>, state: &mut ConnectionState, msg: RoomMsg) {
+async fn to_room(myself: &Mailbox, state: &mut ConnectionState, msg: RoomMsg) {
     let Some(j) = state.joined.as_mut() else { return };
     let reference = reference_of(&msg).cloned();
     let sent = routing::send(&state.app, &mut j.room, &j.room_id, &state.conn_id, msg).await;
@@ -790,13 +799,7 @@ async fn to_room(myself: &ActorRef<ConnectionMsg>, state: &mut ConnectionState, 
 
 /// Re-sends a bounced command to wherever its room is now. A command bounces at most a few
 /// times in a row; then the client is told to try again.
-async fn reroute(
-    myself: &ActorRef<ConnectionMsg>,
-    state: &mut ConnectionState,
-    room: RoomId,
-    hint: String,
-    msg: RoomMsg,
-) {
+async fn reroute(myself: &Mailbox, state: &mut ConnectionState, room: RoomId, hint: String, msg: RoomMsg) {
     let Some(j) = state.joined.as_mut() else { return };
     if j.room_id != room {
         return;
@@ -833,7 +836,7 @@ fn reference_of(msg: &RoomMsg) -> Option<&Value> {
 }
 
 async fn join(
-    myself: &ActorRef<ConnectionMsg>,
+    myself: &Mailbox,
     state: &mut ConnectionState,
     room_id: String,
     display_name: Option<String>,
@@ -893,7 +896,7 @@ async fn join(
 }
 
 async fn resume(
-    myself: &ActorRef<ConnectionMsg>,
+    myself: &Mailbox,
     state: &mut ConnectionState,
     session_id: String,
     token: String,

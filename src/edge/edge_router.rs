@@ -3,6 +3,7 @@
 //! room finds its participants' connections again from the ids in the store.
 
 use super::connection::ConnectionMsg;
+use super::mailbox::Mailbox;
 use ractor::ActorRef;
 use std::collections::HashMap;
 use std::sync::RwLock;
@@ -15,7 +16,7 @@ use switchboard_cluster::routing::{EdgeMsg, edge_group, node_of};
 /// node's edge link (process group `edge:{node}`).
 pub struct EdgeRouter {
     node_id: String,
-    connections: RwLock<HashMap<ConnId, ActorRef<ConnectionMsg>>>,
+    connections: RwLock<HashMap<ConnId, Mailbox>>,
 }
 
 impl EdgeRouter {
@@ -29,8 +30,8 @@ impl EdgeRouter {
     }
 
     /// Registers a new connection.
-    pub fn register(&self, conn: ConnId, actor: ActorRef<ConnectionMsg>) {
-        self.write().insert(conn, actor);
+    pub fn register(&self, conn: ConnId, mailbox: Mailbox) {
+        self.write().insert(conn, mailbox);
     }
 
     /// Removes a closed connection.
@@ -51,36 +52,36 @@ impl EdgeRouter {
     /// Tells every connection to reconnect elsewhere (`goaway`), then closes it.
     pub fn goaway_all(&self, reason: &str) {
         for actor in self.read().values() {
-            let _ = actor.cast(ConnectionMsg::GoAway { reason: reason.to_owned() });
+            actor.cast(ConnectionMsg::GoAway { reason: reason.to_owned() });
         }
     }
 
     /// Hands a bounced command back to the local connection that sent it.
     pub fn reroute(&self, conn: &ConnId, room: RoomId, hint: String, msg: RoomMsg) {
         if let Some(actor) = self.read().get(conn) {
-            let _ = actor.cast(ConnectionMsg::Reroute { room, hint, msg });
+            actor.cast(ConnectionMsg::Reroute { room, hint, msg: Box::new(msg) });
         }
     }
 
     /// Tells a local connection that its room now lives on `node`.
     pub fn moved(&self, conn: &ConnId, room: RoomId, node: String) {
         if let Some(actor) = self.read().get(conn) {
-            let _ = actor.cast(ConnectionMsg::Moved { room, node });
+            actor.cast(ConnectionMsg::Moved { room, node });
         }
     }
 
     /// Asks every connection to close with `code` and `reason`.
     pub fn close_all(&self, code: u16, reason: &str) {
         for actor in self.read().values() {
-            let _ = actor.cast(ConnectionMsg::Close { code, reason: reason.to_owned() });
+            actor.cast(ConnectionMsg::Close { code, reason: reason.to_owned() });
         }
     }
 
-    fn read(&self) -> std::sync::RwLockReadGuard<'_, HashMap<ConnId, ActorRef<ConnectionMsg>>> {
+    fn read(&self) -> std::sync::RwLockReadGuard<'_, HashMap<ConnId, Mailbox>> {
         self.connections.read().unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
-    fn write(&self) -> std::sync::RwLockWriteGuard<'_, HashMap<ConnId, ActorRef<ConnectionMsg>>> {
+    fn write(&self) -> std::sync::RwLockWriteGuard<'_, HashMap<ConnId, Mailbox>> {
         self.connections.write().unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 }
@@ -98,7 +99,7 @@ impl Edge for EdgeRouter {
             return link.cast(msg).is_ok();
         }
         match self.read().get(conn) {
-            Some(actor) => actor.cast(ConnectionMsg::Deliver(frame)).is_ok(),
+            Some(mailbox) => mailbox.deliver(frame),
             None => false,
         }
     }

@@ -1,0 +1,114 @@
+//! A connection's mailbox: how rooms, timers and the node reach a connection's task.
+//!
+//! Frames from rooms never wait: they are queued at once, and the bytes waiting are counted.
+//! When a client stops reading, its task stops writing, the count rises, and past the
+//! configured limit the mailbox raises its overflow signal, which the task obeys even while
+//! it is stuck in a socket write: it closes the socket with [`SLOW_CONSUMER`] and the session
+//! stays resumable (the room keeps its frames). Nobody else in the room slows down, and no
+//! queue grows without bound.
+//!
+//! [`SLOW_CONSUMER`]: super::connection::close_code::SLOW_CONSUMER
+
+use super::connection::ConnectionMsg;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::time::Duration;
+use switchboard_actors::ports::Frame;
+use tokio::sync::{Notify, mpsc};
+
+/// The sending side of a connection's mailbox; cheap to clone.
+#[derive(Clone)]
+pub struct Mailbox {
+    tx: mpsc::UnboundedSender<ConnectionMsg>,
+    shared: Arc<Shared>,
+}
+
+struct Shared {
+    /// Bytes of frames queued and not yet written to the socket.
+    queued: AtomicUsize,
+    /// The most bytes that may wait.
+    limit: usize,
+    /// Set once when `queued` went past `limit`.
+    overflowed: AtomicBool,
+    /// Wakes the task when the mailbox overflows.
+    overflow: Notify,
+    /// The task should stop after the message it is handling.
+    stopping: AtomicBool,
+}
+
+impl Mailbox {
+    /// A mailbox that lets at most `limit` bytes of frames wait, and its receiving side.
+    pub fn channel(limit: usize) -> (Mailbox, mpsc::UnboundedReceiver<ConnectionMsg>) {
+        let (tx, rx) = mpsc::unbounded_channel();
+        let shared = Shared {
+            queued: AtomicUsize::new(0),
+            limit,
+            overflowed: AtomicBool::new(false),
+            overflow: Notify::new(),
+            stopping: AtomicBool::new(false),
+        };
+        (Mailbox { tx, shared: Arc::new(shared) }, rx)
+    }
+
+    /// Sends a control message (not counted against the limit). False when the task is gone.
+    pub fn cast(&self, msg: ConnectionMsg) -> bool {
+        self.tx.send(msg).is_ok()
+    }
+
+    /// Queues a frame from a room. False when the task is gone; a frame past the limit is
+    /// dropped (the connection is closing, and the room keeps it for the resume).
+    pub fn deliver(&self, frame: Frame) -> bool {
+        if self.shared.overflowed.load(Ordering::Relaxed) {
+            return !self.tx.is_closed();
+        }
+        let size = frame.body.len();
+        let queued = self.shared.queued.fetch_add(size, Ordering::Relaxed) + size;
+        if queued > self.shared.limit {
+            self.shared.queued.fetch_sub(size, Ordering::Relaxed);
+            if !self.shared.overflowed.swap(true, Ordering::Relaxed) {
+                self.shared.overflow.notify_one();
+            }
+            return !self.tx.is_closed();
+        }
+        self.tx.send(ConnectionMsg::Deliver(frame)).is_ok()
+    }
+
+    /// The task wrote (or dropped) a queued frame of `size` bytes.
+    pub fn written(&self, size: usize) {
+        self.shared.queued.fetch_sub(size, Ordering::Relaxed);
+    }
+
+    /// Bytes waiting now.
+    pub fn queued(&self) -> usize {
+        self.shared.queued.load(Ordering::Relaxed)
+    }
+
+    /// Completes once the mailbox has overflowed (at once if it already has).
+    pub async fn overflowed(&self) {
+        if self.shared.overflowed.load(Ordering::Relaxed) {
+            return;
+        }
+        self.shared.overflow.notified().await;
+    }
+
+    /// Asks the task to stop after the message it is handling.
+    pub fn stop(&self, reason: Option<String>) {
+        if !self.shared.stopping.swap(true, Ordering::Relaxed) {
+            tracing::debug!(reason = reason.as_deref().unwrap_or("none"), "connection stopping");
+        }
+    }
+
+    /// Whether [`stop`](Self::stop) was called.
+    pub fn is_stopping(&self) -> bool {
+        self.shared.stopping.load(Ordering::Relaxed)
+    }
+
+    /// Sends `make()` after `delay` (a timer task; dropped if the connection is gone by then).
+    pub fn send_after(&self, delay: Duration, make: impl FnOnce() -> ConnectionMsg + Send + 'static) {
+        let tx = self.tx.clone();
+        tokio::spawn(async move {
+            tokio::time::sleep(delay).await;
+            let _ = tx.send(make());
+        });
+    }
+}
