@@ -11,15 +11,37 @@ pub struct Outbox {
     /// Number of the next frame.
     pub next_seq: u64,
     frames: VecDeque<(u64, Arc<str>)>,
+    /// Bytes of the frames kept.
+    bytes: usize,
 }
 
 /// Frames kept per session for replay.
 pub const REPLAY_FRAMES: usize = 256;
 
+/// Bytes of frames kept per session for replay: a session that is sent large frames keeps
+/// fewer of them, so its memory stays bounded whatever it is sent.
+pub const REPLAY_BYTES: usize = 256 * 1024;
+
 impl Outbox {
     /// An empty outbox whose first frame gets number `seq` (at least 1).
     pub fn starting_at(seq: u64) -> Outbox {
-        Outbox { next_seq: seq.max(1), frames: VecDeque::new() }
+        Outbox { next_seq: seq.max(1), frames: VecDeque::new(), bytes: 0 }
+    }
+
+    /// Adds a numbered frame at the end and drops the oldest past the caps (the newest stays).
+    fn keep(&mut self, seq: u64, framed: Arc<str>) {
+        self.bytes += framed.len();
+        self.frames.push_back((seq, framed));
+        while self.frames.len() > 1 && (self.frames.len() > REPLAY_FRAMES || self.bytes > REPLAY_BYTES) {
+            if let Some((_, old)) = self.frames.pop_front() {
+                self.bytes -= old.len();
+            }
+        }
+    }
+
+    /// Bytes of the frames kept.
+    pub fn kept_bytes(&self) -> usize {
+        self.bytes
     }
 
     /// Numbers `body`, keeps it, and returns its number and the framed text.
@@ -27,10 +49,7 @@ impl Outbox {
         let seq = self.next_seq;
         self.next_seq += 1;
         let framed: Arc<str> = with_seq(seq, body).into();
-        self.frames.push_back((seq, framed.clone()));
-        while self.frames.len() > REPLAY_FRAMES {
-            self.frames.pop_front();
-        }
+        self.keep(seq, framed.clone());
         (seq, framed)
     }
 
@@ -41,8 +60,11 @@ impl Outbox {
 
     /// An outbox that continues where [`snapshot`](Self::snapshot) left off.
     pub fn restore(next_seq: u64, frames: Vec<(u64, String)>) -> Outbox {
-        let frames = frames.into_iter().rev().take(REPLAY_FRAMES).rev().map(|(seq, f)| (seq, Arc::from(f))).collect();
-        Outbox { next_seq: next_seq.max(1), frames }
+        let mut outbox = Outbox::starting_at(next_seq);
+        for (seq, f) in frames {
+            outbox.keep(seq, Arc::from(f));
+        }
+        outbox
     }
 
     /// The number of the oldest frame kept (the next one's when none is).
@@ -58,6 +80,7 @@ impl Outbox {
             return;
         }
         let frames = std::mem::take(&mut self.frames);
+        self.bytes = 0;
         for (seq, framed) in frames {
             let new = seq as i64 + delta;
             if new < 1 {
@@ -65,7 +88,7 @@ impl Outbox {
             }
             // Replace the leading `{"seq":N,` with the new number.
             let rest = framed.split_once(',').map_or("}", |(_, rest)| rest);
-            self.frames.push_back((new as u64, with_seq(new as u64, &format!("{{{rest}")).into()));
+            self.keep(new as u64, with_seq(new as u64, &format!("{{{rest}")).into());
         }
         self.next_seq = (self.next_seq as i64 + delta).max(1) as u64;
     }
@@ -98,6 +121,20 @@ mod tests {
             o.push(r#"{"type":"x"}"#);
         }
         assert!(o.after(5).is_none(), "frame 6 is no longer kept");
+    }
+
+    #[test]
+    fn keeps_a_bounded_number_of_bytes() {
+        let mut o = Outbox::starting_at(1);
+        let big = format!("{{\"type\":\"offer\",\"sdp\":\"{}\"}}", "x".repeat(60_000));
+        for _ in 0..20 {
+            o.push(&big);
+        }
+        assert!(o.kept_bytes() <= REPLAY_BYTES, "{} bytes kept", o.kept_bytes());
+        assert_eq!(o.first_kept(), 21 - (REPLAY_BYTES / 60_000) as u64, "the newest frames are the ones kept");
+        let huge = format!("{{\"type\":\"offer\",\"sdp\":\"{}\"}}", "x".repeat(REPLAY_BYTES));
+        o.push(&huge);
+        assert_eq!(o.after(20).expect("kept").len(), 1, "a frame larger than the cap is still kept alone");
     }
 
     #[test]

@@ -49,6 +49,14 @@ impl EdgeRouter {
         self.len() == 0
     }
 
+    /// The bytes waiting for the busiest connection, and how many connections are closing
+    /// because their client stopped reading.
+    pub fn backlog(&self) -> (usize, usize) {
+        let connections = self.read();
+        let most = connections.values().map(Mailbox::queued).max().unwrap_or(0);
+        (most, connections.values().filter(|m| m.is_overflowed()).count())
+    }
+
     /// Tells every connection to reconnect elsewhere (`goaway`), then closes it.
     pub fn goaway_all(&self, reason: &str) {
         for actor in self.read().values() {

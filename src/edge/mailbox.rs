@@ -83,6 +83,11 @@ impl Mailbox {
         self.shared.queued.load(Ordering::Relaxed)
     }
 
+    /// Whether more bytes waited than the limit allows (the connection is closing).
+    pub fn is_overflowed(&self) -> bool {
+        self.shared.overflowed.load(Ordering::Relaxed)
+    }
+
     /// Completes once the mailbox has overflowed (at once if it already has).
     pub async fn overflowed(&self) {
         if self.shared.overflowed.load(Ordering::Relaxed) {

@@ -12,6 +12,7 @@ mod restart;
 mod resume;
 mod room_crash;
 mod signaling;
+mod slow_consumer;
 mod store;
 mod support;
 mod webrtc_call;
