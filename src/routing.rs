@@ -9,8 +9,10 @@
 use crate::app::App;
 use ractor::rpc::CallResult;
 use ractor::{ActorRef, MessagingErr};
+use std::sync::Arc;
 use std::time::Duration;
-use switchboard_actors::room::{JoinRequest, RoomMsg};
+use switchboard_actors::room::relay_table::{RelayBody, RelayRequest, RelayTable, Relayed};
+use switchboard_actors::room::{JoinRequest, RelayPayload, RoomMsg};
 use switchboard_actors::room_supervisor::RoomSupervisorMsg;
 use switchboard_actors::{ConnId, ErrorCode, PeerId, RoomId};
 use switchboard_cluster::NodeId;
@@ -20,10 +22,68 @@ use switchboard_cluster::wire::Bincode;
 /// An error for the client: code and sentence.
 pub type RouteError = (ErrorCode, String);
 
+/// A room instance on this node: its actor, and its relay table (the one-hop path).
+pub struct LocalRoom {
+    /// The Room actor.
+    pub actor: ActorRef<RoomMsg>,
+    /// Its sessions' delivery state.
+    pub table: Arc<RelayTable>,
+}
+
+impl LocalRoom {
+    /// Casts `msg` to the actor, counting it in the sender's session first so that the sender's
+    /// later relays wait behind it (see `relay_table`).
+    fn cast(&self, msg: RoomMsg) -> Result<(), Box<MessagingErr<RoomMsg>>> {
+        let from = counted_sender(&msg).cloned();
+        if let Some(from) = &from {
+            self.table.queued_at_room(from);
+        }
+        let sent = self.actor.cast(msg).map_err(Box::new);
+        if sent.is_err()
+            && let Some(from) = &from
+        {
+            self.table.handled(from);
+        }
+        sent
+    }
+}
+
+/// The sender of a message the room answers with frames in its session's sequence.
+fn counted_sender(msg: &RoomMsg) -> Option<&PeerId> {
+    match msg {
+        RoomMsg::Relay { from, .. }
+        | RoomMsg::Control { from, .. }
+        | RoomMsg::Overlay { from, .. }
+        | RoomMsg::Chat { from, .. }
+        | RoomMsg::EndCall { from, .. }
+        | RoomMsg::Stats { from, .. } => Some(from),
+        _ => None,
+    }
+}
+
+/// Relays an offer, answer or candidate in one hop when its room is on this node: the
+/// sender's task makes the room's relay decision through the room's table and hands the frame
+/// to the target's connection. False when it must go to the Room actor instead.
+pub fn relay_here(handle: &RoomHandle, msg: &RoomMsg) -> bool {
+    let (RoomHandle::Local(local), RoomMsg::Relay { from, to, kind, payload, reference, received_at }) = (handle, msg)
+    else {
+        return false;
+    };
+    if !reachable(handle) {
+        return false;
+    }
+    let payload = match payload {
+        RelayPayload::Sdp(sdp) => RelayBody::Sdp(sdp),
+        RelayPayload::Candidate(candidate) => RelayBody::Candidate(candidate),
+    };
+    let req = RelayRequest { from, to, kind: *kind, payload, reference: reference.as_ref(), received_at: *received_at };
+    local.table.relay_from_edge(&req) == Relayed::Done
+}
+
 /// How a connection reaches its room.
 pub enum RoomHandle {
-    /// The room's actor on this node.
-    Local(ActorRef<RoomMsg>),
+    /// The room's instance on this node.
+    Local(LocalRoom),
     /// The room lives on another node.
     Remote(String),
 }
@@ -32,7 +92,7 @@ impl RoomHandle {
     /// Names where the handle points, to tell when it changes.
     pub fn target(&self) -> String {
         match self {
-            RoomHandle::Local(actor) => format!("local:{}", actor.get_id()),
+            RoomHandle::Local(local) => format!("local:{}", local.actor.get_id()),
             RoomHandle::Remote(node) => node.clone(),
         }
     }
@@ -165,13 +225,13 @@ fn code_from(code: &str) -> ErrorCode {
 }
 
 /// Resolves the room on this node (starting it if needed) and joins it.
-async fn local_join(app: &App, room: &RoomId, request: JoinRequest) -> Result<(PeerId, ActorRef<RoomMsg>), RouteError> {
+async fn local_join(app: &App, room: &RoomId, request: JoinRequest) -> Result<(PeerId, LocalRoom), RouteError> {
     // A room that stops (idle) between resolve and join drops the request; resolve again.
     let mut last = unavailable();
     let mut request = Some(request);
     for _ in 0..3 {
-        let actor = match resolve(app, room).await {
-            Ok(actor) => actor,
+        let local = match resolve(app, room).await {
+            Ok(local) => local,
             Err(e) => {
                 if e.0 == ErrorCode::RoomElsewhere {
                     return Err(e);
@@ -182,8 +242,8 @@ async fn local_join(app: &App, room: &RoomId, request: JoinRequest) -> Result<(P
         };
         let Some(req) = request.take() else { break };
         let kept = clone_request(&req);
-        match actor.call(|reply| RoomMsg::Join { request: req, reply }, Some(Duration::from_secs(10))).await {
-            Ok(CallResult::Success(Ok(peer))) => return Ok((peer, actor)),
+        match local.actor.call(|reply| RoomMsg::Join { request: req, reply }, Some(Duration::from_secs(10))).await {
+            Ok(CallResult::Success(Ok(peer))) => return Ok((peer, local)),
             Ok(CallResult::Success(Err(e))) => return Err((e.code, e.message)),
             // The room stopped before it answered: the join did not happen; try again.
             Ok(CallResult::SenderError) | Err(_) => request = Some(kept),
@@ -195,14 +255,19 @@ async fn local_join(app: &App, room: &RoomId, request: JoinRequest) -> Result<(P
 }
 
 /// The room's actor on this node, started if needed.
-async fn resolve(app: &App, room: &RoomId) -> Result<ActorRef<RoomMsg>, RouteError> {
+async fn resolve(app: &App, room: &RoomId) -> Result<LocalRoom, RouteError> {
     let asked = app
         .rooms
         .call(|reply| RoomSupervisorMsg::Resolve { room: room.clone(), reply }, Some(Duration::from_secs(10)))
         .await;
-    match asked {
-        Ok(CallResult::Success(Ok(room))) => Ok(room),
-        Ok(CallResult::Success(Err(e))) => Err((e.code, e.message)),
+    let actor = match asked {
+        Ok(CallResult::Success(Ok(room))) => room,
+        Ok(CallResult::Success(Err(e))) => return Err((e.code, e.message)),
+        _ => return Err(unavailable()),
+    };
+    // Asked once per instance (at join, or when the room is found again), never per message.
+    match actor.call(RoomMsg::Table, Some(Duration::from_secs(10))).await {
+        Ok(CallResult::Success(table)) => Ok(LocalRoom { actor, table }),
         _ => Err(unavailable()),
     }
 }
@@ -218,8 +283,8 @@ pub async fn send(
     msg: RoomMsg,
 ) -> Result<(), RouteError> {
     match handle {
-        RoomHandle::Local(actor) => {
-            let msg = match actor.cast(msg) {
+        RoomHandle::Local(local) => {
+            let msg = match local.cast(msg).map_err(|e| *e) {
                 Ok(()) => return Ok(()),
                 Err(MessagingErr::SendErr(msg)) => msg,
                 Err(_) => return Err(unavailable()),
@@ -263,9 +328,9 @@ fn send_remote(node: &str, room: &RoomId, conn: &ConnId, msg: &RoomMsg) -> Resul
 /// The handle of a room known to live on `node`.
 pub async fn handle_for(app: &App, room: &RoomId, node: &str) -> RoomHandle {
     if node == app.config.node_id
-        && let Ok(actor) = resolve(app, room).await
+        && let Ok(local) = resolve(app, room).await
     {
-        return RoomHandle::Local(actor);
+        return RoomHandle::Local(local);
     }
     RoomHandle::Remote(node.to_owned())
 }
@@ -287,9 +352,9 @@ pub async fn reroute(
         _ => owner_of(app, room).await,
     };
     if target == me {
-        let actor = resolve(app, room).await?;
-        actor.cast(msg).map_err(|_| unavailable())?;
-        *handle = RoomHandle::Local(actor);
+        let local = resolve(app, room).await?;
+        local.cast(msg).map_err(|_| unavailable())?;
+        *handle = RoomHandle::Local(local);
         return Ok(());
     }
     send_remote(&target, room, conn, &msg)?;
@@ -319,8 +384,8 @@ async fn resume_once(app: &App, room: &RoomId, cmd: ResumeCmd) -> Result<RoomHan
     let owner = owner_of(app, room).await;
     if owner == app.config.node_id {
         local_resume(app.rooms.clone(), cmd, !app.is_shutting_down()).await?;
-        let actor = resolve(app, room).await.map_err(|(_, m)| ("unavailable".to_owned(), m))?;
-        return Ok(RoomHandle::Local(actor));
+        let local = resolve(app, room).await.map_err(|(_, m)| ("unavailable".to_owned(), m))?;
+        return Ok(RoomHandle::Local(local));
     }
     let Some(cell) = ractor::pg::get_members(&host_group(&owner)).into_iter().next() else {
         return Err(("unavailable".into(), format!("the node serving the room ({owner}) is unreachable; try again")));
@@ -339,7 +404,7 @@ async fn resume_once(app: &App, room: &RoomId, cmd: ResumeCmd) -> Result<RoomHan
 /// not overtake older ones on their way to a new instance.
 pub fn try_send(handle: &RoomHandle, room: &RoomId, conn: &ConnId, msg: RoomMsg) -> bool {
     match handle {
-        RoomHandle::Local(actor) => actor.cast(msg).is_ok(),
+        RoomHandle::Local(local) => local.cast(msg).is_ok(),
         RoomHandle::Remote(node) => send_remote(node, room, conn, &msg).is_ok(),
     }
 }
@@ -347,8 +412,8 @@ pub fn try_send(handle: &RoomHandle, room: &RoomId, conn: &ConnId, msg: RoomMsg)
 /// Whether the room behind `handle` can be reached right now.
 pub fn reachable(handle: &RoomHandle) -> bool {
     match handle {
-        RoomHandle::Local(actor) => {
-            matches!(actor.get_status(), ractor::ActorStatus::Running | ractor::ActorStatus::Starting)
+        RoomHandle::Local(local) => {
+            matches!(local.actor.get_status(), ractor::ActorStatus::Running | ractor::ActorStatus::Starting)
         }
         RoomHandle::Remote(node) => !ractor::pg::get_members(&host_group(node)).is_empty(),
     }

@@ -20,11 +20,14 @@ use crate::protocol::{
 use crate::quality::{FallbackChange, FallbackPolicy, StatsSample};
 use crate::restart_policy::{RestartDecision, RestartPolicy, RestartTracker};
 use ractor::{Actor, ActorProcessingErr, ActorRef, RpcReplyPort, SupervisionEvent};
+use relay_table::{RelayBody, RelayRequest, RelayTable, Session};
 use serde_json::Value;
 use std::collections::VecDeque;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
+
+pub mod relay_table;
 
 /// Settings every room shares.
 #[derive(Clone, Debug)]
@@ -242,6 +245,8 @@ pub enum RoomMsg {
     },
     /// Describe the room.
     Info(RpcReplyPort<RoomInfo>),
+    /// The room's relay table, for this node's connections' fast path.
+    Table(RpcReplyPort<Arc<RelayTable>>),
     /// Stop if still empty (scheduled when the room becomes empty).
     IdleCheck,
     /// The node is going down: close every session and the call, then stop.
@@ -324,27 +329,19 @@ pub enum RoomMsg {
 // Local only: never crosses nodes (the cluster feature turns off ractor's blanket impl).
 impl ractor::Message for RoomMsg {}
 
+/// A participant as the actor knows it; its delivery state (connection, presence, numbering,
+/// ids seen) is its [`Session`] in the relay table.
 struct Member {
     info: ParticipantInfo,
-    conn: ConnId,
-    /// False while the session's connection is gone and it may still resume.
-    connected: bool,
     /// Bumped at every disconnect, so a grace timer knows whether it is still current.
     disconnects: u64,
     /// Secret a new connection presents to take this session over.
     resume_token: String,
-    /// Loaded by this room instance (after a restart or move), and neither resumed nor synced
-    /// with its connection since: nothing kept here has been sent, so all of it is new to the
-    /// client, and it is numbered once the client's count is known.
-    adopted: bool,
     /// The client's number for a frame minus this room's, as the session's last connection
     /// reported when it dropped (0 while both count alike).
     seq_shift: i64,
     /// Times this instance asked the session's connection for its count without an answer.
     reattach_tries: u8,
-    /// The `id`s of the session's latest messages, to drop re-sent ones.
-    seen_ids: VecDeque<String>,
-    outbox: Outbox,
     overlay: Option<Overlay>,
     actor: ActorRef<ParticipantMsg>,
     restarts: RestartTracker,
@@ -354,6 +351,11 @@ struct Member {
 pub struct RoomState {
     id: RoomId,
     ctx: Arc<RoomContext>,
+    /// The sessions' delivery state, shared with this node's connections (see [`relay_table`]).
+    /// A session is "adopted" there when this instance loaded it (after a restart or move)
+    /// and has neither resumed nor synced it with its connection: nothing kept for it has been
+    /// sent, so all of it is new to the client, numbered once the client's count is known.
+    table: Arc<RelayTable>,
     policy: RoomPolicy,
     status: CallStatus,
     call_id: Option<String>,
@@ -395,6 +397,7 @@ impl Actor for Room {
 
     async fn post_stop(&self, _myself: ActorRef<RoomMsg>, state: &mut RoomState) -> Result<(), ActorProcessingErr> {
         state.present.store(0, Ordering::Relaxed);
+        state.table.lock().open = false;
         // A clean stop hands the lease back so the next owner need not wait for it to expire.
         if let (Some(fence), Some(_)) = (&state.fence, state.lease_valid_until) {
             let _ = state.ctx.store.release_lease(fence).await;
@@ -419,32 +422,45 @@ impl Actor for Room {
             }
             RoomMsg::Leave { peer, reason } => Box::pin(leave(&myself, state, &peer, &reason)).await?,
             RoomMsg::Relay { from, to, kind, payload, reference, received_at } => {
-                if state.first_time(&from, reference.as_ref()) {
-                    relay(state, &from, &to, kind, &payload, reference.as_ref(), received_at);
-                    state.ack(&from, reference.as_ref());
-                }
+                let payload = match &payload {
+                    RelayPayload::Sdp(sdp) => RelayBody::Sdp(sdp),
+                    RelayPayload::Candidate(candidate) => RelayBody::Candidate(candidate),
+                };
+                let req =
+                    RelayRequest { from: &from, to: &to, kind, payload, reference: reference.as_ref(), received_at };
+                state.table.lock().relay(state.table.edge(), &req);
+                state.table.handled(&from);
             }
             RoomMsg::Control { from, action, reference } => {
                 if state.first_time(&from, reference.as_ref()) {
                     Box::pin(control(state, &from, action, reference.as_ref())).await;
                     state.ack(&from, reference.as_ref());
                 }
+                state.table.handled(&from);
             }
-            RoomMsg::Overlay { from, overlay } => set_overlay(state, &from, overlay),
+            RoomMsg::Overlay { from, overlay } => {
+                set_overlay(state, &from, overlay);
+                state.table.handled(&from);
+            }
             RoomMsg::Chat { from, text, reference } => {
                 if state.first_time(&from, reference.as_ref()) {
                     Box::pin(chat(state, &from, text, reference.as_ref())).await;
                     state.ack(&from, reference.as_ref());
                 }
+                state.table.handled(&from);
             }
             RoomMsg::EndCall { from, reference } => {
                 if state.first_time(&from, reference.as_ref()) {
                     Box::pin(end_call(state, &from, reference.as_ref())).await;
                     state.ack(&from, reference.as_ref());
                 }
+                state.table.handled(&from);
             }
             RoomMsg::Info(reply) => {
                 let _ = reply.send(info(state));
+            }
+            RoomMsg::Table(reply) => {
+                let _ = reply.send(state.table.clone());
             }
             RoomMsg::IdleCheck => idle_check(&myself, state),
             RoomMsg::Shutdown(reply) => {
@@ -468,7 +484,8 @@ impl Actor for Room {
                 disconnected(&myself, state, &peer, &conn, seq_shift).await?
             }
             RoomMsg::GraceExpired { peer, disconnects } => {
-                let expired = state.member(&peer).is_some_and(|m| !m.connected && m.disconnects == disconnects);
+                let away = state.table.lock().session(&peer).is_some_and(|s| !s.connected);
+                let expired = away && state.member(&peer).is_some_and(|m| m.disconnects == disconnects);
                 if expired {
                     Box::pin(leave(&myself, state, &peer, "disconnected")).await?;
                 }
@@ -489,6 +506,7 @@ impl Actor for Room {
                     Box::pin(stats(state, &from, sample, reference.as_ref())).await;
                     state.ack(&from, reference.as_ref());
                 }
+                state.table.handled(&from);
             }
         }
         Ok(())
@@ -549,9 +567,12 @@ async fn start_room(myself: ActorRef<RoomMsg>, args: RoomArgs) -> Result<RoomSta
         }
     }
     let stored = ctx.store.load_room(&args.room_id, &ctx.config.default_policy, ctx.config.chat_history).await?;
+    let table = Arc::new(RelayTable::new(ctx.edge.clone()));
+    table.lock().valid_until = lease_valid_until;
     let mut state = RoomState {
         id: args.room_id,
         ctx: ctx.clone(),
+        table,
         policy: stored.policy,
         status: stored.status,
         call_id: stored.call_id,
@@ -585,17 +606,16 @@ async fn start_room(myself: ActorRef<RoomMsg>, args: RoomArgs) -> Result<RoomSta
         };
         // A restarted room starts a fresh sequence for the sessions it finds: their connections
         // keep numbering from where they are (the room does not know), so replay starts here.
+        let mut session = Session::new(info.peer_id.clone(), p.conn_id, 1);
+        session.connected = connected;
+        session.adopted = true;
+        state.table.lock().sessions.push(session);
         state.members.push(Member {
             info,
-            conn: p.conn_id,
-            connected,
             disconnects: u64::from(!connected),
             resume_token: p.resume_token,
-            adopted: true,
             seq_shift: 0,
             reattach_tries: 0,
-            seen_ids: VecDeque::new(),
-            outbox: Outbox::starting_at(1),
             overlay: None,
             actor,
             restarts: RestartTracker::default(),
@@ -604,15 +624,19 @@ async fn start_room(myself: ActorRef<RoomMsg>, args: RoomArgs) -> Result<RoomSta
     // What the previous instance handed over continues here as it was.
     for c in args.carry.map(|c| c.sessions).unwrap_or_default() {
         if let Some(m) = state.members.iter_mut().find(|m| m.info.peer_id.as_str() == c.peer_id) {
-            m.outbox = Outbox::restore(c.next_seq, c.frames);
-            m.seen_ids = c.seen_ids.into();
-            m.adopted = c.adopted;
             m.seq_shift = c.seq_shift;
+        }
+        if let Some(s) = state.table.lock().sessions.iter_mut().find(|s| s.peer.as_str() == c.peer_id) {
+            s.outbox = Outbox::restore(c.next_seq, c.frames);
+            s.seen_ids = c.seen_ids.into();
+            s.adopted = c.adopted;
         }
     }
     // Sessions whose connections are still open: ask each connection for its client's count.
-    for m in state.members.iter().filter(|m| m.connected && m.adopted) {
-        ctx.edge.reattach(&m.conn, &state.id);
+    let waiting: Vec<ConnId> =
+        state.table.lock().sessions.iter().filter(|s| s.connected && s.adopted).map(|s| s.conn.clone()).collect();
+    for conn in waiting {
+        ctx.edge.reattach(&conn, &state.id);
     }
     let grace = ctx.config.resume_grace;
     for peer in gone {
@@ -630,6 +654,7 @@ fn lose_lease(myself: &ActorRef<RoomMsg>, state: &mut RoomState, why: &str) {
     tracing::warn!(room_id = %state.id, why, "room lost its lease; stopping");
     metrics::counter!("switchboard_lease_lost_total").increment(1);
     state.lease_valid_until = None;
+    state.table.lock().open = false;
     myself.stop(Some("lease_lost".into()));
 }
 
@@ -639,20 +664,29 @@ async fn renew_lease(myself: &ActorRef<RoomMsg>, state: &mut RoomState) {
     match state.ctx.store.renew_lease(fence, lease.ttl).await {
         Ok(true) => {
             state.lease_valid_until = Some(asked + lease.ttl * 4 / 5);
+            state.table.lock().valid_until = state.lease_valid_until;
             // Ask again the connections of adopted sessions that have not answered yet (their
             // node may have been unreachable when this instance started, and be back now). One
             // that does not answer is taken for gone: its session waits for a resume like any
             // dropped one (and comes back if its connection answers after all).
             let mut gone = Vec::new();
-            for m in state.members.iter_mut().filter(|m| m.adopted) {
-                if m.connected {
+            let adopted: Vec<(PeerId, ConnId, bool)> = state
+                .table
+                .lock()
+                .sessions
+                .iter()
+                .filter(|s| s.adopted)
+                .map(|s| (s.peer.clone(), s.conn.clone(), s.connected))
+                .collect();
+            for (peer, conn, connected) in adopted {
+                if connected && let Some(m) = state.member_mut(&peer) {
                     m.reattach_tries += 1;
                     if m.reattach_tries > REATTACH_TRIES {
-                        gone.push((m.info.peer_id.clone(), m.conn.clone()));
+                        gone.push((peer.clone(), conn.clone()));
                     }
                 }
-                if state.ctx.edge.is_connected(&m.conn) {
-                    state.ctx.edge.reattach(&m.conn, &state.id);
+                if state.ctx.edge.is_connected(&conn) {
+                    state.ctx.edge.reattach(&conn, &state.id);
                 }
             }
             for (peer, conn) in gone {
@@ -695,45 +729,25 @@ impl RoomState {
         self.members.iter_mut().find(|m| &m.info.peer_id == peer)
     }
 
-    /// Numbers a frame in the member's session sequence, keeps it for replay and sends it if
-    /// the member is connected.
-    fn deliver(&mut self, idx: usize, body: &str, received_at: Option<Instant>) {
-        let Some(m) = self.members.get_mut(idx) else { return };
-        let (seq, framed) = m.outbox.push(body);
-        if m.connected && !m.adopted {
-            self.ctx.edge.deliver(&m.conn, Frame { body: framed, received_at, seq: Some(seq) });
-        }
-    }
-
+    /// Numbers a frame in the peer's session sequence, keeps it for replay and sends it if the
+    /// peer is connected.
     fn send_to_peer(&mut self, peer: &PeerId, body: &str, received_at: Option<Instant>) {
-        if let Some(idx) = self.members.iter().position(|m| &m.info.peer_id == peer) {
-            self.deliver(idx, body, received_at);
-        }
+        self.table.lock().send_to(self.table.edge(), peer, body, received_at);
     }
 
     fn broadcast(&mut self, body: Arc<str>, except: Option<&PeerId>) {
-        for idx in 0..self.members.len() {
-            if Some(&self.members[idx].info.peer_id) != except {
-                self.deliver(idx, &body, None);
-            }
+        let mut t = self.table.lock();
+        let peers: Vec<PeerId> = t.sessions.iter().map(|s| s.peer.clone()).filter(|p| Some(p) != except).collect();
+        for peer in peers {
+            t.send_to(self.table.edge(), &peer, &body, None);
         }
     }
 
-    /// Whether a client message with this `id` is new from this session (and remembers it). A
-    /// message seen before is only acknowledged again: re-sending is how clients make delivery
-    /// reliable, and it must not deliver twice.
+    /// Whether a client message with this `id` is new from this session (see
+    /// [`relay_table::Table::first_time`]).
     fn first_time(&mut self, from: &PeerId, reference: Option<&Value>) -> bool {
-        let Some(id) = reference.map(Value::to_string) else { return true };
-        let Some(m) = self.member_mut(from) else { return true };
-        if m.seen_ids.contains(&id) {
-            metrics::counter!("switchboard_duplicates_dropped_total").increment(1);
-            let body = ServerMessage::Ack { reference: reference.unwrap_or(&Value::Null) }.to_body();
-            self.send_to_peer(from, &body, None);
+        if !self.table.lock().first_time(self.table.edge(), from, reference) {
             return false;
-        }
-        m.seen_ids.push_back(id);
-        while m.seen_ids.len() > REPLAY_FRAMES {
-            m.seen_ids.pop_front();
         }
         self.error_sent = false;
         true
@@ -824,17 +838,13 @@ async fn join(myself: &ActorRef<RoomMsg>, state: &mut RoomState, req: JoinReques
         media,
         joined_at: stored.joined_at,
     };
+    state.table.lock().sessions.push(Session::new(peer_id.clone(), req.conn.clone(), req.first_seq));
     state.members.push(Member {
         info,
-        conn: req.conn.clone(),
-        connected: true,
         disconnects: 0,
         resume_token,
-        adopted: false,
         seq_shift: 0,
         reattach_tries: 0,
-        seen_ids: VecDeque::new(),
-        outbox: Outbox::starting_at(req.first_seq),
         overlay: None,
         actor,
         restarts: RestartTracker::default(),
@@ -859,8 +869,7 @@ async fn join(myself: &ActorRef<RoomMsg>, state: &mut RoomState, req: JoinReques
             .collect(),
     }
     .to_body();
-    let joiner = state.members.len() - 1;
-    state.deliver(joiner, &body, None);
+    state.send_to_peer(&peer_id, &body, None);
     if let Some(me) = state.members.last().map(|m| m.info.clone()) {
         let me = &me;
         let body = ServerMessage::PeerJoined { peer_id: &peer_id, participant: me }.to_body();
@@ -874,6 +883,17 @@ async fn join(myself: &ActorRef<RoomMsg>, state: &mut RoomState, req: JoinReques
     Ok(peer_id)
 }
 
+/// Removes a member and its session; returns the connection it was on and its next number.
+fn remove_member(state: &mut RoomState, peer: &PeerId) -> Option<(ConnId, u64)> {
+    if let Some(i) = state.members.iter().position(|m| &m.info.peer_id == peer) {
+        state.members.remove(i).actor.stop(Some("left".into()));
+    }
+    let mut t = state.table.lock();
+    let i = t.sessions.iter().position(|s| &s.peer == peer)?;
+    let s = t.sessions.remove(i);
+    Some((s.conn, s.outbox.next_seq))
+}
+
 /// Persists a leave and its call change; removes the member. Returns the connection it was on.
 async fn record_leave(
     state: &mut RoomState,
@@ -884,11 +904,7 @@ async fn record_leave(
     let close_reason = if reason == "server_shutdown" { reason } else { "empty" };
     let change = state.status.on_leave(remaining).map(|t| state.change(t, close_reason));
     state.ctx.store.record_leave(&state.id, peer, reason, change.as_ref(), state.fence.as_ref()).await?;
-    let conn = state.members.iter().position(|m| &m.info.peer_id == peer).map(|i| {
-        let m = state.members.remove(i);
-        m.actor.stop(Some("left".into()));
-        (m.conn, m.outbox.next_seq)
-    });
+    let conn = remove_member(state, peer);
     state.commit(change, None);
     Ok(conn)
 }
@@ -938,11 +954,7 @@ fn defer_leave(
     let remaining = state.members.iter().filter(|m| &m.info.peer_id != peer).count();
     let close_reason = if reason == "server_shutdown" { reason } else { "empty" };
     let change = state.status.on_leave(remaining).map(|t| state.change(t, close_reason));
-    let conn = state.members.iter().position(|m| &m.info.peer_id == peer).map(|i| {
-        let m = state.members.remove(i);
-        m.actor.stop(Some("left".into()));
-        (m.conn, m.outbox.next_seq)
-    });
+    let conn = remove_member(state, peer);
     state.pending_leaves.push_back(PendingLeave {
         peer: peer.clone(),
         reason: reason.to_owned(),
@@ -1007,35 +1019,6 @@ fn idle_check(myself: &ActorRef<RoomMsg>, state: &RoomState) {
         tracing::debug!(room_id = %state.id, "room idle; stopping");
         myself.stop(Some("idle".into()));
     }
-}
-
-fn relay(
-    state: &mut RoomState,
-    from: &PeerId,
-    to: &PeerId,
-    kind: RelayKind,
-    payload: &RelayPayload,
-    reference: Option<&Value>,
-    received_at: Instant,
-) {
-    if state.member(from).is_none() {
-        return;
-    }
-    if state.member(to).is_none() {
-        let message = format!("peer {to} is not in this room");
-        state.error_to(from, ErrorCode::PeerNotFound, &message, reference);
-        return;
-    }
-    let body = match (kind, payload) {
-        (RelayKind::Offer, RelayPayload::Sdp(sdp)) => ServerMessage::Offer { peer_id: from, msg_id: reference, sdp },
-        (RelayKind::Answer, RelayPayload::Sdp(sdp)) => ServerMessage::Answer { peer_id: from, msg_id: reference, sdp },
-        (RelayKind::IceCandidate, RelayPayload::Candidate(candidate)) => {
-            ServerMessage::IceCandidate { peer_id: from, msg_id: reference, candidate }
-        }
-        _ => return,
-    }
-    .to_body();
-    state.send_to_peer(to, &body, Some(received_at));
 }
 
 async fn control(state: &mut RoomState, from: &PeerId, action: ControlAction, reference: Option<&Value>) {
@@ -1185,23 +1168,30 @@ async fn disconnected(
     seq_shift: i64,
 ) -> Result<(), ActorProcessingErr> {
     let grace = state.ctx.config.resume_grace;
+    let adopted = {
+        let t = state.table.lock();
+        let Some(s) = t.session(peer) else { return Ok(()) };
+        if &s.conn != conn || !s.connected {
+            return Ok(());
+        }
+        s.adopted
+    };
     let Some(m) = state.member_mut(peer) else { return Ok(()) };
-    if &m.conn != conn || !m.connected {
-        return Ok(());
-    }
     // A connection that numbered this room's frames for its client: from now on the client's
     // `lastSeq` maps onto this room's numbers by its shift. (An adopted session was sent
     // nothing: everything kept is new to the client whatever it counted.)
-    if !m.adopted {
+    if !adopted {
         m.seq_shift = seq_shift;
     }
-    tracing::debug!(peer_id = %peer, seq_shift, adopted = m.adopted, "disconnected");
+    tracing::debug!(peer_id = %peer, seq_shift, adopted, "disconnected");
     if grace.is_zero() {
         return Box::pin(leave(myself, state, peer, "disconnected")).await;
     }
-    m.connected = false;
     m.disconnects += 1;
     let (peer_id, disconnects) = (peer.clone(), m.disconnects);
+    if let Some(s) = state.table.lock().session_mut(peer) {
+        s.connected = false;
+    }
     myself.send_after(grace, move || RoomMsg::GraceExpired { peer: peer_id, disconnects });
     state.broadcast(ServerMessage::PeerDisconnected { peer_id: peer }.to_body(), Some(peer));
     Ok(())
@@ -1211,52 +1201,60 @@ async fn disconnected(
 /// sent nothing yet continues the previous instance's frames and numbering, with what this
 /// instance kept for it since appended; every session keeps the ids seen before.
 fn absorb(state: &mut RoomState, carry: Carry) {
-    let edge = state.ctx.edge.clone();
+    let table = state.table.clone();
     for c in carry.sessions {
-        let Some(m) = state.members.iter_mut().find(|m| m.info.peer_id.as_str() == c.peer_id) else { continue };
-        for id in c.seen_ids {
-            if !m.seen_ids.contains(&id) {
-                m.seen_ids.push_back(id);
+        let adopted_here = {
+            let mut t = table.lock();
+            let Some(s) = t.sessions.iter_mut().find(|s| s.peer.as_str() == c.peer_id) else { continue };
+            for id in c.seen_ids {
+                if !s.seen_ids.contains(&id) {
+                    s.seen_ids.push_back(id);
+                }
             }
-        }
-        while m.seen_ids.len() > REPLAY_FRAMES {
-            m.seen_ids.pop_front();
-        }
-        if !m.adopted {
-            continue;
-        }
-        let (_, mine) = m.outbox.snapshot();
-        let mut outbox = Outbox::restore(c.next_seq, c.frames);
-        let first_new = outbox.next_seq;
-        for (_, framed) in mine {
-            let body = framed.split_once(',').map_or("{}".to_owned(), |(_, rest)| format!("{{{rest}"));
-            outbox.push(&body);
-        }
-        m.outbox = outbox;
-        m.adopted = c.adopted;
-        m.seq_shift = c.seq_shift;
-        if m.connected && !m.adopted {
-            for (seq, body) in m.outbox.after(first_new - 1).unwrap_or_default() {
-                edge.deliver(&m.conn, Frame { body, received_at: None, seq: Some(seq) });
+            while s.seen_ids.len() > REPLAY_FRAMES {
+                s.seen_ids.pop_front();
             }
+            if !s.adopted {
+                continue;
+            }
+            let (_, mine) = s.outbox.snapshot();
+            let mut outbox = Outbox::restore(c.next_seq, c.frames);
+            let first_new = outbox.next_seq;
+            for (_, framed) in mine {
+                let body = framed.split_once(',').map_or("{}".to_owned(), |(_, rest)| format!("{{{rest}"));
+                outbox.push(&body);
+            }
+            s.outbox = outbox;
+            s.adopted = c.adopted;
+            if s.connected && !s.adopted {
+                for (seq, body) in s.outbox.after(first_new - 1).unwrap_or_default() {
+                    table.edge().deliver(&s.conn, Frame { body, received_at: None, seq: Some(seq) });
+                }
+            }
+            true
+        };
+        if adopted_here && let Some(m) = state.members.iter_mut().find(|m| m.info.peer_id.as_str() == c.peer_id) {
+            m.seq_shift = c.seq_shift;
         }
     }
 }
 
 fn carry(state: &RoomState) -> Carry {
+    let t = state.table.lock();
     let sessions = state
         .members
         .iter()
-        .map(|m| {
-            let (next_seq, frames) = m.outbox.snapshot();
-            CarriedSession {
+        .filter_map(|m| {
+            let s = t.session(&m.info.peer_id)?;
+            let (next_seq, frames) = s.outbox.snapshot();
+            Some(CarriedSession {
                 peer_id: m.info.peer_id.to_string(),
                 next_seq,
                 frames,
-                seen_ids: m.seen_ids.iter().cloned().collect(),
-                adopted: m.adopted,
+                seen_ids: s.seen_ids.iter().cloned().collect(),
+                adopted: s.adopted,
                 seq_shift: m.seq_shift,
-            }
+            })
         })
         .collect();
     Carry { sessions }
@@ -1267,24 +1265,30 @@ fn carry(state: &RoomState) -> Carry {
 /// node was unreachable when this instance started) is connected again and gets what it
 /// missed. Anything else is already in step.
 fn seq_sync(state: &mut RoomState, peer: &PeerId, conn: &ConnId, last_seq: u64, seq_offset: i64) {
-    let edge = state.ctx.edge.clone();
-    let Some(m) = state.member_mut(peer) else { return };
-    if &m.conn != conn || (m.connected && !m.adopted) {
-        return;
-    }
-    // The client's last frame in this room's numbers.
-    let room_last = last_seq as i64 - seq_offset;
-    if m.adopted {
-        let shift = room_last + 1 - m.outbox.first_kept() as i64;
-        m.outbox.shift(shift);
-    }
-    let came_back = !m.connected;
-    m.adopted = false;
-    m.seq_shift = seq_offset;
-    m.connected = true;
-    m.disconnects += 1;
-    for (seq, body) in m.outbox.after(room_last.max(0) as u64).unwrap_or_default() {
-        edge.deliver(conn, Frame { body, received_at: None, seq: Some(seq) });
+    let table = state.table.clone();
+    let came_back = {
+        let mut t = table.lock();
+        let Some(s) = t.session_mut(peer) else { return };
+        if &s.conn != conn || (s.connected && !s.adopted) {
+            return;
+        }
+        // The client's last frame in this room's numbers.
+        let room_last = last_seq as i64 - seq_offset;
+        if s.adopted {
+            let shift = room_last + 1 - s.outbox.first_kept() as i64;
+            s.outbox.shift(shift);
+        }
+        let came_back = !s.connected;
+        s.adopted = false;
+        s.connected = true;
+        for (seq, body) in s.outbox.after(room_last.max(0) as u64).unwrap_or_default() {
+            table.edge().deliver(conn, Frame { body, received_at: None, seq: Some(seq) });
+        }
+        came_back
+    };
+    if let Some(m) = state.member_mut(peer) {
+        m.seq_shift = seq_offset;
+        m.disconnects += 1;
     }
     if came_back {
         state.broadcast(ServerMessage::PeerResumed { peer_id: peer, ice_restart: false }.to_body(), Some(peer));
@@ -1307,31 +1311,44 @@ fn resume(
     if &m.info.user_id != user || m.resume_token != token {
         return fail("invalid_token", "the resume token does not match the session");
     }
-    // The room's numbers for this session become the client's: an adopted session's kept
-    // frames all follow `lastSeq`; otherwise the last connection's shift maps one onto the other.
-    let shift = if m.adopted { last_seq as i64 + 1 - m.outbox.first_kept() as i64 } else { m.seq_shift };
-    if m.outbox.after((last_seq as i64 - shift).max(0) as u64).is_none() {
-        return fail("too_far_behind", "frames after lastSeq are no longer kept; join again");
+    let seq_shift = m.seq_shift;
+    let table = state.table.clone();
+    {
+        let mut t = table.lock();
+        let Some(s) = t.session_mut(peer) else {
+            return fail("expired", "the session has ended (its grace period is over); join again");
+        };
+        // The room's numbers for this session become the client's: an adopted session's kept
+        // frames all follow `lastSeq`; otherwise the last connection's shift maps one onto the
+        // other.
+        let shift = if s.adopted { last_seq as i64 + 1 - s.outbox.first_kept() as i64 } else { seq_shift };
+        if s.outbox.after((last_seq as i64 - shift).max(0) as u64).is_none() {
+            return fail("too_far_behind", "frames after lastSeq are no longer kept; join again");
+        }
+        tracing::debug!(
+            peer_id = %peer, last_seq, shift, adopted = s.adopted, connected = s.connected,
+            first_kept = s.outbox.first_kept(), next_seq = s.outbox.next_seq, "resume"
+        );
+        s.outbox.shift(shift);
+        let missed = s.outbox.after(last_seq).unwrap_or_default();
+        s.conn = conn.clone();
+        s.connected = true;
+        s.adopted = false;
+        s.at_room = 0;
+        // `resumed` carries the client's lastSeq: it does not take a number, the replay follows it.
+        let resumed = ServerMessage::Resumed { room_id: &state.id, session_id: peer, replayed: missed.len() }.to_body();
+        let edge = table.edge();
+        edge.deliver(
+            &conn,
+            Frame { body: with_seq(last_seq, &resumed).into(), received_at: None, seq: Some(last_seq) },
+        );
+        for (seq, body) in missed {
+            edge.deliver(&conn, Frame { body, received_at: None, seq: Some(seq) });
+        }
     }
     let m = &mut state.members[idx];
-    tracing::debug!(
-        peer_id = %peer, last_seq, shift, adopted = m.adopted, connected = m.connected,
-        first_kept = m.outbox.first_kept(), next_seq = m.outbox.next_seq, "resume"
-    );
-    m.outbox.shift(shift);
     m.seq_shift = 0;
-    let missed = m.outbox.after(last_seq).unwrap_or_default();
-    m.conn = conn.clone();
-    m.connected = true;
-    m.adopted = false;
     m.disconnects += 1;
-    // `resumed` carries the client's lastSeq: it does not take a number, the replay follows it.
-    let resumed = ServerMessage::Resumed { room_id: &state.id, session_id: peer, replayed: missed.len() }.to_body();
-    let edge = state.ctx.edge.clone();
-    edge.deliver(&conn, Frame { body: with_seq(last_seq, &resumed).into(), received_at: None, seq: Some(last_seq) });
-    for (seq, body) in missed {
-        edge.deliver(&conn, Frame { body, received_at: None, seq: Some(seq) });
-    }
     metrics::counter!("switchboard_resumes_total").increment(1);
     state.broadcast(ServerMessage::PeerResumed { peer_id: peer, ice_restart: true }.to_body(), Some(peer));
     Ok(())

@@ -659,7 +659,10 @@ async fn pump_with(myself: &Mailbox, state: &mut ConnectionState, prepared: Opti
     };
     let reference = reference_of(&msg).cloned();
     let Some(j) = state.joined.as_mut() else { return };
-    if routing::reachable(&j.room) && routing::try_send(&j.room, &j.room_id, &state.conn_id, msg) {
+    // A relay in a room of this node goes in one hop (its ack is already on its way back).
+    if routing::relay_here(&j.room, &msg)
+        || (routing::reachable(&j.room) && routing::try_send(&j.room, &j.room_id, &state.conn_id, msg))
+    {
         if let Some(head) = state.pending.front_mut() {
             head.sent = Some(Instant::now());
         }
@@ -783,6 +786,9 @@ async fn not_joined(myself: &Mailbox, state: &mut ConnectionState, reference: Op
 /// Sends to the room wherever it lives; errors (moved, unreachable) go back to the client.
 async fn to_room(myself: &Mailbox, state: &mut ConnectionState, msg: RoomMsg) {
     let Some(j) = state.joined.as_mut() else { return };
+    if routing::relay_here(&j.room, &msg) {
+        return;
+    }
     let reference = reference_of(&msg).cloned();
     let sent = routing::send(&state.app, &mut j.room, &j.room_id, &state.conn_id, msg).await;
     if let Err((code, message)) = sent {

@@ -1,0 +1,235 @@
+//! A room's relay table: its sessions' delivery state (connection, presence, numbering and
+//! replay buffer, the ids seen from each), behind one lock that the Room actor and this node's
+//! connections share.
+//!
+//! A relayed message (offer, answer, candidate) from a connection on the room's node does not
+//! go through the Room actor's mailbox: the sender's task takes the lock, makes the relay
+//! decision (is the sender here, is the target, has this `id` been seen), numbers the frame
+//! in the target's sequence, keeps it for replay, hands it to the target's connection and
+//! acknowledges it, all at once. Everything else the room does (joins, leaves, chat, control,
+//! timers, database work) stays in the actor, which takes the same lock for each frame it
+//! sends, so a session's frames are numbered in one sequence whoever sends them.
+//!
+//! Sender order across both paths: a connection that handed one of its messages to the actor
+//! does not take the fast path again until the actor has handled it (`at_room`), so a later
+//! offer cannot overtake an earlier chat waiting for the database.
+
+use crate::error::ErrorCode;
+use crate::ids::{ConnId, PeerId};
+use crate::outbox::{Outbox, REPLAY_FRAMES};
+use crate::ports::{Edge, Frame};
+use crate::protocol::{RelayKind, ServerMessage};
+use serde_json::Value;
+use std::collections::VecDeque;
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Instant;
+
+/// The shared table of one room instance.
+pub struct RelayTable {
+    inner: Mutex<Table>,
+    edge: Arc<dyn Edge>,
+}
+
+/// What the lock protects.
+pub struct Table {
+    /// False once the instance stopped or lost its lease: the fast path must not use it.
+    pub open: bool,
+    /// In a cluster, the instant after which the room may no longer act (its lease).
+    pub valid_until: Option<Instant>,
+    /// One per session in the room.
+    pub sessions: Vec<Session>,
+}
+
+/// A session's delivery state.
+pub struct Session {
+    /// The session.
+    pub peer: PeerId,
+    /// The connection that carries it.
+    pub conn: ConnId,
+    /// False while the connection is gone and the session may still resume.
+    pub connected: bool,
+    /// Loaded by this instance and not yet synced with its connection: frames are kept, not
+    /// sent (see the Room actor).
+    pub adopted: bool,
+    /// The `id`s of the session's latest messages, to drop re-sent ones.
+    pub seen_ids: VecDeque<String>,
+    /// The session's numbered frames.
+    pub outbox: Outbox,
+    /// Messages from this session on their way through the Room actor.
+    pub at_room: u32,
+}
+
+impl Session {
+    /// A session on `conn` whose next frame is numbered `first_seq`.
+    pub fn new(peer: PeerId, conn: ConnId, first_seq: u64) -> Session {
+        Session {
+            peer,
+            conn,
+            connected: true,
+            adopted: false,
+            seen_ids: VecDeque::new(),
+            outbox: Outbox::starting_at(first_seq),
+            at_room: 0,
+        }
+    }
+}
+
+/// What the fast path did with a relayed message.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Relayed {
+    /// Handled here (delivered and acknowledged, acknowledged again, or answered with an error).
+    Done,
+    /// Not handled: send it to the Room actor (the instance is closed, or the sender has
+    /// messages on their way through the actor).
+    ToRoom,
+}
+
+/// A relayed message as the edge parsed it.
+pub struct RelayRequest<'a> {
+    /// Sender session.
+    pub from: &'a PeerId,
+    /// Target session.
+    pub to: &'a PeerId,
+    /// Which message.
+    pub kind: RelayKind,
+    /// The SDP or the candidate.
+    pub payload: RelayBody<'a>,
+    /// The client's `id`.
+    pub reference: Option<&'a Value>,
+    /// When the edge received it.
+    pub received_at: Instant,
+}
+
+/// What a relay carries.
+pub enum RelayBody<'a> {
+    /// An offer's or answer's SDP.
+    Sdp(&'a str),
+    /// A trickled candidate.
+    Candidate(&'a Value),
+}
+
+impl RelayTable {
+    /// An empty, open table delivering through `edge`.
+    pub fn new(edge: Arc<dyn Edge>) -> RelayTable {
+        RelayTable { inner: Mutex::new(Table { open: true, valid_until: None, sessions: Vec::new() }), edge }
+    }
+
+    /// The table, locked. Held only for synchronous work (never across an await).
+    pub fn lock(&self) -> MutexGuard<'_, Table> {
+        self.inner.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    /// The fast path: relays `req` from the sender's connection if this instance may act.
+    pub fn relay_from_edge(&self, req: &RelayRequest<'_>) -> Relayed {
+        let mut t = self.lock();
+        if !t.open || t.valid_until.is_some_and(|until| Instant::now() > until) {
+            return Relayed::ToRoom;
+        }
+        match t.session(req.from) {
+            Some(s) if s.at_room == 0 => {}
+            // Unknown senders and senders with messages queued at the actor go the slow way
+            // (the actor ignores the first kind).
+            _ => return Relayed::ToRoom,
+        }
+        t.relay(&*self.edge, req);
+        Relayed::Done
+    }
+
+    /// The edge hands a message from `peer` to the Room actor (it will call [`handled`]).
+    ///
+    /// [`handled`]: Self::handled
+    pub fn queued_at_room(&self, peer: &PeerId) {
+        if let Some(s) = self.lock().session_mut(peer) {
+            s.at_room += 1;
+        }
+    }
+
+    /// The Room actor handled a message the edge counted with [`queued_at_room`].
+    ///
+    /// [`queued_at_room`]: Self::queued_at_room
+    pub fn handled(&self, peer: &PeerId) {
+        if let Some(s) = self.lock().session_mut(peer) {
+            s.at_room = s.at_room.saturating_sub(1);
+        }
+    }
+
+    /// Delivery, for the table's owner.
+    pub fn edge(&self) -> &dyn Edge {
+        &*self.edge
+    }
+}
+
+impl Table {
+    /// The session of `peer`.
+    pub fn session(&self, peer: &PeerId) -> Option<&Session> {
+        self.sessions.iter().find(|s| &s.peer == peer)
+    }
+
+    /// The session of `peer`, to change.
+    pub fn session_mut(&mut self, peer: &PeerId) -> Option<&mut Session> {
+        self.sessions.iter_mut().find(|s| &s.peer == peer)
+    }
+
+    /// Numbers a frame in `peer`'s sequence, keeps it for replay and sends it if the session is
+    /// connected. Returns false when there is no such session.
+    pub fn send_to(&mut self, edge: &dyn Edge, peer: &PeerId, body: &str, received_at: Option<Instant>) -> bool {
+        let Some(s) = self.session_mut(peer) else { return false };
+        let (seq, framed) = s.outbox.push(body);
+        if s.connected && !s.adopted {
+            edge.deliver(&s.conn, Frame { body: framed, received_at, seq: Some(seq) });
+        }
+        true
+    }
+
+    /// Whether a message with this `id` is new from `from` (and remembers it). A message seen
+    /// before is acknowledged again instead: re-sending is how clients make delivery reliable,
+    /// and it must not deliver twice.
+    pub fn first_time(&mut self, edge: &dyn Edge, from: &PeerId, reference: Option<&Value>) -> bool {
+        let Some(id) = reference.map(Value::to_string) else { return true };
+        let Some(s) = self.session_mut(from) else { return true };
+        if s.seen_ids.contains(&id) {
+            metrics::counter!("switchboard_duplicates_dropped_total").increment(1);
+            let body = ServerMessage::Ack { reference: reference.unwrap_or(&Value::Null) }.to_body();
+            self.send_to(edge, from, &body, None);
+            return false;
+        }
+        s.seen_ids.push_back(id);
+        while s.seen_ids.len() > REPLAY_FRAMES {
+            s.seen_ids.pop_front();
+        }
+        true
+    }
+
+    /// The relay decision, for both paths: drops repeats, refuses unknown targets, delivers
+    /// and acknowledges.
+    pub fn relay(&mut self, edge: &dyn Edge, req: &RelayRequest<'_>) {
+        if self.session(req.from).is_none() || !self.first_time(edge, req.from, req.reference) {
+            return;
+        }
+        if self.session(req.to).is_none() {
+            let message = format!("peer {} is not in this room", req.to);
+            let body = ServerMessage::Error {
+                code: ErrorCode::PeerNotFound.as_str(),
+                message: &message,
+                reference: req.reference,
+            }
+            .to_body();
+            self.send_to(edge, req.from, &body, None);
+            return;
+        }
+        let (from, msg_id) = (req.from, req.reference);
+        let body = match (req.kind, &req.payload) {
+            (RelayKind::Offer, RelayBody::Sdp(sdp)) => ServerMessage::Offer { peer_id: from, msg_id, sdp },
+            (RelayKind::Answer, RelayBody::Sdp(sdp)) => ServerMessage::Answer { peer_id: from, msg_id, sdp },
+            (RelayKind::IceCandidate, RelayBody::Candidate(candidate)) => {
+                ServerMessage::IceCandidate { peer_id: from, msg_id, candidate }
+            }
+            _ => return,
+        }
+        .to_body();
+        self.send_to(edge, req.to, &body, Some(req.received_at));
+        if let Some(reference) = req.reference {
+            self.send_to(edge, req.from, &ServerMessage::Ack { reference }.to_body(), None);
+        }
+    }
+}
