@@ -4,8 +4,16 @@ use clap::Parser;
 use switchboard::cli::{Cli, Command, mint_offline, token_request};
 use switchboard::{bench, server, telemetry};
 
-#[tokio::main]
-async fn main() -> anyhow::Result<()> {
+fn main() -> anyhow::Result<()> {
+    let mut runtime = tokio::runtime::Builder::new_multi_thread();
+    runtime.enable_all();
+    if let Some(n) = std::env::var("SWITCHBOARD_WORKER_THREADS").ok().and_then(|v| v.parse::<usize>().ok()) {
+        runtime.worker_threads(n.max(1));
+    }
+    runtime.build()?.block_on(run())
+}
+
+async fn run() -> anyhow::Result<()> {
     let cli = Cli::parse();
     telemetry::init_logs();
     match cli.command {
