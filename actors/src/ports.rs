@@ -35,6 +35,9 @@ pub trait Edge: Send + Sync + 'static {
     /// [`RoomMsg::SeqSync`](crate::room::RoomMsg::SeqSync), so that the new instance numbers
     /// the session's frames as the client counts them.
     fn reattach(&self, conn: &ConnId, room: &RoomId);
+    /// Tells the sender's connection `conn` that its relayed message `msg_id` (the client's
+    /// `id`, as JSON text) was written to its target's socket: the sender's edge may forget it.
+    fn receipt(&self, conn: &ConnId, msg_id: &str);
 }
 
 /// Failure of the persistence port.

@@ -43,6 +43,8 @@ pub const CLIENT_TYPES: &[&str] = &[
 pub struct ClientEnvelope {
     /// The client's id for this message.
     pub id: Option<Value>,
+    /// The client asks to be told (`delivered`) when the message reached its target.
+    pub receipt: bool,
     /// The message.
     pub message: ClientMessage,
 }
@@ -91,6 +93,8 @@ struct RawClient<'a> {
     last_seq: Option<u64>,
     #[serde(default)]
     received: Option<Vec<ReceivedId>>,
+    #[serde(default)]
+    receipt: Option<bool>,
 }
 
 /// A relayed message a client already has, named in `resume`.
@@ -164,7 +168,7 @@ impl RawClient<'_> {
                 });
             }
         };
-        Ok(ClientEnvelope { id, message })
+        Ok(ClientEnvelope { id, receipt: self.receipt.unwrap_or(false), message })
     }
 }
 
@@ -574,6 +578,13 @@ pub enum ServerMessage<'a> {
     /// one: offers, answers, candidates, control, chat, `end_call`, stats).
     #[serde(rename = "ack")]
     Ack {
+        /// The message's `id`.
+        #[serde(rename = "ref")]
+        reference: &'a Value,
+    },
+    /// A relayed message sent with `"receipt":true` was written to its target's connection.
+    #[serde(rename = "delivered")]
+    Delivered {
         /// The message's `id`.
         #[serde(rename = "ref")]
         reference: &'a Value,

@@ -315,6 +315,14 @@ pub enum RoomMsg {
         /// The JSON body, without `seq`.
         body: String,
     },
+    /// The target's connection wrote relayed message `msg_id` of `sender`: tell the sender's
+    /// connection (see [`RelayTable::receipt`]).
+    Receipt {
+        /// The session that sent the message.
+        sender: PeerId,
+        /// Its `id`, as JSON text.
+        msg_id: String,
+    },
     /// Connection statistics from a peer.
     Stats {
         /// Sender session.
@@ -477,6 +485,7 @@ impl Actor for Room {
             RoomMsg::RenewLease => Box::pin(renew_lease(&myself, state)).await,
             RoomMsg::RetryLeaves => Box::pin(retry_leaves(&myself, state)).await,
             RoomMsg::Echo { from, body } => state.send_to_peer(&from, &body, None),
+            RoomMsg::Receipt { sender, msg_id } => state.table.receipt(&sender, &msg_id),
             RoomMsg::SeqSync { peer, conn, last_seq, seq_offset } => {
                 seq_sync(state, &peer, &conn, last_seq, seq_offset)
             }

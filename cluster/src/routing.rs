@@ -90,6 +90,8 @@ pub enum RoomCmd {
     Disconnected { peer: String, conn: String, seq_shift: i64 },
     /// See [`RoomMsg::SeqSync`].
     SeqSync { peer: String, conn: String, last_seq: u64, seq_offset: i64 },
+    /// See [`RoomMsg::Receipt`].
+    Receipt { sender: String, msg_id: String },
 }
 
 fn json_text(v: &Option<Value>) -> Option<String> {
@@ -151,6 +153,9 @@ impl RoomCmd {
                 sample: serde_json::to_string(sample).ok()?,
                 reference: json_text(reference),
             },
+            RoomMsg::Receipt { sender, msg_id } => {
+                RoomCmd::Receipt { sender: sender.to_string(), msg_id: msg_id.clone() }
+            }
             _ => return None,
         })
     }
@@ -201,6 +206,7 @@ impl RoomCmd {
                 sample: serde_json::from_str(&sample).ok()?,
                 reference: json_value(&reference),
             },
+            RoomCmd::Receipt { sender, msg_id } => RoomMsg::Receipt { sender: PeerId::new(sender), msg_id },
         })
     }
 }
@@ -253,6 +259,8 @@ pub enum EdgeMsg {
     /// A frame the room numbered in the session's sequence: (connection, seq, JSON body with
     /// its `seq`).
     Numbered(String, u64, String),
+    /// A delivery receipt for one of this node's connections: (connection, message id).
+    Receipt(String, String),
 }
 
 /// The room host actor.
@@ -505,6 +513,7 @@ impl Actor for EdgeLink {
                 state.edge.deliver(&ConnId::new(conn), Frame { body: body.into(), received_at: None, seq: Some(seq) });
             }
             EdgeMsg::Moved(conn, room, node) => (state.moved)(ConnId::new(conn), RoomId::new(room), node),
+            EdgeMsg::Receipt(conn, msg_id) => state.edge.receipt(&ConnId::new(conn), &msg_id),
             EdgeMsg::Bounce(conn, room, hint, cmd) => {
                 if let Some(msg) = cmd.0.into_room_msg() {
                     (state.reroute)(ConnId::new(conn), RoomId::new(room), hint, msg);

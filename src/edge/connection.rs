@@ -75,12 +75,13 @@ pub struct ConnectionState {
     /// oldest is on its way at any time, so none can overtake another, whatever happens to
     /// the room between them.
     pending: VecDeque<Kept>,
-    /// The last relayed messages (offers, answers, candidates) acknowledged, with the room
-    /// instance that acknowledged them. When the edge finds its room in another instance,
-    /// these go again first, in order: the old instance may have died before the target's
-    /// connection wrote them. Receivers drop what they already have (`msgId`, and `resume`'s
-    /// `received`).
-    recent_acked: VecDeque<(String, String)>,
+    /// Relayed messages (offers, answers, candidates) the room acknowledged whose target's
+    /// connection has not yet confirmed writing them (a receipt), oldest first. When the edge
+    /// finds its room in another instance, these go again first, in order: the old instance
+    /// may have died before they were written, whatever happened in between (the room's node
+    /// died, the target was away and resumed elsewhere). Receivers drop what they already have
+    /// (`msgId`, and `resume`'s `received`) and confirm it again.
+    unreceipted: VecDeque<Unreceipted>,
     /// Whether a `RetryPending` timer is set.
     retry_armed: bool,
     /// Relayed messages delivered lately, as (sender, `msgId`), to drop repeats.
@@ -95,13 +96,30 @@ struct Kept {
     text: String,
     /// When it was last sent to the room; `None` while it waits its turn.
     sent: Option<Instant>,
-    /// An offer, answer or candidate (relayed to one peer, who drops repeats).
-    relayed: bool,
+    /// The target of an offer, answer or candidate (relayed to one peer, who drops repeats
+    /// and confirms the write); `None` for other messages.
+    target: Option<String>,
+    /// The client asked for `delivered`.
+    receipt: bool,
 }
 
-/// Acknowledged relayed messages kept to send a new room instance (fewer than a resuming
-/// client names in `received`).
-const RECENT_ACKED: usize = 16;
+/// A relayed message acknowledged by a room and not yet confirmed by its target's connection.
+struct Unreceipted {
+    /// Its id, as JSON text.
+    id: String,
+    /// The frame as the client sent it.
+    text: String,
+    /// The target session.
+    target: String,
+    /// The client asked for `delivered`.
+    receipt: bool,
+    /// The room instance that acknowledged it (see `RoomHandle::target`).
+    acked_by: String,
+}
+
+/// Relayed messages kept until their receipt; while this many wait, the next kept message
+/// waits too (a target that is away holds its senders back instead of their memory growing).
+const MAX_UNRECEIPTED: usize = 256;
 
 /// Unacknowledged messages kept per connection, and relayed ids remembered.
 const MAX_PENDING: usize = 256;
@@ -130,6 +148,9 @@ pub enum ConnectionMsg {
     },
     /// Send again what the room has not acknowledged for a while (a timer sends it).
     RetryPending,
+    /// The target's connection wrote this connection's relayed message with this `id` (JSON
+    /// text).
+    Receipt(String),
     /// The room this connection is in moved to `node` (a drain handed it over, or a new
     /// instance of it started there).
     Moved {
@@ -180,7 +201,7 @@ async fn serve(parts: Parts, mut inbox: tokio::sync::mpsc::UnboundedReceiver<Con
         seq_offset: 0,
         abusive: false,
         pending: VecDeque::new(),
-        recent_acked: VecDeque::new(),
+        unreceipted: VecDeque::new(),
         retry_armed: false,
         delivered: VecDeque::new(),
     };
@@ -281,6 +302,7 @@ async fn handle(myself: &Mailbox, state: &mut ConnectionState, message: Connecti
             close(myself, state, close_code::GOING_AWAY, &reason).await;
         }
         ConnectionMsg::RetryPending => Box::pin(retry_pending(myself, state)).await,
+        ConnectionMsg::Receipt(id) => Box::pin(receipt(myself, state, &id)).await,
         ConnectionMsg::Reroute { room, hint, msg } => Box::pin(reroute(myself, state, room, hint, *msg)).await,
         ConnectionMsg::Moved { room, node } => {
             if let Some(j) = state.joined.as_mut()
@@ -410,12 +432,21 @@ async fn write_numbered(myself: &Mailbox, state: &mut ConnectionState, seq: u64,
     if answered && forget_acknowledged(state, body) {
         Box::pin(pump(myself, state)).await;
     }
-    if head.contains("\"msgId\":") && !first_delivery(state, body) {
-        // A relayed message this client already has (re-sent after a room moved): not written,
-        // and the numbering closes up behind it.
-        state.seq_offset -= 1;
-        metrics::counter!("switchboard_duplicates_dropped_total").increment(1);
-        return;
+    if head.contains("\"type\":\"peer_left\"") {
+        forget_target(state, body);
+    }
+    if head.contains("\"msgId\":")
+        && let Some((sender, msg_id, new)) = first_delivery(state, body)
+    {
+        // Written (or had already): the sender's edge may forget it.
+        send_receipt(state, sender, msg_id);
+        if !new {
+            // A relayed message this client already has (re-sent after a room moved): not
+            // written, and the numbering closes up behind it.
+            state.seq_offset -= 1;
+            metrics::counter!("switchboard_duplicates_dropped_total").increment(1);
+            return;
+        }
     }
     let room_seq = seq as i64;
     if state.seq > 0 && room_seq + state.seq_offset <= state.seq as i64 {
@@ -445,20 +476,18 @@ fn forget_acknowledged(state: &mut ConnectionState, body: &str) -> bool {
     let acked = v.get("type").and_then(Value::as_str) == Some("ack");
     if let Some(pos) = state.pending.iter().position(|k| k.id == id)
         && let Some(kept) = state.pending.remove(pos)
-        && kept.relayed
         && acked
-        && let Some(j) = &state.joined
+        && let (Some(target), Some(j)) = (kept.target, &state.joined)
     {
-        state.recent_acked.push_back((kept.text, j.room.target()));
-        while state.recent_acked.len() > RECENT_ACKED {
-            state.recent_acked.pop_front();
-        }
+        let acked_by = j.room.target();
+        state.unreceipted.push_back(Unreceipted { id, text: kept.text, target, receipt: kept.receipt, acked_by });
     }
     was_head
 }
 
-/// Whether a relayed message (with `msgId`) is new to this client; remembers it.
-fn first_delivery(state: &mut ConnectionState, body: &str) -> bool {
+/// Whether a relayed message (with `msgId`) is new to this client (and remembers it), with its
+/// sender and id; `None` when the frame does not read as one.
+fn first_delivery(state: &mut ConnectionState, body: &str) -> Option<(String, String, bool)> {
     #[derive(serde::Deserialize)]
     struct Relayed {
         #[serde(rename = "peerId")]
@@ -466,16 +495,75 @@ fn first_delivery(state: &mut ConnectionState, body: &str) -> bool {
         #[serde(rename = "msgId")]
         msg_id: Value,
     }
-    let Ok(r) = serde_json::from_str::<Relayed>(body) else { return true };
+    let r = serde_json::from_str::<Relayed>(body).ok()?;
     let key = (r.peer_id, r.msg_id.to_string());
     if state.delivered.contains(&key) {
-        return false;
+        return Some((key.0, key.1, false));
     }
-    state.delivered.push_back(key);
+    state.delivered.push_back(key.clone());
     while state.delivered.len() > MAX_PENDING {
         state.delivered.pop_front();
     }
-    true
+    Some((key.0, key.1, true))
+}
+
+/// Confirms to `sender`'s connection, through the room, that its message `msg_id` was written
+/// here. On this node the room's table routes it at once; elsewhere it crosses to the room.
+fn send_receipt(state: &ConnectionState, sender: String, msg_id: String) {
+    let Some(j) = &state.joined else { return };
+    let sender = PeerId::new(sender);
+    match &j.room {
+        RoomHandle::Local(local) => local.table.receipt(&sender, &msg_id),
+        RoomHandle::Remote(_) => {
+            let _ = routing::try_send(&j.room, &j.room_id, &state.conn_id, RoomMsg::Receipt { sender, msg_id });
+        }
+    }
+}
+
+/// A receipt came for one of this client's relayed messages: it is forgotten (and the client
+/// told, if it asked), and a message held back by the receipt limit may go.
+///
+/// Receipts are cumulative per target: the target's connection writes a sender's messages in
+/// the order the room numbered them, and a message acknowledged earlier is numbered earlier
+/// in any instance (when the edge finds a new instance it sends again everything not yet
+/// confirmed before anything newer). So the receipt for one message confirms every older one
+/// to the same target too, which also covers a receipt lost on its way (a room dying).
+async fn receipt(myself: &Mailbox, state: &mut ConnectionState, id: &str) {
+    let Some(pos) = state.unreceipted.iter().position(|u| u.id == id) else { return };
+    let target = state.unreceipted[pos].target.clone();
+    let was_full = state.unreceipted.len() >= MAX_UNRECEIPTED;
+    let mut done = Vec::new();
+    let mut i = 0;
+    for _ in 0..=pos {
+        if state.unreceipted[i].target == target {
+            if let Some(u) = state.unreceipted.remove(i) {
+                done.push(u);
+            }
+        } else {
+            i += 1;
+        }
+    }
+    for u in done.into_iter().filter(|u| u.receipt) {
+        if let Ok(reference) = serde_json::from_str::<Value>(&u.id) {
+            let body = ServerMessage::Delivered { reference: &reference }.to_body();
+            Box::pin(reply(myself, state, &body)).await;
+        }
+    }
+    if was_full {
+        Box::pin(pump(myself, state)).await;
+    }
+}
+
+/// A peer left for good: what was kept for it will never be confirmed.
+fn forget_target(state: &mut ConnectionState, body: &str) {
+    #[derive(serde::Deserialize)]
+    struct Left {
+        #[serde(rename = "peerId")]
+        peer_id: String,
+    }
+    if let Ok(left) = serde_json::from_str::<Left>(body) {
+        state.unreceipted.retain(|u| u.target != left.peer_id);
+    }
 }
 
 /// Sends a frame this connection made (pong, error): numbered here before a join, by the room
@@ -514,6 +602,7 @@ async fn inbound(myself: &Mailbox, state: &mut ConnectionState, text: &str, rece
         Err(e) => return send_error(myself, state, e.code, &e.message, e.reference.as_ref()).await,
     };
     let reference = envelope.id;
+    let wants_receipt = envelope.receipt;
     let kind = message_type(&envelope.message);
     if let Some(counter) = telemetry::hot().message(kind) {
         counter.increment(1);
@@ -573,21 +662,27 @@ async fn inbound(myself: &Mailbox, state: &mut ConnectionState, text: &str, rece
         other => {
             let Some(from) = peer(state) else { return not_joined(myself, state, reference).await };
             if let Some(id) = &reference {
-                // Kept until the room acknowledges it, and sent when its turn comes.
-                let relayed = matches!(
-                    other,
-                    ClientMessage::Offer { .. } | ClientMessage::Answer { .. } | ClientMessage::IceCandidate { .. }
-                );
-                state.pending.push_back(Kept { id: id.to_string(), text: text.to_owned(), sent: None, relayed });
-                while state.pending.len() > MAX_PENDING {
-                    state.pending.pop_front();
+                if state.pending.len() >= MAX_PENDING {
+                    let message = format!("{MAX_PENDING} messages wait for acknowledgement; wait for acks");
+                    return send_error(myself, state, ErrorCode::RateLimited, &message, Some(id)).await;
                 }
+                // Kept until the room acknowledges it (and, relayed, until its target's
+                // connection wrote it), and sent when its turn comes.
+                let target = match &other {
+                    ClientMessage::Offer { peer_id, .. }
+                    | ClientMessage::Answer { peer_id, .. }
+                    | ClientMessage::IceCandidate { peer_id, .. } => Some(peer_id.clone()),
+                    _ => None,
+                };
+                let (id, text, receipt) = (id.to_string(), text.to_owned(), wants_receipt);
+                state.pending.push_back(Kept { id, text, sent: None, target, receipt });
                 if !state.retry_armed {
                     state.retry_armed = true;
                     myself.send_after(RETRY_AFTER, || ConnectionMsg::RetryPending);
                 }
-                if state.pending.len() > 1 {
-                    // Its turn comes when the ones before it are acknowledged.
+                if state.pending.len() > 1 || state.unreceipted.len() >= MAX_UNRECEIPTED {
+                    // Its turn comes when the ones before it are acknowledged (and enough of
+                    // the relayed ones confirmed).
                     return;
                 }
                 // The only one kept: it goes now, as parsed (no second parse on the hot path).
@@ -639,7 +734,7 @@ async fn pump(myself: &Mailbox, state: &mut ConnectionState) {
 /// [`pump`], with the head's room message when the caller has it already.
 async fn pump_with(myself: &Mailbox, state: &mut ConnectionState, prepared: Option<RoomMsg>) {
     let Some(head) = state.pending.front() else { return };
-    if head.sent.is_some() {
+    if head.sent.is_some() || state.unreceipted.len() >= MAX_UNRECEIPTED {
         return;
     }
     let msg = match prepared {
@@ -719,15 +814,16 @@ async fn resend_pending(state: &mut ConnectionState) {
         seq_offset: state.seq_offset,
     };
     let _ = routing::send(&state.app, &mut j.room, &j.room_id, &state.conn_id, sync).await;
-    // What another instance acknowledged goes again first (it is older than anything kept).
+    // What another instance acknowledged and nobody confirmed goes again first (it is older
+    // than anything kept).
     let target = j.room.target();
     let again: Vec<String> = state
-        .recent_acked
+        .unreceipted
         .iter_mut()
-        .filter(|(_, acked_by)| *acked_by != target)
-        .map(|(text, acked_by)| {
-            acked_by.clone_from(&target);
-            text.clone()
+        .filter(|u| u.acked_by != target)
+        .map(|u| {
+            u.acked_by.clone_from(&target);
+            u.text.clone()
         })
         .collect();
     for text in again {

@@ -123,6 +123,19 @@ impl Edge for EdgeRouter {
         self.moved(conn, room.clone(), self.node_id.clone());
     }
 
+    fn receipt(&self, conn: &ConnId, msg_id: &str) {
+        if let Some(node) = self.is_remote(conn) {
+            if let Some(cell) = ractor::pg::get_members(&edge_group(node)).into_iter().next() {
+                let link: ActorRef<EdgeMsg> = cell.into();
+                let _ = link.cast(EdgeMsg::Receipt(conn.to_string(), msg_id.to_owned()));
+            }
+            return;
+        }
+        if let Some(mailbox) = self.read().get(conn) {
+            mailbox.cast(ConnectionMsg::Receipt(msg_id.to_owned()));
+        }
+    }
+
     fn is_connected(&self, conn: &ConnId) -> bool {
         // Another node's connection counts as open while that node is reachable; if it is not,
         // its sessions leave when it is declared down.

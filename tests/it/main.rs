@@ -8,6 +8,7 @@ mod cluster;
 mod http_api;
 mod outage;
 mod quality;
+mod receipts;
 mod restart;
 mod resume;
 mod room_crash;

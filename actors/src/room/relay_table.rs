@@ -153,6 +153,18 @@ impl RelayTable {
         }
     }
 
+    /// Routes a delivery receipt to the connection of `sender`, the session whose message
+    /// `msg_id` its target's connection wrote. A sender that is away gets none: its connection,
+    /// and what it kept, are gone with it.
+    pub fn receipt(&self, sender: &PeerId, msg_id: &str) {
+        let t = self.lock();
+        if let Some(s) = t.session(sender)
+            && s.connected
+        {
+            self.edge.receipt(&s.conn, msg_id);
+        }
+    }
+
     /// Delivery, for the table's owner.
     pub fn edge(&self) -> &dyn Edge {
         &*self.edge
