@@ -28,6 +28,8 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 pub mod relay_table;
+#[cfg(test)]
+mod tests;
 
 /// Settings every room shares.
 #[derive(Clone, Debug)]
