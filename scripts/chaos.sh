@@ -3,7 +3,7 @@
 #   scripts/chaos.sh                 # the short suite (what CI runs): one mixed run, 8 faults
 #   scripts/chaos.sh long            # every fault kind on its own, then 40 mixed faults
 #   scripts/chaos.sh kill --seed 7   # one scenario: kill, freeze, restart, drain, socket-drop,
-#                                    # pg-restart or mixed; CHAOS_SEED=7 replays a run too
+#                                    # pg-restart, away-kill or mixed; CHAOS_SEED=7 replays a run too
 # Reports (JSON) and node logs go to target/chaos/. Exits non-zero when an invariant breaks.
 set -euo pipefail
 cd "$(dirname "$0")/.."

@@ -32,9 +32,9 @@ const PING_EVERY: Duration = Duration::from_secs(1);
 /// ...and hearing nothing from the server for this long means the connection's node is
 /// frozen (or the path to it is gone): go elsewhere.
 const STALE_AFTER: Duration = Duration::from_millis(2500);
-/// After a resume, the last this many acknowledged messages are sent again (see `come_back`);
-/// fewer than a client names in `resume`'s `received`, so receivers can drop the repeats.
-const RECENT_ACKED: usize = 16;
+/// Acknowledged messages kept until their `delivered` comes (see `come_back`); as many as a
+/// client names in `resume`'s `received`, so receivers can drop the repeats.
+const MAX_UNDELIVERED: usize = 256;
 /// A client that cannot get back in within this long gives up (and the run fails).
 const GIVE_UP_AFTER: Duration = Duration::from_secs(60);
 
@@ -42,6 +42,9 @@ const GIVE_UP_AFTER: Duration = Duration::from_secs(60);
 pub enum Command {
     /// Drop the socket without a close handshake (a lost network); the client comes back.
     DropSocket,
+    /// Drop the socket and stay away this long before coming back (a client whose network is
+    /// gone for a while: its session waits in the room).
+    Away(Duration),
     /// Leave the room and stop.
     Leave(oneshot::Sender<()>),
 }
@@ -86,8 +89,8 @@ struct Client {
     partner_peer: Option<String>,
     next_id: u64,
     unacked: BTreeMap<u64, Unacked>,
-    /// The latest acknowledged messages, oldest first.
-    recent_acked: std::collections::VecDeque<String>,
+    /// Acknowledged messages whose `delivered` has not come yet, by id.
+    undelivered: BTreeMap<u64, String>,
     last_heard: Instant,
     last_sent: Instant,
     /// The latest relayed messages received, as (`peerId`, `msgId`), named in `resume`.
@@ -113,7 +116,7 @@ pub fn spawn(spec: Spec, directory: Arc<Directory>, ledger: Arc<Ledger>) -> (Han
         partner_peer: None,
         next_id: 0,
         unacked: BTreeMap::new(),
-        recent_acked: std::collections::VecDeque::new(),
+        undelivered: BTreeMap::new(),
         last_heard: Instant::now(),
         last_sent: Instant::now(),
         received: std::collections::VecDeque::new(),
@@ -149,6 +152,11 @@ impl Client {
                     Some(Command::DropSocket) => {
                         self.ledger.count("socket_drops");
                         self.ws = None;
+                    }
+                    Some(Command::Away(hold)) => {
+                        self.ledger.count("away");
+                        self.ws = None;
+                        tokio::time::sleep(hold).await;
                     }
                     Some(Command::Leave(done)) => {
                         let _ = ws.send(Message::text(json!({"type": "leave"}).to_string())).await;
@@ -193,6 +201,7 @@ impl Client {
         self.next_id += 1;
         frame["peerId"] = json!(partner);
         frame["id"] = json!(id);
+        frame["receipt"] = json!(true);
         let text = frame.to_string();
         self.ledger.sent(&self.spec.user, &self.spec.partner, id);
         self.unacked.insert(id, Unacked { text: text.clone(), sent_at: Instant::now() });
@@ -218,10 +227,16 @@ impl Client {
                     && let Some(u) = self.unacked.remove(&id)
                 {
                     self.ledger.acked(&self.spec.user, &self.spec.partner, id, u.sent_at);
-                    self.recent_acked.push_back(u.text);
-                    while self.recent_acked.len() > RECENT_ACKED {
-                        self.recent_acked.pop_front();
+                    self.undelivered.insert(id, u.text);
+                    while self.undelivered.len() > MAX_UNDELIVERED {
+                        self.ledger.count("undelivered_forgotten");
+                        self.undelivered.pop_first();
                     }
+                }
+            }
+            "delivered" => {
+                if let Some(id) = v["ref"].as_u64() {
+                    self.undelivered.remove(&id);
                 }
             }
             "offer" | "answer" | "ice-candidate" => {
@@ -233,7 +248,7 @@ impl Client {
                     None => self.ledger.count("relayed_without_id"),
                 }
                 self.received.push_back(json!({"peerId": v["peerId"], "msgId": v["msgId"]}));
-                while self.received.len() > 64 {
+                while self.received.len() > MAX_UNDELIVERED {
                     self.received.pop_front();
                 }
                 let _ = self.to_app.send(v);
@@ -317,12 +332,12 @@ impl Client {
                     if attempt > 1 || self.session.is_some() {
                         self.ledger.count("reconnects");
                     }
-                    // After a resume, as the protocol advises: the last acknowledged offers go
-                    // again (the room that acknowledged them may have died with them, and with
-                    // the edge that would have sent them again), then everything not
-                    // acknowledged, in order. Repeats are dropped by rooms and receivers.
+                    // After a resume, as the protocol advises: what was acknowledged but not yet
+                    // confirmed delivered goes again (the edge that kept it may have died with
+                    // its node), then everything not acknowledged, in order. Repeats are dropped
+                    // by rooms and receivers.
                     let mut again: Vec<String> =
-                        if resumed { self.recent_acked.iter().cloned().collect() } else { Vec::new() };
+                        if resumed { self.undelivered.values().cloned().collect() } else { Vec::new() };
                     again.extend(self.unacked.values().map(|u| u.text.clone()));
                     for text in again {
                         self.write(text).await;

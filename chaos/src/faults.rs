@@ -23,11 +23,15 @@ pub enum Kind {
     SocketDrop,
     /// PostgreSQL restarts under the cluster.
     PgRestart,
+    /// Some clients go away (their sockets drop and they stay gone for a while) and, while
+    /// their sessions wait, the busiest node is killed: what the dead rooms kept for them must
+    /// still reach them when they resume elsewhere.
+    AwayKill,
 }
 
 impl Kind {
-    pub const ALL: [Kind; 6] =
-        [Kind::Kill, Kind::Freeze, Kind::Restart, Kind::Drain, Kind::SocketDrop, Kind::PgRestart];
+    pub const ALL: [Kind; 7] =
+        [Kind::Kill, Kind::Freeze, Kind::Restart, Kind::Drain, Kind::SocketDrop, Kind::PgRestart, Kind::AwayKill];
 
     pub fn name(self) -> &'static str {
         match self {
@@ -37,6 +41,7 @@ impl Kind {
             Kind::Drain => "drain",
             Kind::SocketDrop => "socket-drop",
             Kind::PgRestart => "pg-restart",
+            Kind::AwayKill => "away-kill",
         }
     }
 
@@ -53,11 +58,13 @@ impl Kind {
             Kind::Kill | Kind::Restart | Kind::Drain | Kind::SocketDrop => Duration::from_secs(2),
             Kind::Freeze => Duration::from_secs(5),
             Kind::PgRestart => Duration::from_secs(10),
+            // The away clients are silent for their hold (up to 2 s) by design, then resume.
+            Kind::AwayKill => Duration::from_secs(5),
         }
     }
 
     fn on_node(self) -> bool {
-        matches!(self, Kind::Kill | Kind::Freeze | Kind::Restart | Kind::Drain)
+        matches!(self, Kind::Kill | Kind::Freeze | Kind::Restart | Kind::Drain | Kind::AwayKill)
     }
 }
 
@@ -74,7 +81,7 @@ pub struct Fault {
     /// Client indexes (socket drops).
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub clients: Vec<usize>,
-    /// How long a frozen node stays stopped, in ms.
+    /// How long a frozen node stays stopped, or away clients stay away, in ms.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub hold_ms: Option<u64>,
     /// Quiet time before the fault, in ms.
@@ -96,7 +103,7 @@ pub fn schedule(seed: u64, kinds: &[Kind], count: usize, nodes: usize, clients: 
             let node = kind.on_node().then(|| rng.random_range(0..nodes));
             // Two node faults in three hit the busiest node, the others any node.
             let busiest = kind.on_node() && rng.random_range(0..3) < 2;
-            let clients = if kind == Kind::SocketDrop {
+            let clients = if matches!(kind, Kind::SocketDrop | Kind::AwayKill) {
                 let mut all: Vec<usize> = (0..clients).collect();
                 all.shuffle(&mut rng);
                 all.truncate((clients / 3).max(1));
@@ -105,7 +112,11 @@ pub fn schedule(seed: u64, kinds: &[Kind], count: usize, nodes: usize, clients: 
             } else {
                 Vec::new()
             };
-            let hold_ms = (kind == Kind::Freeze).then(|| rng.random_range(3000..6000));
+            let hold_ms = match kind {
+                Kind::Freeze => Some(rng.random_range(3000..6000)),
+                Kind::AwayKill => Some(rng.random_range(1000..2000)),
+                _ => None,
+            };
             Fault { kind, node, busiest, clients, hold_ms, pause_ms: rng.random_range(500..2000) }
         })
         .collect()
@@ -130,10 +141,8 @@ mod tests {
         let mut first: Vec<Kind> = s.iter().take(Kind::ALL.len()).map(|f| f.kind).collect();
         first.sort();
         assert_eq!(first, Kind::ALL.to_vec());
-        assert!(s.iter().filter(|f| f.kind == Kind::SocketDrop).all(|f| f.clients.len() == 4));
-        assert!(
-            s.iter()
-                .all(|f| f.node.is_some() == matches!(f.kind, Kind::Kill | Kind::Freeze | Kind::Restart | Kind::Drain))
-        );
+        assert!(s.iter().filter(|f| matches!(f.kind, Kind::SocketDrop | Kind::AwayKill)).all(|f| f.clients.len() == 4));
+        assert!(s.iter().all(|f| f.node.is_some()
+            == matches!(f.kind, Kind::Kill | Kind::Freeze | Kind::Restart | Kind::Drain | Kind::AwayKill)));
     }
 }

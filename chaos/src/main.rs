@@ -31,7 +31,7 @@ use std::time::Duration;
 )]
 struct Args {
     /// `short` (CI), `long`, `mixed`, or one fault kind: kill, freeze, restart, drain,
-    /// socket-drop, pg-restart.
+    /// socket-drop, pg-restart, away-kill.
     #[arg(default_value = "short")]
     target: String,
     /// The schedule's seed (random when not given; every run prints it).
@@ -82,7 +82,7 @@ fn plan(target: &str) -> Result<Vec<RunPlan>> {
         other => match Kind::parse(other) {
             Some(k) => vec![(k.name().to_owned(), vec![k], 6, 8, 1)],
             None => bail!(
-                "unknown scenario {other:?}: short, long, mixed, kill, freeze, restart, drain, socket-drop, pg-restart"
+                "unknown scenario {other:?}: short, long, mixed, kill, freeze, restart, drain, socket-drop, pg-restart, away-kill"
             ),
         },
     })

@@ -279,6 +279,16 @@ async fn inject(
                 let _ = clients[c].commands.send(Command::DropSocket);
             }
         }
+        Kind::AwayKill => {
+            let hold = Duration::from_millis(fault.hold_ms.unwrap_or(1500));
+            for &c in &fault.clients {
+                let _ = clients[c].commands.send(Command::Away(hold));
+            }
+            // Their partners keep sending while they are away (every 100 ms); the node dies
+            // with a few acknowledged messages kept for them.
+            tokio::time::sleep(hold / 2).await;
+            cluster.kill(fault.node.unwrap_or(0));
+        }
         Kind::PgRestart => {
             let Some(cmd) = &opts.pg_restart else { bail!("no command to restart PostgreSQL") };
             let status = tokio::process::Command::new("sh").arg("-c").arg(cmd).status().await?;
@@ -299,7 +309,7 @@ async fn inject(
     let recovery = ledger.outage(at, Instant::now(), streaming);
     // Undo, so that the next fault starts from a whole cluster.
     match fault.kind {
-        Kind::Kill | Kind::Drain => cluster.restart(fault.node.unwrap_or(0)).await?,
+        Kind::Kill | Kind::Drain | Kind::AwayKill => cluster.restart(fault.node.unwrap_or(0)).await?,
         Kind::Freeze => {
             let hold = Duration::from_millis(fault.hold_ms.unwrap_or(3000));
             if let Some(rest) = hold.checked_sub(at.elapsed()) {
