@@ -89,7 +89,6 @@ pub async fn start(config: Config, listener: TcpListener) -> anyhow::Result<Runn
             default_policy: RoomPolicy { max_participants: config.rooms.max_participants, invitees: None },
             chat_history: config.rooms.chat_history,
             idle_timeout: config.rooms.idle_timeout,
-            participant_restart: RestartPolicy::default(),
             resume_grace: config.rooms.resume_grace,
             fallback: FallbackPolicy {
                 fallback_after: config.rooms.fallback_after,

@@ -53,6 +53,14 @@ impl Outbox {
         (seq, framed)
     }
 
+    /// Numbers `body` without keeping it (a frame no resume can need: `joined`, which carries
+    /// the very session id a resume names), and returns its number and the framed text.
+    pub fn push_unkept(&mut self, body: &str) -> (u64, Arc<str>) {
+        let seq = self.next_seq;
+        self.next_seq += 1;
+        (seq, with_seq(seq, body).into())
+    }
+
     /// The next number and the frames kept, to hand to another room instance.
     pub fn snapshot(&self) -> (u64, Vec<(u64, String)>) {
         (self.next_seq, self.frames.iter().map(|(seq, f)| (*seq, f.to_string())).collect())

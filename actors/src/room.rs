@@ -4,22 +4,21 @@
 //! Supervised by the [`RoomSupervisor`](crate::room_supervisor::RoomSupervisor), which
 //! restarts it after a failure. A room starts from what the store holds, so a restarted
 //! room has the same participants (those whose connection is still open), call status,
-//! media states and chat. It supervises one [`Participant`] actor per peer session, and
-//! stops itself after it has been empty for `idle_timeout`.
+//! media states and chat. It keeps one [`Participant`] (media state, call quality) per peer
+//! session, and stops itself after it has been empty for `idle_timeout`.
 
 use crate::call_status::{CallStatus, CallTransition};
 use crate::error::{ErrorCode, RoomError};
 use crate::ids::{ConnId, PeerId, RoomId, UserId, random_id};
 use crate::media::{ControlAction, MediaState};
 use crate::outbox::{Outbox, REPLAY_FRAMES};
-use crate::participant::{Participant, ParticipantArgs, ParticipantMsg};
+use crate::participant::{Participant, Recorder};
 use crate::ports::{CallChange, Edge, Fence, Frame, RoomPolicy, RoomStore, StoreError, StoredParticipant, now_ms};
 use crate::protocol::{
     ChatMessage, MAX_CHAT_CHARS, Overlay, ParticipantInfo, PeerOverlay, RelayKind, ServerMessage, with_seq,
 };
 use crate::quality::{FallbackChange, FallbackPolicy, StatsSample};
-use crate::restart_policy::{RestartDecision, RestartPolicy, RestartTracker};
-use ractor::{Actor, ActorProcessingErr, ActorRef, RpcReplyPort, SupervisionEvent};
+use ractor::{Actor, ActorProcessingErr, ActorRef, RpcReplyPort};
 use relay_table::{RelayBody, RelayRequest, RelayTable, Session};
 use serde_json::Value;
 use std::collections::VecDeque;
@@ -40,8 +39,6 @@ pub struct RoomConfig {
     pub chat_history: u32,
     /// How long an empty room stays up.
     pub idle_timeout: Duration,
-    /// Restart policy for participant actors.
-    pub participant_restart: RestartPolicy,
     /// In a cluster, rooms act only while they hold a lease; `None` on a single node.
     pub lease: Option<LeaseSettings>,
     /// When a peer falls back to audio only, and back.
@@ -353,8 +350,7 @@ struct Member {
     /// Times this instance asked the session's connection for its count without an answer.
     reattach_tries: u8,
     overlay: Option<Overlay>,
-    actor: ActorRef<ParticipantMsg>,
-    restarts: RestartTracker,
+    participant: Participant,
 }
 
 /// The room's state.
@@ -522,42 +518,6 @@ impl Actor for Room {
         }
         Ok(())
     }
-
-    async fn handle_supervisor_evt(
-        &self,
-        myself: ActorRef<RoomMsg>,
-        event: SupervisionEvent,
-        state: &mut RoomState,
-    ) -> Result<(), ActorProcessingErr> {
-        // Participants only stop when the room stops them; any other exit is a failure.
-        let failure = match &event {
-            SupervisionEvent::ActorFailed(cell, err) => Some((cell, err.to_string())),
-            SupervisionEvent::ActorTerminated(cell, _, Some(reason)) if reason != "left" => {
-                Some((cell, reason.clone()))
-            }
-            _ => None,
-        };
-        if let Some((cell, err)) = failure {
-            let Some(i) = state.members.iter().position(|m| m.actor.get_id() == cell.get_id()) else {
-                return Ok(());
-            };
-            metrics::counter!("switchboard_actor_restarts_total", "actor" => "participant").increment(1);
-            let policy = state.ctx.config.participant_restart.clone();
-            match state.members[i].restarts.on_failure(&policy, Instant::now()) {
-                RestartDecision::Restart(_) => {
-                    tracing::warn!(room_id = %state.id, peer_id = %state.members[i].info.peer_id, %err, "participant failed; restarting");
-                    let (peer, media) = (state.members[i].info.peer_id.clone(), state.members[i].info.media.clone());
-                    state.members[i].actor = spawn_participant(&myself, state, peer, media).await?;
-                }
-                RestartDecision::Escalate => {
-                    let peer = state.members[i].info.peer_id.clone();
-                    tracing::error!(room_id = %state.id, peer_id = %peer, %err, "participant keeps failing; removing it");
-                    leave(&myself, state, &peer, "failed").await?;
-                }
-            }
-        }
-        Ok(())
-    }
 }
 
 async fn start_room(myself: ActorRef<RoomMsg>, args: RoomArgs) -> Result<RoomState, ActorProcessingErr> {
@@ -607,7 +567,6 @@ async fn start_room(myself: ActorRef<RoomMsg>, args: RoomArgs) -> Result<RoomSta
         if !connected {
             gone.push(p.peer_id.clone());
         }
-        let actor = spawn_participant(&myself, &state, p.peer_id.clone(), p.media.clone()).await?;
         let info = ParticipantInfo {
             peer_id: p.peer_id,
             user_id: p.user_id,
@@ -628,8 +587,7 @@ async fn start_room(myself: ActorRef<RoomMsg>, args: RoomArgs) -> Result<RoomSta
             seq_shift: 0,
             reattach_tries: 0,
             overlay: None,
-            actor,
-            restarts: RestartTracker::default(),
+            participant: Participant::default(),
         });
     }
     // What the previous instance handed over continues here as it was.
@@ -711,24 +669,6 @@ async fn renew_lease(myself: &ActorRef<RoomMsg>, state: &mut RoomState) {
             tracing::warn!(room_id = %state.id, error = %e, "lease renewal failed");
         }
     }
-}
-
-async fn spawn_participant(
-    myself: &ActorRef<RoomMsg>,
-    state: &RoomState,
-    peer_id: PeerId,
-    media: MediaState,
-) -> Result<ActorRef<ParticipantMsg>, ActorProcessingErr> {
-    let args = ParticipantArgs {
-        peer_id,
-        media,
-        store: state.ctx.store.clone(),
-        fence: state.fence.clone(),
-        room_id: state.id.clone(),
-        fallback: state.ctx.config.fallback.clone(),
-    };
-    let (actor, _) = Actor::spawn_linked(None, Participant, args, myself.get_cell()).await?;
-    Ok(actor)
 }
 
 impl RoomState {
@@ -839,9 +779,6 @@ async fn join(myself: &ActorRef<RoomMsg>, state: &mut RoomState, req: JoinReques
         tracing::warn!(room_id = %state.id, error = %e, "join not recorded");
         store_refusal(&e, "the join was not recorded;")
     })?;
-    let actor = spawn_participant(myself, state, peer_id.clone(), media.clone())
-        .await
-        .map_err(|e| RoomError::new(ErrorCode::Internal, format!("participant did not start: {e}")))?;
     let info = ParticipantInfo {
         peer_id: peer_id.clone(),
         user_id: req.user,
@@ -857,8 +794,7 @@ async fn join(myself: &ActorRef<RoomMsg>, state: &mut RoomState, req: JoinReques
         seq_shift: 0,
         reattach_tries: 0,
         overlay: None,
-        actor,
-        restarts: RestartTracker::default(),
+        participant: Participant::default(),
     });
     let status_changed = state.apply(change);
 
@@ -880,7 +816,8 @@ async fn join(myself: &ActorRef<RoomMsg>, state: &mut RoomState, req: JoinReques
             .collect(),
     }
     .to_body();
-    state.send_to_peer(&peer_id, &body, None);
+    // Not kept for replay: a client that lacks it has no session id to resume with.
+    state.table.lock().send_unkept(state.table.edge(), &peer_id, &body);
     if let Some(me) = state.members.last().map(|m| m.info.clone()) {
         let me = &me;
         let body = ServerMessage::PeerJoined { peer_id: &peer_id, participant: me }.to_body();
@@ -897,7 +834,7 @@ async fn join(myself: &ActorRef<RoomMsg>, state: &mut RoomState, req: JoinReques
 /// Removes a member and its session; returns the connection it was on and its next number.
 fn remove_member(state: &mut RoomState, peer: &PeerId) -> Option<(ConnId, u64)> {
     if let Some(i) = state.members.iter().position(|m| &m.info.peer_id == peer) {
-        state.members.remove(i).actor.stop(Some("left".into()));
+        state.members.remove(i);
     }
     let mut t = state.table.lock();
     let i = t.sessions.iter().position(|s| &s.peer == peer)?;
@@ -1033,18 +970,15 @@ fn idle_check(myself: &ActorRef<RoomMsg>, state: &RoomState) {
 }
 
 async fn control(state: &mut RoomState, from: &PeerId, action: ControlAction, reference: Option<&Value>) {
-    let Some(member) = state.member(from) else { return };
-    let asked =
-        member.actor.call(|reply| ParticipantMsg::Control { action, reply }, Some(Duration::from_secs(10))).await;
-    let media = match asked {
-        Ok(ractor::rpc::CallResult::Success(Ok(Some(media)))) => media,
-        Ok(ractor::rpc::CallResult::Success(Ok(None))) => return,
-        Ok(ractor::rpc::CallResult::Success(Err(e))) => {
+    let fence = state.fence.clone();
+    let (store, room_id) = (state.ctx.store.clone(), state.id.clone());
+    let Some(member) = state.member_mut(from) else { return };
+    let at = Recorder { store: &*store, fence: fence.as_ref(), room_id: &room_id, peer_id: from };
+    let media = match member.participant.apply_control(&at, &member.info.media, action).await {
+        Ok(Some(media)) => media,
+        Ok(None) => return,
+        Err(e) => {
             state.error_to(from, e.code, &e.message, reference);
-            return;
-        }
-        _ => {
-            state.error_to(from, ErrorCode::Internal, "the control action was not applied; try again", reference);
             return;
         }
     };
@@ -1140,12 +1074,13 @@ async fn shutdown(state: &mut RoomState) {
 }
 
 async fn stats(state: &mut RoomState, from: &PeerId, sample: StatsSample, reference: Option<&Value>) {
-    let Some(member) = state.member(from) else { return };
-    let asked = member.actor.call(|reply| ParticipantMsg::Stats { sample, reply }, Some(Duration::from_secs(10))).await;
-    let outcome = match asked {
-        Ok(ractor::rpc::CallResult::Success(Ok(outcome))) => outcome,
-        Ok(ractor::rpc::CallResult::Success(Err(e))) => return state.error_to(from, e.code, &e.message, reference),
-        _ => return state.error_to(from, ErrorCode::Internal, "the sample was not processed; try again", reference),
+    let fence = state.fence.clone();
+    let (store, room_id, fallback) = (state.ctx.store.clone(), state.id.clone(), state.ctx.config.fallback.clone());
+    let Some(member) = state.member_mut(from) else { return };
+    let at = Recorder { store: &*store, fence: fence.as_ref(), room_id: &room_id, peer_id: from };
+    let outcome = match member.participant.observe(&at, &member.info.media, &fallback, sample).await {
+        Ok(outcome) => outcome,
+        Err(e) => return state.error_to(from, e.code, &e.message, reference),
     };
     let q = outcome.quality;
     let body =

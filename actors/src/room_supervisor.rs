@@ -247,8 +247,6 @@ async fn resolve(
 
 fn on_failure(myself: &ActorRef<RoomSupervisorMsg>, state: &mut RoomSupervisorState, cell: &ActorCell, err: &str) {
     let Some(room) = room_of(state, cell) else { return };
-    // The failed room's participant actors are orphans now; the restarted room starts its own.
-    cell.stop_children(Some("room failed".into()));
     metrics::counter!("switchboard_actor_restarts_total", "actor" => "room").increment(1);
     let policy = state.policy.clone();
     let Some(entry) = state.rooms.get_mut(&room) else { return };

@@ -6,7 +6,7 @@
 
 use crate::app::App;
 use crate::auth::Claims;
-use crate::edge::mailbox::Mailbox;
+use crate::edge::mailbox::{Inbox, Mailbox};
 use crate::edge::rate_limit::TokenBucket;
 use crate::ice::ice_servers;
 use crate::routing::{self, RoomHandle};
@@ -186,7 +186,7 @@ pub async fn run(app: Arc<App>, claims: Claims, socket: WebSocket) {
     Box::pin(serve(parts, inbox)).await;
 }
 
-async fn serve(parts: Parts, mut inbox: tokio::sync::mpsc::UnboundedReceiver<ConnectionMsg>) {
+async fn serve(parts: Parts, mut inbox: Inbox) {
     let limits = parts.app.config.limits.clone();
     let mut state = ConnectionState {
         conn_id: parts.conn_id,
@@ -216,14 +216,13 @@ async fn serve(parts: Parts, mut inbox: tokio::sync::mpsc::UnboundedReceiver<Con
                 close(&myself, &mut state, close_code::SLOW_CONSUMER, "client too slow: too many bytes waiting").await;
             }
             msg = inbox.recv() => {
-                let Some(msg) = msg else { break };
                 handle(&myself, &mut state, msg).await;
                 // Whatever else is already queued goes out in the same flush.
                 for _ in 1..WRITE_BATCH {
                     if myself.is_stopping() {
                         break;
                     }
-                    let Ok(msg) = inbox.try_recv() else { break };
+                    let Some(msg) = inbox.try_recv() else { break };
                     handle(&myself, &mut state, msg).await;
                 }
             }
@@ -236,6 +235,7 @@ async fn serve(parts: Parts, mut inbox: tokio::sync::mpsc::UnboundedReceiver<Con
             flush(&myself, &mut state).await;
         }
     }
+    inbox.close();
     Box::pin(finish(&mut state)).await;
 }
 

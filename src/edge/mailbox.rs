@@ -10,20 +10,34 @@
 //! [`SLOW_CONSUMER`]: super::connection::close_code::SLOW_CONSUMER
 
 use super::connection::ConnectionMsg;
+use std::collections::VecDeque;
 use std::sync::Arc;
+use std::sync::Mutex;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::Duration;
 use switchboard_actors::ports::Frame;
-use tokio::sync::{Notify, mpsc};
+use tokio::sync::Notify;
 
 /// The sending side of a connection's mailbox; cheap to clone.
 #[derive(Clone)]
 pub struct Mailbox {
-    tx: mpsc::UnboundedSender<ConnectionMsg>,
     shared: Arc<Shared>,
 }
 
+/// The receiving side, held by the connection's task.
+pub struct Inbox {
+    shared: Arc<Shared>,
+}
+
+/// A queue under a lock and a wake-up, rather than a channel: an idle connection's mailbox
+/// then holds no preallocated block of slots, only what is queued.
 struct Shared {
+    /// Messages not yet taken by the task.
+    queue: Mutex<VecDeque<ConnectionMsg>>,
+    /// Wakes the task when something is queued.
+    arrived: Notify,
+    /// The task has ended: nothing more is taken.
+    closed: AtomicBool,
     /// Bytes of frames queued and not yet written to the socket.
     queued: AtomicUsize,
     /// The most bytes that may wait.
@@ -38,28 +52,31 @@ struct Shared {
 
 impl Mailbox {
     /// A mailbox that lets at most `limit` bytes of frames wait, and its receiving side.
-    pub fn channel(limit: usize) -> (Mailbox, mpsc::UnboundedReceiver<ConnectionMsg>) {
-        let (tx, rx) = mpsc::unbounded_channel();
+    pub fn channel(limit: usize) -> (Mailbox, Inbox) {
         let shared = Shared {
+            queue: Mutex::new(VecDeque::new()),
+            arrived: Notify::new(),
+            closed: AtomicBool::new(false),
             queued: AtomicUsize::new(0),
             limit,
             overflowed: AtomicBool::new(false),
             overflow: Notify::new(),
             stopping: AtomicBool::new(false),
         };
-        (Mailbox { tx, shared: Arc::new(shared) }, rx)
+        let shared = Arc::new(shared);
+        (Mailbox { shared: shared.clone() }, Inbox { shared })
     }
 
     /// Sends a control message (not counted against the limit). False when the task is gone.
     pub fn cast(&self, msg: ConnectionMsg) -> bool {
-        self.tx.send(msg).is_ok()
+        self.shared.push(msg)
     }
 
     /// Queues a frame from a room. False when the task is gone; a frame past the limit is
     /// dropped (the connection is closing, and the room keeps it for the resume).
     pub fn deliver(&self, frame: Frame) -> bool {
         if self.shared.overflowed.load(Ordering::Relaxed) {
-            return !self.tx.is_closed();
+            return !self.shared.closed.load(Ordering::Relaxed);
         }
         let size = frame.body.len();
         let queued = self.shared.queued.fetch_add(size, Ordering::Relaxed) + size;
@@ -68,9 +85,9 @@ impl Mailbox {
             if !self.shared.overflowed.swap(true, Ordering::Relaxed) {
                 self.shared.overflow.notify_one();
             }
-            return !self.tx.is_closed();
+            return !self.shared.closed.load(Ordering::Relaxed);
         }
-        self.tx.send(ConnectionMsg::Deliver(frame)).is_ok()
+        self.shared.push(ConnectionMsg::Deliver(frame))
     }
 
     /// The task wrote (or dropped) a queued frame of `size` bytes.
@@ -110,10 +127,55 @@ impl Mailbox {
 
     /// Sends `make()` after `delay` (a timer task; dropped if the connection is gone by then).
     pub fn send_after(&self, delay: Duration, make: impl FnOnce() -> ConnectionMsg + Send + 'static) {
-        let tx = self.tx.clone();
+        let shared = self.shared.clone();
         tokio::spawn(async move {
             tokio::time::sleep(delay).await;
-            let _ = tx.send(make());
+            shared.push(make());
         });
+    }
+}
+
+impl Shared {
+    fn push(&self, msg: ConnectionMsg) -> bool {
+        if self.closed.load(Ordering::Relaxed) {
+            return false;
+        }
+        self.lock().push_back(msg);
+        self.arrived.notify_one();
+        true
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, VecDeque<ConnectionMsg>> {
+        self.queue.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+}
+
+impl Inbox {
+    /// The next message, waiting for one.
+    pub async fn recv(&mut self) -> ConnectionMsg {
+        loop {
+            if let Some(msg) = self.try_recv() {
+                return msg;
+            }
+            // A push between the check and this wait leaves a permit: no wake-up is lost.
+            self.shared.arrived.notified().await;
+        }
+    }
+
+    /// The next message if one is queued.
+    pub fn try_recv(&mut self) -> Option<ConnectionMsg> {
+        let mut queue = self.shared.lock();
+        let msg = queue.pop_front();
+        // A burst leaves a large buffer behind; an idle connection should not keep it.
+        if queue.is_empty() && queue.capacity() > 16 {
+            queue.shrink_to(4);
+        }
+        msg
+    }
+
+    /// The task has ended: senders are told, and what is queued is dropped.
+    pub fn close(&mut self) {
+        self.shared.closed.store(true, Ordering::Relaxed);
+        self.shared.lock().clear();
     }
 }

@@ -193,6 +193,16 @@ impl Table {
         true
     }
 
+    /// Like [`send_to`](Self::send_to), for a frame that is not kept for replay.
+    pub fn send_unkept(&mut self, edge: &dyn Edge, peer: &PeerId, body: &str) -> bool {
+        let Some(s) = self.session_mut(peer) else { return false };
+        let (seq, framed) = s.outbox.push_unkept(body);
+        if s.connected && !s.adopted {
+            edge.deliver(&s.conn, Frame { body: framed, received_at: None, seq: Some(seq) });
+        }
+        true
+    }
+
     /// Whether a message with this `id` is new from `from` (and remembers it). A message seen
     /// before is acknowledged again instead: re-sending is how clients make delivery reliable,
     /// and it must not deliver twice.

@@ -144,7 +144,6 @@ fn config() -> RoomConfig {
         default_policy: RoomPolicy { max_participants: 8, invitees: None },
         chat_history: 10,
         idle_timeout: Duration::from_secs(60),
-        participant_restart: RestartPolicy::default(),
         lease: None,
         fallback: FallbackPolicy::default(),
         resume_grace: Duration::from_secs(60),
