@@ -256,6 +256,10 @@ struct SignalQuery {
     token: Option<String>,
 }
 
+/// A connection's read buffer: an idle connection keeps it, so it is small; a larger message
+/// (a big SDP) takes a few more reads.
+const READ_BUFFER_BYTES: usize = 2 * 1024;
+
 /// Bytes of frames a connection collects before writing them, within one batch.
 const WRITE_BATCH_BYTES: usize = 16 * 1024;
 
@@ -271,7 +275,7 @@ async fn ws_signal(
     }
     let limit = app.config.limits.max_message_bytes;
     let ws = ws
-        .read_buffer_size(4 * 1024)
+        .read_buffer_size(READ_BUFFER_BYTES)
         // Frames fed in one batch collect up to this much before a write; a flush ends the
         // batch. (The buffer keeps its largest size, so it stays small.)
         .write_buffer_size(WRITE_BATCH_BYTES)

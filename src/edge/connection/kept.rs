@@ -1,0 +1,286 @@
+//! Kept messages and receipts: a message with an `id` stays with its connection until its room
+//! acknowledges it (one on its way at a time, so none overtakes another), and a relayed one until
+//! its target's connection confirms writing it; both go again, in order, wherever the room is
+//! found next.
+
+use super::*;
+
+/// A client message with an `id`, kept until the room acknowledges it.
+pub(super) struct Kept {
+    /// Its id, as JSON text.
+    pub(super) id: String,
+    /// The frame as the client sent it.
+    pub(super) text: String,
+    /// When it was last sent to the room; `None` while it waits its turn.
+    pub(super) sent: Option<Instant>,
+    /// The target of an offer, answer or candidate (relayed to one peer, who drops repeats
+    /// and confirms the write); `None` for other messages.
+    pub(super) target: Option<String>,
+    /// The client asked for `delivered`.
+    pub(super) receipt: bool,
+}
+
+/// A relayed message acknowledged by a room and not yet confirmed by its target's connection.
+pub(super) struct Unreceipted {
+    /// Its id, as JSON text.
+    pub(super) id: String,
+    /// The frame as the client sent it.
+    pub(super) text: String,
+    /// The target session.
+    pub(super) target: String,
+    /// The client asked for `delivered`.
+    pub(super) receipt: bool,
+    /// The room instance that acknowledged it (see `RoomHandle::target`).
+    pub(super) acked_by: String,
+}
+
+/// Relayed messages kept until their receipt; while this many wait, the next kept message
+/// waits too (a target that is away holds its senders back instead of their memory growing).
+pub(super) const MAX_UNRECEIPTED: usize = 256;
+
+/// Unacknowledged messages kept per connection, and relayed ids remembered.
+pub(super) const MAX_PENDING: usize = 256;
+
+/// A message not acknowledged this long after it was sent is sent again.
+pub(super) const RETRY_AFTER: Duration = Duration::from_secs(1);
+
+/// Drops an answered message (acknowledged or refused) from the ones kept for re-sending;
+/// true when it was the one on its way (the next may go).
+pub(super) fn forget_acknowledged(state: &mut ConnectionState, body: &str) -> bool {
+    let Ok(v) = serde_json::from_str::<Value>(body) else { return false };
+    let Some(reference) = v.get("ref") else { return false };
+    let id = reference.to_string();
+    let was_head = state.pending.front().is_some_and(|k| k.id == id);
+    let acked = v.get("type").and_then(Value::as_str) == Some("ack");
+    if let Some(pos) = state.pending.iter().position(|k| k.id == id)
+        && let Some(kept) = state.pending.remove(pos)
+        && acked
+        && let (Some(target), Some(j)) = (kept.target, &state.joined)
+    {
+        let acked_by = j.room.target();
+        state.unreceipted.push_back(Unreceipted { id, text: kept.text, target, receipt: kept.receipt, acked_by });
+    }
+    was_head
+}
+
+/// A receipt came for one of this client's relayed messages: it is forgotten (and the client
+/// told, if it asked), and a message held back by the receipt limit may go.
+///
+/// Receipts are cumulative per target: the target's connection writes a sender's messages in
+/// the order the room numbered them, and a message acknowledged earlier is numbered earlier
+/// in any instance (when the edge finds a new instance it sends again everything not yet
+/// confirmed before anything newer). So the receipt for one message confirms every older one
+/// to the same target too, which also covers a receipt lost on its way (a room dying).
+pub(super) async fn receipt(myself: &Mailbox, state: &mut ConnectionState, id: &str) {
+    let Some(pos) = state.unreceipted.iter().position(|u| u.id == id) else { return };
+    let target = state.unreceipted[pos].target.clone();
+    let was_full = state.unreceipted.len() >= MAX_UNRECEIPTED;
+    let mut done = Vec::new();
+    let mut i = 0;
+    for _ in 0..=pos {
+        if state.unreceipted[i].target == target {
+            if let Some(u) = state.unreceipted.remove(i) {
+                done.push(u);
+            }
+        } else {
+            i += 1;
+        }
+    }
+    for u in done.into_iter().filter(|u| u.receipt) {
+        if let Ok(reference) = serde_json::from_str::<Value>(&u.id) {
+            let body = ServerMessage::Delivered { reference: &reference }.to_body();
+            Box::pin(reply(myself, state, &body)).await;
+        }
+    }
+    if was_full {
+        Box::pin(pump(myself, state)).await;
+    }
+}
+
+/// A peer left for good: what was kept for it will never be confirmed.
+pub(super) fn forget_target(state: &mut ConnectionState, body: &str) {
+    #[derive(serde::Deserialize)]
+    struct Left {
+        #[serde(rename = "peerId")]
+        peer_id: String,
+    }
+    if let Ok(left) = serde_json::from_str::<Left>(body) {
+        state.unreceipted.retain(|u| u.target != left.peer_id);
+    }
+}
+
+/// Sends the oldest kept message if it is not on its way yet (finding the room again first
+/// if the instance it pointed at is gone). The next goes when this one is acknowledged.
+pub(super) async fn pump(myself: &Mailbox, state: &mut ConnectionState) {
+    pump_with(myself, state, None).await;
+}
+
+/// [`pump`], with the head's room message when the caller has it already.
+pub(super) async fn pump_with(myself: &Mailbox, state: &mut ConnectionState, prepared: Option<RoomMsg>) {
+    let Some(head) = state.pending.front() else { return };
+    if head.sent.is_some() || state.unreceipted.len() >= MAX_UNRECEIPTED {
+        return;
+    }
+    let msg = match prepared {
+        Some(msg) => msg,
+        None => {
+            let text = head.text.clone();
+            let (Ok(env), Some(from)) = (parse_client(&text), peer(state)) else {
+                state.pending.pop_front();
+                return;
+            };
+            let Some(msg) = room_message(from, env.message, env.id, Instant::now()) else {
+                state.pending.pop_front();
+                return;
+            };
+            msg
+        }
+    };
+    let reference = reference_of(&msg).cloned();
+    let Some(j) = state.joined.as_mut() else { return };
+    // A relay in a room of this node goes in one hop (its ack is already on its way back).
+    if routing::relay_here(&j.room, &msg)
+        || (routing::reachable(&j.room) && routing::try_send(&j.room, &j.room_id, &state.conn_id, msg))
+    {
+        if let Some(head) = state.pending.front_mut() {
+            head.sent = Some(Instant::now());
+        }
+        return;
+    }
+    // The instance it pointed at is gone: the room moved, its node died, or (a room of this
+    // node that stopped) it lost its lease and lives elsewhere now.
+    match routing::relocate(&state.app, &mut j.room, &j.room_id).await {
+        Ok(()) => Box::pin(resend_pending(state)).await,
+        Err((code, message)) => send_error(myself, state, code, &message, reference.as_ref()).await,
+    }
+}
+
+/// Sends the oldest kept message again if it has gone unacknowledged for `RETRY_AFTER`
+/// (finding the room again first if its node is gone), and keeps the timer going while
+/// anything is kept.
+pub(super) async fn retry_pending(myself: &Mailbox, state: &mut ConnectionState) {
+    state.retry_armed = false;
+    let Some(j) = state.joined.as_mut() else {
+        state.pending.clear();
+        return;
+    };
+    let Some(head) = state.pending.front() else { return };
+    match head.sent {
+        None => Box::pin(pump(myself, state)).await,
+        Some(sent) if sent.elapsed() >= RETRY_AFTER => {
+            let found = if routing::reachable(&j.room) {
+                Ok(())
+            } else {
+                routing::relocate(&state.app, &mut j.room, &j.room_id).await
+            };
+            if found.is_ok() {
+                resend_pending(state).await;
+            }
+        }
+        Some(_) => {}
+    }
+    state.retry_armed = true;
+    myself.send_after(RETRY_AFTER, || ConnectionMsg::RetryPending);
+}
+
+/// After the session's room moved (or may have), tells its instance how far the client has
+/// counted, then sends the oldest unacknowledged message again; the rest follow one by one as
+/// they are acknowledged. The room drops ids it has seen; receivers drop relayed messages
+/// they already got (`msgId`).
+pub(super) async fn resend_pending(state: &mut ConnectionState) {
+    let Some(j) = state.joined.as_mut() else { return };
+    // The instance may be new: it first learns how far this client has counted (and how this
+    // connection shifts its numbers), so that what it sends follows on.
+    let sync = RoomMsg::SeqSync {
+        peer: j.peer.clone(),
+        conn: state.conn_id.clone(),
+        last_seq: state.seq,
+        seq_offset: state.seq_offset,
+    };
+    let _ = routing::send(&state.app, &mut j.room, &j.room_id, &state.conn_id, sync).await;
+    // What another instance acknowledged and nobody confirmed goes again first (it is older
+    // than anything kept).
+    let target = j.room.target();
+    let again: Vec<String> = state
+        .unreceipted
+        .iter_mut()
+        .filter(|u| u.acked_by != target)
+        .map(|u| {
+            u.acked_by.clone_from(&target);
+            u.text.clone()
+        })
+        .collect();
+    for text in again {
+        let (Ok(env), Some(from)) = (parse_client(&text), peer(state)) else { continue };
+        let Some(msg) = room_message(from, env.message, env.id, Instant::now()) else { continue };
+        let Some(j) = state.joined.as_mut() else { return };
+        metrics::counter!("switchboard_resent_messages_total").increment(1);
+        let _ = routing::send(&state.app, &mut j.room, &j.room_id, &state.conn_id, msg).await;
+    }
+    let Some(head) = state.pending.front_mut() else { return };
+    head.sent = Some(Instant::now());
+    let text = head.text.clone();
+    let (Ok(env), Some(from)) = (parse_client(&text), peer(state)) else { return };
+    let Some(msg) = room_message(from, env.message, env.id, Instant::now()) else { return };
+    let Some(j) = state.joined.as_mut() else { return };
+    metrics::counter!("switchboard_resent_messages_total").increment(1);
+    let _ = routing::send(&state.app, &mut j.room, &j.room_id, &state.conn_id, msg).await;
+}
+
+/// Sends to the room wherever it lives; errors (moved, unreachable) go back to the client.
+pub(super) async fn to_room(myself: &Mailbox, state: &mut ConnectionState, msg: RoomMsg) {
+    let Some(j) = state.joined.as_mut() else { return };
+    if routing::relay_here(&j.room, &msg) {
+        return;
+    }
+    let reference = reference_of(&msg).cloned();
+    let sent = routing::send(&state.app, &mut j.room, &j.room_id, &state.conn_id, msg).await;
+    if let Err((code, message)) = sent {
+        // The session lives on with its room wherever that is now: find it for next time, and
+        // tell the client this message did not get there.
+        if code == ErrorCode::RoomElsewhere {
+            let _ = routing::relocate(&state.app, &mut j.room, &j.room_id).await;
+            let message = "the room is moving; try again";
+            return send_error(myself, state, ErrorCode::RoomUnavailable, message, reference.as_ref()).await;
+        }
+        send_error(myself, state, code, &message, reference.as_ref()).await;
+    }
+}
+
+/// Re-sends a bounced command to wherever its room is now. A command bounces at most a few
+/// times in a row; then the client is told to try again.
+pub(super) async fn reroute(myself: &Mailbox, state: &mut ConnectionState, room: RoomId, hint: String, msg: RoomMsg) {
+    let Some(j) = state.joined.as_mut() else { return };
+    if j.room_id != room {
+        return;
+    }
+    let reference = reference_of(&msg).cloned();
+    state.reroutes += 1;
+    let sent = if state.reroutes > 3 {
+        state.reroutes = 0;
+        let _ = routing::relocate(&state.app, &mut j.room, &j.room_id).await;
+        Err((ErrorCode::RoomUnavailable, "the room is moving; try again".to_owned()))
+    } else if reference.is_some() {
+        // A kept message goes again with the others kept, in order, once the room is found.
+        routing::relocate(&state.app, &mut j.room, &j.room_id).await
+    } else {
+        routing::reroute(&state.app, &mut j.room, &j.room_id, &state.conn_id, &hint, msg).await
+    };
+    if sent.is_ok() && reference.is_some() {
+        Box::pin(resend_pending(state)).await;
+    }
+    if let Err((code, message)) = sent {
+        send_error(myself, state, code, &message, reference.as_ref()).await;
+    }
+}
+
+pub(super) fn reference_of(msg: &RoomMsg) -> Option<&Value> {
+    match msg {
+        RoomMsg::Relay { reference, .. }
+        | RoomMsg::Control { reference, .. }
+        | RoomMsg::Chat { reference, .. }
+        | RoomMsg::EndCall { reference, .. }
+        | RoomMsg::Stats { reference, .. } => reference.as_ref(),
+        _ => None,
+    }
+}

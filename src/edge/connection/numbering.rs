@@ -1,0 +1,86 @@
+//! Writing what rooms send: each frame in the session's `seq` (shifted when a room instance
+//! numbers afresh), repeats of relayed messages dropped, and a receipt for each relayed message
+//! written.
+
+use super::*;
+
+/// Writes a frame the room numbered (its body carries its `seq`). A room that restarted or
+/// moved numbers afresh; the client must still see `seq` rise by one, so from then on this
+/// connection shifts the room's numbers by a fixed offset.
+pub(super) async fn write_numbered(myself: &Mailbox, state: &mut ConnectionState, seq: u64, body: &str) {
+    let head = body.get(..body.len().min(160)).unwrap_or(body);
+    // An ack, or an error about a message: either way the room has answered it for good (but
+    // `room_unavailable`, which this connection says itself while it keeps the message).
+    let answered = head.contains("\"type\":\"ack\"")
+        || (head.contains("\"type\":\"error\"") && !body.contains("\"code\":\"room_unavailable\""));
+    if answered && forget_acknowledged(state, body) {
+        Box::pin(pump(myself, state)).await;
+    }
+    if head.contains("\"type\":\"peer_left\"") {
+        forget_target(state, body);
+    }
+    if head.contains("\"msgId\":")
+        && let Some((sender, msg_id, new)) = first_delivery(state, body)
+    {
+        // Written (or had already): the sender's edge may forget it.
+        send_receipt(state, sender, msg_id);
+        if !new {
+            // A relayed message this client already has (re-sent after a room moved): not
+            // written, and the numbering closes up behind it.
+            state.seq_offset -= 1;
+            metrics::counter!("switchboard_duplicates_dropped_total").increment(1);
+            return;
+        }
+    }
+    let room_seq = seq as i64;
+    if state.seq > 0 && room_seq + state.seq_offset <= state.seq as i64 {
+        state.seq_offset = state.seq as i64 + 1 - room_seq;
+        metrics::counter!("switchboard_seq_realigned_total").increment(1);
+        tracing::info!(conn_id = %state.conn_id, room_seq, client_seq = state.seq, "frame numbers realigned");
+    }
+    let shifted = (room_seq + state.seq_offset).max(1) as u64;
+    state.seq = shifted;
+    let text = if state.seq_offset == 0 {
+        body.to_owned()
+    } else {
+        // Replace the room's `{"seq":N,` with the shifted number.
+        let rest = body.split_once(',').map_or("}", |(_, rest)| rest);
+        with_seq(shifted, &format!("{{{rest}"))
+    };
+    feed(myself, state, text).await;
+}
+
+/// Whether a relayed message (with `msgId`) is new to this client (and remembers it), with its
+/// sender and id; `None` when the frame does not read as one.
+pub(super) fn first_delivery(state: &mut ConnectionState, body: &str) -> Option<(String, String, bool)> {
+    #[derive(serde::Deserialize)]
+    struct Relayed {
+        #[serde(rename = "peerId")]
+        peer_id: String,
+        #[serde(rename = "msgId")]
+        msg_id: Value,
+    }
+    let r = serde_json::from_str::<Relayed>(body).ok()?;
+    let key = (r.peer_id, r.msg_id.to_string());
+    if state.delivered.contains(&key) {
+        return Some((key.0, key.1, false));
+    }
+    state.delivered.push_back(key.clone());
+    while state.delivered.len() > MAX_PENDING {
+        state.delivered.pop_front();
+    }
+    Some((key.0, key.1, true))
+}
+
+/// Confirms to `sender`'s connection, through the room, that its message `msg_id` was written
+/// here. On this node the room's table routes it at once; elsewhere it crosses to the room.
+pub(super) fn send_receipt(state: &ConnectionState, sender: String, msg_id: String) {
+    let Some(j) = &state.joined else { return };
+    let sender = PeerId::new(sender);
+    match &j.room {
+        RoomHandle::Local(local) => local.table.receipt(&sender, &msg_id),
+        RoomHandle::Remote(_) => {
+            let _ = routing::try_send(&j.room, &j.room_id, &state.conn_id, RoomMsg::Receipt { sender, msg_id });
+        }
+    }
+}
