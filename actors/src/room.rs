@@ -295,6 +295,18 @@ pub enum RoomMsg {
         /// What the connection adds to this room's numbers (see `Member::seq_shift`).
         seq_offset: i64,
     },
+    /// A session's connection renumbered the room's frames for its client (after a realignment
+    /// or a dropped repeat): the client's number for a frame is now the room's plus
+    /// `seq_offset`. Kept so that a resume maps the client's `lastSeq` right even when it comes
+    /// before the old connection's [`RoomMsg::Disconnected`] (a drain's hand-off carries it).
+    SeqShift {
+        /// The session.
+        peer: PeerId,
+        /// The connection.
+        conn: ConnId,
+        /// What the connection adds to this room's numbers.
+        seq_offset: i64,
+    },
     /// The grace period of a disconnected session ended (sent by its timer).
     GraceExpired {
         /// The session.
@@ -489,6 +501,12 @@ impl Actor for Room {
             RoomMsg::RetryLeaves => Box::pin(retry_leaves(&myself, state)).await,
             RoomMsg::Echo { from, body } => state.send_to_peer(&from, &body, None),
             RoomMsg::Receipt { sender, msg_id } => state.table.receipt(&sender, &msg_id),
+            RoomMsg::SeqShift { peer, conn, seq_offset } => {
+                let current = state.table.lock().session(&peer).is_some_and(|s| s.conn == conn && !s.adopted);
+                if current && let Some(m) = state.member_mut(&peer) {
+                    m.seq_shift = seq_offset;
+                }
+            }
             RoomMsg::SeqSync { peer, conn, last_seq, seq_offset } => {
                 seq_sync(state, &peer, &conn, last_seq, seq_offset)
             }

@@ -92,6 +92,8 @@ pub enum RoomCmd {
     SeqSync { peer: String, conn: String, last_seq: u64, seq_offset: i64 },
     /// See [`RoomMsg::Receipt`].
     Receipt { sender: String, msg_id: String },
+    /// See [`RoomMsg::SeqShift`].
+    SeqShift { peer: String, conn: String, seq_offset: i64 },
 }
 
 fn json_text(v: &Option<Value>) -> Option<String> {
@@ -156,6 +158,9 @@ impl RoomCmd {
             RoomMsg::Receipt { sender, msg_id } => {
                 RoomCmd::Receipt { sender: sender.to_string(), msg_id: msg_id.clone() }
             }
+            RoomMsg::SeqShift { peer, conn, seq_offset } => {
+                RoomCmd::SeqShift { peer: peer.to_string(), conn: conn.to_string(), seq_offset: *seq_offset }
+            }
             _ => return None,
         })
     }
@@ -207,6 +212,9 @@ impl RoomCmd {
                 reference: json_value(&reference),
             },
             RoomCmd::Receipt { sender, msg_id } => RoomMsg::Receipt { sender: PeerId::new(sender), msg_id },
+            RoomCmd::SeqShift { peer, conn, seq_offset } => {
+                RoomMsg::SeqShift { peer: PeerId::new(peer), conn: ConnId::new(conn), seq_offset }
+            }
         })
     }
 }

@@ -33,7 +33,7 @@ use intake::{Intake, room_message};
 use kept::{Kept, MAX_PENDING, MAX_UNRECEIPTED, RETRY_AFTER, Unreceipted};
 use kept::{forget_acknowledged, forget_target, pump, pump_with, receipt, resend_pending};
 use kept::{reroute, retry_pending, to_room};
-use numbering::write_numbered;
+use numbering::{send_receipt, write_numbered};
 use session::{join, resume};
 
 /// Close codes (RFC 6455).

@@ -66,31 +66,19 @@ pub(super) fn forget_acknowledged(state: &mut ConnectionState, body: &str) -> bo
 /// A receipt came for one of this client's relayed messages: it is forgotten (and the client
 /// told, if it asked), and a message held back by the receipt limit may go.
 ///
-/// Receipts are cumulative per target: the target's connection writes a sender's messages in
-/// the order the room numbered them, and a message acknowledged earlier is numbered earlier
-/// in any instance (when the edge finds a new instance it sends again everything not yet
-/// confirmed before anything newer). So the receipt for one message confirms every older one
-/// to the same target too, which also covers a receipt lost on its way (a room dying).
+/// Each receipt confirms its own message only: a message is forgotten when its target wrote
+/// it, never because a later one was written. A receipt lost on its way (a room dying) is
+/// made up for when the target's connection finds the room's new instance: it confirms again
+/// what it wrote lately ([`resend_pending`]).
 pub(super) async fn receipt(myself: &Mailbox, state: &mut ConnectionState, id: &str) {
     let Some(pos) = state.unreceipted.iter().position(|u| u.id == id) else { return };
-    let target = state.unreceipted[pos].target.clone();
     let was_full = state.unreceipted.len() >= MAX_UNRECEIPTED;
-    let mut done = Vec::new();
-    let mut i = 0;
-    for _ in 0..=pos {
-        if state.unreceipted[i].target == target {
-            if let Some(u) = state.unreceipted.remove(i) {
-                done.push(u);
-            }
-        } else {
-            i += 1;
-        }
-    }
-    for u in done.into_iter().filter(|u| u.receipt) {
-        if let Ok(reference) = serde_json::from_str::<Value>(&u.id) {
-            let body = ServerMessage::Delivered { reference: &reference }.to_body();
-            Box::pin(reply(myself, state, &body)).await;
-        }
+    let Some(done) = state.unreceipted.remove(pos) else { return };
+    if done.receipt
+        && let Ok(reference) = serde_json::from_str::<Value>(&done.id)
+    {
+        let body = ServerMessage::Delivered { reference: &reference }.to_body();
+        Box::pin(reply(myself, state, &body)).await;
     }
     if was_full {
         Box::pin(pump(myself, state)).await;
@@ -198,6 +186,13 @@ pub(super) async fn resend_pending(state: &mut ConnectionState) {
         seq_offset: state.seq_offset,
     };
     let _ = routing::send(&state.app, &mut j.room, &j.room_id, &state.conn_id, sync).await;
+    // Receipts for what this connection wrote lately may have died with the old instance:
+    // confirm it all again (a sender forgets only what it still keeps).
+    let written: Vec<(String, String)> = state.delivered.iter().cloned().collect();
+    for (sender, msg_id) in written {
+        send_receipt(state, sender, msg_id);
+    }
+    let Some(j) = state.joined.as_mut() else { return };
     // What another instance acknowledged and nobody confirmed goes again first (it is older
     // than anything kept).
     let target = j.room.target();

@@ -19,22 +19,25 @@ pub(super) async fn write_numbered(myself: &Mailbox, state: &mut ConnectionState
     if head.contains("\"type\":\"peer_left\"") {
         forget_target(state, body);
     }
+    let mut written_receipt = None;
     if head.contains("\"msgId\":")
         && let Some((sender, msg_id, new)) = first_delivery(state, body)
     {
-        // Written (or had already): the sender's edge may forget it.
-        send_receipt(state, sender, msg_id);
         if !new {
             // A relayed message this client already has (re-sent after a room moved): not
-            // written, and the numbering closes up behind it.
+            // written again, confirmed again, and the numbering closes up behind it.
+            send_receipt(state, sender, msg_id);
             state.seq_offset -= 1;
+            report_shift(state);
             metrics::counter!("switchboard_duplicates_dropped_total").increment(1);
             return;
         }
+        written_receipt = Some((sender, msg_id));
     }
     let room_seq = seq as i64;
     if state.seq > 0 && room_seq + state.seq_offset <= state.seq as i64 {
         state.seq_offset = state.seq as i64 + 1 - room_seq;
+        report_shift(state);
         metrics::counter!("switchboard_seq_realigned_total").increment(1);
         tracing::info!(conn_id = %state.conn_id, room_seq, client_seq = state.seq, "frame numbers realigned");
     }
@@ -48,6 +51,17 @@ pub(super) async fn write_numbered(myself: &Mailbox, state: &mut ConnectionState
         with_seq(shifted, &format!("{{{rest}"))
     };
     feed(myself, state, text).await;
+    // Handed to the socket: the sender's edge may forget it.
+    if let Some((sender, msg_id)) = written_receipt {
+        send_receipt(state, sender, msg_id);
+    }
+}
+
+/// Tells the room how this connection now shifts its numbers (see `RoomMsg::SeqShift`).
+fn report_shift(state: &ConnectionState) {
+    let Some(j) = &state.joined else { return };
+    let msg = RoomMsg::SeqShift { peer: j.peer.clone(), conn: state.conn_id.clone(), seq_offset: state.seq_offset };
+    let _ = routing::try_send(&j.room, &j.room_id, &state.conn_id, msg);
 }
 
 /// Whether a relayed message (with `msgId`) is new to this client (and remembers it), with its
