@@ -35,6 +35,8 @@ const STALE_AFTER: Duration = Duration::from_millis(2500);
 /// Acknowledged messages kept until their `delivered` comes (see `come_back`); as many as a
 /// client names in `resume`'s `received`, so receivers can drop the repeats.
 const MAX_UNDELIVERED: usize = 256;
+/// Messages confirmed delivered that are still sent again after a resume.
+const RECENTLY_DELIVERED: usize = 16;
 /// A client that cannot get back in within this long gives up (and the run fails).
 const GIVE_UP_AFTER: Duration = Duration::from_secs(60);
 
@@ -91,6 +93,9 @@ struct Client {
     unacked: BTreeMap<u64, Unacked>,
     /// Acknowledged messages whose `delivered` has not come yet, by id.
     undelivered: BTreeMap<u64, String>,
+    /// The latest messages confirmed delivered: the target's node may have died before its
+    /// client read them, so they go again after a resume too.
+    recently_delivered: BTreeMap<u64, String>,
     last_heard: Instant,
     last_sent: Instant,
     /// The latest relayed messages received, as (`peerId`, `msgId`), named in `resume`.
@@ -117,6 +122,7 @@ pub fn spawn(spec: Spec, directory: Arc<Directory>, ledger: Arc<Ledger>) -> (Han
         next_id: 0,
         unacked: BTreeMap::new(),
         undelivered: BTreeMap::new(),
+        recently_delivered: BTreeMap::new(),
         last_heard: Instant::now(),
         last_sent: Instant::now(),
         received: std::collections::VecDeque::new(),
@@ -235,8 +241,13 @@ impl Client {
                 }
             }
             "delivered" => {
-                if let Some(id) = v["ref"].as_u64() {
-                    self.undelivered.remove(&id);
+                if let Some(id) = v["ref"].as_u64()
+                    && let Some(text) = self.undelivered.remove(&id)
+                {
+                    self.recently_delivered.insert(id, text);
+                    while self.recently_delivered.len() > RECENTLY_DELIVERED {
+                        self.recently_delivered.pop_first();
+                    }
                 }
             }
             "offer" | "answer" | "ice-candidate" => {
@@ -336,8 +347,13 @@ impl Client {
                     // confirmed delivered goes again (the edge that kept it may have died with
                     // its node), then everything not acknowledged, in order. Repeats are dropped
                     // by rooms and receivers.
-                    let mut again: Vec<String> =
-                        if resumed { self.undelivered.values().cloned().collect() } else { Vec::new() };
+                    let mut again: Vec<String> = if resumed {
+                        let mut both: BTreeMap<u64, String> = self.recently_delivered.clone();
+                        both.extend(self.undelivered.iter().map(|(id, text)| (*id, text.clone())));
+                        both.into_values().collect()
+                    } else {
+                        Vec::new()
+                    };
                     again.extend(self.unacked.values().map(|u| u.text.clone()));
                     for text in again {
                         self.write(text).await;

@@ -94,6 +94,14 @@ pub struct ConnectionState {
     /// died, the target was away and resumed elsewhere). Receivers drop what they already have
     /// (`msgId`, and `resume`'s `received`) and confirm it again.
     unreceipted: VecDeque<Unreceipted>,
+    /// The latest relayed messages confirmed written. A confirmation means the target's
+    /// process handed the frame to its socket, not that the target's client read it: if that
+    /// process dies right after, the frame dies with it. So these go again too (after the
+    /// unconfirmed ones' elders, in the order they were acknowledged) when the edge finds the
+    /// room in another instance, and the target drops what it already has.
+    recent_delivered: VecDeque<Unreceipted>,
+    /// Acknowledgements counted, to keep re-sent messages in their original order.
+    acks: u64,
     /// Whether a `RetryPending` timer is set.
     retry_armed: bool,
     /// Relayed messages delivered lately, as (sender, `msgId`), to drop repeats.
@@ -175,6 +183,8 @@ async fn serve(parts: Parts, mut inbox: Inbox) {
         abusive: false,
         pending: VecDeque::new(),
         unreceipted: VecDeque::new(),
+        recent_delivered: VecDeque::new(),
+        acks: 0,
         retry_armed: false,
         delivered: VecDeque::new(),
     };

@@ -32,7 +32,12 @@ pub(super) struct Unreceipted {
     pub(super) receipt: bool,
     /// The room instance that acknowledged it (see `RoomHandle::target`).
     pub(super) acked_by: String,
+    /// When it was acknowledged, counted on this connection.
+    pub(super) order: u64,
 }
+
+/// Relayed messages kept after their receipt (see `ConnectionState::recent_delivered`).
+pub(super) const RECENT_DELIVERED: usize = 16;
 
 /// Relayed messages kept until their receipt; while this many wait, the next kept message
 /// waits too (a target that is away holds its senders back instead of their memory growing).
@@ -58,7 +63,16 @@ pub(super) fn forget_acknowledged(state: &mut ConnectionState, body: &str) -> bo
         && let (Some(target), Some(j)) = (kept.target, &state.joined)
     {
         let acked_by = j.room.target();
-        state.unreceipted.push_back(Unreceipted { id, text: kept.text, target, receipt: kept.receipt, acked_by });
+        state.acks += 1;
+        let order = state.acks;
+        state.unreceipted.push_back(Unreceipted {
+            id,
+            text: kept.text,
+            target,
+            receipt: kept.receipt,
+            acked_by,
+            order,
+        });
     }
     was_head
 }
@@ -80,6 +94,10 @@ pub(super) async fn receipt(myself: &Mailbox, state: &mut ConnectionState, id: &
         let body = ServerMessage::Delivered { reference: &reference }.to_body();
         Box::pin(reply(myself, state, &body)).await;
     }
+    state.recent_delivered.push_back(done);
+    while state.recent_delivered.len() > RECENT_DELIVERED {
+        state.recent_delivered.pop_front();
+    }
     if was_full {
         Box::pin(pump(myself, state)).await;
     }
@@ -94,6 +112,7 @@ pub(super) fn forget_target(state: &mut ConnectionState, body: &str) {
     }
     if let Ok(left) = serde_json::from_str::<Left>(body) {
         state.unreceipted.retain(|u| u.target != left.peer_id);
+        state.recent_delivered.retain(|u| u.target != left.peer_id);
     }
 }
 
@@ -196,15 +215,18 @@ pub(super) async fn resend_pending(state: &mut ConnectionState) {
     // What another instance acknowledged and nobody confirmed goes again first (it is older
     // than anything kept).
     let target = j.room.target();
-    let again: Vec<String> = state
-        .unreceipted
+    let mut again: Vec<(u64, String)> = state
+        .recent_delivered
         .iter_mut()
+        .chain(state.unreceipted.iter_mut())
         .filter(|u| u.acked_by != target)
         .map(|u| {
             u.acked_by.clone_from(&target);
-            u.text.clone()
+            (u.order, u.text.clone())
         })
         .collect();
+    again.sort_by_key(|(order, _)| *order);
+    let again = again.into_iter().map(|(_, text)| text);
     for text in again {
         let (Ok(env), Some(from)) = (parse_client(&text), peer(state)) else { continue };
         let Some(msg) = room_message(from, env.message, env.id, Instant::now()) else { continue };
