@@ -75,6 +75,15 @@ impl Outbox {
         outbox
     }
 
+    /// Forgets the frames numbered up to `seq` (the client confirmed it has them).
+    pub fn forget_through(&mut self, seq: u64) {
+        while self.frames.front().is_some_and(|f| f.0 <= seq) {
+            if let Some((_, old)) = self.frames.pop_front() {
+                self.bytes -= old.len();
+            }
+        }
+    }
+
     /// The number of the oldest frame kept (the next one's when none is).
     pub fn first_kept(&self) -> u64 {
         self.frames.front().map_or(self.next_seq, |f| f.0)
@@ -129,6 +138,20 @@ mod tests {
             o.push(r#"{"type":"x"}"#);
         }
         assert!(o.after(5).is_none(), "frame 6 is no longer kept");
+    }
+
+    #[test]
+    fn confirmed_frames_are_forgotten() {
+        let mut o = Outbox::starting_at(1);
+        for _ in 0..5 {
+            o.push(r#"{"type":"x"}"#);
+        }
+        o.forget_through(3);
+        assert_eq!(o.first_kept(), 4);
+        assert!(o.after(2).is_none(), "a resume from before the confirmation cannot be served");
+        assert_eq!(o.after(3).expect("kept").len(), 2);
+        o.forget_through(10);
+        assert_eq!(o.first_kept(), 6, "nothing kept: the next frame's number");
     }
 
     #[test]

@@ -134,7 +134,7 @@ impl RawClient<'_> {
             "overlay" => ClientMessage::Overlay { overlay: self.overlay.ok_or_else(|| missing("overlay"))? },
             "chat" => ClientMessage::Chat { text: need(self.text, "text")? },
             "end_call" => ClientMessage::EndCall {},
-            "ping" => ClientMessage::Ping {},
+            "ping" => ClientMessage::Ping { last_seq: self.last_seq },
             "resume" => {
                 let received = self.received.unwrap_or_default();
                 if received.len() > MAX_RECEIVED {
@@ -239,7 +239,12 @@ pub enum ClientMessage {
     EndCall {},
     /// Liveness check; answered with `pong`.
     #[serde(rename = "ping")]
-    Ping {},
+    Ping {
+        /// The last `seq` the client has: the server may forget what it kept for replay up
+        /// to it.
+        #[serde(rename = "lastSeq", default)]
+        last_seq: Option<u64>,
+    },
     /// Take a session back after the connection dropped.
     #[serde(rename = "resume")]
     Resume {

@@ -307,6 +307,16 @@ pub enum RoomMsg {
         /// What the connection adds to this room's numbers.
         seq_offset: i64,
     },
+    /// The client of a session has every frame up to `last_seq` (this room's numbering); see
+    /// [`RelayTable::confirmed`].
+    Confirmed {
+        /// The session.
+        peer: PeerId,
+        /// Its connection.
+        conn: ConnId,
+        /// The last frame the client has.
+        last_seq: u64,
+    },
     /// The grace period of a disconnected session ended (sent by its timer).
     GraceExpired {
         /// The session.
@@ -501,6 +511,7 @@ impl Actor for Room {
             RoomMsg::RetryLeaves => Box::pin(retry_leaves(&myself, state)).await,
             RoomMsg::Echo { from, body } => state.send_to_peer(&from, &body, None),
             RoomMsg::Receipt { sender, msg_id } => state.table.receipt(&sender, &msg_id),
+            RoomMsg::Confirmed { peer, conn, last_seq } => state.table.confirmed(&peer, &conn, last_seq),
             RoomMsg::SeqShift { peer, conn, seq_offset } => {
                 let current = state.table.lock().session(&peer).is_some_and(|s| s.conn == conn && !s.adopted);
                 if current && let Some(m) = state.member_mut(&peer) {

@@ -94,6 +94,8 @@ pub enum RoomCmd {
     Receipt { sender: String, msg_id: String },
     /// See [`RoomMsg::SeqShift`].
     SeqShift { peer: String, conn: String, seq_offset: i64 },
+    /// See [`RoomMsg::Confirmed`].
+    Confirmed { peer: String, conn: String, last_seq: u64 },
 }
 
 fn json_text(v: &Option<Value>) -> Option<String> {
@@ -161,6 +163,9 @@ impl RoomCmd {
             RoomMsg::SeqShift { peer, conn, seq_offset } => {
                 RoomCmd::SeqShift { peer: peer.to_string(), conn: conn.to_string(), seq_offset: *seq_offset }
             }
+            RoomMsg::Confirmed { peer, conn, last_seq } => {
+                RoomCmd::Confirmed { peer: peer.to_string(), conn: conn.to_string(), last_seq: *last_seq }
+            }
             _ => return None,
         })
     }
@@ -214,6 +219,9 @@ impl RoomCmd {
             RoomCmd::Receipt { sender, msg_id } => RoomMsg::Receipt { sender: PeerId::new(sender), msg_id },
             RoomCmd::SeqShift { peer, conn, seq_offset } => {
                 RoomMsg::SeqShift { peer: PeerId::new(peer), conn: ConnId::new(conn), seq_offset }
+            }
+            RoomCmd::Confirmed { peer, conn, last_seq } => {
+                RoomMsg::Confirmed { peer: PeerId::new(peer), conn: ConnId::new(conn), last_seq }
             }
         })
     }

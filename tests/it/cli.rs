@@ -61,3 +61,25 @@ fn a_public_address_without_credentials_is_refused() {
     assert!(!ok, "must not start");
     assert!(out.contains("auth.api_key") && out.contains("not a loopback address"), "{out}");
 }
+
+/// The benchmark runs end to end against its own node and writes its JSON (a tiny load: this
+/// checks that it works, not how fast).
+#[test]
+fn the_benchmark_runs_and_writes_its_results() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let json = dir.path().join("bench.json");
+    let j = json.to_str().expect("path");
+    let (ok, out) =
+        switchboard(&["bench", "relay", "--pairs", "2", "--rate", "200", "--seconds", "1", "--ids", "--json", j], &[]);
+    assert!(ok, "{out}");
+    let report: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&json).expect("json written")).expect("JSON");
+    let figures: Vec<(String, f64)> = serde_json::from_value(report["runs"][0]["figures"].clone()).expect("figures");
+    let figures: std::collections::HashMap<String, f64> = figures.into_iter().collect();
+    assert_eq!(figures["sent"], 200.0);
+    assert_eq!(figures["delivered"], 200.0, "{out}");
+    assert_eq!(figures["acks"], 200.0, "{out}");
+    let (ok, out) = switchboard(&["bench", "idle", "--connections", "20", "--json", j], &[]);
+    assert!(ok, "{out}");
+    assert!(out.contains("per_connection_kib"), "{out}");
+}

@@ -149,3 +149,40 @@ async fn acknowledged_messages_are_delivered_once_even_when_resent() {
     assert_eq!(next["type"], "pong", "the re-sent chat was not delivered again: {next}");
     s.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_that_confirms_what_it_has_lets_the_room_forget_it() {
+    let mut s = TestServer::start().await;
+    let (mut alice, _) = s.joined("alice", "confirm-room").await;
+    let bob_token = s.token(json!({"userId": "bob"})).await;
+    let mut bob = Client::connect(s.addr, &bob_token).await;
+    bob.send(json!({"type": "join", "roomId": "confirm-room"})).await;
+    let joined = bob.recv_type("joined").await;
+    bob.peer_id = joined["peerId"].as_str().expect("peer").to_owned();
+    let resume_token = joined["resumeToken"].as_str().expect("resumeToken").to_owned();
+    alice.recv_type("peer_joined").await;
+    for i in 0..3 {
+        alice.send(json!({"type": "offer", "peerId": bob.peer_id, "sdp": format!("o{i}")})).await;
+        assert_eq!(bob.recv_type("offer").await["sdp"], format!("o{i}"));
+    }
+    // Bob confirms everything he has; the room forgets it.
+    let confirmed = bob.last_seq;
+    bob.send(json!({"type": "ping", "id": 1, "lastSeq": confirmed})).await;
+    bob.recv_type("pong").await;
+    let (bob_id, last_seq) = drop_connection(bob);
+    alice.recv_type("peer_disconnected").await;
+    alice.send(json!({"type": "offer", "peerId": bob_id, "sdp": "after"})).await;
+
+    // Resuming from before what he confirmed cannot be served any more...
+    let mut late = Client::connect(s.addr, &bob_token).await;
+    late.send(json!({"type": "resume", "sessionId": bob_id, "resumeToken": resume_token, "lastSeq": confirmed - 2}))
+        .await;
+    let failed = late.recv().await;
+    assert_eq!((failed["type"].as_str(), failed["reason"].as_str()), (Some("resume_failed"), Some("too_far_behind")));
+    // ...and from what he really has, it is.
+    let (mut bob, resumed) = resume(s.addr, &bob_token, &bob_id, &resume_token, last_seq).await;
+    assert_eq!(resumed["type"], "resumed", "{resumed}");
+    assert_eq!(resumed["replayed"], 1);
+    assert_eq!(bob.recv().await["sdp"], "after");
+    s.stop().await;
+}

@@ -165,6 +165,17 @@ impl RelayTable {
         }
     }
 
+    /// The client of `peer`'s connection `conn` has every frame up to `last_seq` (this room's
+    /// numbering): what is kept for its replay up to there is forgotten.
+    pub fn confirmed(&self, peer: &PeerId, conn: &ConnId, last_seq: u64) {
+        if let Some(s) = self.lock().session_mut(peer)
+            && &s.conn == conn
+            && !s.adopted
+        {
+            s.outbox.forget_through(last_seq);
+        }
+    }
+
     /// Delivery, for the table's owner.
     pub fn edge(&self) -> &dyn Edge {
         &*self.edge

@@ -95,7 +95,10 @@ pub(super) async fn inbound(myself: &Mailbox, state: &mut ConnectionState, text:
         return send_error(myself, state, ErrorCode::Forbidden, &message, reference.as_ref()).await;
     }
     let msg = match envelope.message {
-        ClientMessage::Ping {} => {
+        ClientMessage::Ping { last_seq } => {
+            if let Some(last_seq) = last_seq {
+                confirm(state, last_seq);
+            }
             let body = ServerMessage::Pong { reference: reference.as_ref(), server_time: now_ms() }.to_body();
             return Box::pin(reply(myself, state, &body)).await;
         }
@@ -191,7 +194,7 @@ pub(super) fn room_message(
         ClientMessage::EndCall {} => RoomMsg::EndCall { from, reference },
         ClientMessage::Stats { sample } => RoomMsg::Stats { from, sample, reference },
         ClientMessage::Resume { .. }
-        | ClientMessage::Ping {}
+        | ClientMessage::Ping { .. }
         | ClientMessage::Join { .. }
         | ClientMessage::Overlay { .. }
         | ClientMessage::Leave {} => return None,
@@ -220,8 +223,28 @@ pub(super) fn message_type(m: &ClientMessage) -> &'static str {
         ClientMessage::Overlay { .. } => "overlay",
         ClientMessage::Chat { .. } => "chat",
         ClientMessage::EndCall {} => "end_call",
-        ClientMessage::Ping {} => "ping",
+        ClientMessage::Ping { .. } => "ping",
         ClientMessage::Stats { .. } => "stats",
         ClientMessage::Resume { .. } => "resume",
+    }
+}
+
+/// The client has every frame up to `last_seq` (its numbering): its room may forget what it
+/// kept for replay up to there. On the room's node the table is trimmed at once; elsewhere the
+/// room is told.
+fn confirm(state: &ConnectionState, last_seq: u64) {
+    let Some(j) = &state.joined else { return };
+    let room_last = last_seq as i64 - state.seq_offset;
+    if room_last < 1 || last_seq > state.seq {
+        // Nothing to forget, or more than this connection wrote: not the client's to confirm.
+        return;
+    }
+    let room_last = room_last as u64;
+    match &j.room {
+        RoomHandle::Local(local) => local.table.confirmed(&j.peer, &state.conn_id, room_last),
+        RoomHandle::Remote(_) => {
+            let msg = RoomMsg::Confirmed { peer: j.peer.clone(), conn: state.conn_id.clone(), last_seq: room_last };
+            let _ = routing::try_send(&j.room, &j.room_id, &state.conn_id, msg);
+        }
     }
 }
