@@ -71,6 +71,14 @@ fn db(e: sqlx::Error) -> StoreError {
     StoreError::Database(e.to_string())
 }
 
+/// Column `i` of a row, decoded: a value the code cannot read is a corrupt row, not a panic.
+fn col<'r, T>(r: &'r AnyRow, i: usize) -> Result<T, StoreError>
+where
+    T: sqlx::Decode<'r, sqlx::Any> + sqlx::Type<sqlx::Any>,
+{
+    r.try_get(i).map_err(|e| StoreError::Corrupt(format!("column {i}: {e}")))
+}
+
 impl Store {
     /// Connects (creating a SQLite file if needed) and runs the migrations.
     pub async fn open(url: &str, max_connections: u32, node_id: &str) -> anyhow::Result<Store> {
@@ -153,7 +161,7 @@ impl Store {
             Vec::new()
         };
         for row in &open {
-            let (peer, room, user): (String, String, String) = (row.get(0), row.get(1), row.get(2));
+            let (peer, room, user): (String, String, String) = (col(row, 0)?, col(row, 1)?, col(row, 2)?);
             sqlx::query("UPDATE sessions SET left_at = $1, leave_reason = 'node_restart' WHERE id = $2")
                 .bind(now)
                 .bind(&peer)
@@ -176,7 +184,7 @@ impl Store {
         .await
         .map_err(db)?;
         for row in &orphans {
-            let (call, room): (String, String) = (row.get(0), row.get(1));
+            let (call, room): (String, String) = (col(row, 0)?, col(row, 1)?);
             let change =
                 CallChange { call_id: call, transition: CallTransition::Close, reason: Some("reconciled".into()) };
             apply_call_change(&mut tx, &RoomId::new(&room), &change, now).await?;
@@ -243,7 +251,7 @@ impl Store {
         .fetch_all(&self.pool)
         .await
         .map_err(db)?;
-        let mut out: Vec<ChatMessage> = rows.iter().map(chat_row).collect();
+        let mut out: Vec<ChatMessage> = rows.iter().map(chat_row).collect::<Result<_, _>>()?;
         out.reverse();
         Ok(out)
     }
@@ -255,15 +263,16 @@ impl Store {
             .fetch_all(&self.pool)
             .await
             .map_err(db)?;
-        Ok(rows
-            .iter()
-            .map(|r| EventRow {
-                id: r.get(0),
-                kind: r.get(1),
-                room_id: r.get(2),
-                payload: serde_json::from_str(&r.get::<String, _>(3)).unwrap_or_default(),
+        rows.iter()
+            .map(|r| {
+                Ok(EventRow {
+                    id: col(r, 0)?,
+                    kind: col(r, 1)?,
+                    room_id: col(r, 2)?,
+                    payload: serde_json::from_str(&col::<String>(r, 3)?).unwrap_or_default(),
+                })
             })
-            .collect())
+            .collect()
     }
 
     /// Call sessions of a room as (id, status, end reason), oldest first.
@@ -274,37 +283,37 @@ impl Store {
                 .fetch_all(&self.pool)
                 .await
                 .map_err(db)?;
-        Ok(rows.iter().map(|r| (r.get(0), CallStatus::parse(&r.get::<String, _>(1)), r.get(2))).collect())
+        rows.iter().map(|r| Ok((col(r, 0)?, CallStatus::parse(&col::<String>(r, 1)?), col(r, 2)?))).collect()
     }
 }
 
 fn room_row(r: &AnyRow) -> Result<RoomRow, StoreError> {
-    let invitees: Option<String> = r.get(3);
+    let invitees: Option<String> = col(r, 3)?;
     let invitees = invitees
         .map(|s| serde_json::from_str::<Vec<String>>(&s))
         .transpose()
         .map_err(|e| StoreError::Corrupt(format!("rooms.invitees: {e}")))?;
     Ok(RoomRow {
-        room_id: r.get(0),
-        created_at: r.get(1),
-        max_participants: u32::try_from(r.get::<i64, _>(2)).unwrap_or(u32::MAX),
+        room_id: col(r, 0)?,
+        created_at: col(r, 1)?,
+        max_participants: u32::try_from(col::<i64>(r, 2)?).unwrap_or(u32::MAX),
         invitees,
-        call_status: CallStatus::parse(&r.get::<String, _>(4)),
-        call_id: r.get(5),
+        call_status: CallStatus::parse(&col::<String>(r, 4)?),
+        call_id: col(r, 5)?,
     })
 }
 
-fn chat_row(r: &AnyRow) -> ChatMessage {
-    ChatMessage {
-        id: r.get(0),
-        room_id: RoomId::new(r.get::<String, _>(1)),
-        seq: r.get(2),
-        peer_id: PeerId::new(r.get::<String, _>(3)),
-        user_id: UserId::new(r.get::<String, _>(4)),
-        display_name: r.get(5),
-        text: r.get(6),
-        sent_at: r.get(7),
-    }
+fn chat_row(r: &AnyRow) -> Result<ChatMessage, StoreError> {
+    Ok(ChatMessage {
+        id: col(r, 0)?,
+        room_id: RoomId::new(col::<String>(r, 1)?),
+        seq: col(r, 2)?,
+        peer_id: PeerId::new(col::<String>(r, 3)?),
+        user_id: UserId::new(col::<String>(r, 4)?),
+        display_name: col(r, 5)?,
+        text: col(r, 6)?,
+        sent_at: col(r, 7)?,
+    })
 }
 
 async fn event(
@@ -401,22 +410,24 @@ impl RoomStore for Store {
         .map_err(db)?;
         let participants = rows
             .iter()
-            .map(|r| StoredParticipant {
-                peer_id: PeerId::new(r.get::<String, _>(0)),
-                user_id: UserId::new(r.get::<String, _>(1)),
-                display_name: r.get(2),
-                conn_id: ConnId::new(r.get::<String, _>(3)),
-                media: serde_json::from_str(&r.get::<String, _>(4)).unwrap_or_else(|_| MediaState::initial()),
-                joined_at: r.get(5),
-                resume_token: r.get::<Option<String>, _>(6).unwrap_or_default(),
+            .map(|r| {
+                Ok(StoredParticipant {
+                    peer_id: PeerId::new(col::<String>(r, 0)?),
+                    user_id: UserId::new(col::<String>(r, 1)?),
+                    display_name: col(r, 2)?,
+                    conn_id: ConnId::new(col::<String>(r, 3)?),
+                    media: serde_json::from_str(&col::<String>(r, 4)?).unwrap_or_else(|_| MediaState::initial()),
+                    joined_at: col(r, 5)?,
+                    resume_token: col::<Option<String>>(r, 6)?.unwrap_or_default(),
+                })
             })
-            .collect();
-        let next_chat_seq: i64 = sqlx::query("SELECT COALESCE(MAX(seq), 0) + 1 FROM chat_messages WHERE room_id = $1")
+            .collect::<Result<Vec<_>, StoreError>>()?;
+        let next: AnyRow = sqlx::query("SELECT COALESCE(MAX(seq), 0) + 1 FROM chat_messages WHERE room_id = $1")
             .bind(room.as_str())
             .fetch_one(&self.pool)
             .await
-            .map_err(db)?
-            .get(0);
+            .map_err(db)?;
+        let next_chat_seq: i64 = col(&next, 0)?;
         let call_id = if row.call_status.is_open() { row.call_id } else { None };
         Ok(StoredRoom {
             policy: RoomPolicy {
@@ -600,14 +611,15 @@ impl RoomStore for Store {
             .await
             .map_err(db)?;
         if let Some(row) = row {
-            return Ok(Ok(row.get::<i64, _>(0)));
+            return Ok(Ok(col::<i64>(&row, 0)?));
         }
         let holder = sqlx::query("SELECT node_id FROM room_leases WHERE room_id = $1")
             .bind(room.as_str())
             .fetch_optional(&self.pool)
             .await
             .map_err(db)?
-            .map(|r| r.get::<String, _>(0))
+            .map(|r| col::<String>(&r, 0))
+            .transpose()?
             .unwrap_or_default();
         Ok(Err(holder))
     }
@@ -695,7 +707,8 @@ impl Store {
                     .fetch_optional(&s.pool)
                     .await
                     .map_err(db)?;
-                Ok::<_, StoreError>(row.map(|r| (r.get::<i64, _>(0), r.get::<String, _>(1), r.get::<String, _>(2))))
+                row.map(|r| Ok::<_, StoreError>((col::<i64>(&r, 0)?, col::<String>(&r, 1)?, col::<String>(&r, 2)?)))
+                    .transpose()
             }
         };
         let before = beats(self).await?;
@@ -762,7 +775,7 @@ impl Store {
     pub async fn lease_holder(&self, room: &str) -> Result<Option<String>, StoreError> {
         let sql = format!("SELECT node_id FROM room_leases WHERE room_id = $1 AND expires_at >= {}", self.db_now());
         let row = sqlx::query(&sql).bind(room).fetch_optional(&self.pool).await.map_err(db)?;
-        Ok(row.map(|r| r.get::<String, _>(0)))
+        row.map(|r| col::<String>(&r, 0)).transpose()
     }
 
     /// Rooms with open sessions and no live lease: their owner died (or the whole cluster
@@ -775,7 +788,7 @@ impl Store {
             self.db_now()
         );
         let rows = sqlx::query(&sql).bind(i64::from(limit)).fetch_all(&self.pool).await.map_err(db)?;
-        Ok(rows.iter().map(|r| r.get::<String, _>(0)).collect())
+        rows.iter().map(|r| col::<String>(r, 0)).collect()
     }
 
     /// Live leases (room, node, epoch) in room order, `limit` after `after`: the cluster's room map.
@@ -785,7 +798,7 @@ impl Store {
             self.db_now()
         );
         let rows = sqlx::query(&sql).bind(after).bind(i64::from(limit)).fetch_all(&self.pool).await.map_err(db)?;
-        Ok(rows.iter().map(|r| (r.get(0), r.get(1), r.get(2))).collect())
+        rows.iter().map(|r| Ok((col(r, 0)?, col(r, 1)?, col(r, 2)?))).collect()
     }
 }
 
@@ -793,7 +806,7 @@ impl Store {
     /// The first column of the rows `sql` selects for `key`, as text.
     async fn texts(&self, sql: &str, key: &str) -> Result<Vec<String>, StoreError> {
         let rows = sqlx::query(sql).bind(key).fetch_all(&self.pool).await.map_err(db)?;
-        Ok(rows.iter().map(|r| r.get::<String, _>(0)).collect())
+        rows.iter().map(|r| col::<String>(r, 0)).collect()
     }
 
     /// Connection ids of a room's open sessions.
