@@ -2,7 +2,7 @@
 //! the latest of them kept so that a client that resumes on a new connection gets what it
 //! missed, with the same numbers.
 
-use crate::protocol::with_seq;
+use crate::protocol::{renumber, with_seq};
 use std::collections::VecDeque;
 use std::sync::Arc;
 
@@ -103,9 +103,7 @@ impl Outbox {
             if new < 1 {
                 continue;
             }
-            // Replace the leading `{"seq":N,` with the new number.
-            let rest = framed.split_once(',').map_or("}", |(_, rest)| rest);
-            self.keep(new as u64, with_seq(new as u64, &format!("{{{rest}")).into());
+            self.keep(new as u64, renumber(new as u64, &framed).into());
         }
         self.next_seq = (self.next_seq as i64 + delta).max(1) as u64;
     }

@@ -19,7 +19,9 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 use switchboard_actors::ids::{random_id, valid_room_id};
 use switchboard_actors::ports::{Frame, now_ms};
-use switchboard_actors::protocol::{ClientMessage, MAX_NAME_CHARS, RelayKind, ServerMessage, parse_client, with_seq};
+use switchboard_actors::protocol::{
+    ClientMessage, MAX_NAME_CHARS, RelayKind, ServerMessage, parse_client, renumber, with_seq,
+};
 use switchboard_actors::room::{JoinRequest, RelayPayload, RoomMsg};
 use switchboard_actors::{ConnId, ErrorCode, PeerId, RoomId, UserId};
 use switchboard_cluster::routing::ResumeCmd;

@@ -3,6 +3,7 @@
 //! session's numbering with its connection; a drain hands sessions to the next instance.
 
 use super::*;
+use crate::protocol::without_seq;
 
 pub(super) async fn disconnected(
     myself: &ActorRef<RoomMsg>,
@@ -65,7 +66,7 @@ pub(super) fn absorb(state: &mut RoomState, carry: Carry) {
             let mut outbox = Outbox::restore(c.next_seq, c.frames);
             let first_new = outbox.next_seq;
             for (_, framed) in mine {
-                let body = framed.split_once(',').map_or("{}".to_owned(), |(_, rest)| format!("{{{rest}"));
+                let body = without_seq(&framed);
                 outbox.push(&body);
             }
             s.outbox = outbox;

@@ -43,13 +43,7 @@ pub(super) async fn write_numbered(myself: &Mailbox, state: &mut ConnectionState
     }
     let shifted = (room_seq + state.seq_offset).max(1) as u64;
     state.seq = shifted;
-    let text = if state.seq_offset == 0 {
-        body.to_owned()
-    } else {
-        // Replace the room's `{"seq":N,` with the shifted number.
-        let rest = body.split_once(',').map_or("}", |(_, rest)| rest);
-        with_seq(shifted, &format!("{{{rest}"))
-    };
+    let text = if state.seq_offset == 0 { body.to_owned() } else { renumber(shifted, body) };
     feed(myself, state, text).await;
     // Handed to the socket: the sender's edge may forget it.
     if let Some((sender, msg_id)) = written_receipt {
