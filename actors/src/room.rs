@@ -503,6 +503,8 @@ impl Actor for Room {
             }
             RoomMsg::Absorb(carry) => absorb(state, carry),
             RoomMsg::HandOff(reply) => {
+                // Nothing may be relayed into this instance once its sessions are handed over.
+                state.table.lock().open = false;
                 let _ = reply.send(carry(state));
                 myself.stop(Some("handoff".into()));
             }
