@@ -30,8 +30,6 @@ pub(super) struct Unreceipted {
     pub(super) target: String,
     /// The client asked for `delivered`.
     pub(super) receipt: bool,
-    /// The room instance that acknowledged it (see `RoomHandle::target`).
-    pub(super) acked_by: String,
     /// When it was acknowledged, counted on this connection.
     pub(super) order: u64,
 }
@@ -60,19 +58,11 @@ pub(super) fn forget_acknowledged(state: &mut ConnectionState, body: &str) -> bo
     if let Some(pos) = state.pending.iter().position(|k| k.id == id)
         && let Some(kept) = state.pending.remove(pos)
         && acked
-        && let (Some(target), Some(j)) = (kept.target, &state.joined)
+        && let Some(target) = kept.target
     {
-        let acked_by = j.room.target();
         state.acks += 1;
         let order = state.acks;
-        state.unreceipted.push_back(Unreceipted {
-            id,
-            text: kept.text,
-            target,
-            receipt: kept.receipt,
-            acked_by,
-            order,
-        });
+        state.unreceipted.push_back(Unreceipted { id, text: kept.text, target, receipt: kept.receipt, order });
     }
     was_head
 }
@@ -211,20 +201,12 @@ pub(super) async fn resend_pending(state: &mut ConnectionState) {
     for (sender, msg_id) in written {
         send_receipt(state, sender, msg_id);
     }
-    let Some(j) = state.joined.as_mut() else { return };
-    // What another instance acknowledged and nobody confirmed goes again first (it is older
-    // than anything kept).
-    let target = j.room.target();
-    let mut again: Vec<(u64, String)> = state
-        .recent_delivered
-        .iter_mut()
-        .chain(state.unreceipted.iter_mut())
-        .filter(|u| u.acked_by != target)
-        .map(|u| {
-            u.acked_by.clone_from(&target);
-            (u.order, u.text.clone())
-        })
-        .collect();
+    // What was acknowledged and not confirmed (and the last confirmed) goes again first, in the
+    // order it was acknowledged: it is older than anything kept. All of it, whichever instance
+    // acknowledged it: a room can come back to a node in a new instance that looks the same
+    // from here, and an instance that already has a message drops the repeat.
+    let mut again: Vec<(u64, String)> =
+        state.recent_delivered.iter().chain(state.unreceipted.iter()).map(|u| (u.order, u.text.clone())).collect();
     again.sort_by_key(|(order, _)| *order);
     let again = again.into_iter().map(|(_, text)| text);
     for text in again {
