@@ -148,7 +148,10 @@ pub(super) async fn pump_with(myself: &Mailbox, state: &mut ConnectionState, pre
     // node that stopped) it lost its lease and lives elsewhere now.
     match routing::relocate(&state.app, &mut j.room, &j.room_id).await {
         Ok(()) => Box::pin(resend_pending(state)).await,
-        Err((code, message)) => send_error(myself, state, code, &message, reference.as_ref()).await,
+        Err((code, message)) => {
+            let (code, message) = while_moving(code, message);
+            send_error(myself, state, code, &message, reference.as_ref()).await;
+        }
     }
 }
 
@@ -269,8 +272,20 @@ pub(super) async fn reroute(myself: &Mailbox, state: &mut ConnectionState, room:
         Box::pin(resend_pending(state)).await;
     }
     if let Err((code, message)) = sent {
+        let (code, message) = while_moving(code, message);
         send_error(myself, state, code, &message, reference.as_ref()).await;
     }
+}
+
+/// What a session in progress is told when its room could not be reached while finding it
+/// again. `room_elsewhere` (its lease changed hands between the lookup and the start) would
+/// tell the client its session is over, and it is not: the session follows its room, and the
+/// message is kept and sent again.
+fn while_moving(code: ErrorCode, message: String) -> (ErrorCode, String) {
+    if code == ErrorCode::RoomElsewhere {
+        return (ErrorCode::RoomUnavailable, "the room is moving; try again".to_owned());
+    }
+    (code, message)
 }
 
 pub(super) fn reference_of(msg: &RoomMsg) -> Option<&Value> {
