@@ -22,7 +22,7 @@ use report::{Report, Run};
 /// Runs one benchmark command.
 pub async fn run(which: BenchKind) -> Result<()> {
     // Both ends of every connection are on this machine.
-    node::raise_fd_limit(250_000);
+    let fds = node::raise_fd_limit(250_000);
     let mut report = Report::new();
     let common = match &which {
         BenchKind::Relay { common, .. }
@@ -54,6 +54,7 @@ pub async fn run(which: BenchKind) -> Result<()> {
         }
         BenchKind::Idle { connections, room_size, no_join, common } => {
             for n in connections {
+                check_fds(n, fds)?;
                 let node = BenchNode::start(&common.serve)?;
                 report.runs.push(idle::idle(&node, n, room_size, no_join, common.sources).await?);
                 report.runs.last().map(Run::print);
@@ -93,6 +94,10 @@ async fn suite(report: &mut Report, seconds: u64, big: bool, common: &BenchCommo
     report.runs.push(join::joins(&node, 500, seconds, common.sources, store_name(&common.serve)).await?);
     drop(node);
     for n in if big { vec![10_000, 50_000] } else { vec![10_000] } {
+        if let Err(e) = check_fds(n, node::raise_fd_limit(250_000)) {
+            eprintln!("idle at {n} skipped: {e}");
+            continue;
+        }
         let node = BenchNode::start(&common.serve)?;
         report.runs.push(idle::idle(&node, n, 2, false, common.sources).await?);
         report.runs.last().map(Run::print);
@@ -116,6 +121,18 @@ async fn relay_run(opts: &RelayOptions, cross_node: bool, serve: &[String]) -> R
     args.extend(["--node-id", "b2", "--cluster-addr", "127.0.0.1:0", "--seeds", &seed].map(String::from));
     let second = BenchNode::start(&args)?;
     relay::open_loop(&first, Some(&second), opts).await
+}
+
+/// Refuses a run whose connections cannot all be open at once: the node and the generator
+/// each hold one descriptor per connection.
+fn check_fds(connections: usize, limit: u64) -> Result<()> {
+    let needed = connections as u64 + 1_000;
+    if limit < needed {
+        return Err(anyhow!(
+            "{connections} connections need an open-file limit of at least {needed} (it is {limit}; raise the hard limit, e.g. `prlimit --nofile={needed}:{needed}` as root)"
+        ));
+    }
+    Ok(())
 }
 
 fn store_name(serve: &[String]) -> &'static str {

@@ -48,9 +48,12 @@ impl Dialer {
 
     /// Opens a connection for `user` and joins `room`.
     pub async fn join(&self, user: &str, room: &str) -> Result<Joined> {
-        let mut conn = self.connect(user).await?;
+        let waited = std::time::Duration::from_secs(10);
+        let mut conn =
+            tokio::time::timeout(waited, self.connect(user)).await.map_err(|_| anyhow!("connect timed out"))??;
         conn.send(&json!({"type": "join", "roomId": room}).to_string()).await?;
-        let joined = conn.expect("joined").await?;
+        let joined =
+            tokio::time::timeout(waited, conn.expect("joined")).await.map_err(|_| anyhow!("join timed out"))??;
         let peer_id = joined["peerId"].as_str().unwrap_or_default().to_owned();
         Ok(Joined { conn, peer_id })
     }
