@@ -9,6 +9,7 @@ pub mod fanout;
 pub mod idle;
 pub mod join;
 pub mod node;
+pub mod pacer;
 pub mod relay;
 pub mod report;
 pub mod wire;

@@ -3,7 +3,8 @@
 //! send time and counts its deliveries.
 
 use super::dialer::Dialer;
-use super::node::{BenchNode, own_cpu, precise_sleeps};
+use super::node::{BenchNode, own_cpu};
+use super::pacer::pace;
 use super::relay::round2;
 use super::report::{Latencies, Run};
 use super::wire::{self, Incoming};
@@ -48,26 +49,8 @@ pub async fn fanout(node: &BenchNode, size: usize, rate: u64, seconds: u64, sour
         }));
     }
     let (cpu0, gen0) = (node.cpu()?, own_cpu()?);
-    let pacer = std::thread::spawn(move || -> Result<()> {
-        precise_sleeps();
-        let mut buf = Vec::with_capacity(256);
-        for n in 0..total {
-            let due = t0 + interval.mul_f64(n as f64);
-            let now = Instant::now();
-            if due > now {
-                std::thread::sleep(due - now);
-            }
-            let i = n as usize % writers.len();
-            buf.clear();
-            wire::text_frame(
-                &mut buf,
-                format!("{{\"type\":\"chat\",\"text\":\"chat {n} hello everyone\"}}").as_bytes(),
-            );
-            wire::write_all_retrying(&mut writers[i], &buf)?;
-        }
-        Ok(())
-    });
-    tokio::task::spawn_blocking(move || pacer.join()).await?.map_err(|_| anyhow::anyhow!("pacer panicked"))??;
+    let chat = |n: u64, _: usize| format!("{{\"type\":\"chat\",\"text\":\"chat {n} hello everyone\"}}");
+    pace(t0, interval, total, writers, chat).await?;
     let expected = total * size as u64;
     let deadline = Instant::now() + Duration::from_secs(5);
     while delivered.load(Ordering::Relaxed) < expected && Instant::now() < deadline {

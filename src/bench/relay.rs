@@ -8,7 +8,8 @@
 //!   arrives: the most the server relays per second.
 
 use super::dialer::Dialer;
-use super::node::{BenchNode, own_cpu, precise_sleeps};
+use super::node::{BenchNode, own_cpu};
+use super::pacer::{Paced, pace};
 use super::report::{Latencies, Run};
 use super::wire::{self, FrameReader, Incoming};
 use anyhow::{Result, bail};
@@ -133,34 +134,16 @@ pub async fn open_loop(a: &BenchNode, b: Option<&BenchNode>, opts: &RelayOptions
     let (cpu_a0, cpu_b0, gen0) = (a.cpu()?, b.map(BenchNode::cpu).transpose()?, own_cpu()?);
     // The pacing thread: sleeps to each message's due time (timer slack made precise), sends
     // whatever is due, and records how late it was.
-    let pacer = std::thread::spawn(move || -> Result<(Latencies, u64)> {
-        precise_sleeps();
-        let filler = sdp_filler();
-        let mut late = Latencies::default();
-        let mut waits = 0u64;
-        let mut buf = Vec::with_capacity(2048);
-        for n in 0..total {
-            let due = t0 + interval.mul_f64(n as f64);
-            let now = Instant::now();
-            if due > now {
-                std::thread::sleep(due - now);
-            }
-            late.push(Instant::now().saturating_duration_since(due));
-            let p = n as usize % writers.len();
-            let id = match (ids, receipts) {
-                (false, _) => String::new(),
-                (true, false) => format!(",\"id\":{n}"),
-                (true, true) => format!(",\"id\":{n},\"receipt\":true"),
-            };
-            let payload = format!("{{\"type\":\"offer\",\"peerId\":\"{}\",\"sdp\":\"{n};{filler}\"{id}}}", b_ids[p]);
-            buf.clear();
-            wire::text_frame(&mut buf, payload.as_bytes());
-            waits += u64::from(wire::write_all_retrying(&mut writers[p], &buf)?);
-        }
-        Ok((late, waits))
-    });
-    let (mut late, waits) =
-        tokio::task::spawn_blocking(move || pacer.join()).await?.map_err(|_| anyhow::anyhow!("pacer panicked"))??;
+    let filler = sdp_filler();
+    let offer = move |n: u64, p: usize| {
+        let id = match (ids, receipts) {
+            (false, _) => String::new(),
+            (true, false) => format!(",\"id\":{n}"),
+            (true, true) => format!(",\"id\":{n},\"receipt\":true"),
+        };
+        format!("{{\"type\":\"offer\",\"peerId\":\"{}\",\"sdp\":\"{n};{filler}\"{id}}}", b_ids[p])
+    };
+    let Paced { mut late, waits } = pace(t0, interval, total, writers, offer).await?;
     // Wait for the last deliveries (bounded: what has not arrived 5 s after the schedule ended
     // is counted as lost).
     let deadline = Instant::now() + Duration::from_secs(5);

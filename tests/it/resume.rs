@@ -13,6 +13,18 @@ pub(crate) fn drop_connection(c: Client) -> (String, u64) {
     (peer_id, last_seq)
 }
 
+/// Joins `room` as `user` keeping what a resume needs: the client, its token and the session's
+/// resume token.
+async fn join_resumable(s: &TestServer, user: &str, room: &str) -> (Client, String, String) {
+    let token = s.token(json!({"userId": user})).await;
+    let mut c = Client::connect(s.addr, &token).await;
+    c.send(json!({"type": "join", "roomId": room})).await;
+    let joined = c.recv_type("joined").await;
+    c.peer_id = joined["peerId"].as_str().expect("peer").to_owned();
+    let resume_token = joined["resumeToken"].as_str().expect("resumeToken").to_owned();
+    (c, token, resume_token)
+}
+
 /// Sends `resume` on a new connection; returns the client and the first frame it got.
 pub(crate) async fn resume(
     addr: std::net::SocketAddr,
@@ -154,12 +166,7 @@ async fn acknowledged_messages_are_delivered_once_even_when_resent() {
 async fn a_client_that_confirms_what_it_has_lets_the_room_forget_it() {
     let mut s = TestServer::start().await;
     let (mut alice, _) = s.joined("alice", "confirm-room").await;
-    let bob_token = s.token(json!({"userId": "bob"})).await;
-    let mut bob = Client::connect(s.addr, &bob_token).await;
-    bob.send(json!({"type": "join", "roomId": "confirm-room"})).await;
-    let joined = bob.recv_type("joined").await;
-    bob.peer_id = joined["peerId"].as_str().expect("peer").to_owned();
-    let resume_token = joined["resumeToken"].as_str().expect("resumeToken").to_owned();
+    let (mut bob, bob_token, resume_token) = join_resumable(&s, "bob", "confirm-room").await;
     alice.recv_type("peer_joined").await;
     for i in 0..3 {
         alice.send(json!({"type": "offer", "peerId": bob.peer_id, "sdp": format!("o{i}")})).await;
