@@ -88,16 +88,6 @@ pub enum RoomHandle {
     Remote(String),
 }
 
-impl RoomHandle {
-    /// Names where the handle points, to tell when it changes.
-    pub fn target(&self) -> String {
-        match self {
-            RoomHandle::Local(local) => format!("local:{}", local.actor.get_id()),
-            RoomHandle::Remote(node) => node.clone(),
-        }
-    }
-}
-
 fn unavailable() -> RouteError {
     (ErrorCode::RoomUnavailable, "the room is not reachable; try again".to_owned())
 }

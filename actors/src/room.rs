@@ -461,7 +461,9 @@ impl Actor for Room {
                 };
                 let req =
                     RelayRequest { from: &from, to: &to, kind, payload, reference: reference.as_ref(), received_at };
-                state.table.lock().relay(state.table.edge(), &req);
+                if let Some(body) = req.body() {
+                    state.table.lock().relay(state.table.edge(), &req, &body);
+                }
                 state.table.handled(&from);
             }
             RoomMsg::Control { from, action, reference } => {

@@ -100,6 +100,23 @@ pub struct RelayRequest<'a> {
     pub received_at: Instant,
 }
 
+impl RelayRequest<'_> {
+    /// The frame body the target gets: the same type, `peerId` set to the sender; `None` for a
+    /// kind and payload that do not go together (the parser never makes one).
+    pub fn body(&self) -> Option<Arc<str>> {
+        let (peer_id, msg_id) = (self.from, self.reference);
+        let message = match (self.kind, &self.payload) {
+            (RelayKind::Offer, RelayBody::Sdp(sdp)) => ServerMessage::Offer { peer_id, msg_id, sdp },
+            (RelayKind::Answer, RelayBody::Sdp(sdp)) => ServerMessage::Answer { peer_id, msg_id, sdp },
+            (RelayKind::IceCandidate, RelayBody::Candidate(candidate)) => {
+                ServerMessage::IceCandidate { peer_id, msg_id, candidate }
+            }
+            _ => return None,
+        };
+        Some(message.to_body())
+    }
+}
+
 /// What a relay carries.
 pub enum RelayBody<'a> {
     /// An offer's or answer's SDP.
@@ -121,6 +138,9 @@ impl RelayTable {
 
     /// The fast path: relays `req` from the sender's connection if this instance may act.
     pub fn relay_from_edge(&self, req: &RelayRequest<'_>) -> Relayed {
+        // Serialized before the lock is taken: the lock covers only the decision and the
+        // numbering.
+        let Some(body) = req.body() else { return Relayed::ToRoom };
         let mut t = self.lock();
         if !t.open || t.valid_until.is_some_and(|until| Instant::now() > until) {
             return Relayed::ToRoom;
@@ -131,7 +151,7 @@ impl RelayTable {
             // (the actor ignores the first kind).
             _ => return Relayed::ToRoom,
         }
-        t.relay(&*self.edge, req);
+        t.relay(&*self.edge, req, &body);
         Relayed::Done
     }
 
@@ -196,20 +216,25 @@ impl Table {
     /// Numbers a frame in `peer`'s sequence, keeps it for replay and sends it if the session is
     /// connected. Returns false when there is no such session.
     pub fn send_to(&mut self, edge: &dyn Edge, peer: &PeerId, body: &str, received_at: Option<Instant>) -> bool {
-        let Some(s) = self.session_mut(peer) else { return false };
-        let (seq, framed) = s.outbox.push(body);
-        if s.connected && !s.adopted {
-            edge.deliver(&s.conn, Frame { body: framed, received_at, seq: Some(seq) });
-        }
-        true
+        self.numbered(edge, peer, received_at, |outbox| outbox.push(body))
     }
 
     /// Like [`send_to`](Self::send_to), for a frame that is not kept for replay.
     pub fn send_unkept(&mut self, edge: &dyn Edge, peer: &PeerId, body: &str) -> bool {
+        self.numbered(edge, peer, None, |outbox| outbox.push_unkept(body))
+    }
+
+    fn numbered(
+        &mut self,
+        edge: &dyn Edge,
+        peer: &PeerId,
+        received_at: Option<Instant>,
+        number: impl FnOnce(&mut Outbox) -> (u64, Arc<str>),
+    ) -> bool {
         let Some(s) = self.session_mut(peer) else { return false };
-        let (seq, framed) = s.outbox.push_unkept(body);
+        let (seq, framed) = number(&mut s.outbox);
         if s.connected && !s.adopted {
-            edge.deliver(&s.conn, Frame { body: framed, received_at: None, seq: Some(seq) });
+            edge.deliver(&s.conn, Frame { body: framed, received_at, seq: Some(seq) });
         }
         true
     }
@@ -234,8 +259,8 @@ impl Table {
     }
 
     /// The relay decision, for both paths: drops repeats, refuses unknown targets, delivers
-    /// and acknowledges.
-    pub fn relay(&mut self, edge: &dyn Edge, req: &RelayRequest<'_>) {
+    /// `body` (from [`RelayRequest::body`]) and acknowledges.
+    pub fn relay(&mut self, edge: &dyn Edge, req: &RelayRequest<'_>, body: &str) {
         if self.session(req.from).is_none() || !self.first_time(edge, req.from, req.reference) {
             return;
         }
@@ -250,17 +275,7 @@ impl Table {
             self.send_to(edge, req.from, &body, None);
             return;
         }
-        let (from, msg_id) = (req.from, req.reference);
-        let body = match (req.kind, &req.payload) {
-            (RelayKind::Offer, RelayBody::Sdp(sdp)) => ServerMessage::Offer { peer_id: from, msg_id, sdp },
-            (RelayKind::Answer, RelayBody::Sdp(sdp)) => ServerMessage::Answer { peer_id: from, msg_id, sdp },
-            (RelayKind::IceCandidate, RelayBody::Candidate(candidate)) => {
-                ServerMessage::IceCandidate { peer_id: from, msg_id, candidate }
-            }
-            _ => return,
-        }
-        .to_body();
-        self.send_to(edge, req.to, &body, Some(req.received_at));
+        self.send_to(edge, req.to, body, Some(req.received_at));
         if let Some(reference) = req.reference {
             self.send_to(edge, req.from, &ServerMessage::Ack { reference }.to_body(), None);
         }

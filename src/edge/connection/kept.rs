@@ -242,9 +242,8 @@ pub(super) async fn to_room(myself: &Mailbox, state: &mut ConnectionState, msg: 
         // tell the client this message did not get there.
         if code == ErrorCode::RoomElsewhere {
             let _ = routing::relocate(&state.app, &mut j.room, &j.room_id).await;
-            let message = "the room is moving; try again";
-            return send_error(myself, state, ErrorCode::RoomUnavailable, message, reference.as_ref()).await;
         }
+        let (code, message) = while_moving(code, message);
         send_error(myself, state, code, &message, reference.as_ref()).await;
     }
 }
