@@ -1,6 +1,7 @@
 //! What every HTTP handler and connection of a node shares.
 
 use crate::auth::Authority;
+use crate::bus::Bus;
 use crate::config::Config;
 use crate::edge::edge_router::EdgeRouter;
 use crate::store::Store;
@@ -32,6 +33,8 @@ pub struct App {
     pub hello: switchboard_cluster::node_agent::HelloSource,
     /// Where a room goes when this node gives it up.
     pub successor: Successor,
+    /// The event bus.
+    pub bus: Bus,
     shutting_down: Arc<AtomicBool>,
 }
 
@@ -57,6 +60,8 @@ pub struct AppParts {
     pub draining: Arc<AtomicBool>,
     /// Where a room goes when this node gives it up.
     pub successor: Successor,
+    /// The event bus.
+    pub bus: Bus,
 }
 
 pub use switchboard_cluster::routing::Successor;
@@ -76,6 +81,7 @@ impl App {
             cluster: p.cluster,
             hello: p.hello,
             successor: p.successor,
+            bus: p.bus,
             shutting_down: p.draining,
         }
     }

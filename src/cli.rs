@@ -189,6 +189,9 @@ pub struct Common {
     /// Cluster members to dial, comma-separated `host:port`.
     #[arg(long, env = "SWITCHBOARD_SEEDS", value_delimiter = ',')]
     pub seeds: Option<Vec<String>>,
+    /// The event bus's MQTT broker, `mqtt://host:port` (default: one embedded in the node).
+    #[arg(long, env = "SWITCHBOARD_MQTT_URL")]
+    pub mqtt_url: Option<String>,
 }
 
 impl Common {
@@ -216,6 +219,9 @@ impl Common {
         }
         if let Some(v) = &self.seeds {
             config.cluster.seeds = v.iter().filter(|s| !s.is_empty()).cloned().collect();
+        }
+        if let Some(v) = &self.mqtt_url {
+            config.bus.mqtt_url = Some(v.clone()).filter(|u| !u.is_empty());
         }
         config.validate()?;
         Ok(config)

@@ -28,6 +28,44 @@ pub struct Config {
     pub limits: LimitsConfig,
     /// Cluster membership.
     pub cluster: ClusterSettings,
+    /// The event bus (MQTT) and the outbox publisher.
+    pub bus: BusConfig,
+}
+
+/// `[bus]`
+#[derive(Clone, Debug, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct BusConfig {
+    /// The broker, `mqtt://host:port`. Unset: a broker embedded in this node.
+    pub mqtt_url: Option<String>,
+    /// Where the embedded broker listens (port 0: any free port, logged at start).
+    pub embedded_listen: SocketAddr,
+    /// Names this cluster in topics: `switchboard/{cluster}/...`.
+    pub cluster_name: String,
+    /// Whether this node may publish the outbox (one node of the cluster does at a time).
+    pub publish_outbox: bool,
+    /// How often an idle publisher looks for new events.
+    #[serde(with = "duration_text")]
+    pub poll_interval: Duration,
+    /// Lifetime of the publisher's lease; another node takes over once it has expired.
+    #[serde(with = "duration_text")]
+    pub publisher_lease_ttl: Duration,
+    /// Events per publish batch.
+    pub batch: u32,
+}
+
+impl Default for BusConfig {
+    fn default() -> Self {
+        Self {
+            mqtt_url: None,
+            embedded_listen: SocketAddr::from(([127, 0, 0, 1], 0)),
+            cluster_name: "default".into(),
+            publish_outbox: true,
+            poll_interval: Duration::from_millis(100),
+            publisher_lease_ttl: Duration::from_secs(5),
+            batch: 256,
+        }
+    }
 }
 
 /// `[cluster]`
@@ -180,6 +218,7 @@ impl Default for Config {
             rooms: RoomsConfig::default(),
             limits: LimitsConfig::default(),
             cluster: ClusterSettings::default(),
+            bus: BusConfig::default(),
         }
     }
 }
@@ -373,6 +412,19 @@ impl Config {
                     "cluster.heartbeat_timeout must be longer than cluster.heartbeat_interval (and the interval positive)"
                 );
             }
+        }
+        if let Some(url) = &self.bus.mqtt_url {
+            crate::bus::check_url(url).map_err(|e| anyhow::anyhow!("bus.mqtt_url: {e}"))?;
+        }
+        let name = &self.bus.cluster_name;
+        if name.is_empty() || name.len() > 64 || !name.chars().all(|c| c.is_ascii_alphanumeric() || "._-".contains(c)) {
+            bail!("bus.cluster_name {name:?}: use 1-64 characters of [A-Za-z0-9._-] (it is a topic level)");
+        }
+        if self.bus.batch == 0 || self.bus.poll_interval.is_zero() {
+            bail!("bus.batch and bus.poll_interval must be positive");
+        }
+        if self.bus.publisher_lease_ttl < Duration::from_millis(300) {
+            bail!("bus.publisher_lease_ttl must be at least 300ms");
         }
         if self.limits.messages_per_second <= 0.0 || self.limits.burst < 1.0 {
             bail!("limits.messages_per_second must be positive and limits.burst at least 1");

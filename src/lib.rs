@@ -4,9 +4,11 @@
 pub mod app;
 pub mod auth;
 pub mod bench;
+pub mod bus;
 pub mod cli;
 pub mod config;
 pub mod edge;
+pub mod events;
 pub mod http;
 pub mod ice;
 pub mod routing;

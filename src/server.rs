@@ -3,6 +3,9 @@
 
 use crate::app::{App, AppParts, Successor};
 use crate::auth::{Authority, load_or_create_secret, secret_fingerprint};
+use crate::bus::Bus;
+use crate::bus::broker::EmbeddedBroker;
+use crate::bus::outbox_publisher::{OutboxPublisher, PublisherSettings};
 use crate::config::Config;
 use crate::edge::connection::close_code;
 use crate::edge::edge_router::EdgeRouter;
@@ -44,6 +47,8 @@ pub struct RunningServer {
     http: JoinHandle<std::io::Result<()>>,
     beats: Option<JoinHandle<()>>,
     upkeep: JoinHandle<()>,
+    publisher: Option<OutboxPublisher>,
+    broker: Option<EmbeddedBroker>,
 }
 
 /// Opens the store and runs migrations, nothing else (`switchboard migrate`).
@@ -62,6 +67,24 @@ fn tune_accepted(tcp: &mut tokio::net::TcpStream) {
     if let Err(e) = tcp.set_nodelay(true) {
         tracing::debug!(error = %e, "TCP_NODELAY not set");
     }
+}
+
+/// The event bus: the configured broker, or one embedded in this node.
+async fn start_bus(config: &Config) -> anyhow::Result<(Option<EmbeddedBroker>, Bus)> {
+    let (broker, url) = match &config.bus.mqtt_url {
+        Some(url) => (None, url.clone()),
+        None => {
+            if config.clustered() {
+                tracing::warn!("bus.mqtt_url is not set: each node of this cluster embeds its own broker");
+            }
+            let broker = EmbeddedBroker::start(config.bus.embedded_listen).await?;
+            let url = broker.url();
+            (Some(broker), url)
+        }
+    };
+    let client_id = format!("switchboard-{}-{}", config.node_id, &uuid::Uuid::new_v4().simple().to_string()[..8]);
+    let bus = Bus::connect(&url, &client_id).map_err(|e| anyhow::anyhow!("bus.mqtt_url: {e}"))?;
+    Ok((broker, bus))
 }
 
 /// Starts a node on an already bound listener.
@@ -100,6 +123,13 @@ pub async fn start(config: Config, listener: TcpListener) -> anyhow::Result<Runn
         },
         live_rooms: live_rooms.clone(),
     });
+    let (broker, bus) = match start_bus(&config).await {
+        Ok(started) => started,
+        Err(e) => {
+            store.close().await;
+            return Err(e);
+        }
+    };
     let (rooms, _) =
         Actor::spawn(None, RoomSupervisor, RoomSupervisorArgs { ctx, policy: RestartPolicy::default() }).await?;
     let addr = listener.local_addr()?;
@@ -108,6 +138,10 @@ pub async fn start(config: Config, listener: TcpListener) -> anyhow::Result<Runn
         Ok(cluster) => cluster,
         Err(e) => {
             rooms.stop(None);
+            bus.shutdown().await;
+            if let Some(broker) = broker {
+                broker.stop().await;
+            }
             store.close().await;
             return Err(e);
         }
@@ -144,7 +178,19 @@ pub async fn start(config: Config, listener: TcpListener) -> anyhow::Result<Runn
         hello,
         draining,
         successor,
+        bus,
     }));
+    let publisher = app.config.bus.publish_outbox.then(|| {
+        let settings = PublisherSettings {
+            cluster: app.config.bus.cluster_name.clone(),
+            node_id: app.config.node_id.clone(),
+            lease_ttl: app.config.bus.publisher_lease_ttl,
+            poll_interval: app.config.bus.poll_interval,
+            batch: app.config.bus.batch,
+            confirm_timeout: Duration::from_secs(5),
+        };
+        OutboxPublisher::spawn(app.store.clone(), app.bus.clone(), settings)
+    });
     let (stop_http, stopped) = oneshot::channel::<()>();
     let router = http::router(app.clone());
     let listener = listener.tap_io(tune_accepted);
@@ -171,7 +217,7 @@ pub async fn start(config: Config, listener: TcpListener) -> anyhow::Result<Runn
         })
     });
     let upkeep = telemetry::spawn_upkeep(app.metrics.clone());
-    Ok(RunningServer { addr, app, stop_http: Some(stop_http), http, beats, upkeep })
+    Ok(RunningServer { addr, app, stop_http: Some(stop_http), http, beats, upkeep, publisher, broker })
 }
 
 impl RunningServer {
@@ -209,6 +255,14 @@ impl RunningServer {
             cluster.shutdown().await;
         }
         self.upkeep.abort();
+        // Events written until now stay in the outbox; whichever publisher comes next sends them.
+        if let Some(publisher) = self.publisher.take() {
+            publisher.stop().await;
+        }
+        app.bus.shutdown().await;
+        if let Some(broker) = self.broker.take() {
+            broker.stop().await;
+        }
         app.store.close().await;
         tracing::info!("stopped");
         Ok(())

@@ -40,11 +40,13 @@ mod cluster_nodes;
 mod events;
 mod room_leases;
 mod rooms;
+mod service_leases;
 mod sessions;
 
 pub use cluster_nodes::ClaimError;
-pub use events::EventRow;
+pub use events::{EventRow, Pending};
 pub use rooms::RoomRow;
+pub use service_leases::ServiceLease;
 
 fn db(e: sqlx::Error) -> StoreError {
     StoreError::Database(e.to_string())

@@ -2,7 +2,7 @@
 
 use super::events::event;
 use super::{Store, col, db};
-use serde_json::json;
+use crate::events::Event;
 use sqlx::{Any, Transaction};
 use switchboard_actors::call_status::{CallStatus, CallTransition};
 use switchboard_actors::ids::RoomId;
@@ -53,7 +53,7 @@ pub(super) async fn apply_call_change(
             .execute(&mut **tx)
             .await
             .map_err(db)?;
-            event(tx, "session.created", room.as_str(), json!({"callId": c.call_id, "status": s})).await?;
+            event(tx, room.as_str(), &Event::SessionCreated { call_id: c.call_id.clone(), status: s }).await?;
             s
         }
         CallTransition::Change(s) => {
@@ -74,7 +74,8 @@ pub(super) async fn apply_call_change(
                 .execute(&mut **tx)
                 .await
                 .map_err(db)?;
-            event(tx, "session.closed", room.as_str(), json!({"callId": c.call_id, "reason": c.reason})).await?;
+            event(tx, room.as_str(), &Event::SessionClosed { call_id: c.call_id.clone(), reason: c.reason.clone() })
+                .await?;
             CallStatus::Ended
         }
     };

@@ -1,6 +1,8 @@
-//! The `events` table, the outbox: written in the transaction of the change it records.
+//! The `events` table, the outbox: written in the transaction of the change it records, read
+//! in id order by the cluster's one publisher, and marked published once the broker has it.
 
 use super::{Store, col, db};
+use crate::events::{Envelope, Event};
 use sqlx::{Any, Transaction};
 use switchboard_actors::ports::{StoreError, now_ms};
 
@@ -15,6 +17,15 @@ pub struct EventRow {
     pub room_id: String,
     /// JSON payload.
     pub payload: serde_json::Value,
+}
+
+/// An unpublished event, ready to go out.
+#[derive(Clone, Debug)]
+pub struct Pending {
+    /// The envelope to publish.
+    pub envelope: Envelope,
+    /// When it was written (unix ms): the publish lag is measured from here.
+    pub created_at: i64,
 }
 
 impl Store {
@@ -36,19 +47,83 @@ impl Store {
             })
             .collect()
     }
+
+    /// The oldest `limit` events not yet published, in id order (creation order; per room,
+    /// the order the room wrote them).
+    pub async fn unpublished_events(&self, limit: u32) -> Result<Vec<Pending>, StoreError> {
+        let rows = sqlx::query(
+            "SELECT id, kind, room_id, payload, created_at FROM events WHERE published_at IS NULL ORDER BY id LIMIT $1",
+        )
+        .bind(i64::from(limit))
+        .fetch_all(&self.pool)
+        .await
+        .map_err(db)?;
+        rows.iter()
+            .map(|r| {
+                let id: String = col(r, 0)?;
+                let payload: String = col(r, 3)?;
+                let data = serde_json::from_str(&payload)
+                    .map_err(|e| StoreError::Corrupt(format!("events.payload of {id}: {e}")))?;
+                let created_at: i64 = col(r, 4)?;
+                Ok(Pending { envelope: Envelope::new(id, col(r, 1)?, col(r, 2)?, created_at, data), created_at })
+            })
+            .collect()
+    }
+
+    /// Marks events published, if the publisher lease `(name, node, epoch)` is still live:
+    /// a publisher that lost its lease marks nothing. Returns how many rows changed.
+    pub async fn mark_published(&self, ids: &[String], lease: &super::ServiceLease) -> Result<u64, StoreError> {
+        if ids.is_empty() {
+            return Ok(0);
+        }
+        let mut tx = self.pool.begin().await.map_err(db)?;
+        if !self.hold_service_lease(&mut tx, lease).await? {
+            return Err(StoreError::Fenced(lease.name.clone()));
+        }
+        let now = now_ms();
+        let mut changed = 0;
+        for id in ids {
+            let done = sqlx::query("UPDATE events SET published_at = $1 WHERE id = $2 AND published_at IS NULL")
+                .bind(now)
+                .bind(id)
+                .execute(&mut *tx)
+                .await
+                .map_err(db)?;
+            changed += done.rows_affected();
+        }
+        tx.commit().await.map_err(db)?;
+        Ok(changed)
+    }
+
+    /// How many events wait to be published.
+    pub async fn outbox_backlog(&self) -> Result<i64, StoreError> {
+        let row = sqlx::query("SELECT COUNT(*) FROM events WHERE published_at IS NULL")
+            .fetch_one(&self.pool)
+            .await
+            .map_err(db)?;
+        col(&row, 0)
+    }
+
+    /// Ids of the published events of a room, in id order, with when they were published.
+    pub async fn published_events(&self, room: &str) -> Result<Vec<(String, i64)>, StoreError> {
+        let rows = sqlx::query(
+            "SELECT id, published_at FROM events WHERE room_id = $1 AND published_at IS NOT NULL ORDER BY id",
+        )
+        .bind(room)
+        .fetch_all(&self.pool)
+        .await
+        .map_err(db)?;
+        rows.iter().map(|r| Ok((col(r, 0)?, col(r, 1)?))).collect()
+    }
 }
 
-pub(super) async fn event(
-    tx: &mut Transaction<'_, Any>,
-    kind: &str,
-    room: &str,
-    payload: serde_json::Value,
-) -> Result<(), StoreError> {
+/// Writes `event` of `room` inside the transaction of the change it records.
+pub(super) async fn event(tx: &mut Transaction<'_, Any>, room: &str, event: &Event) -> Result<(), StoreError> {
     sqlx::query("INSERT INTO events (id, kind, room_id, payload, created_at) VALUES ($1, $2, $3, $4, $5)")
         .bind(uuid::Uuid::now_v7().to_string())
-        .bind(kind)
+        .bind(event.kind())
         .bind(room)
-        .bind(payload.to_string())
+        .bind(event.data().to_string())
         .bind(now_ms())
         .execute(&mut **tx)
         .await

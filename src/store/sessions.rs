@@ -4,7 +4,7 @@
 use super::calls::apply_call_change;
 use super::events::event;
 use super::{Store, col, db};
-use serde_json::json;
+use crate::events::Event;
 use switchboard_actors::call_status::CallTransition;
 use switchboard_actors::ids::{ConnId, PeerId, RoomId};
 use switchboard_actors::media::MediaState;
@@ -39,9 +39,8 @@ impl Store {
                 .map_err(db)?;
             event(
                 &mut tx,
-                "participant.left",
                 &room,
-                json!({"peerId": peer, "userId": user, "reason": "node_restart"}),
+                &Event::ParticipantLeft { peer_id: peer, user_id: user, reason: "node_restart".into() },
             )
             .await?;
         }
@@ -102,8 +101,12 @@ pub(super) async fn record_join(
     .execute(&mut *tx)
     .await
     .map_err(db)?;
-    let payload = json!({"peerId": p.peer_id, "userId": p.user_id, "displayName": p.display_name});
-    event(&mut tx, "participant.joined", room.as_str(), payload).await?;
+    let joined = Event::ParticipantJoined {
+        peer_id: p.peer_id.to_string(),
+        user_id: p.user_id.to_string(),
+        display_name: p.display_name.clone(),
+    };
+    event(&mut tx, room.as_str(), &joined).await?;
     tx.commit().await.map_err(db)
 }
 
@@ -118,15 +121,19 @@ pub(super) async fn record_leave(
     let now = now_ms();
     let mut tx = store.pool.begin().await.map_err(db)?;
     store.check_fence(&mut tx, fence).await?;
-    let closed = sqlx::query("UPDATE sessions SET left_at = $1, leave_reason = $2 WHERE id = $3 AND left_at IS NULL")
-        .bind(now)
-        .bind(reason)
-        .bind(peer.as_str())
-        .execute(&mut *tx)
-        .await
-        .map_err(db)?;
-    if closed.rows_affected() == 1 {
-        event(&mut tx, "participant.left", room.as_str(), json!({"peerId": peer, "reason": reason})).await?;
+    let closed = sqlx::query(
+        "UPDATE sessions SET left_at = $1, leave_reason = $2 WHERE id = $3 AND left_at IS NULL RETURNING user_id",
+    )
+    .bind(now)
+    .bind(reason)
+    .bind(peer.as_str())
+    .fetch_optional(&mut *tx)
+    .await
+    .map_err(db)?;
+    if let Some(row) = closed {
+        let left =
+            Event::ParticipantLeft { peer_id: peer.to_string(), user_id: col(&row, 0)?, reason: reason.to_owned() };
+        event(&mut tx, room.as_str(), &left).await?;
     }
     if let Some(c) = call {
         apply_call_change(&mut tx, room, c, now).await?;

@@ -5,6 +5,7 @@
 mod bad_input;
 mod cli;
 mod cluster;
+mod events_bus;
 mod http_api;
 mod outage;
 mod quality;
