@@ -30,6 +30,64 @@ pub struct Config {
     pub cluster: ClusterSettings,
     /// The event bus (MQTT) and the outbox publisher.
     pub bus: BusConfig,
+    /// Webhooks from the outbox.
+    pub webhooks: WebhooksConfig,
+}
+
+/// `[webhooks]`
+#[derive(Clone, Debug, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct WebhooksConfig {
+    /// Whether this node may dispatch webhooks (one node of the cluster does at a time).
+    pub dispatch: bool,
+    /// Endpoints from this file (besides those registered through the API).
+    pub endpoints: Vec<WebhookEndpointConfig>,
+    /// The first retry's delay; each next one doubles.
+    #[serde(with = "duration_text")]
+    pub retry_base: Duration,
+    /// The longest delay between two attempts.
+    #[serde(with = "duration_text")]
+    pub retry_max: Duration,
+    /// How long a delivery is retried before it is dead-lettered.
+    #[serde(with = "duration_text")]
+    pub retry_for: Duration,
+    /// How long one attempt may take.
+    #[serde(with = "duration_text")]
+    pub timeout: Duration,
+    /// How often an idle dispatcher looks for work.
+    #[serde(with = "duration_text")]
+    pub poll_interval: Duration,
+    /// Lifetime of the dispatcher's lease.
+    #[serde(with = "duration_text")]
+    pub lease_ttl: Duration,
+}
+
+/// `[[webhooks.endpoints]]`
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct WebhookEndpointConfig {
+    /// Where events are POSTed.
+    pub url: String,
+    /// `whsec_` and the base64 of at least 24 bytes.
+    pub secret: String,
+    /// The kinds it gets (all when absent).
+    #[serde(default)]
+    pub events: Option<Vec<String>>,
+}
+
+impl Default for WebhooksConfig {
+    fn default() -> Self {
+        Self {
+            dispatch: true,
+            endpoints: Vec::new(),
+            retry_base: Duration::from_secs(5),
+            retry_max: Duration::from_secs(3600),
+            retry_for: Duration::from_secs(24 * 3600),
+            timeout: Duration::from_secs(10),
+            poll_interval: Duration::from_millis(200),
+            lease_ttl: Duration::from_secs(5),
+        }
+    }
 }
 
 /// `[bus]`
@@ -219,6 +277,7 @@ impl Default for Config {
             limits: LimitsConfig::default(),
             cluster: ClusterSettings::default(),
             bus: BusConfig::default(),
+            webhooks: WebhooksConfig::default(),
         }
     }
 }
@@ -425,6 +484,19 @@ impl Config {
         }
         if self.bus.publisher_lease_ttl < Duration::from_millis(300) {
             bail!("bus.publisher_lease_ttl must be at least 300ms");
+        }
+        for (i, e) in self.webhooks.endpoints.iter().enumerate() {
+            crate::webhooks::check_endpoint(&e.url, e.events.as_deref())
+                .map_err(|m| anyhow::anyhow!("webhooks.endpoints[{i}].{m}"))?;
+            crate::webhooks::signing::key_of(&e.secret)
+                .map_err(|m| anyhow::anyhow!("webhooks.endpoints[{i}].secret: {m}"))?;
+        }
+        let w = &self.webhooks;
+        if w.retry_base.is_zero() || w.retry_max < w.retry_base || w.timeout.is_zero() || w.poll_interval.is_zero() {
+            bail!("webhooks: retry_base, timeout and poll_interval must be positive, retry_max at least retry_base");
+        }
+        if w.lease_ttl < Duration::from_millis(300) {
+            bail!("webhooks.lease_ttl must be at least 300ms");
         }
         if self.limits.messages_per_second <= 0.0 || self.limits.burst < 1.0 {
             bail!("limits.messages_per_second must be positive and limits.burst at least 1");

@@ -48,6 +48,10 @@ pub enum Event {
 }
 
 impl Event {
+    /// Every kind.
+    pub const KINDS: [&'static str; 4] =
+        ["session.created", "session.closed", "participant.joined", "participant.left"];
+
     /// The kind, as in topics and the envelope's `type`.
     pub fn kind(&self) -> &'static str {
         match self {
@@ -102,6 +106,7 @@ mod tests {
     fn each_kind_has_its_documented_shape() {
         let left = Event::ParticipantLeft { peer_id: "p1".into(), user_id: "u1".into(), reason: "left".into() };
         assert_eq!(left.kind(), "participant.left");
+        assert!(Event::KINDS.contains(&left.kind()));
         assert_eq!(left.data(), serde_json::json!({"peerId": "p1", "userId": "u1", "reason": "left"}));
         let created = Event::SessionCreated { call_id: "c1".into(), status: CallStatus::Waiting };
         assert_eq!(created.data(), serde_json::json!({"callId": "c1", "status": "waiting"}));

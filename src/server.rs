@@ -10,6 +10,7 @@ use crate::config::Config;
 use crate::edge::connection::close_code;
 use crate::edge::edge_router::EdgeRouter;
 use crate::store::Store;
+use crate::webhooks::dispatcher::{Dispatcher, DispatcherSettings};
 use crate::{http, telemetry};
 use axum::serve::ListenerExt;
 use ractor::Actor;
@@ -48,6 +49,7 @@ pub struct RunningServer {
     beats: Option<JoinHandle<()>>,
     upkeep: JoinHandle<()>,
     publisher: Option<OutboxPublisher>,
+    dispatcher: Option<Dispatcher>,
     broker: Option<EmbeddedBroker>,
 }
 
@@ -85,6 +87,25 @@ async fn start_bus(config: &Config) -> anyhow::Result<(Option<EmbeddedBroker>, B
     let client_id = format!("switchboard-{}-{}", config.node_id, &uuid::Uuid::new_v4().simple().to_string()[..8]);
     let bus = Bus::connect(&url, &client_id).map_err(|e| anyhow::anyhow!("bus.mqtt_url: {e}"))?;
     Ok((broker, bus))
+}
+
+/// Registers the config file's webhook endpoints and starts the dispatcher (when enabled).
+async fn start_webhooks(app: &App) -> anyhow::Result<Option<Dispatcher>> {
+    let w = &app.config.webhooks;
+    crate::webhooks::register_configured(&app.store, &w.endpoints).await?;
+    if !w.dispatch {
+        return Ok(None);
+    }
+    let settings = DispatcherSettings {
+        node_id: app.config.node_id.clone(),
+        lease_ttl: w.lease_ttl,
+        poll_interval: w.poll_interval,
+        retry_base: w.retry_base,
+        retry_max: w.retry_max,
+        retry_for: w.retry_for,
+        timeout: w.timeout,
+    };
+    Dispatcher::spawn(app.store.clone(), settings).map(Some)
 }
 
 /// Starts a node on an already bound listener.
@@ -191,6 +212,13 @@ pub async fn start(config: Config, listener: TcpListener) -> anyhow::Result<Runn
         };
         OutboxPublisher::spawn(app.store.clone(), app.bus.clone(), settings)
     });
+    let dispatcher = match start_webhooks(&app).await {
+        Ok(dispatcher) => dispatcher,
+        Err(e) => {
+            tracing::error!(error = %e, "webhooks not started");
+            None
+        }
+    };
     let (stop_http, stopped) = oneshot::channel::<()>();
     let router = http::router(app.clone());
     let listener = listener.tap_io(tune_accepted);
@@ -217,7 +245,7 @@ pub async fn start(config: Config, listener: TcpListener) -> anyhow::Result<Runn
         })
     });
     let upkeep = telemetry::spawn_upkeep(app.metrics.clone());
-    Ok(RunningServer { addr, app, stop_http: Some(stop_http), http, beats, upkeep, publisher, broker })
+    Ok(RunningServer { addr, app, stop_http: Some(stop_http), http, beats, upkeep, publisher, dispatcher, broker })
 }
 
 impl RunningServer {
@@ -258,6 +286,9 @@ impl RunningServer {
         // Events written until now stay in the outbox; whichever publisher comes next sends them.
         if let Some(publisher) = self.publisher.take() {
             publisher.stop().await;
+        }
+        if let Some(dispatcher) = self.dispatcher.take() {
+            dispatcher.stop().await;
         }
         app.bus.shutdown().await;
         if let Some(broker) = self.broker.take() {

@@ -42,11 +42,13 @@ mod room_leases;
 mod rooms;
 mod service_leases;
 mod sessions;
+mod webhooks;
 
 pub use cluster_nodes::ClaimError;
 pub use events::{EventRow, Pending};
 pub use rooms::RoomRow;
-pub use service_leases::ServiceLease;
+pub use service_leases::{LeaseKeeper, ServiceLease};
+pub use webhooks::{AttemptView, DeliveryView, DueDelivery, Endpoint, Outcome};
 
 fn db(e: sqlx::Error) -> StoreError {
     StoreError::Database(e.to_string())

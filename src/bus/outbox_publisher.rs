@@ -10,7 +10,7 @@
 //! there, so no event is marked before one of its room that precedes it.
 
 use super::{Bus, topics};
-use crate::store::{ServiceLease, Store};
+use crate::store::{LeaseKeeper, ServiceLease, Store};
 use std::time::{Duration, Instant};
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
@@ -78,26 +78,23 @@ async fn run(store: Store, bus: Bus, s: PublisherSettings, mut stopped: watch::R
             _ = tokio::time::sleep(wait) => {}
         }
         wait = s.lease_ttl / 3;
-        let asked = Instant::now();
-        let lease = match store.acquire_service_lease(LEASE, &s.node_id, s.lease_ttl).await {
-            Ok(Some(lease)) => lease,
+        let mut keeper = match LeaseKeeper::acquire(&store, LEASE, &s.node_id, s.lease_ttl).await {
+            Ok(Some(keeper)) => keeper,
             Ok(None) => continue,
             Err(e) => {
                 tracing::warn!(error = %e, "outbox publisher lease not taken");
                 continue;
             }
         };
-        tracing::info!(epoch = lease.epoch, "outbox publisher active on this node");
+        tracing::info!(epoch = keeper.lease.epoch, "outbox publisher active on this node");
         metrics::gauge!("switchboard_outbox_publisher_active").set(1.0);
-        let released = lead(&store, &bus, &s, &lease, asked, &mut stopped).await;
+        let stop = lead(&store, &bus, &s, &mut keeper, &mut stopped).await;
         metrics::gauge!("switchboard_outbox_publisher_active").set(0.0);
-        if released {
-            if let Err(e) = store.release_service_lease(&lease).await {
-                tracing::debug!(error = %e, "outbox publisher lease not released");
-            }
+        if stop {
+            keeper.release(&store).await;
             return;
         }
-        tracing::warn!(epoch = lease.epoch, "outbox publisher lease lost");
+        tracing::warn!(epoch = keeper.lease.epoch, "outbox publisher lease lost");
     }
 }
 
@@ -107,31 +104,15 @@ async fn lead(
     store: &Store,
     bus: &Bus,
     s: &PublisherSettings,
-    lease: &ServiceLease,
-    asked: Instant,
+    keeper: &mut LeaseKeeper,
     stopped: &mut watch::Receiver<bool>,
 ) -> bool {
-    // The lease counts from before it was asked for: this node's clock stops trusting it
-    // no later than the database does.
-    let mut valid_until = asked + s.lease_ttl;
-    let mut renew_at = Instant::now() + s.lease_ttl / 3;
     let mut backlog_at = Instant::now();
     loop {
         if *stopped.borrow() {
             return true;
         }
-        if Instant::now() >= renew_at {
-            let asked = Instant::now();
-            match store.renew_service_lease(lease, s.lease_ttl).await {
-                Ok(true) => {
-                    valid_until = asked + s.lease_ttl;
-                    renew_at = Instant::now() + s.lease_ttl / 3;
-                }
-                Ok(false) => return false,
-                Err(e) => tracing::warn!(error = %e, "outbox publisher lease not renewed"),
-            }
-        }
-        if Instant::now() >= valid_until {
+        if !keeper.keep(store).await {
             return false;
         }
         if Instant::now() >= backlog_at {
@@ -140,7 +121,7 @@ async fn lead(
             }
             backlog_at = Instant::now() + Duration::from_secs(1);
         }
-        let published = match publish_batch(store, bus, s, lease).await {
+        let published = match publish_batch(store, bus, s, &keeper.lease).await {
             Ok(n) => n,
             Err(e) => {
                 tracing::warn!(error = %e, "outbox batch not published");

@@ -106,3 +106,52 @@ impl Store {
         Ok(held.rows_affected() == 1)
     }
 }
+
+/// Keeps a service lease for a loop that works while it holds it: renews it every third of
+/// its lifetime and says when it is lost, or may have run out by this node's own clock (the
+/// lease counts from before each renewal was asked for, so this node stops trusting it no
+/// later than the database does).
+#[derive(Debug)]
+pub struct LeaseKeeper {
+    /// The lease.
+    pub lease: ServiceLease,
+    ttl: Duration,
+    valid_until: std::time::Instant,
+    renew_at: std::time::Instant,
+}
+
+impl LeaseKeeper {
+    /// Takes `name` for `node` if nobody else holds it.
+    pub async fn acquire(store: &Store, name: &str, node: &str, ttl: Duration) -> Result<Option<Self>, StoreError> {
+        let asked = std::time::Instant::now();
+        Ok(store.acquire_service_lease(name, node, ttl).await?.map(|lease| LeaseKeeper {
+            lease,
+            ttl,
+            valid_until: asked + ttl,
+            renew_at: std::time::Instant::now() + ttl / 3,
+        }))
+    }
+
+    /// Renews when due; `false` once the lease is lost or may have run out.
+    pub async fn keep(&mut self, store: &Store) -> bool {
+        let now = std::time::Instant::now();
+        if now >= self.renew_at {
+            match store.renew_service_lease(&self.lease, self.ttl).await {
+                Ok(true) => {
+                    self.valid_until = now + self.ttl;
+                    self.renew_at = std::time::Instant::now() + self.ttl / 3;
+                }
+                Ok(false) => return false,
+                Err(e) => tracing::warn!(lease = %self.lease.name, error = %e, "service lease not renewed"),
+            }
+        }
+        std::time::Instant::now() < self.valid_until
+    }
+
+    /// Gives the lease back (a clean stop).
+    pub async fn release(self, store: &Store) {
+        if let Err(e) = store.release_service_lease(&self.lease).await {
+            tracing::debug!(lease = %self.lease.name, error = %e, "service lease not released");
+        }
+    }
+}

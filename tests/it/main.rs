@@ -17,4 +17,5 @@ mod signaling;
 mod slow_consumer;
 mod store;
 mod support;
+mod webhooks;
 mod webrtc_call;
