@@ -22,7 +22,7 @@ use std::sync::atomic::AtomicBool;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 use switchboard_actors::ConnId;
-use switchboard_actors::ports::RoomPolicy;
+use switchboard_actors::ports::{RoomPolicy, RoomStore};
 use switchboard_actors::quality::FallbackPolicy;
 use switchboard_actors::restart_policy::RestartPolicy;
 use switchboard_actors::room::{LeaseSettings, RoomConfig, RoomContext};
@@ -323,12 +323,21 @@ async fn drain(app: &App, deadline: Instant) {
     let mut touched = std::collections::BTreeSet::new();
     let count = handed.len();
     for (room, carry) in handed {
-        let Some(target) = (app.successor)(room.as_str()) else { continue };
-        if let Some(cell) = ractor::pg::get_members(&host_group(&target)).into_iter().next() {
-            let host: ActorRef<HostMsg> = cell.into();
-            let _ = host.cast(HostMsg::Adopt(room.to_string(), Bincode(carry)));
-            touched.insert(target.clone());
-        }
+        let host = (app.successor)(room.as_str())
+            .and_then(|target| ractor::pg::get_members(&host_group(&target)).into_iter().next().map(|c| (target, c)));
+        let Some((target, cell)) = host else {
+            // Nobody to hand it to: give the lease back, so that any node may start the room
+            // at once rather than after the lease runs out.
+            if let Some(fence) = &carry.lease
+                && let Err(e) = app.store.release_lease(fence).await
+            {
+                tracing::warn!(room_id = %room, error = %e, "lease of an unadopted room not released");
+            }
+            continue;
+        };
+        let host: ActorRef<HostMsg> = cell.into();
+        let _ = host.cast(HostMsg::Adopt(room.to_string(), Bincode(carry)));
+        touched.insert(target.clone());
         // Re-point the edges of the room's remaining sessions at the new owner, so their next
         // message goes there rather than to this node as it leaves.
         for conn in app.store.open_connections(room.as_str()).await.unwrap_or_default() {

@@ -204,6 +204,10 @@ impl RoomStore for Store {
         room_leases::renew_lease(self, fence, ttl).await
     }
 
+    async fn transfer_lease(&self, from: &Fence, node: &str, ttl: Duration) -> Result<Option<i64>, StoreError> {
+        room_leases::transfer_lease(self, from, node, ttl).await
+    }
+
     async fn release_lease(&self, fence: &Fence) -> Result<(), StoreError> {
         room_leases::release_lease(self, fence).await
     }

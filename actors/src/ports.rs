@@ -57,7 +57,7 @@ pub enum StoreError {
 /// The proof of ownership every write of a clustered room carries: the room's lease as this
 /// node acquired it. A write whose fence is stale is refused, so a node that lost a room
 /// (frozen, partitioned) can never change it again.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct Fence {
     /// The room.
     pub room: RoomId,
@@ -180,6 +180,10 @@ pub trait RoomStore: Send + Sync + 'static {
     async fn renew_lease(&self, fence: &Fence, ttl: Duration) -> Result<bool, StoreError>;
     /// Gives a lease up (clean stop), so the next owner need not wait for it to expire.
     async fn release_lease(&self, fence: &Fence) -> Result<(), StoreError>;
+    /// Takes over the lease `from` held (a hand-off: the previous owner kept it live so that
+    /// nobody else could start the room in between) for `node`, with the next epoch; `None`
+    /// when `from` is no longer the lease (someone else took the room since).
+    async fn transfer_lease(&self, from: &Fence, node: &str, ttl: Duration) -> Result<Option<i64>, StoreError>;
 }
 
 /// Current time in unix milliseconds.

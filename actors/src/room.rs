@@ -106,6 +106,10 @@ pub struct RoomArgs {
 pub struct Carry {
     /// One entry per session.
     pub sessions: Vec<CarriedSession>,
+    /// The lease the previous instance held and did not release: the next instance takes it
+    /// over, so that no other instance can start the room from the store in between.
+    #[serde(default)]
+    pub lease: Option<Fence>,
 }
 
 /// One session in a [`Carry`].
@@ -507,7 +511,13 @@ impl Actor for Room {
             RoomMsg::HandOff(reply) => {
                 // Nothing may be relayed into this instance once its sessions are handed over.
                 state.table.lock().open = false;
-                let _ = reply.send(carry(state));
+                let mut handed = carry(state);
+                // The lease goes with the carry, unreleased: until the next instance takes it
+                // over, nobody can start the room from the store without what is carried.
+                if state.lease_valid_until.take().is_some() {
+                    handed.lease = state.fence.clone();
+                }
+                let _ = reply.send(handed);
                 myself.stop(Some("handoff".into()));
             }
             RoomMsg::InjectFault => panic!("fault injected into room {}", state.id),
@@ -565,7 +575,17 @@ async fn start_room(myself: ActorRef<RoomMsg>, args: RoomArgs) -> Result<RoomSta
     let mut lease_since_ms = 0;
     if let Some(lease) = &ctx.config.lease {
         let asked = Instant::now();
-        match ctx.store.acquire_lease(&args.room_id, &lease.node_id, lease.ttl).await? {
+        let handed = match args.carry.as_ref().and_then(|c| c.lease.as_ref()) {
+            Some(from) if from.room == args.room_id => {
+                ctx.store.transfer_lease(from, &lease.node_id, lease.ttl).await?.map(Ok)
+            }
+            _ => None,
+        };
+        let acquired = match handed {
+            Some(epoch) => epoch,
+            None => ctx.store.acquire_lease(&args.room_id, &lease.node_id, lease.ttl).await?,
+        };
+        match acquired {
             Ok(epoch) => {
                 fence = Some(Fence { room: args.room_id.clone(), node: lease.node_id.clone(), epoch });
                 lease_valid_until = Some(asked + lease.ttl * 4 / 5);

@@ -103,3 +103,28 @@ pub(super) async fn release_lease(store: &Store, fence: &Fence) -> Result<(), St
         .map_err(db)?;
     Ok(())
 }
+
+pub(super) async fn transfer_lease(
+    store: &Store,
+    from: &Fence,
+    node: &str,
+    ttl: Duration,
+) -> Result<Option<i64>, StoreError> {
+    // The row is still the one the previous owner handed over (same node, same epoch) exactly
+    // when nobody took the room since: any other taker raises the epoch.
+    let sql = format!(
+        "UPDATE room_leases SET node_id = $1, epoch = epoch + 1, expires_at = {} + $2 \
+         WHERE room_id = $3 AND node_id = $4 AND epoch = $5 RETURNING epoch",
+        store.db_now()
+    );
+    let row = sqlx::query(&sql)
+        .bind(node)
+        .bind(ttl.as_millis() as i64)
+        .bind(from.room.as_str())
+        .bind(&from.node)
+        .bind(from.epoch)
+        .fetch_optional(&store.pool)
+        .await
+        .map_err(db)?;
+    row.map(|r| col::<i64>(&r, 0)).transpose()
+}

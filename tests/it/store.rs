@@ -144,9 +144,18 @@ async fn leases(store: &Store) {
     assert_eq!(store.chat("lease-room", None, 10).await.expect("chat").len(), 1, "nothing stale was written");
     store.append_chat(&chat(&room, 2, "new owner"), Some(&fence_b)).await.expect("the new owner writes");
 
+    // A hand-off: node-b keeps its lease live and node-c takes it over with the next epoch;
+    // nobody else could take it in between, and the handed fence works only once.
+    let e3 = store.transfer_lease(&fence_b, "node-c", ttl).await.expect("db").expect("handed over");
+    assert!(e3 > e2);
+    assert_eq!(store.lease_holder("lease-room").await.expect("db").as_deref(), Some("node-c"));
+    assert_eq!(store.transfer_lease(&fence_b, "node-d", ttl).await.expect("db"), None, "a stale hand-off");
+    assert!(!store.renew_lease(&fence_b, ttl).await.expect("db"), "the giver no longer holds it");
+    let fence_c = Fence { room: room.clone(), node: "node-c".into(), epoch: e3 };
+
     // A clean release frees the room at once.
-    store.release_lease(&fence_b).await.expect("release");
-    assert!(store.acquire_lease(&room, "node-c", ttl).await.expect("db").is_ok());
+    store.release_lease(&fence_c).await.expect("release");
+    assert!(store.acquire_lease(&room, "node-e", ttl).await.expect("db").is_ok());
 }
 
 #[tokio::test]

@@ -102,7 +102,7 @@ pub(super) fn carry(state: &RoomState) -> Carry {
             })
         })
         .collect();
-    Carry { sessions }
+    Carry { sessions, lease: None }
 }
 
 /// A session's connection told how far its client has counted. An adopted session's kept
