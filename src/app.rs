@@ -4,6 +4,8 @@ use crate::auth::Authority;
 use crate::bus::Bus;
 use crate::config::Config;
 use crate::edge::edge_router::EdgeRouter;
+use crate::evidence::EvidenceStore;
+use crate::evidence::report::NodeKey;
 use crate::store::Store;
 use metrics_exporter_prometheus::PrometheusHandle;
 use ractor::ActorRef;
@@ -35,6 +37,12 @@ pub struct App {
     pub successor: Successor,
     /// The event bus.
     pub bus: Bus,
+    /// Where snapshots, heatmaps and other artifacts are kept, by content id.
+    pub evidence: EvidenceStore,
+    /// The key this node signs reports with.
+    pub signing_key: NodeKey,
+    /// Woken when a snapshot job is queued on this node.
+    pub snapshot_wake: Arc<tokio::sync::Notify>,
     shutting_down: Arc<AtomicBool>,
 }
 
@@ -62,6 +70,10 @@ pub struct AppParts {
     pub successor: Successor,
     /// The event bus.
     pub bus: Bus,
+    /// Where artifacts are kept.
+    pub evidence: EvidenceStore,
+    /// The key this node signs reports with.
+    pub signing_key: NodeKey,
 }
 
 pub use switchboard_cluster::routing::Successor;
@@ -82,6 +94,9 @@ impl App {
             hello: p.hello,
             successor: p.successor,
             bus: p.bus,
+            evidence: p.evidence,
+            signing_key: p.signing_key,
+            snapshot_wake: Arc::default(),
             shutting_down: p.draining,
         }
     }

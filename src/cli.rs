@@ -1,5 +1,5 @@
-//! Command line: `serve`, `migrate`, `token`. Flags override environment variables, which
-//! override the config file, which overrides the defaults.
+//! Command line: `serve`, `migrate`, `token`, `bench`, `cv-compare`, `verify-report`. Flags override
+//! environment variables, which override the config file, which overrides the defaults.
 
 use crate::auth::{Authority, Grants, MintRequest, load_or_create_secret};
 use crate::config::Config;
@@ -28,6 +28,35 @@ pub enum Command {
         /// Which benchmark.
         #[command(subcommand)]
         which: BenchKind,
+    },
+    /// Compare a snapshot with its baseline (SSIM, regions, verdict) and print the result as
+    /// JSON; `--repeat N` times it (docs/cv.md).
+    CvCompare {
+        /// The snapshot (PNG or JPEG).
+        snapshot: Option<PathBuf>,
+        /// Its baseline.
+        baseline: Option<PathBuf>,
+        /// A generated pair of this size instead of files, e.g. `1280x720`.
+        #[arg(long)]
+        synthetic: Option<String>,
+        /// Write the heatmap PNG here.
+        #[arg(long)]
+        heatmap: Option<PathBuf>,
+        /// Time decode and compare this many times (one core).
+        #[arg(long, default_value_t = 0)]
+        repeat: u32,
+    },
+    /// Check a signed report: its artifacts' CIDs, its signature and its link in the room's
+    /// chain (a URL fetches all of it from the node; a file needs `--key-set`).
+    VerifyReport {
+        /// A report file, or `http://node/reports/{id}`.
+        target: String,
+        /// The key set (the node's `/.well-known/switchboard-keys.json`) as a file.
+        #[arg(long)]
+        key_set: Option<PathBuf>,
+        /// A token that may read the room (artifacts and chain of a URL).
+        #[arg(long, env = "SWITCHBOARD_TOKEN")]
+        token: Option<String>,
     },
     /// Mint a token offline with the node's signing secret.
     Token {

@@ -32,6 +32,24 @@ pub struct Config {
     pub bus: BusConfig,
     /// Webhooks from the outbox.
     pub webhooks: WebhooksConfig,
+    /// Snapshots and their reports.
+    pub snapshots: SnapshotsConfig,
+}
+
+/// `[snapshots]`
+#[derive(Clone, Debug, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct SnapshotsConfig {
+    /// Whether this node's worker scores snapshots (of the snapshots this node stored).
+    pub work: bool,
+    /// Largest snapshot accepted, bytes (PNG or JPEG; at most 8192 pixels on a side).
+    pub max_image_bytes: usize,
+}
+
+impl Default for SnapshotsConfig {
+    fn default() -> Self {
+        Self { work: true, max_image_bytes: 10 * 1024 * 1024 }
+    }
 }
 
 /// `[webhooks]`
@@ -278,6 +296,7 @@ impl Default for Config {
             cluster: ClusterSettings::default(),
             bus: BusConfig::default(),
             webhooks: WebhooksConfig::default(),
+            snapshots: SnapshotsConfig::default(),
         }
     }
 }
@@ -490,6 +509,9 @@ impl Config {
                 .map_err(|m| anyhow::anyhow!("webhooks.endpoints[{i}].{m}"))?;
             crate::webhooks::signing::key_of(&e.secret)
                 .map_err(|m| anyhow::anyhow!("webhooks.endpoints[{i}].secret: {m}"))?;
+        }
+        if self.snapshots.max_image_bytes == 0 || self.snapshots.max_image_bytes > 10 * 1024 * 1024 {
+            bail!("snapshots.max_image_bytes must be 1 to 10485760");
         }
         let w = &self.webhooks;
         if w.retry_base.is_zero() || w.retry_max < w.retry_base || w.timeout.is_zero() || w.poll_interval.is_zero() {

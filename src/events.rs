@@ -45,12 +45,53 @@ pub enum Event {
         /// Why (`left`, `disconnected`, `server_shutdown`, `node_restart`).
         reason: String,
     },
+    /// A participant sent a snapshot; its job is queued.
+    #[serde(rename = "snapshot.requested", rename_all = "camelCase")]
+    SnapshotRequested {
+        /// The job.
+        job_id: String,
+        /// What the snapshot shows (a peer id, a camera name...).
+        subject: String,
+        /// Who sent it.
+        requested_by: String,
+        /// The snapshot's content id.
+        snapshot_cid: String,
+    },
+    /// A snapshot was compared with its baseline (or became it).
+    #[serde(rename = "snapshot.scored", rename_all = "camelCase")]
+    SnapshotScored {
+        /// The job.
+        job_id: String,
+        /// Its subject.
+        subject: String,
+        /// `baseline`, `unchanged`, `changed` or `lighting`.
+        verdict: String,
+        /// Mean SSIM, 0..1.
+        score: f64,
+    },
+    /// A signed report is ready.
+    #[serde(rename = "report.created", rename_all = "camelCase")]
+    ReportCreated {
+        /// The report.
+        report_id: String,
+        /// Its job.
+        job_id: String,
+        /// Hex SHA-256 of its JCS bytes (what the room's next report chains to).
+        hash: String,
+    },
 }
 
 impl Event {
     /// Every kind.
-    pub const KINDS: [&'static str; 4] =
-        ["session.created", "session.closed", "participant.joined", "participant.left"];
+    pub const KINDS: [&'static str; 7] = [
+        "session.created",
+        "session.closed",
+        "participant.joined",
+        "participant.left",
+        "snapshot.requested",
+        "snapshot.scored",
+        "report.created",
+    ];
 
     /// The kind, as in topics and the envelope's `type`.
     pub fn kind(&self) -> &'static str {
@@ -59,6 +100,9 @@ impl Event {
             Event::SessionClosed { .. } => "session.closed",
             Event::ParticipantJoined { .. } => "participant.joined",
             Event::ParticipantLeft { .. } => "participant.left",
+            Event::SnapshotRequested { .. } => "snapshot.requested",
+            Event::SnapshotScored { .. } => "snapshot.scored",
+            Event::ReportCreated { .. } => "report.created",
         }
     }
 

@@ -22,12 +22,14 @@ use switchboard_actors::room::RoomMsg;
 use switchboard_actors::room_supervisor::{RoomStats, RoomSupervisorMsg};
 use switchboard_actors::{RoomId, UserId};
 
+mod snapshots;
 mod webhooks;
 
 /// All routes.
 pub fn router(app: Arc<App>) -> Router {
     Router::new()
         .merge(webhooks::routes())
+        .merge(snapshots::routes())
         .route("/auth/token", post(mint_token))
         .route("/rooms", post(create_room))
         .route("/rooms/{id}", get(get_room))

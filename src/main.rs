@@ -32,6 +32,14 @@ async fn run() -> anyhow::Result<()> {
             println!("migrations applied to {}", redact(&config.database_url()));
         }
         Command::Bench { which } => bench::run(which).await?,
+        Command::VerifyReport { target, key_set, token } => {
+            switchboard::verify_report::run(switchboard::verify_report::VerifyOptions { target, key_set, token })
+                .await?;
+        }
+        Command::CvCompare { snapshot, baseline, synthetic, heatmap, repeat } => {
+            let options = bench::cv::CompareOptions { snapshot, baseline, synthetic, heatmap, repeat };
+            tokio::task::block_in_place(|| bench::cv::run(options))?;
+        }
         Command::Token { common, user, room, name, ttl, admin } => {
             let config = common.load()?;
             println!("{}", mint_offline(&config, token_request(user, room, name, ttl, admin))?);

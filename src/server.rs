@@ -9,6 +9,9 @@ use crate::bus::outbox_publisher::{OutboxPublisher, PublisherSettings};
 use crate::config::Config;
 use crate::edge::connection::close_code;
 use crate::edge::edge_router::EdgeRouter;
+use crate::evidence::EvidenceStore;
+use crate::evidence::report::NodeKey;
+use crate::snapshots::{SnapshotWorker, WorkerSettings};
 use crate::store::Store;
 use crate::webhooks::dispatcher::{Dispatcher, DispatcherSettings};
 use crate::{http, telemetry};
@@ -50,6 +53,7 @@ pub struct RunningServer {
     upkeep: JoinHandle<()>,
     publisher: Option<OutboxPublisher>,
     dispatcher: Option<Dispatcher>,
+    snapshots: Option<SnapshotWorker>,
     broker: Option<EmbeddedBroker>,
 }
 
@@ -188,6 +192,11 @@ pub async fn start(config: Config, listener: TcpListener) -> anyhow::Result<Runn
         let link = EdgeLinkArgs { node_id: config.node_id.clone(), edge: edge.clone(), reroute, moved };
         Actor::spawn(None, EdgeLink, link).await?;
     }
+    let evidence = EvidenceStore::local(&config.data_dir.join("evidence"))
+        .map_err(|e| anyhow::anyhow!("evidence store under {}: {e}", config.data_dir.display()))?;
+    let signing_key = NodeKey::load_or_create(&config.data_dir)
+        .map_err(|e| anyhow::anyhow!("report signing key under {}: {e}", config.data_dir.display()))?;
+    store.put_signing_key(signing_key.kid(), &config.node_id, &signing_key.public_jwk()).await?;
     let app = Arc::new(App::new(AppParts {
         config,
         authority,
@@ -200,6 +209,8 @@ pub async fn start(config: Config, listener: TcpListener) -> anyhow::Result<Runn
         draining,
         successor,
         bus,
+        evidence,
+        signing_key,
     }));
     let publisher = app.config.bus.publish_outbox.then(|| {
         let settings = PublisherSettings {
@@ -212,6 +223,11 @@ pub async fn start(config: Config, listener: TcpListener) -> anyhow::Result<Runn
         };
         OutboxPublisher::spawn(app.store.clone(), app.bus.clone(), settings)
     });
+    let snapshots = app
+        .config
+        .snapshots
+        .work
+        .then(|| SnapshotWorker::spawn(app.clone(), app.snapshot_wake.clone(), WorkerSettings::default()));
     let dispatcher = match start_webhooks(&app).await {
         Ok(dispatcher) => dispatcher,
         Err(e) => {
@@ -245,7 +261,18 @@ pub async fn start(config: Config, listener: TcpListener) -> anyhow::Result<Runn
         })
     });
     let upkeep = telemetry::spawn_upkeep(app.metrics.clone());
-    Ok(RunningServer { addr, app, stop_http: Some(stop_http), http, beats, upkeep, publisher, dispatcher, broker })
+    Ok(RunningServer {
+        addr,
+        app,
+        stop_http: Some(stop_http),
+        http,
+        beats,
+        upkeep,
+        publisher,
+        dispatcher,
+        snapshots,
+        broker,
+    })
 }
 
 impl RunningServer {
@@ -289,6 +316,9 @@ impl RunningServer {
         }
         if let Some(dispatcher) = self.dispatcher.take() {
             dispatcher.stop().await;
+        }
+        if let Some(snapshots) = self.snapshots.take() {
+            snapshots.stop().await;
         }
         app.bus.shutdown().await;
         if let Some(broker) = self.broker.take() {

@@ -42,12 +42,14 @@ mod room_leases;
 mod rooms;
 mod service_leases;
 mod sessions;
+mod snapshots;
 mod webhooks;
 
 pub use cluster_nodes::ClaimError;
 pub use events::{EventRow, Pending};
 pub use rooms::RoomRow;
 pub use service_leases::{LeaseKeeper, ServiceLease};
+pub use snapshots::{Job, NewJob, StoredReport};
 pub use webhooks::{AttemptView, DeliveryView, DueDelivery, Endpoint, Outcome};
 
 fn db(e: sqlx::Error) -> StoreError {

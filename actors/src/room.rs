@@ -343,6 +343,12 @@ pub enum RoomMsg {
         /// `Ok`, or the reason code and a sentence for `resume_failed`.
         reply: RpcReplyPort<Result<(), (String, String)>>,
     },
+    /// A server frame for everyone in the room (a snapshot's report is ready, say), numbered
+    /// in each session's sequence and kept for replay like any room frame.
+    Notify {
+        /// The JSON body, without `seq`.
+        body: String,
+    },
     /// A frame the sender's connection made itself (a pong, an error) to number in its session
     /// sequence and deliver back to it.
     Echo {
@@ -524,6 +530,7 @@ impl Actor for Room {
             RoomMsg::RenewLease => Box::pin(renew_lease(&myself, state)).await,
             RoomMsg::RetryLeaves => Box::pin(retry_leaves(&myself, state)).await,
             RoomMsg::Echo { from, body } => state.send_to_peer(&from, &body, None),
+            RoomMsg::Notify { body } => state.broadcast(body.into(), None),
             RoomMsg::Receipt { sender, msg_id } => state.table.receipt(&sender, &msg_id),
             RoomMsg::Confirmed { peer, conn, last_seq } => state.table.confirmed(&peer, &conn, last_seq),
             RoomMsg::SeqShift { peer, conn, seq_offset } => {

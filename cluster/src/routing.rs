@@ -86,6 +86,8 @@ pub enum RoomCmd {
     Stats { from: String, sample: String, reference: Option<String> },
     /// See [`RoomMsg::Echo`].
     Echo { from: String, body: String },
+    /// See [`RoomMsg::Notify`].
+    Notify { body: String },
     /// See [`RoomMsg::Disconnected`].
     Disconnected { peer: String, conn: String, seq_shift: i64 },
     /// See [`RoomMsg::SeqSync`].
@@ -143,6 +145,7 @@ impl RoomCmd {
                 RoomCmd::EndCall { from: from.to_string(), reference: json_text(reference) }
             }
             RoomMsg::Echo { from, body } => RoomCmd::Echo { from: from.to_string(), body: body.clone() },
+            RoomMsg::Notify { body } => RoomCmd::Notify { body: body.clone() },
             RoomMsg::SeqSync { peer, conn, last_seq, seq_offset } => RoomCmd::SeqSync {
                 peer: peer.to_string(),
                 conn: conn.to_string(),
@@ -205,6 +208,7 @@ impl RoomCmd {
                 RoomMsg::EndCall { from: PeerId::new(from), reference: json_value(&reference) }
             }
             RoomCmd::Echo { from, body } => RoomMsg::Echo { from: PeerId::new(from), body },
+            RoomCmd::Notify { body } => RoomMsg::Notify { body },
             RoomCmd::SeqSync { peer, conn, last_seq, seq_offset } => {
                 RoomMsg::SeqSync { peer: PeerId::new(peer), conn: ConnId::new(conn), last_seq, seq_offset }
             }

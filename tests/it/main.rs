@@ -15,6 +15,7 @@ mod resume;
 mod room_crash;
 mod signaling;
 mod slow_consumer;
+mod snapshots;
 mod store;
 mod support;
 mod webhooks;

@@ -227,6 +227,22 @@ pub enum ServerMessage<'a> {
         /// Whose.
         peer_id: &'a PeerId,
     },
+    /// A snapshot's signed report is ready (to everyone in the room).
+    #[serde(rename = "snapshot_ready", rename_all = "camelCase")]
+    SnapshotReady {
+        /// The job.
+        job_id: &'a str,
+        /// The report (`GET /reports/{reportId}`).
+        report_id: &'a str,
+        /// What the snapshot shows.
+        subject: &'a str,
+        /// `baseline`, `unchanged`, `changed` or `lighting`.
+        verdict: &'a str,
+        /// Mean SSIM, 0..1.
+        score: f64,
+        /// Who took it.
+        requested_by: &'a str,
+    },
     /// A peer resumed its session; restart ICE with it, its network path may have changed.
     #[serde(rename = "peer_resumed", rename_all = "camelCase")]
     PeerResumed {

@@ -1,0 +1,241 @@
+//! Snapshot jobs, from a stored snapshot to a signed report. Every node runs a worker that
+//! claims due jobs from the database one at a time (a claim older than `stale_after` is taken
+//! over: the worker died on the way; with the local evidence store a node works the jobs of
+//! the snapshots it stored), and for each: decodes the snapshot, makes it the
+//! baseline of its subject or compares it with the baseline (`crate::cv`), stores the heatmap,
+//! records the score, writes the signed report as the room's next link in one transaction
+//! with the job's last state (so a report exists exactly once per job), and tells everyone in
+//! the room (`snapshot_ready`). A failed attempt is retried with backoff and jitter; a bad
+//! image fails at once, with its code.
+
+use crate::app::App;
+use crate::cv::gray::{Gray, ImageLimits};
+use crate::cv::{self, CvError, Verdict};
+use crate::events::Event;
+use crate::evidence::report::report_hash;
+use crate::store::{Job, StoredReport};
+use serde_json::json;
+use std::sync::Arc;
+use std::time::Duration;
+use switchboard_actors::ports::now_ms;
+use switchboard_actors::protocol::ServerMessage;
+use switchboard_actors::{ConnId, RoomId};
+use tokio::sync::{Notify, watch};
+use tokio::task::JoinHandle;
+
+/// How the worker runs.
+#[derive(Clone, Debug)]
+pub struct WorkerSettings {
+    /// How often an idle worker looks for jobs (a job queued on this node wakes it at once).
+    pub poll_interval: Duration,
+    /// A claim this old is taken over.
+    pub stale_after: Duration,
+    /// Attempts before a job fails for good.
+    pub max_attempts: i64,
+    /// The first retry's delay; each next one doubles.
+    pub retry_base: Duration,
+}
+
+impl Default for WorkerSettings {
+    fn default() -> Self {
+        Self {
+            poll_interval: Duration::from_millis(100),
+            stale_after: Duration::from_secs(30),
+            max_attempts: 5,
+            retry_base: Duration::from_millis(500),
+        }
+    }
+}
+
+/// A running worker.
+pub struct SnapshotWorker {
+    stop: watch::Sender<bool>,
+    task: JoinHandle<()>,
+}
+
+impl std::fmt::Debug for SnapshotWorker {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SnapshotWorker").finish_non_exhaustive()
+    }
+}
+
+impl SnapshotWorker {
+    /// Starts the node's worker; `wake` is notified when a job is queued here.
+    pub fn spawn(app: Arc<App>, wake: Arc<Notify>, settings: WorkerSettings) -> SnapshotWorker {
+        let (stop, stopped) = watch::channel(false);
+        let task = tokio::spawn(run(app, wake, settings, stopped));
+        SnapshotWorker { stop, task }
+    }
+
+    /// Stops it after the job on its way.
+    pub async fn stop(self) {
+        let _ = self.stop.send(true);
+        let mut task = self.task;
+        if tokio::time::timeout(Duration::from_secs(10), &mut task).await.is_err() {
+            task.abort();
+        }
+    }
+}
+
+async fn run(app: Arc<App>, wake: Arc<Notify>, s: WorkerSettings, mut stopped: watch::Receiver<bool>) {
+    let node = app.config.node_id.clone();
+    loop {
+        if *stopped.borrow() {
+            return;
+        }
+        let claimed = app.store.claim_snapshot_job(&node, s.stale_after.as_millis() as i64).await;
+        match claimed {
+            Ok(Some(job)) => {
+                let started = std::time::Instant::now();
+                process(&app, &s, job).await;
+                metrics::histogram!("switchboard_snapshot_job_seconds").record(started.elapsed().as_secs_f64());
+                continue;
+            }
+            Ok(None) => {}
+            Err(e) => tracing::warn!(error = %e, "snapshot job not claimed"),
+        }
+        tokio::select! {
+            _ = stopped.changed() => return,
+            _ = wake.notified() => {}
+            _ = tokio::time::sleep(s.poll_interval) => {}
+        }
+    }
+}
+
+/// Why an attempt failed.
+enum Failure {
+    /// The input is bad: no retry.
+    Permanent(&'static str, String),
+    /// Something on the way failed: retry.
+    Transient(String),
+}
+
+impl From<CvError> for Failure {
+    fn from(e: CvError) -> Failure {
+        Failure::Permanent(e.code(), e.to_string())
+    }
+}
+
+async fn process(app: &App, s: &WorkerSettings, job: Job) {
+    let node = &app.config.node_id;
+    match attempt(app, &job).await {
+        Ok(()) => metrics::counter!("switchboard_snapshot_jobs_total", "outcome" => "reported").increment(1),
+        Err(Failure::Permanent(code, error)) => {
+            metrics::counter!("switchboard_snapshot_jobs_total", "outcome" => "failed").increment(1);
+            tracing::info!(job = %job.id, code, error = %error, "snapshot job failed");
+            let _ = app.store.fail_snapshot_job(&job, node, code, &error, None).await;
+        }
+        Err(Failure::Transient(error)) => {
+            let last = job.attempts >= s.max_attempts;
+            let retry_at = (!last).then(|| {
+                let delay = crate::webhooks::dispatcher::backoff(s.retry_base, Duration::from_secs(60), job.attempts);
+                now_ms() + delay.as_millis() as i64
+            });
+            metrics::counter!("switchboard_snapshot_jobs_total", "outcome" => if last { "dead" } else { "retry" })
+                .increment(1);
+            tracing::warn!(job = %job.id, attempts = job.attempts, error = %error, "snapshot attempt failed");
+            let code = if last { "attempts_exhausted" } else { "retrying" };
+            let _ = app.store.fail_snapshot_job(&job, node, code, &error, retry_at).await;
+        }
+    }
+}
+
+async fn attempt(app: &App, job: &Job) -> Result<(), Failure> {
+    let node = &app.config.node_id;
+    let transient = |e: &dyn std::fmt::Display| Failure::Transient(e.to_string());
+    let limits = ImageLimits::default();
+    let bytes = app.evidence.get(&job.snapshot_cid).await.map_err(|e| transient(&e))?.ok_or_else(|| {
+        Failure::Permanent("snapshot_missing", format!("snapshot {} is not in the evidence store", job.snapshot_cid))
+    })?;
+    let snapshot = Gray::decode(&bytes, &limits)?;
+    let (baseline_cid, baseline_job) = app
+        .store
+        .baseline_for(&job.room_id, &job.subject, &job.snapshot_cid, &job.id)
+        .await
+        .map_err(|e| transient(&e))?;
+    let is_baseline = baseline_job == job.id;
+    let (score, regions, verdict, heatmap_cid, algorithm, baseline) = if is_baseline {
+        let info = json!({"name": cv::ALGORITHM, "version": cv::VERSION, "params": cv::Params::default()});
+        (1.0, Vec::new(), Verdict::Baseline, None, info, None)
+    } else {
+        let base_bytes = app.evidence.get(&baseline_cid).await.map_err(|e| transient(&e))?.ok_or_else(|| {
+            Failure::Permanent("baseline_missing", format!("baseline {baseline_cid} is not in the evidence store"))
+        })?;
+        let base = Gray::decode(&base_bytes, &limits)?;
+        // The comparison is CPU work: off the async workers.
+        let analysis = tokio::task::spawn_blocking(move || cv::compare(&snapshot, &base, &cv::Params::default()))
+            .await
+            .map_err(|e| transient(&e))??;
+        let heatmap = app.evidence.put(&analysis.heatmap_png).await.map_err(|e| transient(&e))?;
+        let info = serde_json::to_value(&analysis.algorithm).unwrap_or_default();
+        (analysis.score, analysis.regions, analysis.verdict, Some(heatmap), info, Some(baseline_cid))
+    };
+    let verdict_text =
+        serde_json::to_value(verdict).ok().and_then(|v| v.as_str().map(str::to_owned)).unwrap_or_default();
+    let scored = Event::SnapshotScored {
+        job_id: job.id.clone(),
+        subject: job.subject.clone(),
+        verdict: verdict_text.clone(),
+        score,
+    };
+    let held = app
+        .store
+        .mark_snapshot_scored(job, node, baseline.as_deref(), heatmap_cid.as_deref(), &scored)
+        .await
+        .map_err(|e| transient(&e))?;
+    if !held {
+        return Ok(()); // another node took the job over; it will finish it
+    }
+    let report_id = format!("rep_{}", uuid::Uuid::now_v7().simple());
+    let created_at = humantime::format_rfc3339_millis(std::time::SystemTime::now()).to_string();
+    let make = |prev: Option<String>| {
+        let mut body = json!({
+            "reportId": report_id,
+            "roomId": job.room_id,
+            "jobId": job.id,
+            "subject": job.subject,
+            "snapshotCid": job.snapshot_cid,
+            "baselineCid": baseline,
+            "heatmapCid": heatmap_cid,
+            "score": score,
+            "regions": regions,
+            "verdict": verdict_text,
+            "algorithm": algorithm,
+            "requestedBy": job.requested_by,
+            "createdAt": created_at,
+            "prevReportHash": prev,
+        });
+        app.signing_key.sign(&mut body)?;
+        let hash = report_hash(&body)?;
+        Ok(StoredReport { id: report_id.clone(), body, hash })
+    };
+    let Some(report) = app.store.finish_snapshot_job(job, node, make).await.map_err(|e| transient(&e))? else {
+        return Ok(());
+    };
+    let ready = ServerMessage::SnapshotReady {
+        job_id: &job.id,
+        report_id: &report.id,
+        subject: &job.subject,
+        verdict: &verdict_text,
+        score,
+        requested_by: &job.requested_by,
+    }
+    .to_body();
+    notify_room(app, &RoomId::new(&job.room_id), ready.to_string()).await;
+    Ok(())
+}
+
+/// Tells everyone in `room` (wherever it lives) with a room frame.
+async fn notify_room(app: &App, room: &RoomId, body: String) {
+    let owner = match &app.cluster {
+        Some(_) => {
+            app.store.lease_holder(room.as_str()).await.ok().flatten().unwrap_or_else(|| app.config.node_id.clone())
+        }
+        None => app.config.node_id.clone(),
+    };
+    let mut handle = crate::routing::handle_for(app, room, &owner).await;
+    let msg = switchboard_actors::room::RoomMsg::Notify { body };
+    if let Err((code, message)) = crate::routing::send(app, &mut handle, room, &ConnId::new(""), msg).await {
+        tracing::info!(room_id = %room, code = code.as_str(), message, "snapshot_ready not delivered");
+    }
+}

@@ -1,0 +1,185 @@
+//! Snapshots to signed evidence, end to end on one node: a participant posts a snapshot, everyone
+//! in the room gets `snapshot_ready`, the report is signed and verifiable, the second snapshot
+//! of the subject is compared with the first (its baseline) and the change is found where it
+//! was drawn, reports chain, artifacts come back by CID, `switchboard verify-report` passes,
+//! and bad input (foreign and corrupt images, strangers, repeated requests) is handled.
+
+use crate::support::TestServer;
+use base64::Engine;
+use serde_json::{Value, json};
+use switchboard::bench::cv::synthetic_png;
+use switchboard::evidence::cid::cid_of;
+use switchboard::evidence::report::{parse_key_set, report_hash, verify_chain, verify_signature};
+
+async fn post_snapshot(s: &TestServer, token: &str, room: &str, png: &[u8], key: Option<&str>) -> reqwest::Response {
+    let image = base64::engine::general_purpose::STANDARD.encode(png);
+    let mut req = s.http.post(s.url(&format!("/rooms/{room}/snapshots"))).bearer_auth(token);
+    if let Some(k) = key {
+        req = req.header("Idempotency-Key", k);
+    }
+    req.json(&json!({"image": image, "subject": "bob-camera"})).send().await.expect("post")
+}
+
+async fn get_as(s: &TestServer, token: &str, path: &str) -> reqwest::Response {
+    s.http.get(s.url(path)).bearer_auth(token).send().await.expect("get")
+}
+
+#[tokio::test]
+async fn a_snapshot_becomes_a_signed_report_that_anyone_can_verify() {
+    let s = TestServer::start().await;
+    let room = "evidence";
+    let (mut alice, _) = s.joined("alice", room).await;
+    let (mut bob, _) = s.joined("bob", room).await;
+    let token = s.token(json!({"userId": "alice"})).await;
+
+    // The first snapshot of the subject is its baseline.
+    let baseline_png = synthetic_png(640, 360, false);
+    let resp = post_snapshot(&s, &token, room, &baseline_png, None).await;
+    assert_eq!(resp.status(), 202);
+    let job: Value = resp.json().await.expect("json");
+    let job_id = job["jobId"].as_str().expect("jobId").to_owned();
+    let ready = alice.recv_type("snapshot_ready").await;
+    assert_eq!(bob.recv_type("snapshot_ready").await["reportId"], ready["reportId"], "everyone is told");
+    assert_eq!((ready["jobId"].as_str(), ready["verdict"].as_str()), (Some(job_id.as_str()), Some("baseline")));
+    let first: Value = get_as(&s, &token, &format!("/reports/{}", ready["reportId"].as_str().expect("id")))
+        .await
+        .json()
+        .await
+        .expect("json");
+    assert_eq!(first["verdict"], "baseline");
+    assert_eq!(first["snapshotCid"], cid_of(&baseline_png));
+    assert!(first["prevReportHash"].is_null());
+    let state: Value = get_as(&s, &token, &format!("/snapshots/{job_id}")).await.json().await.expect("json");
+    assert_eq!(state["state"], "reported");
+
+    // The second is compared with it: the box drawn into it is found where it is.
+    let changed_png = synthetic_png(640, 360, true);
+    let resp = post_snapshot(&s, &token, room, &changed_png, Some("second")).await;
+    assert_eq!(resp.status(), 202);
+    let again = post_snapshot(&s, &token, room, &changed_png, Some("second")).await;
+    let (one, two): (Value, Value) = (resp.json().await.expect("json"), again.json().await.expect("json"));
+    assert_eq!(one["jobId"], two["jobId"], "an Idempotency-Key makes one job");
+    let ready = alice.recv_type("snapshot_ready").await;
+    assert_eq!(ready["verdict"], "changed");
+    let second: Value = get_as(&s, &token, &format!("/reports/{}", ready["reportId"].as_str().expect("id")))
+        .await
+        .json()
+        .await
+        .expect("json");
+    assert_eq!(second["baselineCid"], cid_of(&baseline_png));
+    assert_eq!(second["prevReportHash"], report_hash(&first).expect("hash"));
+    let region = &second["regions"][0];
+    let (x, w) = (region["x"].as_u64().expect("x"), region["width"].as_u64().expect("w"));
+    let (y, h) = (region["y"].as_u64().expect("y"), region["height"].as_u64().expect("h"));
+    // synthetic_png draws the box at x 320..400, y 90..150 of 640×360.
+    assert!((320..400).contains(&(x + w / 2)) && (90..150).contains(&(y + h / 2)), "{region}");
+    assert!(second["score"].as_f64().expect("score") < 1.0);
+    assert_eq!(second["algorithm"]["ssim"]["window"], 11);
+
+    // Artifacts come back by CID; the heatmap is a PNG.
+    let heatmap = get_as(&s, &token, &format!("/evidence/{}", second["heatmapCid"].as_str().expect("cid"))).await;
+    assert_eq!(heatmap.headers()["content-type"], "image/png");
+    let bytes = heatmap.bytes().await.expect("bytes");
+    assert_eq!(cid_of(&bytes), second["heatmapCid"].as_str().expect("cid"));
+    let stranger = s.token(json!({"userId": "mallory"})).await;
+    let refused = get_as(&s, &stranger, &format!("/evidence/{}", second["snapshotCid"].as_str().expect("cid"))).await;
+    assert_eq!(refused.status(), 403);
+
+    // The signature and the chain verify with the published keys; a changed byte does not.
+    let keys: Value =
+        s.http.get(s.url("/.well-known/switchboard-keys.json")).send().await.expect("get").json().await.expect("json");
+    let keys = parse_key_set(&keys).expect("key set");
+    verify_signature(&second, &keys).expect("signature");
+    let chain: Value = get_as(&s, &token, &format!("/rooms/{room}/reports")).await.json().await.expect("json");
+    let chain = chain["reports"].as_array().expect("reports").clone();
+    assert_eq!(chain.len(), 2);
+    verify_chain(&chain).expect("chain");
+    let mut tampered = second.clone();
+    tampered["verdict"] = json!("unchanged");
+    assert!(verify_signature(&tampered, &keys).is_err());
+
+    // And the command does all of it against the node.
+    let url = s.url(&format!("/reports/{}", second["reportId"].as_str().expect("id")));
+    let out = tokio::process::Command::new(env!("CARGO_BIN_EXE_switchboard"))
+        .args(["verify-report", &url, "--token", &token])
+        .output()
+        .await
+        .expect("run verify-report");
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "verify-report: {text}{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        text.contains("integrity: ok (3 artifacts") && text.contains("signature: ok") && text.contains("chain:     ok"),
+        "{text}"
+    );
+    // A report file that was altered fails offline.
+    let dir = tempfile::tempdir().expect("dir");
+    let (file, key_file) = (dir.path().join("report.json"), dir.path().join("keys.json"));
+    std::fs::write(&file, tampered.to_string()).expect("write");
+    let key_doc =
+        s.http.get(s.url("/.well-known/switchboard-keys.json")).send().await.expect("get").text().await.expect("text");
+    std::fs::write(&key_file, key_doc).expect("write");
+    let out = tokio::process::Command::new(env!("CARGO_BIN_EXE_switchboard"))
+        .args(["verify-report", file.to_str().expect("path"), "--key-set", key_file.to_str().expect("path")])
+        .output()
+        .await
+        .expect("run verify-report");
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stdout).contains("signature: FAILED"));
+}
+
+#[tokio::test]
+async fn bad_snapshots_are_refused_with_a_code() {
+    let s = TestServer::start().await;
+    let room = "bad-snapshots";
+    let (_alice, _) = s.joined("alice", room).await;
+    let token = s.token(json!({"userId": "alice"})).await;
+    let code = |v: Value| v["code"].as_str().unwrap_or_default().to_owned();
+
+    let resp = post_snapshot(&s, &token, room, b"GIF89a not what we take", None).await;
+    assert_eq!(resp.status(), 400);
+    assert_eq!(code(resp.json().await.expect("json")), "unsupported_image");
+    let mut truncated = synthetic_png(64, 64, false);
+    truncated.truncate(truncated.len() / 2);
+    let resp = post_snapshot(&s, &token, room, &truncated, None).await;
+    assert_eq!(resp.status(), 400);
+    assert_eq!(code(resp.json().await.expect("json")), "corrupt_image");
+    let resp = s
+        .http
+        .post(s.url(&format!("/rooms/{room}/snapshots")))
+        .bearer_auth(&token)
+        .json(&json!({"image": "!!!", "subject": "x"}))
+        .send()
+        .await
+        .expect("post");
+    assert_eq!(resp.status(), 400);
+    let stranger = s.token(json!({"userId": "mallory"})).await;
+    let resp = post_snapshot(&s, &stranger, room, &synthetic_png(64, 64, false), None).await;
+    assert_eq!(resp.status(), 403);
+    let resp = s.http.post(s.url(&format!("/rooms/{room}/snapshots"))).send().await.expect("post");
+    assert_eq!(resp.status(), 401);
+
+    // Multipart works too, and the node keeps serving.
+    let form = reqwest::multipart::Form::new()
+        .text("subject", "door")
+        .part("image", reqwest::multipart::Part::bytes(synthetic_png(64, 64, false)).file_name("door.png"));
+    let resp = s
+        .http
+        .post(s.url(&format!("/rooms/{room}/snapshots")))
+        .bearer_auth(&token)
+        .multipart(form)
+        .send()
+        .await
+        .expect("post");
+    assert_eq!(resp.status(), 202);
+    let job: Value = resp.json().await.expect("json");
+    let path = format!("/snapshots/{}", job["jobId"].as_str().expect("id"));
+    let mut state = Value::Null;
+    for _ in 0..200 {
+        state = get_as(&s, &token, &path).await.json().await.expect("json");
+        if state["state"] == "reported" {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(25)).await;
+    }
+    assert_eq!(state["state"], "reported", "{state}");
+}
