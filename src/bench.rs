@@ -13,6 +13,7 @@ pub mod node;
 pub mod pacer;
 pub mod relay;
 pub mod report;
+pub mod snapshot;
 pub mod wire;
 
 use crate::cli::{BenchCommon, BenchKind};
@@ -32,6 +33,7 @@ pub async fn run(which: BenchKind) -> Result<()> {
         | BenchKind::Fanout { common, .. }
         | BenchKind::Join { common, .. }
         | BenchKind::Idle { common, .. }
+        | BenchKind::Snapshot { common, .. }
         | BenchKind::Suite { common, .. } => common.clone(),
     };
     match which {
@@ -61,6 +63,10 @@ pub async fn run(which: BenchKind) -> Result<()> {
                 report.runs.push(idle::idle(&node, n, room_size, no_join, common.sources).await?);
                 report.runs.last().map(Run::print);
             }
+        }
+        BenchKind::Snapshot { rate, seconds, width, height, common } => {
+            let node = BenchNode::start(&common.serve)?;
+            report.runs.push(snapshot::snapshots(&node, rate, seconds, width, height).await?);
         }
         BenchKind::Suite { seconds, big, common } => suite(&mut report, seconds, big, &common).await?,
     }

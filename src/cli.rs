@@ -165,6 +165,24 @@ pub enum BenchKind {
         #[command(flatten)]
         common: BenchCommon,
     },
+    /// Snapshot latency: POST of a PNG → `snapshot_ready` at another participant, open loop.
+    Snapshot {
+        /// Snapshots per second.
+        #[arg(long, default_value_t = 5.0)]
+        rate: f64,
+        /// Duration in seconds.
+        #[arg(long, default_value_t = 10)]
+        seconds: u64,
+        /// Image width.
+        #[arg(long, default_value_t = 1280)]
+        width: u32,
+        /// Image height.
+        #[arg(long, default_value_t = 720)]
+        height: u32,
+        /// Shared options.
+        #[command(flatten)]
+        common: BenchCommon,
+    },
     /// Every benchmark with a target, in one run (relay at 5k/20k/50k per second, with ids,
     /// across nodes when PostgreSQL is given, throughput, fan-out, joins, idle memory).
     Suite {

@@ -113,13 +113,13 @@ pub struct SsimInfo {
     /// Window side.
     pub window: u32,
     /// Gaussian σ.
-    pub sigma: f32,
+    pub sigma: f64,
     /// K1.
-    pub k1: f32,
+    pub k1: f64,
     /// K2.
-    pub k2: f32,
+    pub k2: f64,
     /// Dynamic range of the luma.
-    pub dynamic_range: f32,
+    pub dynamic_range: f64,
     /// Downsampling factor.
     pub downsample: u32,
 }
@@ -139,6 +139,10 @@ pub struct Analysis {
     pub heatmap_png: Vec<u8>,
     /// The algorithm and its parameters.
     pub algorithm: AlgorithmInfo,
+}
+
+fn round6(v: f32) -> f64 {
+    (f64::from(v) * 1e6).round() / 1e6
 }
 
 /// Wang's automatic downsampling factor.
@@ -189,9 +193,10 @@ pub fn compare(snapshot: &Gray, baseline: &Gray, params: &Params) -> Result<Anal
         params: params.clone(),
         ssim: SsimInfo {
             window: ssim::WINDOW as u32,
-            sigma: ssim::SIGMA,
-            k1: ssim::K1,
-            k2: ssim::K2,
+            // As written in the paper (the f32 constants widened would print 0.00999999977...).
+            sigma: round6(ssim::SIGMA),
+            k1: round6(ssim::K1),
+            k2: round6(ssim::K2),
             dynamic_range: 1.0,
             downsample: f as u32,
         },

@@ -15,6 +15,7 @@ pub mod http;
 pub mod ice;
 pub mod routing;
 pub mod server;
+pub mod singleton;
 pub mod snapshots;
 pub mod store;
 pub mod telemetry;

@@ -11,6 +11,7 @@ use crate::edge::connection::close_code;
 use crate::edge::edge_router::EdgeRouter;
 use crate::evidence::EvidenceStore;
 use crate::evidence::report::NodeKey;
+use crate::singleton::Singleton;
 use crate::snapshots::{SnapshotWorker, WorkerSettings};
 use crate::store::Store;
 use crate::webhooks::dispatcher::{Dispatcher, DispatcherSettings};
@@ -51,8 +52,8 @@ pub struct RunningServer {
     http: JoinHandle<std::io::Result<()>>,
     beats: Option<JoinHandle<()>>,
     upkeep: JoinHandle<()>,
-    publisher: Option<OutboxPublisher>,
-    dispatcher: Option<Dispatcher>,
+    publisher: Option<Singleton>,
+    dispatcher: Option<Singleton>,
     snapshots: Option<SnapshotWorker>,
     broker: Option<EmbeddedBroker>,
 }
@@ -94,22 +95,22 @@ async fn start_bus(config: &Config) -> anyhow::Result<(Option<EmbeddedBroker>, B
 }
 
 /// Registers the config file's webhook endpoints and starts the dispatcher (when enabled).
-async fn start_webhooks(app: &App) -> anyhow::Result<Option<Dispatcher>> {
+async fn start_webhooks(app: &App) -> anyhow::Result<Option<Singleton>> {
     let w = &app.config.webhooks;
     crate::webhooks::register_configured(&app.store, &w.endpoints).await?;
     if !w.dispatch {
         return Ok(None);
     }
     let settings = DispatcherSettings {
-        node_id: app.config.node_id.clone(),
-        lease_ttl: w.lease_ttl,
         poll_interval: w.poll_interval,
         retry_base: w.retry_base,
         retry_max: w.retry_max,
         retry_for: w.retry_for,
         timeout: w.timeout,
     };
-    Dispatcher::spawn(app.store.clone(), settings).map(Some)
+    let work = Dispatcher::new(settings)?;
+    let lease = crate::webhooks::dispatcher::LEASE;
+    Ok(Some(Singleton::spawn(app.store.clone(), lease, app.config.node_id.clone(), w.lease_ttl, work)))
 }
 
 /// Starts a node on an already bound listener.
@@ -215,13 +216,13 @@ pub async fn start(config: Config, listener: TcpListener) -> anyhow::Result<Runn
     let publisher = app.config.bus.publish_outbox.then(|| {
         let settings = PublisherSettings {
             cluster: app.config.bus.cluster_name.clone(),
-            node_id: app.config.node_id.clone(),
-            lease_ttl: app.config.bus.publisher_lease_ttl,
             poll_interval: app.config.bus.poll_interval,
             batch: app.config.bus.batch,
             confirm_timeout: Duration::from_secs(5),
         };
-        OutboxPublisher::spawn(app.store.clone(), app.bus.clone(), settings)
+        let work = OutboxPublisher::new(app.bus.clone(), settings);
+        let (node, ttl) = (app.config.node_id.clone(), app.config.bus.publisher_lease_ttl);
+        Singleton::spawn(app.store.clone(), crate::bus::outbox_publisher::LEASE, node, ttl, work)
     });
     let snapshots = app
         .config

@@ -77,8 +77,34 @@ impl SnapshotWorker {
     }
 }
 
+/// Decoded baselines by CID: most jobs compare with the same few.
+#[derive(Default)]
+struct Baselines {
+    decoded: Vec<(String, Arc<Gray>)>,
+}
+
+impl Baselines {
+    const KEPT: usize = 8;
+
+    fn get(&mut self, cid: &str) -> Option<Arc<Gray>> {
+        let at = self.decoded.iter().position(|(c, _)| c == cid)?;
+        let hit = self.decoded.remove(at);
+        let gray = hit.1.clone();
+        self.decoded.push(hit);
+        Some(gray)
+    }
+
+    fn put(&mut self, cid: &str, gray: Arc<Gray>) {
+        if self.decoded.len() >= Self::KEPT {
+            self.decoded.remove(0);
+        }
+        self.decoded.push((cid.to_owned(), gray));
+    }
+}
+
 async fn run(app: Arc<App>, wake: Arc<Notify>, s: WorkerSettings, mut stopped: watch::Receiver<bool>) {
     let node = app.config.node_id.clone();
+    let mut baselines = Baselines::default();
     loop {
         if *stopped.borrow() {
             return;
@@ -87,7 +113,7 @@ async fn run(app: Arc<App>, wake: Arc<Notify>, s: WorkerSettings, mut stopped: w
         match claimed {
             Ok(Some(job)) => {
                 let started = std::time::Instant::now();
-                process(&app, &s, job).await;
+                process(&app, &s, &mut baselines, job).await;
                 metrics::histogram!("switchboard_snapshot_job_seconds").record(started.elapsed().as_secs_f64());
                 continue;
             }
@@ -116,9 +142,9 @@ impl From<CvError> for Failure {
     }
 }
 
-async fn process(app: &App, s: &WorkerSettings, job: Job) {
+async fn process(app: &App, s: &WorkerSettings, baselines: &mut Baselines, job: Job) {
     let node = &app.config.node_id;
-    match attempt(app, &job).await {
+    match attempt(app, baselines, &job).await {
         Ok(()) => metrics::counter!("switchboard_snapshot_jobs_total", "outcome" => "reported").increment(1),
         Err(Failure::Permanent(code, error)) => {
             metrics::counter!("switchboard_snapshot_jobs_total", "outcome" => "failed").increment(1);
@@ -140,14 +166,15 @@ async fn process(app: &App, s: &WorkerSettings, job: Job) {
     }
 }
 
-async fn attempt(app: &App, job: &Job) -> Result<(), Failure> {
+async fn attempt(app: &App, baselines: &mut Baselines, job: &Job) -> Result<(), Failure> {
     let node = &app.config.node_id;
     let transient = |e: &dyn std::fmt::Display| Failure::Transient(e.to_string());
     let limits = ImageLimits::default();
     let bytes = app.evidence.get(&job.snapshot_cid).await.map_err(|e| transient(&e))?.ok_or_else(|| {
         Failure::Permanent("snapshot_missing", format!("snapshot {} is not in the evidence store", job.snapshot_cid))
     })?;
-    let snapshot = Gray::decode(&bytes, &limits)?;
+    let snapshot =
+        tokio::task::spawn_blocking(move || Gray::decode(&bytes, &limits)).await.map_err(|e| transient(&e))??;
     let (baseline_cid, baseline_job) = app
         .store
         .baseline_for(&job.room_id, &job.subject, &job.snapshot_cid, &job.id)
@@ -158,10 +185,23 @@ async fn attempt(app: &App, job: &Job) -> Result<(), Failure> {
         let info = json!({"name": cv::ALGORITHM, "version": cv::VERSION, "params": cv::Params::default()});
         (1.0, Vec::new(), Verdict::Baseline, None, info, None)
     } else {
-        let base_bytes = app.evidence.get(&baseline_cid).await.map_err(|e| transient(&e))?.ok_or_else(|| {
-            Failure::Permanent("baseline_missing", format!("baseline {baseline_cid} is not in the evidence store"))
-        })?;
-        let base = Gray::decode(&base_bytes, &limits)?;
+        let base = match baselines.get(&baseline_cid) {
+            Some(base) => base,
+            None => {
+                let bytes = app.evidence.get(&baseline_cid).await.map_err(|e| transient(&e))?.ok_or_else(|| {
+                    Failure::Permanent(
+                        "baseline_missing",
+                        format!("baseline {baseline_cid} is not in the evidence store"),
+                    )
+                })?;
+                let base = tokio::task::spawn_blocking(move || Gray::decode(&bytes, &limits))
+                    .await
+                    .map_err(|e| transient(&e))??;
+                let base = Arc::new(base);
+                baselines.put(&baseline_cid, base.clone());
+                base
+            }
+        };
         // The comparison is CPU work: off the async workers.
         let analysis = tokio::task::spawn_blocking(move || cv::compare(&snapshot, &base, &cv::Params::default()))
             .await

@@ -33,7 +33,8 @@ impl Dialer {
         Dialer { server, authority, sources: sources.clamp(1, 250), next: AtomicUsize::new(0) }
     }
 
-    fn token(&self, user: &str) -> Result<String> {
+    /// A token for `user`, minted with the benchmark's secret.
+    pub fn token(&self, user: &str) -> Result<String> {
         let req = MintRequest { user_id: user.to_owned(), ..MintRequest::default() };
         Ok(self.authority.mint(req).map_err(|e| anyhow!("minting a token: {e}"))?.0)
     }

@@ -10,10 +10,12 @@
 //! there, so no event is marked before one of its room that precedes it.
 
 use super::{Bus, topics};
+use crate::singleton::Lead;
 use crate::store::{LeaseKeeper, ServiceLease, Store};
+use std::future::Future;
+use std::pin::Pin;
 use std::time::{Duration, Instant};
 use tokio::sync::watch;
-use tokio::task::JoinHandle;
 
 /// The service lease's name.
 pub const LEASE: &str = "outbox-publisher";
@@ -23,10 +25,6 @@ pub const LEASE: &str = "outbox-publisher";
 pub struct PublisherSettings {
     /// Topic prefix's cluster name.
     pub cluster: String,
-    /// This node (the lease holder's name).
-    pub node_id: String,
-    /// Lifetime of the publisher lease; renewed every third of it.
-    pub lease_ttl: Duration,
     /// How often an idle publisher looks for new events.
     pub poll_interval: Duration,
     /// Events per batch.
@@ -35,66 +33,32 @@ pub struct PublisherSettings {
     pub confirm_timeout: Duration,
 }
 
-/// A running publisher.
+/// The publisher's work while it holds the lease (run it with [`crate::singleton::Singleton`]).
 pub struct OutboxPublisher {
-    stop: watch::Sender<bool>,
-    task: JoinHandle<()>,
-}
-
-impl std::fmt::Debug for OutboxPublisher {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("OutboxPublisher").finish_non_exhaustive()
-    }
+    bus: Bus,
+    settings: PublisherSettings,
 }
 
 impl OutboxPublisher {
-    /// Starts publishing `store`'s outbox on `bus`.
-    pub fn spawn(store: Store, bus: Bus, settings: PublisherSettings) -> OutboxPublisher {
-        let (stop, stopped) = watch::channel(false);
-        let task = tokio::spawn(run(store, bus, settings, stopped));
-        OutboxPublisher { stop, task }
-    }
-
-    /// Stops it and gives its lease back, so another node takes over at once.
-    pub async fn stop(self) {
-        let _ = self.stop.send(true);
-        let mut task = self.task;
-        if tokio::time::timeout(Duration::from_secs(5), &mut task).await.is_err() {
-            task.abort();
-        }
-    }
-
-    /// Stops it the way a crash would: no lease release, nothing more marked.
-    pub fn abort(self) {
-        self.task.abort();
+    /// Publishes on `bus`.
+    pub fn new(bus: Bus, settings: PublisherSettings) -> OutboxPublisher {
+        OutboxPublisher { bus, settings }
     }
 }
 
-async fn run(store: Store, bus: Bus, s: PublisherSettings, mut stopped: watch::Receiver<bool>) {
-    let mut wait = Duration::ZERO;
-    loop {
-        tokio::select! {
-            _ = stopped.changed() => return,
-            _ = tokio::time::sleep(wait) => {}
-        }
-        wait = s.lease_ttl / 3;
-        let mut keeper = match LeaseKeeper::acquire(&store, LEASE, &s.node_id, s.lease_ttl).await {
-            Ok(Some(keeper)) => keeper,
-            Ok(None) => continue,
-            Err(e) => {
-                tracing::warn!(error = %e, "outbox publisher lease not taken");
-                continue;
-            }
-        };
-        tracing::info!(epoch = keeper.lease.epoch, "outbox publisher active on this node");
-        metrics::gauge!("switchboard_outbox_publisher_active").set(1.0);
-        let stop = lead(&store, &bus, &s, &mut keeper, &mut stopped).await;
-        metrics::gauge!("switchboard_outbox_publisher_active").set(0.0);
-        if stop {
-            keeper.release(&store).await;
-            return;
-        }
-        tracing::warn!(epoch = keeper.lease.epoch, "outbox publisher lease lost");
+impl Lead for OutboxPublisher {
+    fn lead<'a>(
+        &'a mut self,
+        store: &'a Store,
+        keeper: &'a mut LeaseKeeper,
+        stopped: &'a mut watch::Receiver<bool>,
+    ) -> Pin<Box<dyn Future<Output = bool> + Send + 'a>> {
+        Box::pin(async move {
+            metrics::gauge!("switchboard_outbox_publisher_active").set(1.0);
+            let stop = lead(store, &self.bus, &self.settings, keeper, stopped).await;
+            metrics::gauge!("switchboard_outbox_publisher_active").set(0.0);
+            stop
+        })
     }
 }
 

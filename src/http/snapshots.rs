@@ -94,7 +94,14 @@ async fn create(
     }
     // A bad image is refused here, with its code, before any job exists.
     let limits = ImageLimits { max_bytes: app.config.snapshots.max_image_bytes, ..ImageLimits::default() };
-    if let Err(e) = Gray::decode(&image, &limits) {
+    // Decoding is CPU work: off the async workers.
+    let (image, checked) = tokio::task::spawn_blocking(move || {
+        let checked = Gray::decode(&image, &limits).map(|_| ());
+        (image, checked)
+    })
+    .await
+    .map_err(internal)?;
+    if let Err(e) = checked {
         let status =
             if e.code() == "image_too_large" { StatusCode::PAYLOAD_TOO_LARGE } else { StatusCode::BAD_REQUEST };
         return Err(ApiError(status, e.code(), e.to_string()));

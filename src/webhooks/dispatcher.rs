@@ -5,14 +5,17 @@
 //! jitter for `retry_for` (24 hours by default); `410 Gone` disables the endpoint.
 
 use super::signing;
+use crate::singleton::Lead;
 use crate::store::{DueDelivery, LeaseKeeper, Outcome, Store};
 use rand::Rng;
 use std::collections::HashSet;
+use std::future::Future;
+use std::pin::Pin;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 use switchboard_actors::ports::now_ms;
 use tokio::sync::watch;
-use tokio::task::{JoinHandle, JoinSet};
+use tokio::task::JoinSet;
 
 /// The service lease's name.
 pub const LEASE: &str = "webhook-dispatcher";
@@ -20,10 +23,6 @@ pub const LEASE: &str = "webhook-dispatcher";
 /// How the dispatcher runs.
 #[derive(Clone, Debug)]
 pub struct DispatcherSettings {
-    /// This node (the lease holder's name).
-    pub node_id: String,
-    /// Lifetime of the dispatcher lease.
-    pub lease_ttl: Duration,
     /// How often an idle dispatcher looks for work.
     pub poll_interval: Duration,
     /// The first retry's delay; each next one doubles, up to `retry_max`.
@@ -36,66 +35,33 @@ pub struct DispatcherSettings {
     pub timeout: Duration,
 }
 
-/// A running dispatcher.
+/// The dispatcher's work while it holds the lease (run it with [`crate::singleton::Singleton`]).
 pub struct Dispatcher {
-    stop: watch::Sender<bool>,
-    task: JoinHandle<()>,
-}
-
-impl std::fmt::Debug for Dispatcher {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Dispatcher").finish_non_exhaustive()
-    }
+    http: reqwest::Client,
+    settings: DispatcherSettings,
 }
 
 impl Dispatcher {
-    /// Starts dispatching `store`'s outbox to its webhook endpoints.
-    pub fn spawn(store: Store, settings: DispatcherSettings) -> anyhow::Result<Dispatcher> {
+    /// A dispatcher with its HTTP client.
+    pub fn new(settings: DispatcherSettings) -> anyhow::Result<Dispatcher> {
         let http = reqwest::Client::builder()
             .timeout(settings.timeout)
             .user_agent(concat!("switchboard-webhooks/", env!("CARGO_PKG_VERSION")))
             .redirect(reqwest::redirect::Policy::none())
             .build()
             .map_err(|e| anyhow::anyhow!("webhook HTTP client: {e}"))?;
-        let (stop, stopped) = watch::channel(false);
-        let task = tokio::spawn(run(store, http, settings, stopped));
-        Ok(Dispatcher { stop, task })
-    }
-
-    /// Stops it (attempts on their way finish or are cut by their timeout) and gives the
-    /// lease back.
-    pub async fn stop(self) {
-        let _ = self.stop.send(true);
-        let mut task = self.task;
-        if tokio::time::timeout(Duration::from_secs(5), &mut task).await.is_err() {
-            task.abort();
-        }
+        Ok(Dispatcher { http, settings })
     }
 }
 
-async fn run(store: Store, http: reqwest::Client, s: DispatcherSettings, mut stopped: watch::Receiver<bool>) {
-    let mut wait = Duration::ZERO;
-    loop {
-        tokio::select! {
-            _ = stopped.changed() => return,
-            _ = tokio::time::sleep(wait) => {}
-        }
-        wait = s.lease_ttl / 3;
-        let mut keeper = match LeaseKeeper::acquire(&store, LEASE, &s.node_id, s.lease_ttl).await {
-            Ok(Some(keeper)) => keeper,
-            Ok(None) => continue,
-            Err(e) => {
-                tracing::warn!(error = %e, "webhook dispatcher lease not taken");
-                continue;
-            }
-        };
-        tracing::info!(epoch = keeper.lease.epoch, "webhook dispatcher active on this node");
-        let stop = lead(&store, &http, &s, &mut keeper, &mut stopped).await;
-        if stop {
-            keeper.release(&store).await;
-            return;
-        }
-        tracing::warn!(epoch = keeper.lease.epoch, "webhook dispatcher lease lost");
+impl Lead for Dispatcher {
+    fn lead<'a>(
+        &'a mut self,
+        store: &'a Store,
+        keeper: &'a mut LeaseKeeper,
+        stopped: &'a mut watch::Receiver<bool>,
+    ) -> Pin<Box<dyn Future<Output = bool> + Send + 'a>> {
+        Box::pin(lead(store, &self.http, &self.settings, keeper, stopped))
     }
 }
 
