@@ -79,6 +79,14 @@ pub struct AppParts {
 pub use switchboard_cluster::routing::Successor;
 
 impl App {
+    /// The audio-only fallback policy rooms apply (for replaying it over stored samples).
+    pub fn fallback_policy(&self) -> switchboard_actors::quality::FallbackPolicy {
+        switchboard_actors::quality::FallbackPolicy {
+            fallback_after: self.config.rooms.fallback_after,
+            recover_after: self.config.rooms.recover_after,
+        }
+    }
+
     /// Assembles the state.
     pub fn new(p: AppParts) -> App {
         let dev_mode = p.config.dev_mode();

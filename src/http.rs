@@ -34,6 +34,7 @@ pub fn router(app: Arc<App>) -> Router {
         .route("/rooms", post(create_room))
         .route("/rooms/{id}", get(get_room))
         .route("/rooms/{id}/chat", get(get_chat))
+        .route("/rooms/{id}/calls/{call}", get(get_call))
         .route("/ice-servers", get(get_ice_servers))
         .route("/ws/signal", get(ws_signal))
         .route("/metrics", get(get_metrics))
@@ -248,6 +249,21 @@ async fn get_chat(
     let limit = q.limit.unwrap_or(50).clamp(1, 500);
     let messages = app.store.chat(&id, q.before, limit).await.map_err(internal)?;
     Ok(Json(json!({"roomId": id, "messages": messages})).into_response())
+}
+
+/// A call's quality aggregates (seed D4): samples, mean and worst score, time at each level,
+/// fallbacks.
+async fn get_call(
+    State(app): State<Arc<App>>,
+    headers: HeaderMap,
+    Path((id, call)): Path<(String, String)>,
+) -> Result<Response, ApiError> {
+    authorize_room(&app, &headers, &id).await?;
+    let policy = app.fallback_policy();
+    let quality = app.store.call_quality(&id, &call, &policy).await.map_err(internal)?;
+    let quality =
+        quality.ok_or_else(|| ApiError(StatusCode::NOT_FOUND, "not_found", format!("no call {call} in room {id}")))?;
+    Ok(Json(quality).into_response())
 }
 
 async fn get_ice_servers(State(app): State<Arc<App>>, headers: HeaderMap) -> Result<Response, ApiError> {

@@ -226,6 +226,14 @@ async fn attempt(app: &App, baselines: &mut Baselines, job: &Job) -> Result<(), 
     if !held {
         return Ok(()); // another node took the job over; it will finish it
     }
+    // The call the snapshot was taken in, with its quality so far (seed D4).
+    let call_quality = match app.store.room(&job.room_id).await {
+        Ok(Some(room)) if room.call_status.is_open() => match &room.call_id {
+            Some(call) => app.store.call_quality(&job.room_id, call, &app.fallback_policy()).await.ok().flatten(),
+            None => None,
+        },
+        _ => None,
+    };
     let report_id = format!("rep_{}", uuid::Uuid::now_v7().simple());
     let created_at = humantime::format_rfc3339_millis(std::time::SystemTime::now()).to_string();
     let make = |prev: Option<String>| {
@@ -244,6 +252,7 @@ async fn attempt(app: &App, baselines: &mut Baselines, job: &Job) -> Result<(), 
             "requestedBy": job.requested_by,
             "createdAt": created_at,
             "prevReportHash": prev,
+            "callQuality": call_quality,
         });
         app.signing_key.sign(&mut body)?;
         let hash = report_hash(&body)?;

@@ -45,6 +45,7 @@ mod sessions;
 mod snapshots;
 mod webhooks;
 
+pub use call_stats::{CallQuality, LevelSeconds};
 pub use cluster_nodes::ClaimError;
 pub use events::{EventRow, Pending};
 pub use rooms::RoomRow;

@@ -33,7 +33,8 @@ async fn sample(alice: &mut Client, v: Value, level: &str) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn poor_quality_falls_back_to_audio_and_recovers_with_hysteresis() {
     let mut s = TestServer::start().await;
-    let (mut alice, _) = s.joined("alice", "quality-room").await;
+    let (mut alice, joined) = s.joined("alice", "quality-room").await;
+    let call_id = joined["callId"].as_str().expect("call id").to_owned();
     let (mut bob, _) = s.joined("bob", "quality-room").await;
     alice.recv_type("peer_joined").await;
     alice.recv_type("call_status").await;
@@ -90,6 +91,21 @@ async fn poor_quality_falls_back_to_audio_and_recovers_with_hysteresis() {
     let levels = s.app().store.quality_levels(&alice.peer_id).await.expect("levels");
     assert_eq!(levels.len(), 42, "every accepted sample is recorded");
     assert_eq!(levels.iter().filter(|l| *l == "poor").count(), 9);
+    // The call's aggregates replay the same samples: one fallback, time at each level.
+    let token = s.token(json!({"userId": "alice"})).await;
+    let url = s.url(&format!("/rooms/quality-room/calls/{call_id}"));
+    let call: Value = s.http.get(&url).bearer_auth(&token).send().await.expect("get").json().await.expect("json");
+    assert_eq!(
+        (call["samples"].as_u64(), call["peers"].as_u64(), call["fallbacks"].as_u64()),
+        (Some(42), Some(1), Some(1)),
+        "{call}"
+    );
+    let (mean, worst) = (call["meanScore"].as_f64().expect("mean"), call["worstScore"].as_f64().expect("worst"));
+    assert!(worst < mean && mean < 100.0, "{call}");
+    let secs = |level: &str| call["secondsIn"][level].as_f64().expect("seconds");
+    assert!(secs("poor") >= 8.0 && secs("fair") >= 20.0 && secs("good") >= 10.0, "{call}");
+    let missing = s.http.get(s.url("/rooms/quality-room/calls/nope")).bearer_auth(&token).send().await.expect("get");
+    assert_eq!(missing.status(), 404);
     let metrics = s.http.get(s.url("/metrics")).send().await.expect("get").text().await.expect("text");
     assert!(metrics.contains("switchboard_fallbacks_total 1"), "{metrics}");
     assert!(metrics.contains("switchboard_fallback_recoveries_total 1"));

@@ -75,6 +75,8 @@ async fn a_snapshot_becomes_a_signed_report_that_anyone_can_verify() {
     assert!((320..400).contains(&(x + w / 2)) && (90..150).contains(&(y + h / 2)), "{region}");
     assert!(second["score"].as_f64().expect("score") < 1.0);
     assert_eq!(second["algorithm"]["ssim"]["window"], 11);
+    // Taken during the room's call: the report carries the call's quality so far.
+    assert!(second["callQuality"]["callId"].is_string(), "{second}");
 
     // Artifacts come back by CID; the heatmap is a PNG.
     let heatmap = get_as(&s, &token, &format!("/evidence/{}", second["heatmapCid"].as_str().expect("cid"))).await;
@@ -182,4 +184,40 @@ async fn bad_snapshots_are_refused_with_a_code() {
         tokio::time::sleep(std::time::Duration::from_millis(25)).await;
     }
     assert_eq!(state["state"], "reported", "{state}");
+}
+
+/// A worker that dies holding a job (its claim left behind): another worker takes the job over
+/// once the claim is stale, finishes it, and the dead claim can write nothing more.
+#[tokio::test]
+async fn a_job_whose_worker_died_is_taken_over_and_reported_once() {
+    use std::time::Duration;
+    use switchboard::snapshots::{SnapshotWorker, WorkerSettings};
+    let s = TestServer::start_with(|c| c.snapshots.work = false).await;
+    let room = "takeover";
+    let (mut alice, _) = s.joined("alice", room).await;
+    let token = s.token(json!({"userId": "alice"})).await;
+    let resp = post_snapshot(&s, &token, room, &synthetic_png(64, 64, false), None).await;
+    assert_eq!(resp.status(), 202);
+    let job_id = resp.json::<Value>().await.expect("json")["jobId"].as_str().expect("id").to_owned();
+    let app = s.app().clone();
+    let node = app.config.node_id.clone();
+    // The worker that is about to die claims it.
+    let dead = app.store.claim_snapshot_job(&node, 60_000).await.expect("db").expect("claimed");
+    assert_eq!((dead.id.as_str(), dead.state.as_str(), dead.attempts), (job_id.as_str(), "dispatched", 1));
+    // A live worker takes it over once the claim is older than its stale limit.
+    let settings = WorkerSettings { stale_after: Duration::from_millis(300), ..WorkerSettings::default() };
+    let worker = SnapshotWorker::spawn(app.clone(), app.snapshot_wake.clone(), settings);
+    let ready = alice.recv_type("snapshot_ready").await;
+    assert_eq!(ready["jobId"], job_id.as_str());
+    let job = app.store.snapshot_job(&job_id).await.expect("db").expect("job");
+    assert_eq!((job.state.as_str(), job.attempts), ("reported", 2));
+    // The dead claim comes back to life: it may not write a second report.
+    let late = app
+        .store
+        .finish_snapshot_job(&dead, &node, |_| Err("never called for a stale claim".into()))
+        .await
+        .expect("db");
+    assert!(late.is_none());
+    assert_eq!(app.store.room_reports(room).await.expect("reports").len(), 1, "exactly one report");
+    worker.stop().await;
 }
