@@ -87,8 +87,8 @@ struct Subscription {
 
 /// Requests one event loop queues before publishers get `Busy`.
 const REQUEST_QUEUE: usize = 1024;
-/// Largest packet either way (snapshot jobs carry references, not images).
-const MAX_PACKET: usize = 1 << 20;
+/// Largest packet either way: a snapshot job carries two images (10 MiB at most each, base64).
+pub const MAX_PACKET: usize = 32 << 20;
 /// Reconnect backoff.
 const BACKOFF_MIN: Duration = Duration::from_millis(100);
 const BACKOFF_MAX: Duration = Duration::from_secs(5);

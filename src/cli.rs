@@ -1,5 +1,6 @@
-//! Command line: `serve`, `migrate`, `token`, `bench`, `cv-compare`, `verify-report`. Flags override
-//! environment variables, which override the config file, which overrides the defaults.
+//! Command line: `serve`, `migrate`, `token`, `bench`, `cv-compare`, `verify-report`,
+//! `cv-worker`. Flags override environment variables, which override the config file, which
+//! overrides the defaults.
 
 use crate::auth::{Authority, Grants, MintRequest, load_or_create_secret};
 use crate::config::Config;
@@ -45,6 +46,18 @@ pub enum Command {
         /// Time decode and compare this many times (one core).
         #[arg(long, default_value_t = 0)]
         repeat: u32,
+    },
+    /// Run a CV worker: take snapshot comparisons from the event bus, answer with the results.
+    CvWorker {
+        /// The broker, `mqtt://host:port`.
+        #[arg(long, env = "SWITCHBOARD_MQTT_URL")]
+        mqtt_url: String,
+        /// The cluster's name in topics (`bus.cluster_name` of its nodes).
+        #[arg(long, default_value = "default")]
+        cluster: String,
+        /// This worker's name in results (default: `cv-` and the process id).
+        #[arg(long)]
+        name: Option<String>,
     },
     /// Check a signed report: its artifacts' CIDs, its signature and its link in the room's
     /// chain (a URL fetches all of it from the node; a file needs `--key-set`).

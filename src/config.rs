@@ -44,11 +44,26 @@ pub struct SnapshotsConfig {
     pub work: bool,
     /// Largest snapshot accepted, bytes (PNG or JPEG; at most 8192 pixels on a side).
     pub max_image_bytes: usize,
+    /// Where comparisons are made: `local` (in the node's worker) or `bus` (by CV workers
+    /// through the event bus).
+    pub cv: String,
+    /// With `cv = "bus"`: CV workers this node runs itself (0: only `switchboard cv-worker`
+    /// processes).
+    pub local_cv_workers: u32,
+    /// With `cv = "bus"`: how long a job waits for a worker's answer before it is tried again.
+    #[serde(with = "duration_text")]
+    pub cv_timeout: Duration,
 }
 
 impl Default for SnapshotsConfig {
     fn default() -> Self {
-        Self { work: true, max_image_bytes: 10 * 1024 * 1024 }
+        Self {
+            work: true,
+            max_image_bytes: 10 * 1024 * 1024,
+            cv: "local".into(),
+            local_cv_workers: 1,
+            cv_timeout: Duration::from_secs(15),
+        }
     }
 }
 
@@ -509,6 +524,12 @@ impl Config {
                 .map_err(|m| anyhow::anyhow!("webhooks.endpoints[{i}].{m}"))?;
             crate::webhooks::signing::key_of(&e.secret)
                 .map_err(|m| anyhow::anyhow!("webhooks.endpoints[{i}].secret: {m}"))?;
+        }
+        if !matches!(self.snapshots.cv.as_str(), "local" | "bus") {
+            bail!("snapshots.cv must be \"local\" or \"bus\"");
+        }
+        if self.snapshots.cv_timeout.is_zero() {
+            bail!("snapshots.cv_timeout must be positive");
         }
         if self.snapshots.max_image_bytes == 0 || self.snapshots.max_image_bytes > 10 * 1024 * 1024 {
             bail!("snapshots.max_image_bytes must be 1 to 10485760");

@@ -8,6 +8,7 @@ pub mod bus;
 pub mod cli;
 pub mod config;
 pub mod cv;
+pub mod cv_worker;
 pub mod edge;
 pub mod events;
 pub mod evidence;

@@ -32,6 +32,17 @@ async fn run() -> anyhow::Result<()> {
             println!("migrations applied to {}", redact(&config.database_url()));
         }
         Command::Bench { which } => bench::run(which).await?,
+        Command::CvWorker { mqtt_url, cluster, name } => {
+            let name = name.unwrap_or_else(|| format!("cv-{}", std::process::id()));
+            let bus = switchboard::bus::Bus::connect(&mqtt_url, &name).map_err(|e| anyhow::anyhow!("{e}"))?;
+            let (stop, stopped) = tokio::sync::watch::channel(false);
+            tracing::info!(%mqtt_url, cluster = %cluster, worker = %name, "CV worker taking jobs");
+            let worker = tokio::spawn(switchboard::cv_worker::run(bus.clone(), cluster, name, stopped));
+            server::termination_signal().await;
+            let _ = stop.send(true);
+            let _ = worker.await;
+            bus.shutdown().await;
+        }
         Command::VerifyReport { target, key_set, token } => {
             switchboard::verify_report::run(switchboard::verify_report::VerifyOptions { target, key_set, token })
                 .await?;

@@ -12,7 +12,7 @@ use crate::edge::edge_router::EdgeRouter;
 use crate::evidence::EvidenceStore;
 use crate::evidence::report::NodeKey;
 use crate::singleton::Singleton;
-use crate::snapshots::{SnapshotWorker, WorkerSettings};
+use crate::snapshots::{RemoteCv, SnapshotWorker, WorkerSettings};
 use crate::store::Store;
 use crate::webhooks::dispatcher::{Dispatcher, DispatcherSettings};
 use crate::{http, telemetry};
@@ -55,6 +55,7 @@ pub struct RunningServer {
     publisher: Option<Singleton>,
     dispatcher: Option<Singleton>,
     snapshots: Option<SnapshotWorker>,
+    cv_workers: Option<tokio::sync::watch::Sender<bool>>,
     broker: Option<EmbeddedBroker>,
 }
 
@@ -92,6 +93,26 @@ async fn start_bus(config: &Config) -> anyhow::Result<(Option<EmbeddedBroker>, B
     let client_id = format!("switchboard-{}-{}", config.node_id, &uuid::Uuid::new_v4().simple().to_string()[..8]);
     let bus = Bus::connect(&url, &client_id).map_err(|e| anyhow::anyhow!("bus.mqtt_url: {e}"))?;
     Ok((broker, bus))
+}
+
+/// The snapshot worker, and with `snapshots.cv = "bus"` the CV workers this node runs itself
+/// (stopped through the returned sender).
+fn start_snapshots(app: &Arc<App>) -> (Option<SnapshotWorker>, Option<tokio::sync::watch::Sender<bool>>) {
+    let c = &app.config.snapshots;
+    let cluster = &app.config.bus.cluster_name;
+    let mut settings = WorkerSettings::default();
+    let mut stop_workers = None;
+    if c.cv == "bus" {
+        settings.remote = Some(RemoteCv::new(app.bus.clone(), cluster, c.cv_timeout));
+        let (stop, stopped) = tokio::sync::watch::channel(false);
+        for n in 0..c.local_cv_workers {
+            let name = format!("{}-cv{n}", app.config.node_id);
+            tokio::spawn(crate::cv_worker::run(app.bus.clone(), cluster.clone(), name, stopped.clone()));
+        }
+        stop_workers = Some(stop);
+    }
+    let worker = c.work.then(|| SnapshotWorker::spawn(app.clone(), app.snapshot_wake.clone(), settings));
+    (worker, stop_workers)
 }
 
 /// Registers the config file's webhook endpoints and starts the dispatcher (when enabled).
@@ -224,11 +245,7 @@ pub async fn start(config: Config, listener: TcpListener) -> anyhow::Result<Runn
         let (node, ttl) = (app.config.node_id.clone(), app.config.bus.publisher_lease_ttl);
         Singleton::spawn(app.store.clone(), crate::bus::outbox_publisher::LEASE, node, ttl, work)
     });
-    let snapshots = app
-        .config
-        .snapshots
-        .work
-        .then(|| SnapshotWorker::spawn(app.clone(), app.snapshot_wake.clone(), WorkerSettings::default()));
+    let (snapshots, cv_workers) = start_snapshots(&app);
     let dispatcher = match start_webhooks(&app).await {
         Ok(dispatcher) => dispatcher,
         Err(e) => {
@@ -272,6 +289,7 @@ pub async fn start(config: Config, listener: TcpListener) -> anyhow::Result<Runn
         publisher,
         dispatcher,
         snapshots,
+        cv_workers,
         broker,
     })
 }
@@ -320,6 +338,9 @@ impl RunningServer {
         }
         if let Some(snapshots) = self.snapshots.take() {
             snapshots.stop().await;
+        }
+        if let Some(cv_workers) = self.cv_workers.take() {
+            let _ = cv_workers.send(true);
         }
         app.bus.shutdown().await;
         if let Some(broker) = self.broker.take() {

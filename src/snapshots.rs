@@ -9,18 +9,22 @@
 //! image fails at once, with its code.
 
 use crate::app::App;
+use crate::bus::{Bus, topics};
 use crate::cv::gray::{Gray, ImageLimits};
 use crate::cv::{self, CvError, Verdict};
+use crate::cv_worker::{JobMessage, Outcome as RemoteOutcome, ResultMessage};
 use crate::events::Event;
 use crate::evidence::report::report_hash;
 use crate::store::{Job, StoredReport};
+use base64::Engine;
 use serde_json::json;
+use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 use switchboard_actors::ports::now_ms;
 use switchboard_actors::protocol::ServerMessage;
 use switchboard_actors::{ConnId, RoomId};
-use tokio::sync::{Notify, watch};
+use tokio::sync::{Notify, oneshot, watch};
 use tokio::task::JoinHandle;
 
 /// How the worker runs.
@@ -34,6 +38,8 @@ pub struct WorkerSettings {
     pub max_attempts: i64,
     /// The first retry's delay; each next one doubles.
     pub retry_base: Duration,
+    /// Compare through CV workers on the bus instead of in this process.
+    pub remote: Option<RemoteCv>,
 }
 
 impl Default for WorkerSettings {
@@ -43,6 +49,73 @@ impl Default for WorkerSettings {
             stale_after: Duration::from_secs(30),
             max_attempts: 5,
             retry_base: Duration::from_millis(500),
+            remote: None,
+        }
+    }
+}
+
+/// Comparisons made by CV workers on the bus: a job goes out on the jobs topic, its result
+/// comes back on the results topic, matched by job and attempt.
+#[derive(Clone)]
+pub struct RemoteCv {
+    bus: Bus,
+    cluster: String,
+    timeout: Duration,
+    waiting: Waiting,
+}
+
+type Waiting = Arc<std::sync::Mutex<HashMap<(String, i64), oneshot::Sender<ResultMessage>>>>;
+
+impl std::fmt::Debug for RemoteCv {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RemoteCv").field("cluster", &self.cluster).field("timeout", &self.timeout).finish()
+    }
+}
+
+impl RemoteCv {
+    /// Listens for results on `bus`; a job waits `timeout` for one before it is tried again.
+    pub fn new(bus: Bus, cluster: &str, timeout: Duration) -> RemoteCv {
+        let remote = RemoteCv { bus, cluster: cluster.to_owned(), timeout, waiting: Arc::default() };
+        let mut results = remote.bus.subscribe(&topics::snapshot_results(cluster), 64);
+        let waiting = remote.waiting.clone();
+        tokio::spawn(async move {
+            while let Some(d) = results.recv().await {
+                let Ok(result) = serde_json::from_slice::<ResultMessage>(&d.payload) else { continue };
+                let key = (result.job_id.clone(), result.attempt);
+                let waiter = waiting.lock().unwrap_or_else(std::sync::PoisonError::into_inner).remove(&key);
+                // No waiter: a repeat, or an answer after the job was given up on.
+                if let Some(waiter) = waiter {
+                    let _ = waiter.send(result);
+                }
+            }
+        });
+        remote
+    }
+
+    fn waiting(&self) -> std::sync::MutexGuard<'_, HashMap<(String, i64), oneshot::Sender<ResultMessage>>> {
+        self.waiting.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// Asks a worker; its result, or why there was none.
+    async fn compare(&self, job: JobMessage) -> Result<ResultMessage, Failure> {
+        let key = (job.job_id.clone(), job.attempt);
+        let (tx, rx) = oneshot::channel();
+        self.waiting().insert(key.clone(), tx);
+        let body = serde_json::to_vec(&job).map_err(|e| Failure::Transient(e.to_string()))?;
+        let sent = match self.bus.publish(&topics::snapshot_jobs(&self.cluster), body) {
+            Ok(confirmed) => confirmed.await.map_err(|e| e.to_string()),
+            Err(e) => Err(e.to_string()),
+        };
+        if let Err(e) = sent {
+            self.waiting().remove(&key);
+            return Err(Failure::Transient(format!("job not published: {e}")));
+        }
+        match tokio::time::timeout(self.timeout, rx).await {
+            Ok(Ok(result)) => Ok(result),
+            _ => {
+                self.waiting().remove(&key);
+                Err(Failure::Transient("no CV worker answered in time".into()))
+            }
         }
     }
 }
@@ -131,25 +204,25 @@ async fn run(app: Arc<App>, wake: Arc<Notify>, s: WorkerSettings, mut stopped: w
 /// Why an attempt failed.
 enum Failure {
     /// The input is bad: no retry.
-    Permanent(&'static str, String),
+    Permanent(String, String),
     /// Something on the way failed: retry.
     Transient(String),
 }
 
 impl From<CvError> for Failure {
     fn from(e: CvError) -> Failure {
-        Failure::Permanent(e.code(), e.to_string())
+        Failure::Permanent(e.code().to_owned(), e.to_string())
     }
 }
 
 async fn process(app: &App, s: &WorkerSettings, baselines: &mut Baselines, job: Job) {
     let node = &app.config.node_id;
-    match attempt(app, baselines, &job).await {
+    match attempt(app, s, baselines, &job).await {
         Ok(()) => metrics::counter!("switchboard_snapshot_jobs_total", "outcome" => "reported").increment(1),
         Err(Failure::Permanent(code, error)) => {
             metrics::counter!("switchboard_snapshot_jobs_total", "outcome" => "failed").increment(1);
-            tracing::info!(job = %job.id, code, error = %error, "snapshot job failed");
-            let _ = app.store.fail_snapshot_job(&job, node, code, &error, None).await;
+            tracing::info!(job = %job.id, code = %code, error = %error, "snapshot job failed");
+            let _ = app.store.fail_snapshot_job(&job, node, &code, &error, None).await;
         }
         Err(Failure::Transient(error)) => {
             let last = job.attempts >= s.max_attempts;
@@ -166,34 +239,56 @@ async fn process(app: &App, s: &WorkerSettings, baselines: &mut Baselines, job: 
     }
 }
 
-async fn attempt(app: &App, baselines: &mut Baselines, job: &Job) -> Result<(), Failure> {
+async fn attempt(app: &App, s: &WorkerSettings, baselines: &mut Baselines, job: &Job) -> Result<(), Failure> {
     let node = &app.config.node_id;
     let transient = |e: &dyn std::fmt::Display| Failure::Transient(e.to_string());
     let limits = ImageLimits::default();
     let bytes = app.evidence.get(&job.snapshot_cid).await.map_err(|e| transient(&e))?.ok_or_else(|| {
-        Failure::Permanent("snapshot_missing", format!("snapshot {} is not in the evidence store", job.snapshot_cid))
+        Failure::Permanent(
+            "snapshot_missing".into(),
+            format!("snapshot {} is not in the evidence store", job.snapshot_cid),
+        )
     })?;
-    let snapshot =
-        tokio::task::spawn_blocking(move || Gray::decode(&bytes, &limits)).await.map_err(|e| transient(&e))??;
     let (baseline_cid, baseline_job) = app
         .store
         .baseline_for(&job.room_id, &job.subject, &job.snapshot_cid, &job.id)
         .await
         .map_err(|e| transient(&e))?;
     let is_baseline = baseline_job == job.id;
-    let (score, regions, verdict, heatmap_cid, algorithm, baseline) = if is_baseline {
+    let missing_baseline = || {
+        Failure::Permanent("baseline_missing".into(), format!("baseline {baseline_cid} is not in the evidence store"))
+    };
+    let (score, regions, verdict, heatmap, algorithm, baseline) = if is_baseline {
         let info = json!({"name": cv::ALGORITHM, "version": cv::VERSION, "params": cv::Params::default()});
         (1.0, Vec::new(), Verdict::Baseline, None, info, None)
+    } else if let Some(remote) = &s.remote {
+        let base_bytes =
+            app.evidence.get(&baseline_cid).await.map_err(|e| transient(&e))?.ok_or_else(missing_baseline)?;
+        let b64 = base64::engine::general_purpose::STANDARD;
+        let ask = JobMessage {
+            job_id: job.id.clone(),
+            attempt: job.attempts,
+            snapshot: b64.encode(&bytes),
+            baseline: b64.encode(&base_bytes),
+            params: cv::Params::default(),
+        };
+        match remote.compare(ask).await?.outcome {
+            RemoteOutcome::Scored { score, regions, verdict, algorithm, heatmap } => {
+                let png = b64
+                    .decode(heatmap)
+                    .map_err(|_| Failure::Transient("a worker sent a heatmap that is not base64".into()))?;
+                (score, regions, verdict, Some(png), algorithm, Some(baseline_cid.clone()))
+            }
+            RemoteOutcome::Failed { code, error } => return Err(Failure::Permanent(code, error)),
+        }
     } else {
+        let snapshot =
+            tokio::task::spawn_blocking(move || Gray::decode(&bytes, &limits)).await.map_err(|e| transient(&e))??;
         let base = match baselines.get(&baseline_cid) {
             Some(base) => base,
             None => {
-                let bytes = app.evidence.get(&baseline_cid).await.map_err(|e| transient(&e))?.ok_or_else(|| {
-                    Failure::Permanent(
-                        "baseline_missing",
-                        format!("baseline {baseline_cid} is not in the evidence store"),
-                    )
-                })?;
+                let bytes =
+                    app.evidence.get(&baseline_cid).await.map_err(|e| transient(&e))?.ok_or_else(missing_baseline)?;
                 let base = tokio::task::spawn_blocking(move || Gray::decode(&bytes, &limits))
                     .await
                     .map_err(|e| transient(&e))??;
@@ -206,9 +301,19 @@ async fn attempt(app: &App, baselines: &mut Baselines, job: &Job) -> Result<(), 
         let analysis = tokio::task::spawn_blocking(move || cv::compare(&snapshot, &base, &cv::Params::default()))
             .await
             .map_err(|e| transient(&e))??;
-        let heatmap = app.evidence.put(&analysis.heatmap_png).await.map_err(|e| transient(&e))?;
         let info = serde_json::to_value(&analysis.algorithm).unwrap_or_default();
-        (analysis.score, analysis.regions, analysis.verdict, Some(heatmap), info, Some(baseline_cid))
+        (
+            analysis.score,
+            analysis.regions,
+            analysis.verdict,
+            Some(analysis.heatmap_png),
+            info,
+            Some(baseline_cid.clone()),
+        )
+    };
+    let heatmap_cid = match heatmap {
+        Some(png) => Some(app.evidence.put(&png).await.map_err(|e| transient(&e))?),
+        None => None,
     };
     let verdict_text =
         serde_json::to_value(verdict).ok().and_then(|v| v.as_str().map(str::to_owned)).unwrap_or_default();

@@ -31,7 +31,7 @@ impl EmbeddedBroker {
             .with_bind_addresses(vec![listen])
             .with_storage(storage)
             .with_sys_topics_enabled(false)
-            .with_max_packet_size(1 << 20);
+            .with_max_packet_size(super::MAX_PACKET);
         let mut broker = MqttBroker::with_config(config)
             .await
             .map_err(|e| anyhow::anyhow!("embedded MQTT broker cannot listen on {listen}: {e}"))?;

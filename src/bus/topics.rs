@@ -10,6 +10,21 @@ pub fn all_events(cluster: &str) -> String {
     format!("switchboard/{cluster}/events/#")
 }
 
+/// `switchboard/{cluster}/jobs/snapshot`: snapshot comparisons for CV workers.
+pub fn snapshot_jobs(cluster: &str) -> String {
+    format!("switchboard/{cluster}/jobs/snapshot")
+}
+
+/// The shared subscription CV workers take jobs through: each job goes to one of them.
+pub fn snapshot_jobs_shared(cluster: &str) -> String {
+    format!("$share/cv/{}", snapshot_jobs(cluster))
+}
+
+/// `switchboard/{cluster}/results/snapshot`: what the workers found.
+pub fn snapshot_results(cluster: &str) -> String {
+    format!("switchboard/{cluster}/results/snapshot")
+}
+
 /// Whether `topic` matches `filter` (`+` one level, `#` the rest; a shared subscription
 /// `$share/{group}/{filter}` matches what its filter does).
 pub fn matches(filter: &str, topic: &str) -> bool {
@@ -62,5 +77,7 @@ mod tests {
         assert_eq!(event("c", "session.created"), "switchboard/c/events/session.created");
         assert!(matches(&all_events("c"), &event("c", "session.created")));
         assert!(!matches(&all_events("c"), &event("d", "session.created")));
+        assert!(matches(&snapshot_jobs_shared("c"), &snapshot_jobs("c")));
+        assert!(!matches(&all_events("c"), &snapshot_results("c")));
     }
 }

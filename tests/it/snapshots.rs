@@ -221,3 +221,108 @@ async fn a_job_whose_worker_died_is_taken_over_and_reported_once() {
     assert_eq!(app.store.room_reports(room).await.expect("reports").len(), 1, "exactly one report");
     worker.stop().await;
 }
+
+/// A `switchboard cv-worker` process as a test starts it.
+struct CvWorker(std::process::Child);
+
+impl CvWorker {
+    fn start(mqtt_url: &str, cluster: &str) -> CvWorker {
+        let child = std::process::Command::new(env!("CARGO_BIN_EXE_switchboard"))
+            .args(["cv-worker", "--mqtt-url", mqtt_url, "--cluster", cluster])
+            .env("RUST_LOG", "warn")
+            .stdout(std::process::Stdio::null())
+            .spawn()
+            .expect("spawn cv-worker");
+        CvWorker(child)
+    }
+
+    fn kill(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+impl Drop for CvWorker {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+/// Comparisons made by a separate `switchboard cv-worker` process through the bus: a job waits
+/// while no worker answers (the worker was killed) and completes, once, when one is back.
+#[tokio::test]
+async fn comparisons_go_to_cv_worker_processes_on_the_bus() {
+    cv_workers_on_the_bus(None).await;
+}
+
+#[tokio::test]
+async fn comparisons_go_to_cv_worker_processes_through_mosquitto() {
+    let Ok(url) = std::env::var("SWITCHBOARD_TEST_MQTT_URL") else {
+        use std::io::Write;
+        let _ = writeln!(
+            std::io::stderr(),
+            "SKIPPED (comparisons_go_to_cv_worker_processes_through_mosquitto): set SWITCHBOARD_TEST_MQTT_URL"
+        );
+        return;
+    };
+    cv_workers_on_the_bus(Some(url)).await;
+}
+
+/// On the node's embedded broker, or on `broker` (with a cluster name of its own: the broker is
+/// shared with other runs).
+async fn cv_workers_on_the_bus(broker: Option<String>) {
+    use std::time::Duration;
+    let cluster = match &broker {
+        Some(_) => format!("it-cv-{:08x}", rand::random::<u32>()),
+        None => "default".to_owned(),
+    };
+    let (url, name) = (broker.clone(), cluster.clone());
+    let s = TestServer::start_with(move |c| {
+        c.snapshots.cv = "bus".into();
+        c.snapshots.local_cv_workers = 0;
+        c.snapshots.cv_timeout = Duration::from_millis(800);
+        c.bus.mqtt_url = url;
+        c.bus.cluster_name = name;
+    })
+    .await;
+    let mqtt = s.app().bus.url().to_owned();
+    let room = "bus-cv";
+    let (mut alice, _) = s.joined("alice", room).await;
+    let token = s.token(json!({"userId": "alice"})).await;
+    let mut worker = CvWorker::start(&mqtt, &cluster);
+
+    assert_eq!(post_snapshot(&s, &token, room, &synthetic_png(320, 180, false), None).await.status(), 202);
+    assert_eq!(alice.recv_type("snapshot_ready").await["verdict"], "baseline");
+    assert_eq!(post_snapshot(&s, &token, room, &synthetic_png(320, 180, true), None).await.status(), 202);
+    let ready = alice.recv_type("snapshot_ready").await;
+    assert_eq!(ready["verdict"], "changed", "{ready}");
+    let report: Value = get_as(&s, &token, &format!("/reports/{}", ready["reportId"].as_str().expect("id")))
+        .await
+        .json()
+        .await
+        .expect("json");
+    assert_eq!(report["algorithm"]["name"], "ssim-gaussian-regions");
+    assert!(report["heatmapCid"].is_string());
+
+    // No worker: the job waits and is asked again; a new worker finishes it, once.
+    worker.kill();
+    let resp = post_snapshot(&s, &token, room, &synthetic_png(320, 180, true), Some("third")).await;
+    let job_id = resp.json::<Value>().await.expect("json")["jobId"].as_str().expect("id").to_owned();
+    let path = format!("/snapshots/{job_id}");
+    let mut state = Value::Null;
+    for _ in 0..200 {
+        state = get_as(&s, &token, &path).await.json().await.expect("json");
+        if state["attempts"].as_i64().unwrap_or(0) >= 2 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+    assert!(state["attempts"].as_i64().unwrap_or(0) >= 2, "retried while no worker answered: {state}");
+    assert_ne!(state["state"], "reported");
+    let _worker = CvWorker::start(&mqtt, &cluster);
+    let ready = alice.recv_type("snapshot_ready").await;
+    assert_eq!(ready["jobId"], job_id.as_str());
+    let reports = s.app().store.room_reports(room).await.expect("reports");
+    assert_eq!(reports.iter().filter(|r| r["jobId"] == job_id.as_str()).count(), 1, "one report for the job");
+    assert_eq!(reports.len(), 3);
+}
