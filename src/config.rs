@@ -34,6 +34,40 @@ pub struct Config {
     pub webhooks: WebhooksConfig,
     /// Snapshots and their reports.
     pub snapshots: SnapshotsConfig,
+    /// Where evidence is kept.
+    pub evidence: EvidenceConfig,
+}
+
+/// `[evidence]`
+#[derive(Clone, Debug, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct EvidenceConfig {
+    /// `s3://bucket[/prefix]`; unset, a folder under the data directory. Credentials come from
+    /// `AWS_ACCESS_KEY_ID` and `AWS_SECRET_ACCESS_KEY`.
+    pub url: Option<String>,
+    /// An S3-compatible endpoint other than AWS's.
+    pub endpoint: Option<String>,
+    /// The bucket's region.
+    pub region: String,
+    /// Whether a plain `http://` endpoint is allowed.
+    pub allow_http: bool,
+    /// Access key id (else `AWS_ACCESS_KEY_ID`).
+    pub access_key_id: Option<String>,
+    /// Secret access key (else `AWS_SECRET_ACCESS_KEY`; prefer the environment).
+    pub secret_access_key: Option<String>,
+}
+
+impl Default for EvidenceConfig {
+    fn default() -> Self {
+        Self {
+            url: None,
+            endpoint: None,
+            region: "us-east-1".into(),
+            allow_http: false,
+            access_key_id: None,
+            secret_access_key: None,
+        }
+    }
 }
 
 /// `[snapshots]`
@@ -312,6 +346,7 @@ impl Default for Config {
             bus: BusConfig::default(),
             webhooks: WebhooksConfig::default(),
             snapshots: SnapshotsConfig::default(),
+            evidence: EvidenceConfig::default(),
         }
     }
 }
@@ -524,6 +559,17 @@ impl Config {
                 .map_err(|m| anyhow::anyhow!("webhooks.endpoints[{i}].{m}"))?;
             crate::webhooks::signing::key_of(&e.secret)
                 .map_err(|m| anyhow::anyhow!("webhooks.endpoints[{i}].secret: {m}"))?;
+        }
+        if let Some(url) = &self.evidence.url
+            && !url.starts_with("s3://")
+        {
+            bail!("evidence.url must be s3://bucket[/prefix]");
+        }
+        if let Some(endpoint) = &self.evidence.endpoint
+            && endpoint.starts_with("http://")
+            && !self.evidence.allow_http
+        {
+            bail!("evidence.endpoint is plain http: set evidence.allow_http = true to allow it");
         }
         if !matches!(self.snapshots.cv.as_str(), "local" | "bus") {
             bail!("snapshots.cv must be \"local\" or \"bus\"");

@@ -9,8 +9,8 @@ use crate::bus::outbox_publisher::{OutboxPublisher, PublisherSettings};
 use crate::config::Config;
 use crate::edge::connection::close_code;
 use crate::edge::edge_router::EdgeRouter;
-use crate::evidence::EvidenceStore;
 use crate::evidence::report::NodeKey;
+use crate::evidence::{BucketEvidence, BucketOptions, EvidenceStore};
 use crate::singleton::Singleton;
 use crate::snapshots::{RemoteCv, SnapshotWorker, WorkerSettings};
 use crate::store::Store;
@@ -137,6 +137,9 @@ async fn start_webhooks(app: &App) -> anyhow::Result<Option<Singleton>> {
 /// Starts a node on an already bound listener.
 pub async fn start(config: Config, listener: TcpListener) -> anyhow::Result<RunningServer> {
     config.validate()?;
+    // Two rustls crypto providers are in the tree (ring, aws-lc-rs): choose one for the process,
+    // or TLS clients that ask for the default (the evidence bucket's) would panic.
+    let _ = rustls::crypto::ring::default_provider().install_default();
     let started = Instant::now();
     let metrics = telemetry::metrics();
     std::fs::create_dir_all(&config.data_dir)
@@ -214,8 +217,20 @@ pub async fn start(config: Config, listener: TcpListener) -> anyhow::Result<Runn
         let link = EdgeLinkArgs { node_id: config.node_id.clone(), edge: edge.clone(), reroute, moved };
         Actor::spawn(None, EdgeLink, link).await?;
     }
-    let evidence = EvidenceStore::local(&config.data_dir.join("evidence"))
-        .map_err(|e| anyhow::anyhow!("evidence store under {}: {e}", config.data_dir.display()))?;
+    let evidence = match &config.evidence.url {
+        Some(url) => {
+            let options = BucketOptions {
+                url: url.clone(),
+                endpoint: config.evidence.endpoint.clone(),
+                region: config.evidence.region.clone(),
+                allow_http: config.evidence.allow_http,
+                credentials: config.evidence.access_key_id.clone().zip(config.evidence.secret_access_key.clone()),
+            };
+            EvidenceStore::Bucket(BucketEvidence::new(&options).map_err(|e| anyhow::anyhow!("{e}"))?)
+        }
+        None => EvidenceStore::local(&config.data_dir.join("evidence"))
+            .map_err(|e| anyhow::anyhow!("evidence store under {}: {e}", config.data_dir.display()))?,
+    };
     let signing_key = NodeKey::load_or_create(&config.data_dir)
         .map_err(|e| anyhow::anyhow!("report signing key under {}: {e}", config.data_dir.display()))?;
     store.put_signing_key(signing_key.kid(), &config.node_id, &signing_key.public_jwk()).await?;

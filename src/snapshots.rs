@@ -182,7 +182,8 @@ async fn run(app: Arc<App>, wake: Arc<Notify>, s: WorkerSettings, mut stopped: w
         if *stopped.borrow() {
             return;
         }
-        let claimed = app.store.claim_snapshot_job(&node, s.stale_after.as_millis() as i64).await;
+        let claimed =
+            app.store.claim_snapshot_job(&node, s.stale_after.as_millis() as i64, app.evidence.shared()).await;
         match claimed {
             Ok(Some(job)) => {
                 let started = std::time::Instant::now();

@@ -162,22 +162,34 @@ impl Store {
 
     /// Claims the oldest due job for `node`: a queued one whose time has come, or one whose
     /// claim is older than `stale_ms` (the worker died on the way). Two claims never get the
-    /// same job: the update re-checks the state under the row's lock. Only jobs whose snapshot
-    /// this node stored (`origin_node`): the evidence store is a local folder.
-    pub async fn claim_snapshot_job(&self, node: &str, stale_ms: i64) -> Result<Option<Job>, StoreError> {
+    /// same job: the update re-checks the state under the row's lock. Unless `any_node` (the
+    /// evidence store is shared), only jobs whose snapshot this node stored (`origin_node`).
+    pub async fn claim_snapshot_job(
+        &self,
+        node: &str,
+        stale_ms: i64,
+        any_node: bool,
+    ) -> Result<Option<Job>, StoreError> {
         let now = now_ms();
         let stale = now - stale_ms;
         let sql = format!(
             "UPDATE snapshot_jobs SET state = 'dispatched', claimed_by = $1, claimed_at = $2, attempts = attempts + 1, \
              updated_at = $2 \
              WHERE id = (SELECT id FROM snapshot_jobs \
-                         WHERE origin_node = $1 AND ((state = 'queued' AND next_attempt_at <= $2) \
+                         WHERE (origin_node = $1 OR $4) AND ((state = 'queued' AND next_attempt_at <= $2) \
                             OR (state IN ('dispatched', 'scored') AND claimed_at < $3)) \
                          ORDER BY created_at LIMIT 1) \
                AND ((state = 'queued' AND next_attempt_at <= $2) OR (state IN ('dispatched', 'scored') AND claimed_at < $3)) \
              RETURNING {JOB_COLUMNS}"
         );
-        let row = sqlx::query(&sql).bind(node).bind(now).bind(stale).fetch_optional(&self.pool).await.map_err(db)?;
+        let row = sqlx::query(&sql)
+            .bind(node)
+            .bind(now)
+            .bind(stale)
+            .bind(any_node)
+            .fetch_optional(&self.pool)
+            .await
+            .map_err(db)?;
         row.as_ref().map(job_row).transpose()
     }
 

@@ -202,7 +202,7 @@ async fn a_job_whose_worker_died_is_taken_over_and_reported_once() {
     let app = s.app().clone();
     let node = app.config.node_id.clone();
     // The worker that is about to die claims it.
-    let dead = app.store.claim_snapshot_job(&node, 60_000).await.expect("db").expect("claimed");
+    let dead = app.store.claim_snapshot_job(&node, 60_000, false).await.expect("db").expect("claimed");
     assert_eq!((dead.id.as_str(), dead.state.as_str(), dead.attempts), (job_id.as_str(), "dispatched", 1));
     // A live worker takes it over once the claim is older than its stale limit.
     let settings = WorkerSettings { stale_after: Duration::from_millis(300), ..WorkerSettings::default() };
@@ -325,4 +325,97 @@ async fn cv_workers_on_the_bus(broker: Option<String>) {
     let reports = s.app().store.room_reports(room).await.expect("reports");
     assert_eq!(reports.iter().filter(|r| r["jobId"] == job_id.as_str()).count(), 1, "one report for the job");
     assert_eq!(reports.len(), 3);
+}
+
+/// A local S3-compatible server (`moto_server` from PyPI), in memory, on a free loopback port.
+struct Moto {
+    child: std::process::Child,
+    url: String,
+}
+
+impl Moto {
+    async fn start() -> Option<Moto> {
+        let port = std::net::TcpListener::bind("127.0.0.1:0").ok()?.local_addr().ok()?.port();
+        let child = std::process::Command::new("moto_server")
+            .args(["-H", "127.0.0.1", "-p", &port.to_string()])
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .ok()?;
+        let moto = Moto { child, url: format!("http://127.0.0.1:{port}") };
+        for _ in 0..200 {
+            if tokio::net::TcpStream::connect(("127.0.0.1", port)).await.is_ok() {
+                return Some(moto);
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(25)).await;
+        }
+        None
+    }
+}
+
+impl Drop for Moto {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Evidence in an S3 bucket: artifacts are written there under their CIDs, once, and served
+/// back from there.
+#[tokio::test]
+async fn evidence_can_live_in_an_s3_bucket() {
+    let Some(moto) = Moto::start().await else {
+        use std::io::Write;
+        let _ = writeln!(
+            std::io::stderr(),
+            "SKIPPED (evidence_can_live_in_an_s3_bucket): needs moto_server (pip install \"moto[server]\")"
+        );
+        return;
+    };
+    let created =
+        reqwest::Client::new().put(format!("{}/evidence-test", moto.url)).send().await.expect("create bucket");
+    assert!(created.status().is_success(), "{}", created.status());
+    let endpoint = moto.url.clone();
+    let s = TestServer::start_with(move |c| {
+        c.evidence.url = Some("s3://evidence-test/calls".into());
+        c.evidence.endpoint = Some(endpoint);
+        c.evidence.allow_http = true;
+        c.evidence.access_key_id = Some("test".into());
+        c.evidence.secret_access_key = Some("test".into());
+    })
+    .await;
+    assert!(s.app().evidence.shared());
+    let room = "bucket";
+    let (mut alice, _) = s.joined("alice", room).await;
+    let token = s.token(json!({"userId": "alice"})).await;
+    let png = synthetic_png(160, 90, false);
+    assert_eq!(post_snapshot(&s, &token, room, &png, None).await.status(), 202);
+    assert_eq!(post_snapshot(&s, &token, room, &synthetic_png(160, 90, true), None).await.status(), 202);
+    alice.recv_type("snapshot_ready").await;
+    let ready = alice.recv_type("snapshot_ready").await;
+    let report: Value = get_as(&s, &token, &format!("/reports/{}", ready["reportId"].as_str().expect("id")))
+        .await
+        .json()
+        .await
+        .expect("json");
+    // The objects are in the bucket under their CIDs (read with a client of the test's own).
+    use object_store::ObjectStoreExt;
+    let bucket = object_store::aws::AmazonS3Builder::new()
+        .with_bucket_name("evidence-test")
+        .with_region("us-east-1")
+        .with_endpoint(&moto.url)
+        .with_allow_http(true)
+        .with_access_key_id("test")
+        .with_secret_access_key("test")
+        .build()
+        .expect("client");
+    for field in ["snapshotCid", "baselineCid", "heatmapCid"] {
+        let cid = report[field].as_str().expect("cid");
+        let object = bucket.get(&object_store::path::Path::from(format!("calls/{cid}"))).await.expect(field);
+        assert_eq!(cid_of(&object.bytes().await.expect("bytes")), cid);
+        let served = get_as(&s, &token, &format!("/evidence/{cid}")).await.bytes().await.expect("bytes");
+        assert_eq!(cid_of(&served), cid);
+    }
+    // Written once: the same bytes again are the same CID, no error.
+    assert_eq!(s.app().evidence.put(&png).await.expect("put again"), cid_of(&png));
 }
