@@ -6,6 +6,7 @@
 
 pub mod cv;
 pub mod dialer;
+pub mod events;
 pub mod fanout;
 pub mod idle;
 pub mod join;
@@ -34,6 +35,7 @@ pub async fn run(which: BenchKind) -> Result<()> {
         | BenchKind::Join { common, .. }
         | BenchKind::Idle { common, .. }
         | BenchKind::Snapshot { common, .. }
+        | BenchKind::Events { common, .. }
         | BenchKind::Suite { common, .. } => common.clone(),
     };
     match which {
@@ -67,6 +69,12 @@ pub async fn run(which: BenchKind) -> Result<()> {
         BenchKind::Snapshot { rate, seconds, width, height, common } => {
             let node = BenchNode::start(&common.serve)?;
             report.runs.push(snapshot::snapshots(&node, rate, seconds, width, height).await?);
+        }
+        BenchKind::Events { rate, seconds, mqtt_url, common } => {
+            let mut flags = vec!["--mqtt-url".to_owned(), mqtt_url.clone()];
+            flags.extend(common.serve.iter().cloned());
+            let node = BenchNode::start(&flags)?;
+            report.runs.push(events::events(&node, &mqtt_url, rate, seconds).await?);
         }
         BenchKind::Suite { seconds, big, common } => suite(&mut report, seconds, big, &common).await?,
     }

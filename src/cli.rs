@@ -196,6 +196,21 @@ pub enum BenchKind {
         #[command(flatten)]
         common: BenchCommon,
     },
+    /// Outbox publish lag: joins and leaves at a fixed rate, events read from the broker.
+    Events {
+        /// Joins (each with its leave) per second.
+        #[arg(long, default_value_t = 100)]
+        rate: u64,
+        /// Duration in seconds.
+        #[arg(long, default_value_t = 10)]
+        seconds: u64,
+        /// The broker the node publishes to and the benchmark reads from.
+        #[arg(long, default_value = "mqtt://127.0.0.1:1883")]
+        mqtt_url: String,
+        /// Shared options.
+        #[command(flatten)]
+        common: BenchCommon,
+    },
     /// Every benchmark with a target, in one run (relay at 5k/20k/50k per second, with ids,
     /// across nodes when PostgreSQL is given, throughput, fan-out, joins, idle memory).
     Suite {

@@ -645,3 +645,37 @@ async fn assert_exactly_once(alice: &mut crate::support::Client, bob: &mut crate
         next = bob.recv().await;
     }
 }
+
+/// A snapshot posted on one node for a room that lives on another: the job is worked where the
+/// snapshot was stored, and `snapshot_ready` reaches everyone in the room through its owner; any
+/// node serves the report.
+#[tokio::test]
+async fn a_snapshot_posted_on_one_node_reaches_a_room_on_another() {
+    use base64::Engine;
+    use serde_json::json;
+    let Some(db) = fresh_postgres("a_snapshot_posted_on_one_node_reaches_a_room_on_another").await else { return };
+    let (n1, _d1) = member(&db, "n1", &[], &[]);
+    let (n2, _d2) = member(&db, "n2", &[&n1], &[]);
+    let (n3, _d3) = member(&db, "n3", &[&n1], &[]);
+    formed(&[&n1, &n2, &n3]).await;
+    let room = room_on("n3", "snap");
+    let (mut alice, _) = join_at(n1.addr, "alice", &room).await;
+    let (mut bob, _) = join_at(n2.addr, "bob", &room).await;
+    let token = crate::support::node_token(n1.addr, "alice").await;
+    let image = base64::engine::general_purpose::STANDARD.encode(switchboard::bench::cv::synthetic_png(64, 64, false));
+    let resp = reqwest::Client::new()
+        .post(n1.url(&format!("/rooms/{room}/snapshots")))
+        .bearer_auth(&token)
+        .json(&json!({"image": image, "subject": "door"}))
+        .send()
+        .await
+        .expect("post");
+    assert_eq!(resp.status(), 202);
+    let ready = alice.recv_type("snapshot_ready").await;
+    assert_eq!(bob.recv_type("snapshot_ready").await["reportId"], ready["reportId"]);
+    let bob_token = crate::support::node_token(n2.addr, "bob").await;
+    let path = format!("/reports/{}", ready["reportId"].as_str().expect("id"));
+    let report = crate::support::get_json_as(&n2.url(&path), &bob_token).await;
+    assert_eq!(report["verdict"], "baseline");
+    assert_eq!(lease_of(&n1, &room).await["nodeId"], "n3", "the room stayed where it was");
+}
