@@ -336,11 +336,18 @@ pub async fn reroute(
     msg: RoomMsg,
 ) -> Result<(), RouteError> {
     let me = app.config.node_id.clone();
-    let target = match app.store.lease_holder(room.as_str()).await {
+    let mut target = match app.store.lease_holder(room.as_str()).await {
         Ok(Some(holder)) => holder,
         _ if !hint.is_empty() => hint.to_owned(),
         _ => owner_of(app, room).await,
     };
+    if target != me && ractor::pg::get_members(&host_group(&target)).is_empty() {
+        // The holder is gone: a draining node hands its rooms over with their leases, and the
+        // successor takes the lease over in a moment. Wait for that (briefly) rather than fail.
+        if let Some(next) = next_holder(app, room, &target).await {
+            target = next;
+        }
+    }
     if target == me {
         let local = resolve(app, room).await?;
         local.cast(msg).map_err(|_| unavailable())?;
@@ -350,6 +357,19 @@ pub async fn reroute(
     send_remote(&target, room, conn, &msg)?;
     *handle = RoomHandle::Remote(target);
     Ok(())
+}
+
+/// The lease holder of `room` once it is no longer `gone`, within a second.
+async fn next_holder(app: &App, room: &RoomId, gone: &str) -> Option<String> {
+    for _ in 0..40 {
+        tokio::time::sleep(Duration::from_millis(25)).await;
+        if let Ok(Some(holder)) = app.store.lease_holder(room.as_str()).await
+            && holder != gone
+        {
+            return Some(holder);
+        }
+    }
+    None
 }
 
 /// Resumes session `peer` of `room` on connection `conn`, wherever the room lives. `Err` holds

@@ -95,9 +95,9 @@ async fn start_bus(config: &Config) -> anyhow::Result<(Option<EmbeddedBroker>, B
     Ok((broker, bus))
 }
 
-/// The snapshot worker, and with `snapshots.cv = "bus"` the CV workers this node runs itself
-/// (stopped through the returned sender).
-fn start_snapshots(app: &Arc<App>) -> (Option<SnapshotWorker>, Option<tokio::sync::watch::Sender<bool>>) {
+/// How the snapshot jobs run, and with `snapshots.cv = "bus"` the CV workers this node runs
+/// itself (stopped through the returned sender).
+fn snapshot_settings(app: &Arc<App>) -> (WorkerSettings, Option<tokio::sync::watch::Sender<bool>>) {
     let c = &app.config.snapshots;
     let cluster = &app.config.bus.cluster_name;
     let mut settings = WorkerSettings::default();
@@ -111,8 +111,7 @@ fn start_snapshots(app: &Arc<App>) -> (Option<SnapshotWorker>, Option<tokio::syn
         }
         stop_workers = Some(stop);
     }
-    let worker = c.work.then(|| SnapshotWorker::spawn(app.clone(), app.snapshot_wake.clone(), settings));
-    (worker, stop_workers)
+    (settings, stop_workers)
 }
 
 /// Registers the config file's webhook endpoints and starts the dispatcher (when enabled).
@@ -260,7 +259,11 @@ pub async fn start(config: Config, listener: TcpListener) -> anyhow::Result<Runn
         let (node, ttl) = (app.config.node_id.clone(), app.config.bus.publisher_lease_ttl);
         Singleton::spawn(app.store.clone(), crate::bus::outbox_publisher::LEASE, node, ttl, work)
     });
-    let (snapshots, cv_workers) = start_snapshots(&app);
+    let (settings, cv_workers) = snapshot_settings(&app);
+    let snapshots = match app.config.snapshots.work {
+        true => Some(SnapshotWorker::spawn(app.clone(), app.snapshot_wake.clone(), settings).await?),
+        false => None,
+    };
     let dispatcher = match start_webhooks(&app).await {
         Ok(dispatcher) => dispatcher,
         Err(e) => {

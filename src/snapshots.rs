@@ -1,12 +1,13 @@
-//! Snapshot jobs, from a stored snapshot to a signed report. Every node runs a worker that
-//! claims due jobs from the database one at a time (a claim older than `stale_after` is taken
-//! over: the worker died on the way; with the local evidence store a node works the jobs of
-//! the snapshots it stored), and for each: decodes the snapshot, makes it the
-//! baseline of its subject or compares it with the baseline (`crate::cv`), stores the heatmap,
-//! records the score, writes the signed report as the room's next link in one transaction
-//! with the job's last state (so a report exists exactly once per job), and tells everyone in
-//! the room (`snapshot_ready`). A failed attempt is retried with backoff and jitter; a bad
-//! image fails at once, with its code.
+//! Snapshot jobs, from a stored snapshot to a signed report. Each node runs a supervisor actor
+//! that claims due jobs from the database (a claim older than `stale_after` is taken over: its
+//! worker died on the way; with the local evidence store a node works the jobs of the snapshots
+//! it stored) and runs each in its own linked actor, two at a time. A job: decodes the
+//! snapshot, makes it the baseline of its subject or compares it with the baseline (here, or
+//! through CV workers on the bus), stores the heatmap, records the score, writes the signed
+//! report as the room's next link in one transaction with the job's last state (so a report
+//! exists exactly once per job, and the chain cannot fork), and tells everyone in the room
+//! (`snapshot_ready`). A failed attempt, or a job actor that failed, is retried with backoff
+//! and jitter; a bad image fails at once, with its code.
 
 use crate::app::App;
 use crate::bus::{Bus, topics};
@@ -17,6 +18,7 @@ use crate::events::Event;
 use crate::evidence::report::report_hash;
 use crate::store::{Job, StoredReport};
 use base64::Engine;
+use ractor::{Actor, ActorProcessingErr, ActorRef, SupervisionEvent};
 use serde_json::json;
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -24,7 +26,7 @@ use std::time::Duration;
 use switchboard_actors::ports::now_ms;
 use switchboard_actors::protocol::ServerMessage;
 use switchboard_actors::{ConnId, RoomId};
-use tokio::sync::{Notify, oneshot, watch};
+use tokio::sync::{Notify, oneshot};
 use tokio::task::JoinHandle;
 
 /// How the worker runs.
@@ -120,10 +122,12 @@ impl RemoteCv {
     }
 }
 
-/// A running worker.
+/// The node's snapshot jobs: a supervisor actor that claims due jobs and runs each in its own
+/// linked actor (at most `MAX_RUNNING` at once). A job actor that fails is recorded as a failed
+/// attempt and retried like any other.
 pub struct SnapshotWorker {
-    stop: watch::Sender<bool>,
-    task: JoinHandle<()>,
+    actor: ActorRef<JobsMsg>,
+    waker: JoinHandle<()>,
 }
 
 impl std::fmt::Debug for SnapshotWorker {
@@ -132,73 +136,199 @@ impl std::fmt::Debug for SnapshotWorker {
     }
 }
 
+/// Jobs run at once per node.
+const MAX_RUNNING: usize = 2;
+
 impl SnapshotWorker {
-    /// Starts the node's worker; `wake` is notified when a job is queued here.
-    pub fn spawn(app: Arc<App>, wake: Arc<Notify>, settings: WorkerSettings) -> SnapshotWorker {
-        let (stop, stopped) = watch::channel(false);
-        let task = tokio::spawn(run(app, wake, settings, stopped));
-        SnapshotWorker { stop, task }
+    /// Starts the node's job supervisor; `wake` is notified when a job is queued here.
+    pub async fn spawn(app: Arc<App>, wake: Arc<Notify>, settings: WorkerSettings) -> anyhow::Result<SnapshotWorker> {
+        let args = JobsArgs { app, settings };
+        let (actor, _) = Actor::spawn(None, SnapshotJobs, args).await?;
+        let poke = actor.clone();
+        let waker = tokio::spawn(async move {
+            loop {
+                wake.notified().await;
+                if poke.cast(JobsMsg::Poll).is_err() {
+                    return;
+                }
+            }
+        });
+        Ok(SnapshotWorker { actor, waker })
     }
 
-    /// Stops it after the job on its way.
+    /// Stops the supervisor and its jobs (a job cut short is taken up again once its claim is
+    /// stale).
     pub async fn stop(self) {
-        let _ = self.stop.send(true);
-        let mut task = self.task;
-        if tokio::time::timeout(Duration::from_secs(10), &mut task).await.is_err() {
-            task.abort();
+        self.waker.abort();
+        let _ = self.actor.stop_and_wait(Some("shutdown".into()), Some(Duration::from_secs(10))).await;
+    }
+}
+
+/// The supervisor of the node's snapshot jobs.
+struct SnapshotJobs;
+
+struct JobsArgs {
+    app: Arc<App>,
+    settings: WorkerSettings,
+}
+
+struct JobsState {
+    app: Arc<App>,
+    settings: WorkerSettings,
+    baselines: Arc<Baselines>,
+    running: HashMap<ractor::ActorId, Job>,
+}
+
+/// What the supervisor is told.
+enum JobsMsg {
+    /// Look for due jobs.
+    Poll,
+}
+
+impl ractor::Message for JobsMsg {}
+
+/// What a job actor is told: run (once, at its start).
+struct Run;
+
+impl ractor::Message for Run {}
+
+impl Actor for SnapshotJobs {
+    type Msg = JobsMsg;
+    type State = JobsState;
+    type Arguments = JobsArgs;
+
+    async fn pre_start(&self, myself: ActorRef<JobsMsg>, args: JobsArgs) -> Result<JobsState, ActorProcessingErr> {
+        myself.send_interval(args.settings.poll_interval, || JobsMsg::Poll);
+        Ok(JobsState { app: args.app, settings: args.settings, baselines: Arc::default(), running: HashMap::new() })
+    }
+
+    async fn handle(
+        &self,
+        myself: ActorRef<JobsMsg>,
+        msg: JobsMsg,
+        state: &mut JobsState,
+    ) -> Result<(), ActorProcessingErr> {
+        match msg {
+            JobsMsg::Poll => claim_more(&myself, state).await,
+        }
+        Ok(())
+    }
+
+    async fn handle_supervisor_evt(
+        &self,
+        myself: ActorRef<JobsMsg>,
+        event: SupervisionEvent,
+        state: &mut JobsState,
+    ) -> Result<(), ActorProcessingErr> {
+        match event {
+            SupervisionEvent::ActorTerminated(cell, _, _) => {
+                state.running.remove(&cell.get_id());
+            }
+            SupervisionEvent::ActorFailed(cell, err) => {
+                if let Some(job) = state.running.remove(&cell.get_id()) {
+                    metrics::counter!("switchboard_actor_restarts_total", "actor" => "snapshot_job").increment(1);
+                    tracing::warn!(job = %job.id, error = %err, "snapshot job actor failed");
+                    let failure = Failure::Transient(format!("the job's actor failed: {err}"));
+                    record_failure(&state.app, &state.settings, &job, failure).await;
+                }
+            }
+            _ => {}
+        }
+        claim_more(&myself, state).await;
+        Ok(())
+    }
+}
+
+/// Claims due jobs while fewer than `MAX_RUNNING` run, each into its own linked actor.
+async fn claim_more(myself: &ActorRef<JobsMsg>, state: &mut JobsState) {
+    let node = state.app.config.node_id.clone();
+    let stale = state.settings.stale_after.as_millis() as i64;
+    while state.running.len() < MAX_RUNNING {
+        let job = match state.app.store.claim_snapshot_job(&node, stale, state.app.evidence.shared()).await {
+            Ok(Some(job)) => job,
+            Ok(None) => return,
+            Err(e) => {
+                tracing::warn!(error = %e, "snapshot job not claimed");
+                return;
+            }
+        };
+        let args = JobArgs {
+            app: state.app.clone(),
+            settings: state.settings.clone(),
+            baselines: state.baselines.clone(),
+            job: job.clone(),
+        };
+        match Actor::spawn_linked(None, SnapshotJob, args, myself.get_cell()).await {
+            Ok((actor, _)) => {
+                state.running.insert(actor.get_id(), job);
+            }
+            Err(e) => {
+                let failure = Failure::Transient(format!("the job's actor did not start: {e}"));
+                record_failure(&state.app, &state.settings, &job, failure).await;
+                return;
+            }
         }
     }
 }
 
-/// Decoded baselines by CID: most jobs compare with the same few.
+/// One job: runs its attempt once started, then stops.
+struct SnapshotJob;
+
+struct JobArgs {
+    app: Arc<App>,
+    settings: WorkerSettings,
+    baselines: Arc<Baselines>,
+    job: Job,
+}
+
+impl Actor for SnapshotJob {
+    type Msg = Run;
+    type State = JobArgs;
+    type Arguments = JobArgs;
+
+    async fn pre_start(&self, myself: ActorRef<Run>, args: JobArgs) -> Result<JobArgs, ActorProcessingErr> {
+        let _ = myself.cast(Run);
+        Ok(args)
+    }
+
+    async fn handle(&self, myself: ActorRef<Run>, _: Run, state: &mut JobArgs) -> Result<(), ActorProcessingErr> {
+        let started = std::time::Instant::now();
+        process(&state.app, &state.settings, &state.baselines, state.job.clone()).await;
+        metrics::histogram!("switchboard_snapshot_job_seconds").record(started.elapsed().as_secs_f64());
+        myself.stop(None);
+        Ok(())
+    }
+}
+
+/// Decoded baselines by CID, shared by the node's job actors: most jobs compare with the same
+/// few.
 #[derive(Default)]
 struct Baselines {
-    decoded: Vec<(String, Arc<Gray>)>,
+    decoded: std::sync::Mutex<Vec<(String, Arc<Gray>)>>,
 }
 
 impl Baselines {
     const KEPT: usize = 8;
 
-    fn get(&mut self, cid: &str) -> Option<Arc<Gray>> {
-        let at = self.decoded.iter().position(|(c, _)| c == cid)?;
-        let hit = self.decoded.remove(at);
+    fn lock(&self) -> std::sync::MutexGuard<'_, Vec<(String, Arc<Gray>)>> {
+        self.decoded.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    fn get(&self, cid: &str) -> Option<Arc<Gray>> {
+        let mut decoded = self.lock();
+        let at = decoded.iter().position(|(c, _)| c == cid)?;
+        let hit = decoded.remove(at);
         let gray = hit.1.clone();
-        self.decoded.push(hit);
+        decoded.push(hit);
         Some(gray)
     }
 
-    fn put(&mut self, cid: &str, gray: Arc<Gray>) {
-        if self.decoded.len() >= Self::KEPT {
-            self.decoded.remove(0);
+    fn put(&self, cid: &str, gray: Arc<Gray>) {
+        let mut decoded = self.lock();
+        if decoded.len() >= Self::KEPT {
+            decoded.remove(0);
         }
-        self.decoded.push((cid.to_owned(), gray));
-    }
-}
-
-async fn run(app: Arc<App>, wake: Arc<Notify>, s: WorkerSettings, mut stopped: watch::Receiver<bool>) {
-    let node = app.config.node_id.clone();
-    let mut baselines = Baselines::default();
-    loop {
-        if *stopped.borrow() {
-            return;
-        }
-        let claimed =
-            app.store.claim_snapshot_job(&node, s.stale_after.as_millis() as i64, app.evidence.shared()).await;
-        match claimed {
-            Ok(Some(job)) => {
-                let started = std::time::Instant::now();
-                process(&app, &s, &mut baselines, job).await;
-                metrics::histogram!("switchboard_snapshot_job_seconds").record(started.elapsed().as_secs_f64());
-                continue;
-            }
-            Ok(None) => {}
-            Err(e) => tracing::warn!(error = %e, "snapshot job not claimed"),
-        }
-        tokio::select! {
-            _ = stopped.changed() => return,
-            _ = wake.notified() => {}
-            _ = tokio::time::sleep(s.poll_interval) => {}
-        }
+        decoded.push((cid.to_owned(), gray));
     }
 }
 
@@ -216,16 +346,24 @@ impl From<CvError> for Failure {
     }
 }
 
-async fn process(app: &App, s: &WorkerSettings, baselines: &mut Baselines, job: Job) {
-    let node = &app.config.node_id;
+async fn process(app: &App, s: &WorkerSettings, baselines: &Baselines, job: Job) {
     match attempt(app, s, baselines, &job).await {
         Ok(()) => metrics::counter!("switchboard_snapshot_jobs_total", "outcome" => "reported").increment(1),
-        Err(Failure::Permanent(code, error)) => {
+        Err(failure) => record_failure(app, s, &job, failure).await,
+    }
+}
+
+/// Records a failed attempt: failed for good (bad input, or the last attempt), or queued again
+/// after a backoff.
+async fn record_failure(app: &App, s: &WorkerSettings, job: &Job, failure: Failure) {
+    let node = &app.config.node_id;
+    match failure {
+        Failure::Permanent(code, error) => {
             metrics::counter!("switchboard_snapshot_jobs_total", "outcome" => "failed").increment(1);
             tracing::info!(job = %job.id, code = %code, error = %error, "snapshot job failed");
-            let _ = app.store.fail_snapshot_job(&job, node, &code, &error, None).await;
+            let _ = app.store.fail_snapshot_job(job, node, &code, &error, None).await;
         }
-        Err(Failure::Transient(error)) => {
+        Failure::Transient(error) => {
             let last = job.attempts >= s.max_attempts;
             let retry_at = (!last).then(|| {
                 let delay = crate::webhooks::dispatcher::backoff(s.retry_base, Duration::from_secs(60), job.attempts);
@@ -235,12 +373,12 @@ async fn process(app: &App, s: &WorkerSettings, baselines: &mut Baselines, job: 
                 .increment(1);
             tracing::warn!(job = %job.id, attempts = job.attempts, error = %error, "snapshot attempt failed");
             let code = if last { "attempts_exhausted" } else { "retrying" };
-            let _ = app.store.fail_snapshot_job(&job, node, code, &error, retry_at).await;
+            let _ = app.store.fail_snapshot_job(job, node, code, &error, retry_at).await;
         }
     }
 }
 
-async fn attempt(app: &App, s: &WorkerSettings, baselines: &mut Baselines, job: &Job) -> Result<(), Failure> {
+async fn attempt(app: &App, s: &WorkerSettings, baselines: &Baselines, job: &Job) -> Result<(), Failure> {
     let node = &app.config.node_id;
     let transient = |e: &dyn std::fmt::Display| Failure::Transient(e.to_string());
     let limits = ImageLimits::default();

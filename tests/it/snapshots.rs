@@ -206,7 +206,7 @@ async fn a_job_whose_worker_died_is_taken_over_and_reported_once() {
     assert_eq!((dead.id.as_str(), dead.state.as_str(), dead.attempts), (job_id.as_str(), "dispatched", 1));
     // A live worker takes it over once the claim is older than its stale limit.
     let settings = WorkerSettings { stale_after: Duration::from_millis(300), ..WorkerSettings::default() };
-    let worker = SnapshotWorker::spawn(app.clone(), app.snapshot_wake.clone(), settings);
+    let worker = SnapshotWorker::spawn(app.clone(), app.snapshot_wake.clone(), settings).await.expect("worker");
     let ready = alice.recv_type("snapshot_ready").await;
     assert_eq!(ready["jobId"], job_id.as_str());
     let job = app.store.snapshot_job(&job_id).await.expect("db").expect("job");
