@@ -98,7 +98,7 @@ async fn owner_of(app: &App, room: &RoomId) -> String {
     let me = &app.config.node_id;
     let Some(cluster) = &app.cluster else { return me.clone() };
     match app.store.lease_holder(room.as_str()).await {
-        Ok(Some(holder)) => holder,
+        Ok(Some(holder)) => not_while_draining(app, room, holder),
         _ => {
             // Only nodes whose room host is reachable right now can take a room.
             let draining = app.is_shutting_down();
@@ -336,18 +336,11 @@ pub async fn reroute(
     msg: RoomMsg,
 ) -> Result<(), RouteError> {
     let me = app.config.node_id.clone();
-    let mut target = match app.store.lease_holder(room.as_str()).await {
-        Ok(Some(holder)) => holder,
+    let target = match app.store.lease_holder(room.as_str()).await {
+        Ok(Some(holder)) => not_while_draining(app, room, holder),
         _ if !hint.is_empty() => hint.to_owned(),
         _ => owner_of(app, room).await,
     };
-    if target != me && ractor::pg::get_members(&host_group(&target)).is_empty() {
-        // The holder is gone: a draining node hands its rooms over with their leases, and the
-        // successor takes the lease over in a moment. Wait for that (briefly) rather than fail.
-        if let Some(next) = next_holder(app, room, &target).await {
-            target = next;
-        }
-    }
     if target == me {
         let local = resolve(app, room).await?;
         local.cast(msg).map_err(|_| unavailable())?;
@@ -359,17 +352,14 @@ pub async fn reroute(
     Ok(())
 }
 
-/// The lease holder of `room` once it is no longer `gone`, within a second.
-async fn next_holder(app: &App, room: &RoomId, gone: &str) -> Option<String> {
-    for _ in 0..40 {
-        tokio::time::sleep(Duration::from_millis(25)).await;
-        if let Ok(Some(holder)) = app.store.lease_holder(room.as_str()).await
-            && holder != gone
-        {
-            return Some(holder);
-        }
+/// `holder`, unless it is this node while it drains: the lease is this node's only because it
+/// is handing the room over (the successor takes the lease over), and starting the room here
+/// again would take the lease back from under the hand-off. The successor, then.
+fn not_while_draining(app: &App, room: &RoomId, holder: String) -> String {
+    if holder == app.config.node_id && app.is_shutting_down() {
+        return (app.successor)(room.as_str()).unwrap_or(holder);
     }
-    None
+    holder
 }
 
 /// Resumes session `peer` of `room` on connection `conn`, wherever the room lives. `Err` holds
