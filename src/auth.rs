@@ -19,13 +19,15 @@ pub struct Grants {
     pub control: bool,
     /// Send chat messages.
     pub chat: bool,
+    /// Take snapshots of the call (`POST /rooms/{id}/snapshots`).
+    pub snapshot: bool,
     /// Bypass room invitee lists; read any room; create rooms.
     pub admin: bool,
 }
 
 impl Default for Grants {
     fn default() -> Self {
-        Self { publish: true, control: true, chat: true, admin: false }
+        Self { publish: true, control: true, chat: true, snapshot: true, admin: false }
     }
 }
 

@@ -87,6 +87,10 @@ pub struct SnapshotsConfig {
     /// With `cv = "bus"`: how long a job waits for a worker's answer before it is tried again.
     #[serde(with = "duration_text")]
     pub cv_timeout: Duration,
+    /// A job whose node stopped renewing its claim for this long (the node died) is taken
+    /// over by another node (with a shared evidence store) or by this one when it is back.
+    #[serde(with = "duration_text")]
+    pub claim_timeout: Duration,
 }
 
 impl Default for SnapshotsConfig {
@@ -97,6 +101,7 @@ impl Default for SnapshotsConfig {
             cv: "local".into(),
             local_cv_workers: 1,
             cv_timeout: Duration::from_secs(15),
+            claim_timeout: Duration::from_secs(10),
         }
     }
 }
@@ -573,6 +578,9 @@ impl Config {
         }
         if !matches!(self.snapshots.cv.as_str(), "local" | "bus") {
             bail!("snapshots.cv must be \"local\" or \"bus\"");
+        }
+        if self.snapshots.claim_timeout < Duration::from_millis(300) {
+            bail!("snapshots.claim_timeout must be at least 300ms");
         }
         if self.snapshots.cv_timeout.is_zero() {
             bail!("snapshots.cv_timeout must be positive");

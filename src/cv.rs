@@ -1,12 +1,14 @@
 //! Snapshot analysis: a snapshot compared with its baseline. Both go to luma; the snapshot is
 //! resampled to the baseline's size; both are averaged down by Wang's automatic factor
-//! (`max(1, round(min(W, H) / 256))`, as in the SSIM authors' reference code); SSIM
+//! (`max(1, round(min(W, H) / 256))`, as in the SSIM authors' reference code); a camera that
+//! moved is found by phase correlation and moved back ([`align`]); SSIM
 //! ([`ssim`]) gives a score and a map; a global brightness change with the structure intact
 //! is its own verdict (`lighting`); otherwise the map's dissimilarity is thresholded, cleaned
 //! and cut into regions ([`regions`]); the heatmap draws it ([`heatmap`]). Deterministic: the
 //! same pair and parameters give the same result, and the result names the algorithm, its
 //! version and every parameter. `docs/cv.md` describes it.
 
+pub mod align;
 pub mod gray;
 pub mod heatmap;
 pub mod regions;
@@ -19,7 +21,7 @@ use serde::{Deserialize, Serialize};
 /// The algorithm's name in results.
 pub const ALGORITHM: &str = "ssim-gaussian-regions";
 /// Its version: raised whenever a change could change a result.
-pub const VERSION: &str = "1";
+pub const VERSION: &str = "2";
 
 /// Why an image could not be analysed.
 #[derive(Debug, thiserror::Error, PartialEq)]
@@ -52,7 +54,7 @@ impl CvError {
 
 /// The parameters of a comparison (all of them go into the result).
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-#[serde(rename_all = "camelCase")]
+#[serde(default, rename_all = "camelCase")]
 pub struct Params {
     /// Mean SSIM at or above which a snapshot with no region is `unchanged`.
     pub threshold: f64,
@@ -64,6 +66,12 @@ pub struct Params {
     pub lighting_delta: f64,
     /// Mean contrast-structure similarity at or above which a brightness change is lighting.
     pub lighting_structure: f64,
+    /// Whether a moved camera is found (phase correlation) and moved back before comparing.
+    pub align: bool,
+    /// Smallest correlation peak (0..1) trusted as a shift.
+    pub align_min_peak: f64,
+    /// Largest shift looked for, as a fraction of each side.
+    pub align_max_shift: f64,
 }
 
 impl Default for Params {
@@ -74,6 +82,9 @@ impl Default for Params {
             min_region_area: 6,
             lighting_delta: 0.06,
             lighting_structure: 0.9,
+            align: true,
+            align_min_peak: 0.05,
+            align_max_shift: 0.15,
         }
     }
 }
@@ -104,6 +115,21 @@ pub struct AlgorithmInfo {
     pub params: Params,
     /// The fixed ones: window, σ, K1, K2, dynamic range, and the downsampling factor used.
     pub ssim: SsimInfo,
+    /// The shift the snapshot was moved back by, in the baseline's pixels (`null`: none).
+    #[serde(default)]
+    pub alignment: Option<Alignment>,
+}
+
+/// A shift applied before comparing.
+#[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Alignment {
+    /// Pixels the snapshot's content sat right of the baseline's.
+    pub dx: i64,
+    /// Pixels it sat below.
+    pub dy: i64,
+    /// The correlation peak, 0..1.
+    pub peak: f64,
 }
 
 /// SSIM's fixed parameters and the factor this comparison used.
@@ -162,7 +188,15 @@ pub fn compare(snapshot: &Gray, baseline: &Gray, params: &Params) -> Result<Anal
         return Err(CvError::TooSmall(format!("both images need at least {} pixels on a side", ssim::WINDOW)));
     }
     let resized = snapshot.resized(baseline.width, baseline.height);
-    let (x, y) = (resized.downsampled(f), baseline.downsampled(f));
+    let (mut x, y) = (resized.downsampled(f), baseline.downsampled(f));
+    let shift = params
+        .align
+        .then(|| align::phase_shift(&x, &y, params.align_min_peak, params.align_max_shift))
+        .flatten()
+        .filter(|s| (s.dx, s.dy) != (0, 0));
+    if let Some(shift) = shift {
+        x = align::undo_shift(&x, &y, shift);
+    }
     let maps = ssim::ssim(&x, &y);
     let score = maps.ssim.iter().map(|&v| f64::from(v.max(0.0))).sum::<f64>() / maps.ssim.len().max(1) as f64;
     let dissimilarity: Vec<f32> = maps.ssim.iter().map(|&s| ((1.0 - s) / 2.0).clamp(0.0, 1.0)).collect();
@@ -174,8 +208,12 @@ pub fn compare(snapshot: &Gray, baseline: &Gray, params: &Params) -> Result<Anal
         let mask = regions::threshold(&dissimilarity, maps.width, maps.height, params.region_threshold).cleaned();
         let (sx, sy) = (snapshot.width as f64 / baseline.width as f64, snapshot.height as f64 / baseline.height as f64);
         let offset = (ssim::WINDOW / 2) as u32;
+        // A region found over the baseline lies `shift` further in the snapshot.
+        let (dx, dy) = shift.map_or((0, 0), |s| (i64::from(s.dx), i64::from(s.dy)));
+        let moved = |v: u32, d: i64| (i64::from(v) + d).max(0) as u32;
         regions::components(&mask, &dissimilarity, params.min_region_area)
             .into_iter()
+            .map(|r| Region { x: moved(r.x, dx), y: moved(r.y, dy), ..r })
             .map(|r| r.scaled(offset, f as f64, sx, sy, snapshot.width as u32, snapshot.height as u32))
             .collect()
     };
@@ -200,6 +238,11 @@ pub fn compare(snapshot: &Gray, baseline: &Gray, params: &Params) -> Result<Anal
             dynamic_range: 1.0,
             downsample: f as u32,
         },
+        alignment: shift.map(|s| Alignment {
+            dx: i64::from(s.dx) * f as i64,
+            dy: i64::from(s.dy) * f as i64,
+            peak: round6(s.peak as f32),
+        }),
     };
     Ok(Analysis { score, regions, verdict, brightness_delta, heatmap_png, algorithm })
 }
@@ -271,6 +314,40 @@ mod tests {
         let r = compare(&snap, &base, &Params::default()).unwrap();
         assert!(r.score > 0.9, "{}", r.score);
         assert_eq!(r.verdict, Verdict::Unchanged);
+    }
+
+    #[test]
+    fn a_moved_camera_is_aligned_and_a_change_still_found() {
+        let wide = scene(400, 300);
+        let crop = |g: &Gray, ox: usize, oy: usize| {
+            let mut out = Gray::filled(320, 240, 0.0);
+            for y in 0..240 {
+                for x in 0..320 {
+                    out.set(x, y, g.at(x + ox, y + oy));
+                }
+            }
+            out
+        };
+        // The camera moved: the scene sits 9 pixels left and 5 up in the snapshot.
+        let base = crop(&wide, 20, 20);
+        let mut snap = crop(&wide, 29, 25);
+        let off = Params { align: false, ..Params::default() };
+        assert_eq!(compare(&snap, &base, &off).unwrap().verdict, Verdict::Changed, "unaligned, it looks changed");
+        let r = compare(&snap, &base, &Params::default()).unwrap();
+        let shift = r.algorithm.alignment.expect("aligned");
+        assert_eq!((shift.dx, shift.dy), (-9, -5), "{shift:?}");
+        assert_eq!(r.verdict, Verdict::Unchanged, "score {} regions {:?}", r.score, r.regions);
+        // A box drawn into the moved snapshot is still found where it is in the snapshot.
+        for y in 100..150 {
+            for x in 200..260 {
+                snap.set(x, y, 0.97);
+            }
+        }
+        let r = compare(&snap, &base, &Params::default()).unwrap();
+        assert_eq!(r.verdict, Verdict::Changed);
+        let biggest = &r.regions[0];
+        let (cx, cy) = (biggest.x + biggest.width / 2, biggest.y + biggest.height / 2);
+        assert!((200..260).contains(&cx) && (100..150).contains(&cy), "centre {cx},{cy} of {biggest:?}");
     }
 
     #[test]

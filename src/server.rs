@@ -100,7 +100,7 @@ async fn start_bus(config: &Config) -> anyhow::Result<(Option<EmbeddedBroker>, B
 fn snapshot_settings(app: &Arc<App>) -> (WorkerSettings, Option<tokio::sync::watch::Sender<bool>>) {
     let c = &app.config.snapshots;
     let cluster = &app.config.bus.cluster_name;
-    let mut settings = WorkerSettings::default();
+    let mut settings = WorkerSettings { stale_after: c.claim_timeout, ..WorkerSettings::default() };
     let mut stop_workers = None;
     if c.cv == "bus" {
         settings.remote = Some(RemoteCv::new(app.bus.clone(), cluster, c.cv_timeout));

@@ -34,7 +34,8 @@ use tokio::task::JoinHandle;
 pub struct WorkerSettings {
     /// How often an idle worker looks for jobs (a job queued on this node wakes it at once).
     pub poll_interval: Duration,
-    /// A claim this old is taken over.
+    /// A claim not renewed for this long is taken over (a running job renews its claim every
+    /// third of it).
     pub stale_after: Duration,
     /// Attempts before a job fails for good.
     pub max_attempts: i64,
@@ -48,7 +49,7 @@ impl Default for WorkerSettings {
     fn default() -> Self {
         Self {
             poll_interval: Duration::from_millis(100),
-            stale_after: Duration::from_secs(30),
+            stale_after: Duration::from_secs(10),
             max_attempts: 5,
             retry_base: Duration::from_millis(500),
             remote: None,
@@ -293,10 +294,39 @@ impl Actor for SnapshotJob {
 
     async fn handle(&self, myself: ActorRef<Run>, _: Run, state: &mut JobArgs) -> Result<(), ActorProcessingErr> {
         let started = std::time::Instant::now();
+        let _claim = KeptClaim::start(state.app.clone(), state.job.clone(), state.settings.stale_after / 3);
         process(&state.app, &state.settings, &state.baselines, state.job.clone()).await;
         metrics::histogram!("switchboard_snapshot_job_seconds").record(started.elapsed().as_secs_f64());
         myself.stop(None);
         Ok(())
+    }
+}
+
+/// Renews a running job's claim every `every` until dropped (when the job ends, or its actor
+/// fails), so another node takes the job over only once this one stopped working it.
+struct KeptClaim(JoinHandle<()>);
+
+impl KeptClaim {
+    fn start(app: Arc<App>, job: Job, every: Duration) -> KeptClaim {
+        KeptClaim(tokio::spawn(async move {
+            let mut tick = tokio::time::interval(every);
+            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            tick.tick().await;
+            loop {
+                tick.tick().await;
+                match app.store.renew_snapshot_claim(&job, &app.config.node_id).await {
+                    Ok(true) => {}
+                    Ok(false) => return, // taken over: the job's next write finds out too
+                    Err(e) => tracing::warn!(job = %job.id, error = %e, "snapshot claim not renewed"),
+                }
+            }
+        }))
+    }
+}
+
+impl Drop for KeptClaim {
+    fn drop(&mut self) {
+        self.0.abort();
     }
 }
 
@@ -518,17 +548,25 @@ async fn attempt(app: &App, s: &WorkerSettings, baselines: &Baselines, job: &Job
     Ok(())
 }
 
-/// Tells everyone in `room` (wherever it lives) with a room frame.
+/// Tells everyone in `room` (wherever it lives) with a room frame. While the room is moving
+/// (its node died or is draining) it is asked again, for up to five seconds.
 async fn notify_room(app: &App, room: &RoomId, body: String) {
-    let owner = match &app.cluster {
-        Some(_) => {
-            app.store.lease_holder(room.as_str()).await.ok().flatten().unwrap_or_else(|| app.config.node_id.clone())
+    const TRIES: u32 = 20;
+    for tried in 1..=TRIES {
+        let owner = match &app.cluster {
+            Some(_) => {
+                app.store.lease_holder(room.as_str()).await.ok().flatten().unwrap_or_else(|| app.config.node_id.clone())
+            }
+            None => app.config.node_id.clone(),
+        };
+        let mut handle = crate::routing::handle_for(app, room, &owner).await;
+        let msg = switchboard_actors::room::RoomMsg::Notify { body: body.clone() };
+        match crate::routing::send(app, &mut handle, room, &ConnId::new(""), msg).await {
+            Ok(_) => return,
+            Err((code, message)) if tried == TRIES => {
+                tracing::info!(room_id = %room, code = code.as_str(), message, "snapshot_ready not delivered");
+            }
+            Err(_) => tokio::time::sleep(Duration::from_millis(250)).await,
         }
-        None => app.config.node_id.clone(),
-    };
-    let mut handle = crate::routing::handle_for(app, room, &owner).await;
-    let msg = switchboard_actors::room::RoomMsg::Notify { body };
-    if let Err((code, message)) = crate::routing::send(app, &mut handle, room, &ConnId::new(""), msg).await {
-        tracing::info!(room_id = %room, code = code.as_str(), message, "snapshot_ready not delivered");
     }
 }

@@ -75,6 +75,13 @@ async fn create(
         "api".to_owned()
     } else {
         let c = claims(&app, &headers)?;
+        if !c.grants.snapshot {
+            return Err(ApiError(
+                StatusCode::FORBIDDEN,
+                "snapshot_not_granted",
+                "this token does not grant snapshots".into(),
+            ));
+        }
         if !c.grants.admin && !app.store.is_member(&room, &c.sub).await.map_err(internal)? {
             return Err(ApiError(
                 StatusCode::FORBIDDEN,

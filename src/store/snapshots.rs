@@ -43,6 +43,8 @@ pub struct Job {
     pub created_at: i64,
     /// Unix ms.
     pub updated_at: i64,
+    /// The node that claimed it last (works it now, while `dispatched` or `scored`).
+    pub claimed_by: Option<String>,
 }
 
 /// What a new job needs.
@@ -63,7 +65,7 @@ pub struct NewJob {
 }
 
 const JOB_COLUMNS: &str = "id, room_id, subject, requested_by, state, attempts, error_code, last_error, snapshot_cid, \
-                           baseline_cid, heatmap_cid, report_id, created_at, updated_at";
+                           baseline_cid, heatmap_cid, report_id, created_at, updated_at, claimed_by";
 
 fn job_row(r: &AnyRow) -> Result<Job, StoreError> {
     Ok(Job {
@@ -81,6 +83,7 @@ fn job_row(r: &AnyRow) -> Result<Job, StoreError> {
         report_id: col(r, 11)?,
         created_at: col(r, 12)?,
         updated_at: col(r, 13)?,
+        claimed_by: col(r, 14)?,
     })
 }
 
@@ -191,6 +194,23 @@ impl Store {
             .await
             .map_err(db)?;
         row.as_ref().map(job_row).transpose()
+    }
+
+    /// Keeps this claim (`node`, `attempts`) fresh while its job runs, so that only a claim
+    /// whose worker stopped renewing it goes stale. `false` when the claim was taken over.
+    pub async fn renew_snapshot_claim(&self, job: &Job, node: &str) -> Result<bool, StoreError> {
+        let renewed = sqlx::query(
+            "UPDATE snapshot_jobs SET claimed_at = $1 WHERE id = $2 AND claimed_by = $3 AND attempts = $4 \
+             AND state IN ('dispatched', 'scored')",
+        )
+        .bind(now_ms())
+        .bind(&job.id)
+        .bind(node)
+        .bind(job.attempts)
+        .execute(&self.pool)
+        .await
+        .map_err(db)?;
+        Ok(renewed.rows_affected() == 1)
     }
 
     /// Whether `job` is still this claim's (`node`, `attempts`): a claim taken over is not.

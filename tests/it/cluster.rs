@@ -679,3 +679,104 @@ async fn a_snapshot_posted_on_one_node_reaches_a_room_on_another() {
     assert_eq!(report["verdict"], "baseline");
     assert_eq!(lease_of(&n1, &room).await["nodeId"], "n3", "the room stayed where it was");
 }
+
+/// A node dies holding a snapshot job (it claimed it and waits for a CV worker that never
+/// answers): with the evidence in a shared bucket, a survivor takes the job over once the dead
+/// node's claim is no longer renewed, and finishes it once; the report it signs chains onto the
+/// dead node's and verifies against the cluster's key set.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_snapshot_job_on_a_dead_node_is_finished_by_a_survivor() {
+    use base64::Engine;
+    use serde_json::json;
+    let name = "a_snapshot_job_on_a_dead_node_is_finished_by_a_survivor";
+    let Some(db) = fresh_postgres(name).await else { return };
+    let Some(moto) = crate::support::Moto::start().await else {
+        use std::io::Write;
+        let _ = writeln!(std::io::stderr(), "SKIPPED ({name}): needs moto_server (pip install \"moto[server]\")");
+        return;
+    };
+    moto.bucket("adopt").await;
+    let cfg_dir = tempfile::tempdir().expect("tempdir");
+    let common = format!(
+        "[cluster]\nheartbeat_interval = \"200ms\"\nheartbeat_timeout = \"800ms\"\nlease_ttl = \"1s\"\n\
+         [evidence]\nurl = \"s3://adopt/evidence\"\nendpoint = \"{}\"\nallow_http = true\n\
+         access_key_id = \"test\"\nsecret_access_key = \"test\"\n",
+        moto.url
+    );
+    // n1 compares through CV workers on its bus, and none runs: its job waits there.
+    let stuck = cfg_dir.path().join("stuck.toml");
+    let local = cfg_dir.path().join("local.toml");
+    std::fs::write(
+        &stuck,
+        format!(
+            "{common}[snapshots]\nclaim_timeout = \"1s\"\ncv = \"bus\"\nlocal_cv_workers = 0\ncv_timeout = \"60s\"\n"
+        ),
+    )
+    .expect("config");
+    std::fs::write(&local, format!("{common}[snapshots]\nclaim_timeout = \"1s\"\n")).expect("config");
+    let (stuck, local) = (stuck.to_str().expect("path"), local.to_str().expect("path"));
+    let (mut n1, _d1) = member_with(&db, "n1", &[], &[], &["--config", stuck]);
+    until(&n1, "n1 up", |v| *v == states(&[("n1", "up")])).await;
+
+    let room = "adopted";
+    let (mut alice, _) = join_at(n1.addr, "alice", room).await;
+    let token = crate::support::node_token(n1.addr, "alice").await;
+    let http = reqwest::Client::new();
+    let post = |changed: bool| {
+        let image =
+            base64::engine::general_purpose::STANDARD.encode(switchboard::bench::cv::synthetic_png(96, 64, changed));
+        http.post(n1.url(&format!("/rooms/{room}/snapshots")))
+            .bearer_auth(&token)
+            .json(&json!({"image": image, "subject": "shelf"}))
+            .send()
+    };
+    // The baseline needs no comparison: n1 reports it.
+    assert_eq!(post(false).await.expect("post").status(), 202);
+    assert_eq!(alice.recv_type("snapshot_ready").await["verdict"], "baseline");
+    let resp = post(true).await.expect("post");
+    assert_eq!(resp.status(), 202);
+    let job_id = resp.json::<Value>().await.expect("json")["jobId"].as_str().expect("id").to_owned();
+    let path = format!("/snapshots/{job_id}");
+    let mut job = Value::Null;
+    for _ in 0..400 {
+        job = crate::support::get_json_as(&n1.url(&path), &token).await;
+        if job["state"] == "dispatched" {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+    assert_eq!((&job["state"], &job["claimedBy"], &job["attempts"]), (&json!("dispatched"), &json!("n1"), &json!(1)));
+
+    // A second node joins; the first dies with the job in its hands.
+    let (n2, _d2) = member_with(&db, "n2", &[&n1], &[], &["--config", local]);
+    let both = states(&[("n1", "up"), ("n2", "up")]);
+    until(&n2, "n1 and n2 up", |v| *v == both).await;
+    n1.kill();
+    let killed = Instant::now();
+    let token2 = crate::support::node_token(n2.addr, "alice").await;
+    for _ in 0..800 {
+        job = crate::support::get_json_as(&n2.url(&path), &token2).await;
+        if job["state"] == "reported" {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+    assert_eq!((&job["state"], &job["claimedBy"], &job["attempts"]), (&json!("reported"), &json!("n2"), &json!(2)));
+    eprintln!("job finished by the survivor {:?} after kill -9 (claim timeout 1 s)", killed.elapsed());
+
+    // Once, chained onto n1's report, verifiable with the cluster's keys and the bucket's bytes.
+    let chain = crate::support::get_json_as(&n2.url(&format!("/rooms/{room}/reports")), &token2).await;
+    let chain = chain["reports"].as_array().expect("reports").clone();
+    assert_eq!(chain.len(), 2, "{chain:?}");
+    assert_eq!(chain.iter().filter(|r| r["jobId"] == job_id.as_str()).count(), 1);
+    assert_eq!(chain[1]["verdict"], "changed");
+    let url = n2.url(&format!("/reports/{}", chain[1]["reportId"].as_str().expect("id")));
+    let out = tokio::process::Command::new(env!("CARGO_BIN_EXE_switchboard"))
+        .args(["verify-report", &url, "--token", &token2])
+        .output()
+        .await
+        .expect("run verify-report");
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "verify-report: {text}{}", String::from_utf8_lossy(&out.stderr));
+    assert!(text.contains("signature: ok") && text.contains("chain:     ok"), "{text}");
+}

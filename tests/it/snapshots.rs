@@ -4,7 +4,7 @@
 //! was drawn, reports chain, artifacts come back by CID, `switchboard verify-report` passes,
 //! and bad input (foreign and corrupt images, strangers, repeated requests) is handled.
 
-use crate::support::TestServer;
+use crate::support::{Moto, TestServer};
 use base64::Engine;
 use serde_json::{Value, json};
 use switchboard::bench::cv::synthetic_png;
@@ -157,6 +157,11 @@ async fn bad_snapshots_are_refused_with_a_code() {
     let stranger = s.token(json!({"userId": "mallory"})).await;
     let resp = post_snapshot(&s, &stranger, room, &synthetic_png(64, 64, false), None).await;
     assert_eq!(resp.status(), 403);
+    let (_viewer, _) = s.joined("viewer", room).await;
+    let no_grant = s.token(json!({"userId": "viewer", "grants": {"snapshot": false}})).await;
+    let resp = post_snapshot(&s, &no_grant, room, &synthetic_png(64, 64, false), None).await;
+    assert_eq!(resp.status(), 403);
+    assert_eq!(code(resp.json().await.expect("json")), "snapshot_not_granted");
     let resp = s.http.post(s.url(&format!("/rooms/{room}/snapshots"))).send().await.expect("post");
     assert_eq!(resp.status(), 401);
 
@@ -327,39 +332,6 @@ async fn cv_workers_on_the_bus(broker: Option<String>) {
     assert_eq!(reports.len(), 3);
 }
 
-/// A local S3-compatible server (`moto_server` from PyPI), in memory, on a free loopback port.
-struct Moto {
-    child: std::process::Child,
-    url: String,
-}
-
-impl Moto {
-    async fn start() -> Option<Moto> {
-        let port = std::net::TcpListener::bind("127.0.0.1:0").ok()?.local_addr().ok()?.port();
-        let child = std::process::Command::new("moto_server")
-            .args(["-H", "127.0.0.1", "-p", &port.to_string()])
-            .stdout(std::process::Stdio::null())
-            .stderr(std::process::Stdio::null())
-            .spawn()
-            .ok()?;
-        let moto = Moto { child, url: format!("http://127.0.0.1:{port}") };
-        for _ in 0..200 {
-            if tokio::net::TcpStream::connect(("127.0.0.1", port)).await.is_ok() {
-                return Some(moto);
-            }
-            tokio::time::sleep(std::time::Duration::from_millis(25)).await;
-        }
-        None
-    }
-}
-
-impl Drop for Moto {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
 /// Evidence in an S3 bucket: artifacts are written there under their CIDs, once, and served
 /// back from there.
 #[tokio::test]
@@ -372,9 +344,7 @@ async fn evidence_can_live_in_an_s3_bucket() {
         );
         return;
     };
-    let created =
-        reqwest::Client::new().put(format!("{}/evidence-test", moto.url)).send().await.expect("create bucket");
-    assert!(created.status().is_success(), "{}", created.status());
+    moto.bucket("evidence-test").await;
     let endpoint = moto.url.clone();
     let s = TestServer::start_with(move |c| {
         c.evidence.url = Some("s3://evidence-test/calls".into());

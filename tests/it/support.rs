@@ -323,3 +323,42 @@ pub const RECONCILED_CALL_EVENTS: [&str; 6] = [
     "participant.left",
     "session.closed",
 ];
+
+/// A local S3-compatible server (`moto_server` from PyPI), in memory, on a free loopback port.
+pub struct Moto {
+    child: std::process::Child,
+    pub url: String,
+}
+
+impl Moto {
+    pub async fn start() -> Option<Moto> {
+        let port = std::net::TcpListener::bind("127.0.0.1:0").ok()?.local_addr().ok()?.port();
+        let child = std::process::Command::new("moto_server")
+            .args(["-H", "127.0.0.1", "-p", &port.to_string()])
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .ok()?;
+        let moto = Moto { child, url: format!("http://127.0.0.1:{port}") };
+        for _ in 0..200 {
+            if tokio::net::TcpStream::connect(("127.0.0.1", port)).await.is_ok() {
+                return Some(moto);
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(25)).await;
+        }
+        None
+    }
+
+    /// Creates `bucket`.
+    pub async fn bucket(&self, bucket: &str) {
+        let created = reqwest::Client::new().put(format!("{}/{bucket}", self.url)).send().await.expect("create bucket");
+        assert!(created.status().is_success(), "{}", created.status());
+    }
+}
+
+impl Drop for Moto {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
