@@ -55,6 +55,10 @@ pub struct EvidenceConfig {
     pub access_key_id: Option<String>,
     /// Secret access key (else `AWS_SECRET_ACCESS_KEY`; prefer the environment).
     pub secret_access_key: Option<String>,
+    /// The report-signing key (a file of its 32 secret bytes, such as another node's
+    /// `report_signing_key`); unset, the node's own key in the data directory, made at first
+    /// start.
+    pub signing_key_file: Option<PathBuf>,
 }
 
 impl Default for EvidenceConfig {
@@ -66,6 +70,7 @@ impl Default for EvidenceConfig {
             allow_http: false,
             access_key_id: None,
             secret_access_key: None,
+            signing_key_file: None,
         }
     }
 }

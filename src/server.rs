@@ -230,8 +230,13 @@ pub async fn start(config: Config, listener: TcpListener) -> anyhow::Result<Runn
         None => EvidenceStore::local(&config.data_dir.join("evidence"))
             .map_err(|e| anyhow::anyhow!("evidence store under {}: {e}", config.data_dir.display()))?,
     };
-    let signing_key = NodeKey::load_or_create(&config.data_dir)
-        .map_err(|e| anyhow::anyhow!("report signing key under {}: {e}", config.data_dir.display()))?;
+    let signing_key = match &config.evidence.signing_key_file {
+        Some(path) => {
+            NodeKey::load(path).map_err(|e| anyhow::anyhow!("evidence.signing_key_file {}: {e}", path.display()))?
+        }
+        None => NodeKey::load_or_create(&config.data_dir)
+            .map_err(|e| anyhow::anyhow!("report signing key under {}: {e}", config.data_dir.display()))?,
+    };
     store.put_signing_key(signing_key.kid(), &config.node_id, &signing_key.public_jwk()).await?;
     let app = Arc::new(App::new(AppParts {
         config,

@@ -427,7 +427,14 @@ async fn attempt(app: &App, s: &WorkerSettings, baselines: &Baselines, job: &Job
     let missing_baseline = || {
         Failure::Permanent("baseline_missing".into(), format!("baseline {baseline_cid} is not in the evidence store"))
     };
+    let decode = |bytes: Vec<u8>| async move {
+        let decoded = tokio::task::spawn_blocking(move || Gray::decode(&bytes, &limits)).await;
+        decoded.map_err(|e| transient(&e))?.map_err(Failure::from)
+    };
     let (score, regions, verdict, heatmap, algorithm, baseline) = if is_baseline {
+        // A baseline is compared with nothing, but it must be an image the next ones can be
+        // compared with; decoded, it is kept for them.
+        baselines.put(&job.snapshot_cid, Arc::new(decode(bytes).await?));
         let info = json!({"name": cv::ALGORITHM, "version": cv::VERSION, "params": cv::Params::default()});
         (1.0, Vec::new(), Verdict::Baseline, None, info, None)
     } else if let Some(remote) = &s.remote {
@@ -451,17 +458,13 @@ async fn attempt(app: &App, s: &WorkerSettings, baselines: &Baselines, job: &Job
             RemoteOutcome::Failed { code, error } => return Err(Failure::Permanent(code, error)),
         }
     } else {
-        let snapshot =
-            tokio::task::spawn_blocking(move || Gray::decode(&bytes, &limits)).await.map_err(|e| transient(&e))??;
+        let snapshot = decode(bytes).await?;
         let base = match baselines.get(&baseline_cid) {
             Some(base) => base,
             None => {
                 let bytes =
                     app.evidence.get(&baseline_cid).await.map_err(|e| transient(&e))?.ok_or_else(missing_baseline)?;
-                let base = tokio::task::spawn_blocking(move || Gray::decode(&bytes, &limits))
-                    .await
-                    .map_err(|e| transient(&e))??;
-                let base = Arc::new(base);
+                let base = Arc::new(decode(bytes).await?);
                 baselines.put(&baseline_cid, base.clone());
                 base
             }

@@ -38,21 +38,25 @@ impl NodeKey {
     /// The key in `dir/report_signing_key`, generated (and written with mode 0600) at first start.
     pub fn load_or_create(dir: &Path) -> std::io::Result<NodeKey> {
         let path = dir.join(KEY_FILE);
-        match std::fs::read(&path) {
-            Ok(bytes) => {
-                let secret: [u8; 32] = bytes.as_slice().try_into().map_err(|_| {
-                    std::io::Error::new(std::io::ErrorKind::InvalidData, format!("{} is not 32 bytes", path.display()))
-                })?;
-                Ok(NodeKey::from_secret(secret))
-            }
+        match NodeKey::load(&path) {
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
                 std::fs::create_dir_all(dir)?;
                 let secret: [u8; 32] = rand::random();
                 write_private(&path, &secret)?;
                 Ok(NodeKey::from_secret(secret))
             }
-            Err(e) => Err(e),
+            other => other,
         }
+    }
+
+    /// The key in `path` (its 32 secret bytes, as `load_or_create` writes them): a key
+    /// configured for the node, or shared by the nodes of a cluster.
+    pub fn load(path: &Path) -> std::io::Result<NodeKey> {
+        let bytes = std::fs::read(path)?;
+        let secret: [u8; 32] = bytes.as_slice().try_into().map_err(|_| {
+            std::io::Error::new(std::io::ErrorKind::InvalidData, format!("{} is not 32 bytes", path.display()))
+        })?;
+        Ok(NodeKey::from_secret(secret))
     }
 
     /// The key's id.
@@ -220,6 +224,11 @@ mod tests {
             assert_eq!(mode & 0o777, 0o600);
         }
         assert!(!format!("{a:?}").contains("key:"), "Debug shows no secret");
+        // A configured key is read as it is, never made up.
+        assert_eq!(NodeKey::load(&dir.path().join(KEY_FILE)).unwrap().kid(), a.kid());
+        assert_eq!(NodeKey::load(&dir.path().join("absent")).unwrap_err().kind(), std::io::ErrorKind::NotFound);
+        std::fs::write(dir.path().join("short"), [1u8; 5]).unwrap();
+        assert!(NodeKey::load(&dir.path().join("short")).unwrap_err().to_string().contains("not 32 bytes"));
     }
 
     #[test]

@@ -339,7 +339,8 @@ impl Store {
         Ok(Some(report))
     }
 
-    /// Records a failed attempt: queued again at `retry_at`, or failed for good.
+    /// Records a failed attempt: queued again at `retry_at`, or failed for good (and then no
+    /// longer its subject's baseline, if it was).
     pub async fn fail_snapshot_job(
         &self,
         job: &Job,
@@ -366,6 +367,14 @@ impl Store {
         .execute(&mut *tx)
         .await
         .map_err(db)?;
+        if retry_at.is_none() {
+            // A job that failed for good is nobody's baseline: the subject's next snapshot is.
+            sqlx::query("DELETE FROM snapshot_baselines WHERE job_id = $1")
+                .bind(&job.id)
+                .execute(&mut *tx)
+                .await
+                .map_err(db)?;
+        }
         tx.commit().await.map_err(db)
     }
 

@@ -124,7 +124,7 @@ async fn graceful_shutdown_tells_clients_and_closes_calls() {
     assert_eq!(u16::from(close.code), 1001);
     assert_eq!(close.reason.as_str(), "server shutting down");
     // The stopped node left its call ended and both sessions closed in the store.
-    let url = format!("sqlite://{}?mode=rw", s._dir.path().join("switchboard.db").display());
+    let url = format!("sqlite://{}?mode=rw", s.dir.path().join("switchboard.db").display());
     let store = switchboard::store::Store::open(&url, 1, "observer").await.expect("store");
     let calls = store.calls("shutdown-room").await.expect("calls");
     assert_eq!(calls.len(), 1);

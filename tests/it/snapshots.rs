@@ -113,6 +113,18 @@ async fn a_snapshot_becomes_a_signed_report_that_anyone_can_verify() {
         text.contains("integrity: ok (3 artifacts") && text.contains("signature: ok") && text.contains("chain:     ok"),
         "{text}"
     );
+    // An artifact altered in the evidence store fails the integrity check.
+    let heat_cid = second["heatmapCid"].as_str().expect("cid");
+    let stored = s.dir.path().join("evidence").join(&heat_cid[heat_cid.len() - 2..]).join(heat_cid);
+    std::fs::write(&stored, b"not the heatmap that was signed").expect("alter the artifact");
+    let out = tokio::process::Command::new(env!("CARGO_BIN_EXE_switchboard"))
+        .args(["verify-report", &url, "--token", &token])
+        .output()
+        .await
+        .expect("run verify-report");
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(!out.status.success(), "{text}");
+    assert!(text.contains("integrity: FAILED") && text.contains("signature: ok"), "{text}");
     // A report file that was altered fails offline.
     let dir = tempfile::tempdir().expect("dir");
     let (file, key_file) = (dir.path().join("report.json"), dir.path().join("keys.json"));
@@ -388,4 +400,108 @@ async fn evidence_can_live_in_an_s3_bucket() {
     }
     // Written once: the same bytes again are the same CID, no error.
     assert_eq!(s.app().evidence.put(&png).await.expect("put again"), cid_of(&png));
+}
+
+/// A configured signing key (one a cluster's nodes may share) signs the reports and is the one
+/// the key set lists.
+#[tokio::test]
+async fn reports_are_signed_with_a_configured_key() {
+    use switchboard::evidence::report::NodeKey;
+    let keys_dir = tempfile::tempdir().expect("dir");
+    let shared = NodeKey::load_or_create(keys_dir.path()).expect("key");
+    let path = keys_dir.path().join(switchboard::evidence::report::KEY_FILE);
+    let s = TestServer::start_with(move |c| c.evidence.signing_key_file = Some(path)).await;
+    let room = "keyed";
+    let (mut alice, _) = s.joined("alice", room).await;
+    let token = s.token(json!({"userId": "alice"})).await;
+    assert_eq!(post_snapshot(&s, &token, room, &synthetic_png(64, 64, false), None).await.status(), 202);
+    let ready = alice.recv_type("snapshot_ready").await;
+    let report: Value = get_as(&s, &token, &format!("/reports/{}", ready["reportId"].as_str().expect("id")))
+        .await
+        .json()
+        .await
+        .expect("json");
+    assert_eq!(report["keyId"], shared.kid());
+    let keys: Value =
+        s.http.get(s.url("/.well-known/switchboard-keys.json")).send().await.expect("get").json().await.expect("json");
+    verify_signature(&report, &parse_key_set(&keys).expect("key set")).expect("signature");
+    assert!(!s.dir.path().join(switchboard::evidence::report::KEY_FILE).exists(), "no key of its own was made");
+}
+
+/// Jobs that cannot succeed end `failed` with their reason: a stored snapshot that does not
+/// decode fails at once (no retry), and a comparison nobody answers fails after its last
+/// attempt (a dead letter), while the node goes on working other jobs.
+#[tokio::test]
+async fn jobs_that_cannot_succeed_fail_with_their_reason() {
+    use std::time::Duration;
+    use switchboard::snapshots::{RemoteCv, SnapshotWorker, WorkerSettings};
+    use switchboard::store::NewJob;
+    let s = TestServer::start_with(|c| c.snapshots.work = false).await;
+    let room = "doomed-jobs";
+    let (_alice, _) = s.joined("alice", room).await;
+    let app = s.app().clone();
+    let job = |subject: &str, cid: String| NewJob {
+        room_id: room.into(),
+        subject: subject.into(),
+        requested_by: "alice".into(),
+        idempotency_key: None,
+        snapshot_cid: cid,
+        origin_node: app.config.node_id.clone(),
+    };
+    // Bytes that passed no door: a PNG cut in half, stored as evidence.
+    let mut truncated = synthetic_png(64, 64, false);
+    truncated.truncate(truncated.len() / 2);
+    let corrupt =
+        app.store.create_snapshot_job(&job("corrupt", app.evidence.put(&truncated).await.expect("put"))).await;
+    let corrupt = corrupt.expect("job").0.id;
+    // A baseline, then a snapshot to compare through CV workers that never answer.
+    let base = app.evidence.put(&synthetic_png(64, 64, false)).await.expect("put");
+    let first = app.store.create_snapshot_job(&job("shelf", base)).await.expect("job").0.id;
+    let changed = app.evidence.put(&synthetic_png(64, 64, true)).await.expect("put");
+    let unanswered = app.store.create_snapshot_job(&job("shelf", changed)).await.expect("job").0.id;
+    let settings = WorkerSettings {
+        max_attempts: 2,
+        retry_base: Duration::from_millis(20),
+        remote: Some(RemoteCv::new(app.bus.clone(), "nobody-listens", Duration::from_millis(200))),
+        ..WorkerSettings::default()
+    };
+    let worker = SnapshotWorker::spawn(app.clone(), app.snapshot_wake.clone(), settings).await.expect("worker");
+    let settled = |id: String| {
+        let app = app.clone();
+        async move {
+            for _ in 0..400 {
+                let job = app.store.snapshot_job(&id).await.expect("db").expect("job");
+                if matches!(job.state.as_str(), "failed" | "reported") {
+                    return job;
+                }
+                tokio::time::sleep(Duration::from_millis(25)).await;
+            }
+            panic!("job {id} did not settle in 10 s");
+        }
+    };
+    let failed = settled(corrupt).await;
+    assert_eq!(
+        (failed.state.as_str(), failed.error_code.as_deref(), failed.attempts),
+        ("failed", Some("corrupt_image"), 1)
+    );
+    assert!(failed.last_error.as_deref().is_some_and(|e| e.contains("corrupt")), "{failed:?}");
+    // It is not its subject's baseline: the subject's next good snapshot is.
+    let good = app.evidence.put(&synthetic_png(48, 48, false)).await.expect("put");
+    let next = app.store.create_snapshot_job(&job("corrupt", good)).await.expect("job").0.id;
+    app.snapshot_wake.notify_one();
+    let next = settled(next).await;
+    let (_, report) = app.store.report(next.report_id.as_deref().expect("report")).await.expect("db").expect("report");
+    assert_eq!(report["verdict"], "baseline");
+    assert_eq!(settled(first).await.state, "reported", "the baseline needs no worker");
+    let dead = settled(unanswered).await;
+    assert_eq!(
+        (dead.state.as_str(), dead.error_code.as_deref(), dead.attempts),
+        ("failed", Some("attempts_exhausted"), 2)
+    );
+    assert!(dead.last_error.as_deref().is_some_and(|e| e.contains("no CV worker")), "{dead:?}");
+    // Seen through the API as well.
+    let token = s.token(json!({"userId": "alice"})).await;
+    let shown: Value = get_as(&s, &token, &format!("/snapshots/{}", dead.id)).await.json().await.expect("json");
+    assert_eq!((&shown["state"], &shown["errorCode"]), (&json!("failed"), &json!("attempts_exhausted")));
+    worker.stop().await;
 }

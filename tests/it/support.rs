@@ -21,7 +21,7 @@ pub struct TestServer {
     pub server: Option<RunningServer>,
     pub addr: std::net::SocketAddr,
     /// Kept so the data directory lives as long as the server.
-    pub _dir: tempfile::TempDir,
+    pub dir: tempfile::TempDir,
     pub http: reqwest::Client,
 }
 
@@ -53,7 +53,7 @@ impl TestServer {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
         let server = start(config, listener).await.expect("server starts");
         let addr = server.addr;
-        TestServer { server: Some(server), addr, _dir: dir, http: reqwest::Client::new() }
+        TestServer { server: Some(server), addr, dir, http: reqwest::Client::new() }
     }
 
     pub fn app(&self) -> &std::sync::Arc<switchboard::app::App> {
