@@ -1,7 +1,8 @@
 //! The event bus: outbox events reach a real broker (the embedded one always, Mosquitto when
 //! `SWITCHBOARD_TEST_MQTT_URL` is set) with their typed payloads, in order per room, and are
 //! marked published only after the broker acknowledged them; they wait while the broker is
-//! unreachable and go out when it returns; subscriptions come back after a broker restart; and
+//! unreachable and go out when it returns (and so do snapshot jobs for CV workers on the bus);
+//! subscriptions come back after a broker restart; and
 //! when the publishing node dies, another node's publisher takes over without a gap.
 
 use crate::support::{Node, TestServer, WAIT, fresh_postgres, node_token};
@@ -204,6 +205,66 @@ async fn events_wait_while_the_broker_is_unreachable_and_go_out_when_it_returns(
     let got = events.take(2).await;
     assert_eq!(got.iter().map(|e| e.kind.as_str()).collect::<Vec<_>>(), ["session.created", "participant.joined"]);
     assert!(s.app().bus.is_connected());
+    broker.stop().await;
+}
+
+/// Snapshot jobs compared by CV workers on the bus wait while the broker is unreachable (the
+/// baseline, which needs no comparison, does not) and finish, once, when it returns.
+#[tokio::test]
+async fn snapshot_jobs_wait_while_the_broker_is_unreachable_and_finish_when_it_returns() {
+    use base64::Engine;
+    let broker = EmbeddedBroker::start("127.0.0.1:0".parse().expect("addr")).await.expect("broker");
+    let relay = Relay::start(broker.addr()).await;
+    let via = format!("mqtt://{}", relay.addr);
+    let s = TestServer::start_with(move |c| {
+        c.bus.mqtt_url = Some(via);
+        c.snapshots.cv = "bus".into();
+        c.snapshots.cv_timeout = Duration::from_millis(500);
+    })
+    .await;
+    assert!(s.app().bus.wait_connected(WAIT).await);
+    let room = "cv-outage";
+    let (mut alice, _) = s.joined("alice", room).await;
+    let token = s.token(json!({"userId": "alice"})).await;
+    let post = |changed: bool| {
+        let image =
+            base64::engine::general_purpose::STANDARD.encode(switchboard::bench::cv::synthetic_png(96, 64, changed));
+        s.http
+            .post(s.url(&format!("/rooms/{room}/snapshots")))
+            .bearer_auth(&token)
+            .json(&json!({"image": image, "subject": "desk"}))
+            .send()
+    };
+    relay.set(false);
+    for _ in 0..200 {
+        if !s.app().bus.is_connected() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+    assert!(!s.app().bus.is_connected(), "the node noticed the broker is gone");
+    assert_eq!(post(false).await.expect("post").status(), 202);
+    assert_eq!(alice.recv_type("snapshot_ready").await["verdict"], "baseline");
+    let resp = post(true).await.expect("post");
+    let job_id = resp.json::<serde_json::Value>().await.expect("json")["jobId"].as_str().expect("id").to_owned();
+    // Tried, not finished: no worker can be reached.
+    let mut job = None;
+    for _ in 0..400 {
+        let j = s.app().store.snapshot_job(&job_id).await.expect("db").expect("job");
+        if j.attempts >= 1 && j.last_error.is_some() {
+            job = Some(j);
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+    let job = job.expect("an attempt failed while the broker was away");
+    assert_ne!(job.state, "reported");
+
+    relay.set(true);
+    let ready = alice.recv_type("snapshot_ready").await;
+    assert_eq!((ready["jobId"].as_str(), ready["verdict"].as_str()), (Some(job_id.as_str()), Some("changed")));
+    let reports = s.app().store.room_reports(room).await.expect("reports");
+    assert_eq!(reports.iter().filter(|r| r["jobId"] == job_id.as_str()).count(), 1, "once");
     broker.stop().await;
 }
 
