@@ -80,7 +80,9 @@ pub fn handle(job: &JobMessage, worker: &str) -> ResultMessage {
             Gray::decode(&bytes, &limits).map_err(|e| (e.code().to_owned(), e.to_string()))
         };
         let (snapshot, baseline) = (decode(&job.snapshot)?, decode(&job.baseline)?);
+        let started = std::time::Instant::now();
         let a = cv::compare(&snapshot, &baseline, &job.params).map_err(|e| (e.code().to_owned(), e.to_string()))?;
+        metrics::histogram!("switchboard_cv_compare_seconds").record(started.elapsed().as_secs_f64());
         Ok::<_, (String, String)>(Outcome::Scored {
             score: a.score,
             regions: a.regions,

@@ -184,6 +184,8 @@ struct JobsState {
 enum JobsMsg {
     /// Look for due jobs.
     Poll,
+    /// Refresh the job gauges.
+    Gauge,
 }
 
 impl ractor::Message for JobsMsg {}
@@ -200,6 +202,7 @@ impl Actor for SnapshotJobs {
 
     async fn pre_start(&self, myself: ActorRef<JobsMsg>, args: JobsArgs) -> Result<JobsState, ActorProcessingErr> {
         myself.send_interval(args.settings.poll_interval, || JobsMsg::Poll);
+        myself.send_interval(Duration::from_secs(1), || JobsMsg::Gauge);
         Ok(JobsState { app: args.app, settings: args.settings, baselines: Arc::default(), running: HashMap::new() })
     }
 
@@ -211,6 +214,14 @@ impl Actor for SnapshotJobs {
     ) -> Result<(), ActorProcessingErr> {
         match msg {
             JobsMsg::Poll => claim_more(&myself, state).await,
+            JobsMsg::Gauge => {
+                if let Ok(counts) = state.app.store.snapshot_job_counts().await {
+                    for (name, n) in ["queued", "dispatched", "scored"].into_iter().zip(counts) {
+                        metrics::gauge!("switchboard_snapshot_jobs", "state" => name).set(n as f64);
+                    }
+                }
+                metrics::gauge!("switchboard_snapshot_jobs_running").set(state.running.len() as f64);
+            }
         }
         Ok(())
     }
@@ -470,9 +481,14 @@ async fn attempt(app: &App, s: &WorkerSettings, baselines: &Baselines, job: &Job
             }
         };
         // The comparison is CPU work: off the async workers.
-        let analysis = tokio::task::spawn_blocking(move || cv::compare(&snapshot, &base, &cv::Params::default()))
-            .await
-            .map_err(|e| transient(&e))??;
+        let analysis = tokio::task::spawn_blocking(move || {
+            let started = std::time::Instant::now();
+            let analysis = cv::compare(&snapshot, &base, &cv::Params::default());
+            metrics::histogram!("switchboard_cv_compare_seconds").record(started.elapsed().as_secs_f64());
+            analysis
+        })
+        .await
+        .map_err(|e| transient(&e))??;
         let info = serde_json::to_value(&analysis.algorithm).unwrap_or_default();
         (
             analysis.score,

@@ -196,6 +196,25 @@ impl Store {
         row.as_ref().map(job_row).transpose()
     }
 
+    /// How many jobs are `queued`, `dispatched` and `scored` (cluster-wide), in that order.
+    pub async fn snapshot_job_counts(&self) -> Result<[i64; 3], StoreError> {
+        let rows = sqlx::query(
+            "SELECT state, COUNT(*) FROM snapshot_jobs WHERE state IN ('queued', 'dispatched', 'scored') GROUP BY state",
+        )
+        .fetch_all(&self.pool)
+        .await
+        .map_err(db)?;
+        let mut counts = [0; 3];
+        for r in &rows {
+            let state: String = col(r, 0)?;
+            let at = ["queued", "dispatched", "scored"].iter().position(|s| *s == state);
+            if let Some(at) = at {
+                counts[at] = col(r, 1)?;
+            }
+        }
+        Ok(counts)
+    }
+
     /// Keeps this claim (`node`, `attempts`) fresh while its job runs, so that only a claim
     /// whose worker stopped renewing it goes stale. `false` when the claim was taken over.
     pub async fn renew_snapshot_claim(&self, job: &Job, node: &str) -> Result<bool, StoreError> {

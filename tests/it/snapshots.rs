@@ -78,6 +78,12 @@ async fn a_snapshot_becomes_a_signed_report_that_anyone_can_verify() {
     // Taken during the room's call: the report carries the call's quality so far.
     assert!(second["callQuality"]["callId"].is_string(), "{second}");
 
+    // Operators see the steps.
+    let metrics = s.http.get(s.url("/metrics")).send().await.expect("get").text().await.expect("text");
+    for name in ["switchboard_snapshot_jobs_total{outcome=\"reported\"}", "switchboard_cv_compare_seconds"] {
+        assert!(metrics.contains(name), "{name} in /metrics");
+    }
+
     // Artifacts come back by CID; the heatmap is a PNG.
     let heatmap = get_as(&s, &token, &format!("/evidence/{}", second["heatmapCid"].as_str().expect("cid"))).await;
     assert_eq!(heatmap.headers()["content-type"], "image/png");
