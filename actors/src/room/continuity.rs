@@ -111,6 +111,13 @@ pub(super) fn carry(state: &RoomState) -> Carry {
 /// missed. Anything else is already in step.
 pub(super) fn seq_sync(state: &mut RoomState, peer: &PeerId, conn: &ConnId, last_seq: u64, seq_offset: i64) {
     let table = state.table.clone();
+    // An answer can come from a node this one cannot reach yet (it is back from a freeze, and
+    // its connections are not routable from here again): what would be sent now would be lost.
+    // An adopted session is asked again at the next lease renewal.
+    if !table.edge().is_connected(conn) {
+        tracing::debug!(peer_id = %peer, "seq sync from a connection not reachable yet");
+        return;
+    }
     let came_back = {
         let mut t = table.lock();
         let Some(s) = t.session_mut(peer) else { return };
