@@ -47,7 +47,18 @@ impl BenchNode {
         std::fs::create_dir_all(&dir)?;
         let config = dir.join("bench.toml");
         std::fs::write(&config, BENCH_CONFIG)?;
-        let mut child = Command::new(std::env::current_exe()?)
+        // `SWITCHBOARD_BENCH_WRAP="heaptrack -o /tmp/idle"` (say) runs the node under a profiler.
+        let wrap = std::env::var("SWITCHBOARD_BENCH_WRAP").unwrap_or_default();
+        let mut wrap = wrap.split_whitespace();
+        let mut command = match wrap.next() {
+            Some(tool) => {
+                let mut c = Command::new(tool);
+                c.args(wrap).arg(std::env::current_exe()?);
+                c
+            }
+            None => Command::new(std::env::current_exe()?),
+        };
+        let mut child = command
             .args(["serve", "--http-addr", "127.0.0.1:0", "--data-dir"])
             .arg(&dir)
             .arg("--config")
