@@ -136,6 +136,18 @@ impl Store {
                 snapshot_cid: new.snapshot_cid.clone(),
             };
             event(&mut tx, &new.room_id, &requested).await?;
+            // The first snapshot posted of a subject is its baseline, whichever job runs first.
+            sqlx::query(
+                "INSERT INTO snapshot_baselines (room_id, subject, cid, job_id) VALUES ($1, $2, $3, $4) \
+                 ON CONFLICT (room_id, subject) DO NOTHING",
+            )
+            .bind(&new.room_id)
+            .bind(&new.subject)
+            .bind(&new.snapshot_cid)
+            .bind(&id)
+            .execute(&mut *tx)
+            .await
+            .map_err(db)?;
         }
         tx.commit().await.map_err(db)?;
         if inserted.rows_affected() == 0
@@ -252,8 +264,9 @@ impl Store {
         Ok(held.rows_affected() == 1)
     }
 
-    /// Makes `cid` the baseline of `subject` in `room` unless it has one; returns the
-    /// baseline (cid, job) in effect.
+    /// Makes `cid` the baseline of `subject` in `room` unless it has one (the first job posted
+    /// of a subject is made its baseline when it is posted; this covers a subject whose
+    /// baseline failed for good); returns the baseline (cid, job) in effect.
     pub async fn baseline_for(
         &self,
         room: &str,

@@ -737,14 +737,7 @@ async fn a_snapshot_job_on_a_dead_node_is_finished_by_a_survivor() {
     assert_eq!(resp.status(), 202);
     let job_id = resp.json::<Value>().await.expect("json")["jobId"].as_str().expect("id").to_owned();
     let path = format!("/snapshots/{job_id}");
-    let mut job = Value::Null;
-    for _ in 0..400 {
-        job = crate::support::get_json_as(&n1.url(&path), &token).await;
-        if job["state"] == "dispatched" {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(25)).await;
-    }
+    let job = job_reaching(&n1, &path, &token, "dispatched").await;
     assert_eq!((&job["state"], &job["claimedBy"], &job["attempts"]), (&json!("dispatched"), &json!("n1"), &json!(1)));
 
     // A second node joins; the first dies with the job in its hands.
@@ -754,13 +747,7 @@ async fn a_snapshot_job_on_a_dead_node_is_finished_by_a_survivor() {
     n1.kill();
     let killed = Instant::now();
     let token2 = crate::support::node_token(n2.addr, "alice").await;
-    for _ in 0..800 {
-        job = crate::support::get_json_as(&n2.url(&path), &token2).await;
-        if job["state"] == "reported" {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(25)).await;
-    }
+    let job = job_reaching(&n2, &path, &token2, "reported").await;
     assert_eq!((&job["state"], &job["claimedBy"], &job["attempts"]), (&json!("reported"), &json!("n2"), &json!(2)));
     eprintln!("job finished by the survivor {:?} after kill -9 (claim timeout 1 s)", killed.elapsed());
 
@@ -771,12 +758,20 @@ async fn a_snapshot_job_on_a_dead_node_is_finished_by_a_survivor() {
     assert_eq!(chain.iter().filter(|r| r["jobId"] == job_id.as_str()).count(), 1);
     assert_eq!(chain[1]["verdict"], "changed");
     let url = n2.url(&format!("/reports/{}", chain[1]["reportId"].as_str().expect("id")));
-    let out = tokio::process::Command::new(env!("CARGO_BIN_EXE_switchboard"))
-        .args(["verify-report", &url, "--token", &token2])
-        .output()
-        .await
-        .expect("run verify-report");
-    let text = String::from_utf8_lossy(&out.stdout);
-    assert!(out.status.success(), "verify-report: {text}{}", String::from_utf8_lossy(&out.stderr));
+    let (passed, text) = crate::support::verify_report(&[&url, "--token", &token2]).await;
+    assert!(passed, "verify-report: {text}");
     assert!(text.contains("signature: ok") && text.contains("chain:     ok"), "{text}");
+}
+
+/// The snapshot job at `path` on `node` once it is in `state` (or as it is after 20 s).
+async fn job_reaching(node: &Node, path: &str, token: &str, state: &str) -> Value {
+    let mut job = Value::Null;
+    for _ in 0..800 {
+        job = crate::support::get_json_as(&node.url(path), token).await;
+        if job["state"] == state {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+    job
 }

@@ -167,6 +167,18 @@ impl Relay {
         Relay { addr, up, pipes }
     }
 
+    /// Cuts the node's way to the broker, and waits until the node noticed.
+    async fn cut(&self, s: &TestServer) {
+        self.set(false);
+        for _ in 0..200 {
+            if !s.app().bus.is_connected() {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(25)).await;
+        }
+        assert!(!s.app().bus.is_connected(), "the node noticed the broker is gone");
+    }
+
     fn set(&self, up: bool) {
         *self.up.lock().expect("up") = up;
         if !up {
@@ -186,14 +198,7 @@ async fn events_wait_while_the_broker_is_unreachable_and_go_out_when_it_returns(
     let mut events = Events::subscribe(&broker.url(), "default").await;
     assert!(s.app().bus.wait_connected(WAIT).await);
 
-    relay.set(false);
-    for _ in 0..200 {
-        if !s.app().bus.is_connected() {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(25)).await;
-    }
-    assert!(!s.app().bus.is_connected(), "the node noticed the broker is gone");
+    relay.cut(&s).await;
     let room = "bus-outage";
     let (_alice, _) = s.joined("alice", room).await;
     // Written, and not published: nothing can have acknowledged them.
@@ -235,14 +240,7 @@ async fn snapshot_jobs_wait_while_the_broker_is_unreachable_and_finish_when_it_r
             .json(&json!({"image": image, "subject": "desk"}))
             .send()
     };
-    relay.set(false);
-    for _ in 0..200 {
-        if !s.app().bus.is_connected() {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(25)).await;
-    }
-    assert!(!s.app().bus.is_connected(), "the node noticed the broker is gone");
+    relay.cut(&s).await;
     assert_eq!(post(false).await.expect("post").status(), 202);
     assert_eq!(alice.recv_type("snapshot_ready").await["verdict"], "baseline");
     let resp = post(true).await.expect("post");

@@ -4,7 +4,7 @@
 //! was drawn, reports chain, artifacts come back by CID, `switchboard verify-report` passes,
 //! and bad input (foreign and corrupt images, strangers, repeated requests) is handled.
 
-use crate::support::{Moto, TestServer};
+use crate::support::{Moto, TestServer, verify_report};
 use base64::Engine;
 use serde_json::{Value, json};
 use switchboard::bench::cv::synthetic_png;
@@ -108,13 +108,8 @@ async fn a_snapshot_becomes_a_signed_report_that_anyone_can_verify() {
 
     // And the command does all of it against the node.
     let url = s.url(&format!("/reports/{}", second["reportId"].as_str().expect("id")));
-    let out = tokio::process::Command::new(env!("CARGO_BIN_EXE_switchboard"))
-        .args(["verify-report", &url, "--token", &token])
-        .output()
-        .await
-        .expect("run verify-report");
-    let text = String::from_utf8_lossy(&out.stdout);
-    assert!(out.status.success(), "verify-report: {text}{}", String::from_utf8_lossy(&out.stderr));
+    let (passed, text) = verify_report(&[&url, "--token", &token]).await;
+    assert!(passed, "verify-report: {text}");
     assert!(
         text.contains("integrity: ok (3 artifacts") && text.contains("signature: ok") && text.contains("chain:     ok"),
         "{text}"
@@ -123,13 +118,8 @@ async fn a_snapshot_becomes_a_signed_report_that_anyone_can_verify() {
     let heat_cid = second["heatmapCid"].as_str().expect("cid");
     let stored = s.dir.path().join("evidence").join(&heat_cid[heat_cid.len() - 2..]).join(heat_cid);
     std::fs::write(&stored, b"not the heatmap that was signed").expect("alter the artifact");
-    let out = tokio::process::Command::new(env!("CARGO_BIN_EXE_switchboard"))
-        .args(["verify-report", &url, "--token", &token])
-        .output()
-        .await
-        .expect("run verify-report");
-    let text = String::from_utf8_lossy(&out.stdout);
-    assert!(!out.status.success(), "{text}");
+    let (passed, text) = verify_report(&[&url, "--token", &token]).await;
+    assert!(!passed, "{text}");
     assert!(text.contains("integrity: FAILED") && text.contains("signature: ok"), "{text}");
     // A report file that was altered fails offline.
     let dir = tempfile::tempdir().expect("dir");
@@ -138,13 +128,9 @@ async fn a_snapshot_becomes_a_signed_report_that_anyone_can_verify() {
     let key_doc =
         s.http.get(s.url("/.well-known/switchboard-keys.json")).send().await.expect("get").text().await.expect("text");
     std::fs::write(&key_file, key_doc).expect("write");
-    let out = tokio::process::Command::new(env!("CARGO_BIN_EXE_switchboard"))
-        .args(["verify-report", file.to_str().expect("path"), "--key-set", key_file.to_str().expect("path")])
-        .output()
-        .await
-        .expect("run verify-report");
-    assert!(!out.status.success());
-    assert!(String::from_utf8_lossy(&out.stdout).contains("signature: FAILED"));
+    let (passed, text) =
+        verify_report(&[file.to_str().expect("path"), "--key-set", key_file.to_str().expect("path")]).await;
+    assert!(!passed && text.contains("signature: FAILED"), "{text}");
 }
 
 #[tokio::test]

@@ -362,3 +362,15 @@ impl Drop for Moto {
         let _ = self.child.wait();
     }
 }
+
+/// Runs `switchboard verify-report` with `args`: whether it passed, and what it printed.
+pub async fn verify_report(args: &[&str]) -> (bool, String) {
+    let out = tokio::process::Command::new(env!("CARGO_BIN_EXE_switchboard"))
+        .arg("verify-report")
+        .args(args)
+        .output()
+        .await
+        .expect("run verify-report");
+    let text = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    (out.status.success(), text)
+}
