@@ -6,6 +6,7 @@
 
 use crate::app::App;
 use crate::auth::Claims;
+use crate::config::LimitsConfig;
 use crate::edge::mailbox::{Inbox, Mailbox};
 use crate::edge::rate_limit::TokenBucket;
 use crate::ice::ice_servers;
@@ -49,15 +50,6 @@ pub mod close_code {
     /// The client did not read: more bytes waited for it than the limit allows. Its session
     /// stays resumable.
     pub const SLOW_CONSUMER: u16 = 4008;
-}
-
-/// Start arguments of a connection's task.
-struct Parts {
-    conn_id: ConnId,
-    claims: Claims,
-    socket: WebSocket,
-    app: Arc<App>,
-    mailbox: Mailbox,
 }
 
 struct Joined {
@@ -154,28 +146,26 @@ pub enum ConnectionMsg {
     },
 }
 
-/// Runs a connection for an upgraded socket until it closes: one task that owns the socket,
-/// reads the client's frames and writes what rooms deliver, one thing at a time. It is not
+/// Registers a connection for an upgraded socket and returns what runs it until it closes:
+/// one task that owns the socket, reads the client's frames and writes what rooms deliver, one
+/// thing at a time. It is not
 /// supervised: when it ends, for any reason, the socket closes and the room is told the peer
 /// left (or, for a dropped connection, that its session waits for a resume).
-pub async fn run(app: Arc<App>, claims: Claims, socket: WebSocket) {
+pub fn run(app: Arc<App>, claims: Claims, socket: WebSocket) -> impl Future<Output = ()> + Send {
     // A connection id names its node, so rooms elsewhere can answer through this node's edge.
     let conn_id = ConnId::new(format!("{}/{}", app.config.node_id, random_id()));
     let (mailbox, inbox) = Mailbox::channel(app.config.limits.max_queued_bytes);
     app.edge.register(conn_id.clone(), mailbox.clone());
     metrics::gauge!("switchboard_ws_connections").increment(1.0);
-    let parts = Parts { conn_id, claims, socket, app, mailbox };
-    // Boxed: the loop's future is resident for the connection's whole life.
-    Box::pin(serve(parts, inbox)).await;
-}
-
-async fn serve(parts: Parts, mut inbox: Inbox) {
-    let limits = parts.app.config.limits.clone();
-    let mut state = ConnectionState {
-        conn_id: parts.conn_id,
-        claims: parts.claims,
-        socket: parts.socket,
-        app: parts.app,
+    let limits = app.config.limits.clone();
+    // The state lives in its own allocation and the loop's future holds a pointer to it: an
+    // async fn's arguments keep their place in its future for its whole life, so a state
+    // passed by value would take its room twice.
+    let state = Box::new(ConnectionState {
+        conn_id,
+        claims,
+        socket,
+        app,
         unflushed: false,
         seq: 0,
         joined: None,
@@ -189,8 +179,12 @@ async fn serve(parts: Parts, mut inbox: Inbox) {
         acks: 0,
         retry_armed: false,
         delivered: VecDeque::new(),
-    };
-    let myself = parts.mailbox;
+    });
+    // Not an async fn: what the upgrade's task holds is this pointer, not the arguments.
+    Box::pin(serve(state, mailbox, inbox, limits))
+}
+
+async fn serve(mut state: Box<ConnectionState>, myself: Mailbox, mut inbox: Inbox, limits: LimitsConfig) {
     let mut intake = Intake::new(&limits);
     while !myself.is_stopping() {
         tokio::select! {
