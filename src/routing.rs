@@ -65,7 +65,8 @@ fn counted_sender(msg: &RoomMsg) -> Option<&PeerId> {
 /// sender's task makes the room's relay decision through the room's table and hands the frame
 /// to the target's connection. False when it must go to the Room actor instead.
 pub fn relay_here(handle: &RoomHandle, msg: &RoomMsg) -> bool {
-    let (RoomHandle::Local(local), RoomMsg::Relay { from, to, kind, payload, reference, received_at }) = (handle, msg)
+    let (RoomHandle::Local(local), RoomMsg::Relay { from, to, kind, payload, reference, received_at, again }) =
+        (handle, msg)
     else {
         return false;
     };
@@ -76,7 +77,8 @@ pub fn relay_here(handle: &RoomHandle, msg: &RoomMsg) -> bool {
         RelayPayload::Sdp(sdp) => RelayBody::Sdp(sdp),
         RelayPayload::Candidate(candidate) => RelayBody::Candidate(candidate),
     };
-    let req = RelayRequest { from, to, kind: *kind, payload, reference: reference.as_ref(), received_at: *received_at };
+    let reference = reference.as_ref();
+    let req = RelayRequest { from, to, kind: *kind, payload, reference, received_at: *received_at, again: *again };
     local.table.relay_from_edge(&req) == Relayed::Done
 }
 

@@ -224,6 +224,10 @@ pub enum RoomMsg {
         reference: Option<Value>,
         /// When the edge received it.
         received_at: Instant,
+        /// Sent again because its receipt is overdue (a receipt lost on its way): passed on to
+        /// the target even when this room has seen it; the target drops what it has and
+        /// confirms it again.
+        again: bool,
     },
     /// A control action on the sender's media.
     Control {
@@ -464,13 +468,13 @@ impl Actor for Room {
                 let _ = reply.send(result);
             }
             RoomMsg::Leave { peer, reason } => Box::pin(leave(&myself, state, &peer, &reason)).await?,
-            RoomMsg::Relay { from, to, kind, payload, reference, received_at } => {
+            RoomMsg::Relay { from, to, kind, payload, reference, received_at, again } => {
                 let payload = match &payload {
                     RelayPayload::Sdp(sdp) => RelayBody::Sdp(sdp),
                     RelayPayload::Candidate(candidate) => RelayBody::Candidate(candidate),
                 };
-                let req =
-                    RelayRequest { from: &from, to: &to, kind, payload, reference: reference.as_ref(), received_at };
+                let reference = reference.as_ref();
+                let req = RelayRequest { from: &from, to: &to, kind, payload, reference, received_at, again };
                 if let Some(body) = req.body() {
                     state.table.lock().relay(state.table.edge(), &req, &body);
                 }

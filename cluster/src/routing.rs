@@ -73,6 +73,7 @@ pub enum RoomCmd {
         sdp: Option<String>,
         candidate: Option<String>,
         reference: Option<String>,
+        again: bool,
     },
     /// See [`RoomMsg::Control`].
     Control { from: String, action: ControlAction, reference: Option<String> },
@@ -113,7 +114,7 @@ impl RoomCmd {
     pub fn from_room_msg(msg: &RoomMsg) -> Option<RoomCmd> {
         Some(match msg {
             RoomMsg::Leave { peer, reason } => RoomCmd::Leave { peer: peer.to_string(), reason: reason.clone() },
-            RoomMsg::Relay { from, to, kind, payload, reference, .. } => {
+            RoomMsg::Relay { from, to, kind, payload, reference, again, .. } => {
                 let (sdp, candidate) = match payload {
                     RelayPayload::Sdp(s) => (Some(s.clone()), None),
                     RelayPayload::Candidate(c) => (None, Some(c.to_string())),
@@ -130,6 +131,7 @@ impl RoomCmd {
                     sdp,
                     candidate,
                     reference: json_text(reference),
+                    again: *again,
                 }
             }
             RoomMsg::Control { from, action, reference } => {
@@ -177,7 +179,7 @@ impl RoomCmd {
     pub fn into_room_msg(self) -> Option<RoomMsg> {
         Some(match self {
             RoomCmd::Leave { peer, reason } => RoomMsg::Leave { peer: PeerId::new(peer), reason },
-            RoomCmd::Relay { from, to, kind, sdp, candidate, reference } => {
+            RoomCmd::Relay { from, to, kind, sdp, candidate, reference, again } => {
                 let (kind, payload) = match (kind, sdp, candidate) {
                     (0, Some(s), _) => (RelayKind::Offer, RelayPayload::Sdp(s)),
                     (1, Some(s), _) => (RelayKind::Answer, RelayPayload::Sdp(s)),
@@ -193,6 +195,7 @@ impl RoomCmd {
                     payload,
                     reference: json_value(&reference),
                     received_at: Instant::now(),
+                    again,
                 }
             }
             RoomCmd::Control { from, action, reference } => {
@@ -563,12 +566,14 @@ mod tests {
             payload: RelayPayload::Candidate(serde_json::json!({"candidate": "c", "sdpMid": "0"})),
             reference: Some(serde_json::json!(7)),
             received_at: Instant::now(),
+            again: true,
         };
         let cmd = RoomCmd::from_room_msg(&msg).expect("crosses nodes");
         let bytes = Bincode(cmd).into_bytes();
         let back = Bincode::<RoomCmd>::from_bytes(bytes).0.into_room_msg().expect("decodes");
         match back {
-            RoomMsg::Relay { kind, payload: RelayPayload::Candidate(c), reference, .. } => {
+            RoomMsg::Relay { kind, payload: RelayPayload::Candidate(c), reference, again, .. } => {
+                assert!(again);
                 assert_eq!(kind, RelayKind::IceCandidate);
                 assert_eq!(c["sdpMid"], "0");
                 assert_eq!(reference, Some(serde_json::json!(7)));

@@ -98,6 +98,8 @@ pub struct RelayRequest<'a> {
     pub reference: Option<&'a Value>,
     /// When the edge received it.
     pub received_at: Instant,
+    /// A repeat whose receipt is overdue: passed on even when seen (see `RoomMsg::Relay`).
+    pub again: bool,
 }
 
 impl RelayRequest<'_> {
@@ -261,7 +263,17 @@ impl Table {
     /// The relay decision, for both paths: drops repeats, refuses unknown targets, delivers
     /// `body` (from [`RelayRequest::body`]) and acknowledges.
     pub fn relay(&mut self, edge: &dyn Edge, req: &RelayRequest<'_>, body: &str) {
-        if self.session(req.from).is_none() || !self.first_time(edge, req.from, req.reference) {
+        if self.session(req.from).is_none() {
+            return;
+        }
+        if !self.first_time(edge, req.from, req.reference) {
+            // The sender's edge has no receipt for it: a connected target gets it again, and
+            // drops it if it has it (confirming again) or writes it if it never did. (An away
+            // target's kept frames, replayed on its resume, are not filled with repeats; it
+            // confirms what it has when its connection finds the room again.)
+            if req.again && self.session(req.to).is_some_and(|s| s.connected && !s.adopted) {
+                self.send_to(edge, req.to, body, None);
+            }
             return;
         }
         if self.session(req.to).is_none() {

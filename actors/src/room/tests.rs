@@ -246,6 +246,7 @@ fn relay(from: PeerId, to: PeerId, sdp: &str, id: Option<u64>) -> RoomMsg {
         payload: RelayPayload::Sdp(sdp.to_owned()),
         reference: id.map(|i| json!(i)),
         received_at: Instant::now(),
+        again: false,
     }
 }
 
@@ -286,6 +287,7 @@ async fn relays_are_delivered_acknowledged_and_not_repeated() {
         payload: RelayBody::Sdp("v=0 two"),
         reference: Some(&json!(2)),
         received_at: Instant::now(),
+        again: false,
     };
     assert_eq!(table.relay_from_edge(&req), Relayed::Done);
     let offer = h.frame(&b_conn, "offer").await;
@@ -297,6 +299,17 @@ async fn relays_are_delivered_acknowledged_and_not_repeated() {
     assert_eq!(h.frame(&a_conn, "ack").await["ref"], 1);
     let next = h.frame(&b_conn, "offer").await;
     assert_eq!(next["sdp"], "v=0 three", "the repeat was dropped");
+    // Unless the sender's edge sends it again for an overdue receipt: then the target gets it
+    // (and drops it if it has it), and the sender is acknowledged again.
+    let mut overdue = relay(alice.clone(), bob.clone(), "v=0 one", Some(1));
+    if let RoomMsg::Relay { again, .. } = &mut overdue {
+        *again = true;
+    }
+    h.room.cast(overdue).expect("cast");
+    assert_eq!(h.frame(&a_conn, "ack").await["ref"], 3);
+    assert_eq!(h.frame(&a_conn, "ack").await["ref"], 1);
+    let again = h.frame(&b_conn, "offer").await;
+    assert_eq!((again["sdp"].as_str(), again["msgId"].as_u64()), (Some("v=0 one"), Some(1)));
     // A target that is not in the room: an error, no ack.
     h.room.cast(relay(alice.clone(), PeerId::new("nobody"), "v=0", Some(4))).expect("cast");
     let error = h.frame(&a_conn, "error").await;
@@ -325,6 +338,7 @@ async fn a_sender_with_a_message_at_the_actor_does_not_take_the_fast_path() {
         payload: RelayBody::Sdp("v=0"),
         reference: None,
         received_at: Instant::now(),
+        again: false,
     };
     assert_eq!(table.relay_from_edge(&req), Relayed::ToRoom, "it must queue behind the earlier message");
     table.handled(&alice);

@@ -209,7 +209,7 @@ pub(super) fn relay(
     reference: Option<Value>,
     received_at: Instant,
 ) -> RoomMsg {
-    RoomMsg::Relay { from, to: PeerId::new(to), kind, payload, reference, received_at }
+    RoomMsg::Relay { from, to: PeerId::new(to), kind, payload, reference, received_at, again: false }
 }
 
 pub(super) fn message_type(m: &ClientMessage) -> &'static str {

@@ -32,6 +32,8 @@ pub(super) struct Unreceipted {
     pub(super) receipt: bool,
     /// When it was acknowledged, counted on this connection.
     pub(super) order: u64,
+    /// When it was acknowledged or last sent again for its overdue receipt.
+    pub(super) sent: Instant,
 }
 
 /// Relayed messages kept after their receipt (see `ConnectionState::recent_delivered`).
@@ -46,6 +48,15 @@ pub(super) const MAX_PENDING: usize = 256;
 
 /// A message not acknowledged this long after it was sent is sent again.
 pub(super) const RETRY_AFTER: Duration = Duration::from_secs(1);
+
+/// A relayed message whose receipt has not come this long after its acknowledgement is sent
+/// again, marked so: its receipt was lost on the way (a room instance or a node died between
+/// the target's write and the sender), and the target still remembers what it wrote, so it
+/// drops the repeat and confirms again. Left longer, the target could have forgotten it.
+pub(super) const RECEIPT_OVERDUE: Duration = Duration::from_secs(3);
+
+/// Overdue messages sent again per timer tick.
+const OVERDUE_PER_TICK: usize = 16;
 
 /// Drops an answered message (acknowledged or refused) from the ones kept for re-sending;
 /// true when it was the one on its way (the next may go).
@@ -62,7 +73,8 @@ pub(super) fn forget_acknowledged(state: &mut ConnectionState, body: &str) -> bo
     {
         state.acks += 1;
         let order = state.acks;
-        state.unreceipted.push_back(Unreceipted { id, text: kept.text, target, receipt: kept.receipt, order });
+        let sent = Instant::now();
+        state.unreceipted.push_back(Unreceipted { id, text: kept.text, target, receipt: kept.receipt, order, sent });
     }
     was_head
 }
@@ -164,23 +176,56 @@ pub(super) async fn retry_pending(myself: &Mailbox, state: &mut ConnectionState)
         state.pending.clear();
         return;
     };
-    let Some(head) = state.pending.front() else { return };
-    match head.sent {
-        None => Box::pin(pump(myself, state)).await,
-        Some(sent) if sent.elapsed() >= RETRY_AFTER => {
-            let found = if routing::reachable(&j.room) {
-                Ok(())
-            } else {
-                routing::relocate(&state.app, &mut j.room, &j.room_id).await
-            };
-            if found.is_ok() {
-                resend_pending(state).await;
+    if let Some(head) = state.pending.front() {
+        match head.sent {
+            None => Box::pin(pump(myself, state)).await,
+            Some(sent) if sent.elapsed() >= RETRY_AFTER => {
+                let found = if routing::reachable(&j.room) {
+                    Ok(())
+                } else {
+                    routing::relocate(&state.app, &mut j.room, &j.room_id).await
+                };
+                if found.is_ok() {
+                    resend_pending(state).await;
+                }
             }
+            Some(_) => {}
         }
-        Some(_) => {}
     }
-    state.retry_armed = true;
-    myself.send_after(RETRY_AFTER, || ConnectionMsg::RetryPending);
+    Box::pin(resend_overdue(state)).await;
+    if !state.pending.is_empty() || !state.unreceipted.is_empty() {
+        state.retry_armed = true;
+        myself.send_after(RETRY_AFTER, || ConnectionMsg::RetryPending);
+    }
+}
+
+/// Sends again, marked as such, the relayed messages whose receipts are overdue (see
+/// [`RECEIPT_OVERDUE`]), oldest first, a few per tick.
+async fn resend_overdue(state: &mut ConnectionState) {
+    let Some(from) = peer(state) else { return };
+    let now = Instant::now();
+    let overdue: Vec<String> = state
+        .unreceipted
+        .iter_mut()
+        .filter(|u| now.duration_since(u.sent) >= RECEIPT_OVERDUE)
+        .take(OVERDUE_PER_TICK)
+        .map(|u| {
+            u.sent = now;
+            u.text.clone()
+        })
+        .collect();
+    for text in overdue {
+        let Ok(env) = parse_client(&text) else { continue };
+        let Some(mut msg) = room_message(from.clone(), env.message, env.id, now) else { continue };
+        if let RoomMsg::Relay { again, .. } = &mut msg {
+            *again = true;
+        }
+        let Some(j) = state.joined.as_mut() else { return };
+        metrics::counter!("switchboard_receipts_overdue_total").increment(1);
+        if !routing::relay_here(&j.room, &msg) {
+            let _ = routing::send(&state.app, &mut j.room, &j.room_id, &state.conn_id, msg).await;
+        }
+    }
 }
 
 /// After the session's room moved (or may have), tells its instance how far the client has
