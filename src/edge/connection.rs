@@ -100,6 +100,11 @@ pub struct ConnectionState {
     retry_armed: bool,
     /// Relayed messages delivered lately, as (sender, `msgId`), to drop repeats.
     delivered: VecDeque<(String, String)>,
+    /// `delivered` notices for this client sent through the room (to take their place in the
+    /// session's numbering) and not yet written back here: the room instance may die with
+    /// them, and a client that never hears `delivered` sends the message again, maybe after
+    /// its target has forgotten it. Sent again wherever the room is found next.
+    announcing: VecDeque<String>,
 }
 
 /// Frames written to the socket before one flush (one syscall for a burst of deliveries).
@@ -179,6 +184,7 @@ pub fn run(app: Arc<App>, claims: Claims, socket: WebSocket) -> impl Future<Outp
         acks: 0,
         retry_armed: false,
         delivered: VecDeque::new(),
+        announcing: VecDeque::new(),
     });
     // Not an async fn: what the upgrade's task holds is this pointer, not the arguments.
     Box::pin(serve(state, mailbox, inbox, limits))

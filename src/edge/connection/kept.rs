@@ -94,6 +94,12 @@ pub(super) async fn receipt(myself: &Mailbox, state: &mut ConnectionState, id: &
         && let Ok(reference) = serde_json::from_str::<Value>(&done.id)
     {
         let body = ServerMessage::Delivered { reference: &reference }.to_body();
+        if state.joined.is_some() {
+            state.announcing.push_back(done.id.clone());
+            while state.announcing.len() > MAX_PENDING {
+                state.announcing.pop_front();
+            }
+        }
         Box::pin(reply(myself, state, &body)).await;
     }
     state.recent_delivered.push_back(done);
@@ -243,6 +249,15 @@ pub(super) async fn resend_pending(state: &mut ConnectionState) {
         seq_offset: state.seq_offset,
     };
     let _ = routing::send(&state.app, &mut j.room, &j.room_id, &state.conn_id, sync).await;
+    // `delivered` notices the old instance may not have numbered and sent.
+    let notices: Vec<String> = state.announcing.iter().cloned().collect();
+    for id in notices {
+        let Ok(reference) = serde_json::from_str::<Value>(&id) else { continue };
+        let Some(j) = state.joined.as_mut() else { return };
+        let body = ServerMessage::Delivered { reference: &reference }.to_body();
+        let echo = RoomMsg::Echo { from: j.peer.clone(), body: body.to_string() };
+        let _ = routing::send(&state.app, &mut j.room, &j.room_id, &state.conn_id, echo).await;
+    }
     // Receipts for what this connection wrote lately may have died with the old instance:
     // confirm it all again (a sender forgets only what it still keeps).
     let written: Vec<(String, String)> = state.delivered.iter().cloned().collect();

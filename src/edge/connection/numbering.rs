@@ -19,6 +19,9 @@ pub(super) async fn write_numbered(myself: &Mailbox, state: &mut ConnectionState
     if head.contains("\"type\":\"peer_left\"") {
         forget_target(state, body);
     }
+    if head.contains("\"type\":\"delivered\"") && !state.announcing.is_empty() {
+        forget_announced(state, body);
+    }
     let mut written_receipt = None;
     if head.contains("\"msgId\":")
         && let Some((sender, msg_id, new)) = first_delivery(state, body)
@@ -48,6 +51,16 @@ pub(super) async fn write_numbered(myself: &Mailbox, state: &mut ConnectionState
     // Handed to the socket: the sender's edge may forget it.
     if let Some((sender, msg_id)) = written_receipt {
         send_receipt(state, sender, msg_id);
+    }
+}
+
+/// A `delivered` notice came back from the room to be written: it need not be sent again.
+fn forget_announced(state: &mut ConnectionState, body: &str) {
+    let Ok(v) = serde_json::from_str::<Value>(body) else { return };
+    let Some(reference) = v.get("ref") else { return };
+    let id = reference.to_string();
+    if let Some(pos) = state.announcing.iter().position(|a| *a == id) {
+        state.announcing.remove(pos);
     }
 }
 
