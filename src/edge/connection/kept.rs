@@ -94,13 +94,22 @@ pub(super) async fn receipt(myself: &Mailbox, state: &mut ConnectionState, id: &
         && let Ok(reference) = serde_json::from_str::<Value>(&done.id)
     {
         let body = ServerMessage::Delivered { reference: &reference }.to_body();
-        if state.joined.is_some() {
+        // Through the room, like any reply, and kept until it comes back to be written.
+        let echoed = match state.joined.as_mut() {
+            Some(j) => {
+                let echo = RoomMsg::Echo { from: j.peer.clone(), body: body.to_string() };
+                routing::send(&state.app, &mut j.room, &j.room_id, &state.conn_id, echo).await.is_ok()
+            }
+            None => false,
+        };
+        if echoed {
             state.announcing.push_back(done.id.clone());
             while state.announcing.len() > MAX_PENDING {
                 state.announcing.pop_front();
             }
+        } else {
+            write(myself, state, &body).await;
         }
-        Box::pin(reply(myself, state, &body)).await;
     }
     state.recent_delivered.push_back(done);
     while state.recent_delivered.len() > RECENT_DELIVERED {
