@@ -20,6 +20,12 @@ async fn post_snapshot(s: &TestServer, token: &str, room: &str, png: &[u8], key:
     req.json(&json!({"image": image, "subject": "bob-camera"})).send().await.expect("post")
 }
 
+/// The report a `snapshot_ready` names.
+async fn report_of(s: &TestServer, token: &str, ready: &Value) -> Value {
+    let path = format!("/reports/{}", ready["reportId"].as_str().expect("reportId"));
+    get_as(s, token, &path).await.json().await.expect("json")
+}
+
 async fn get_as(s: &TestServer, token: &str, path: &str) -> reqwest::Response {
     s.http.get(s.url(path)).bearer_auth(token).send().await.expect("get")
 }
@@ -41,11 +47,7 @@ async fn a_snapshot_becomes_a_signed_report_that_anyone_can_verify() {
     let ready = alice.recv_type("snapshot_ready").await;
     assert_eq!(bob.recv_type("snapshot_ready").await["reportId"], ready["reportId"], "everyone is told");
     assert_eq!((ready["jobId"].as_str(), ready["verdict"].as_str()), (Some(job_id.as_str()), Some("baseline")));
-    let first: Value = get_as(&s, &token, &format!("/reports/{}", ready["reportId"].as_str().expect("id")))
-        .await
-        .json()
-        .await
-        .expect("json");
+    let first: Value = report_of(&s, &token, &ready).await;
     assert_eq!(first["verdict"], "baseline");
     assert_eq!(first["snapshotCid"], cid_of(&baseline_png));
     assert!(first["prevReportHash"].is_null());
@@ -61,11 +63,7 @@ async fn a_snapshot_becomes_a_signed_report_that_anyone_can_verify() {
     assert_eq!(one["jobId"], two["jobId"], "an Idempotency-Key makes one job");
     let ready = alice.recv_type("snapshot_ready").await;
     assert_eq!(ready["verdict"], "changed");
-    let second: Value = get_as(&s, &token, &format!("/reports/{}", ready["reportId"].as_str().expect("id")))
-        .await
-        .json()
-        .await
-        .expect("json");
+    let second: Value = report_of(&s, &token, &ready).await;
     assert_eq!(second["baselineCid"], cid_of(&baseline_png));
     assert_eq!(second["prevReportHash"], report_hash(&first).expect("hash"));
     let region = &second["regions"][0];
@@ -305,11 +303,7 @@ async fn cv_workers_on_the_bus(broker: Option<String>) {
     assert_eq!(post_snapshot(&s, &token, room, &synthetic_png(320, 180, true), None).await.status(), 202);
     let ready = alice.recv_type("snapshot_ready").await;
     assert_eq!(ready["verdict"], "changed", "{ready}");
-    let report: Value = get_as(&s, &token, &format!("/reports/{}", ready["reportId"].as_str().expect("id")))
-        .await
-        .json()
-        .await
-        .expect("json");
+    let report: Value = report_of(&s, &token, &ready).await;
     assert_eq!(report["algorithm"]["name"], "ssim-gaussian-regions");
     assert!(report["heatmapCid"].is_string());
 
@@ -367,11 +361,7 @@ async fn evidence_can_live_in_an_s3_bucket() {
     assert_eq!(post_snapshot(&s, &token, room, &synthetic_png(160, 90, true), None).await.status(), 202);
     alice.recv_type("snapshot_ready").await;
     let ready = alice.recv_type("snapshot_ready").await;
-    let report: Value = get_as(&s, &token, &format!("/reports/{}", ready["reportId"].as_str().expect("id")))
-        .await
-        .json()
-        .await
-        .expect("json");
+    let report: Value = report_of(&s, &token, &ready).await;
     // The objects are in the bucket under their CIDs (read with a client of the test's own).
     use object_store::ObjectStoreExt;
     let bucket = object_store::aws::AmazonS3Builder::new()
@@ -408,11 +398,7 @@ async fn reports_are_signed_with_a_configured_key() {
     let token = s.token(json!({"userId": "alice"})).await;
     assert_eq!(post_snapshot(&s, &token, room, &synthetic_png(64, 64, false), None).await.status(), 202);
     let ready = alice.recv_type("snapshot_ready").await;
-    let report: Value = get_as(&s, &token, &format!("/reports/{}", ready["reportId"].as_str().expect("id")))
-        .await
-        .json()
-        .await
-        .expect("json");
+    let report: Value = report_of(&s, &token, &ready).await;
     assert_eq!(report["keyId"], shared.kid());
     let keys: Value =
         s.http.get(s.url("/.well-known/switchboard-keys.json")).send().await.expect("get").json().await.expect("json");

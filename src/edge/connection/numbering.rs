@@ -19,7 +19,7 @@ pub(super) async fn write_numbered(myself: &Mailbox, state: &mut ConnectionState
     if head.contains("\"type\":\"peer_left\"") {
         forget_target(state, body);
     }
-    if head.contains("\"type\":\"delivered\"") && !state.announcing.is_empty() {
+    if !state.announcing.is_empty() && head.contains("\"type\":\"delivered\"") {
         forget_announced(state, body);
     }
     let mut written_receipt = None;
