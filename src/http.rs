@@ -23,6 +23,7 @@ use switchboard_actors::room_supervisor::{RoomStats, RoomSupervisorMsg};
 use switchboard_actors::{RoomId, UserId};
 
 mod snapshots;
+mod web;
 mod webhooks;
 
 /// All routes.
@@ -30,6 +31,7 @@ pub fn router(app: Arc<App>) -> Router {
     Router::new()
         .merge(webhooks::routes())
         .merge(snapshots::routes())
+        .merge(web::routes())
         .route("/auth/token", post(mint_token))
         .route("/rooms", post(create_room))
         .route("/rooms/{id}", get(get_room))
