@@ -22,6 +22,7 @@ use switchboard_actors::room::RoomMsg;
 use switchboard_actors::room_supervisor::{RoomStats, RoomSupervisorMsg};
 use switchboard_actors::{RoomId, UserId};
 
+mod console;
 mod snapshots;
 mod web;
 mod webhooks;
@@ -32,6 +33,7 @@ pub fn router(app: Arc<App>) -> Router {
         .merge(webhooks::routes())
         .merge(snapshots::routes())
         .merge(web::routes())
+        .merge(console::routes())
         .route("/auth/token", post(mint_token))
         .route("/rooms", post(create_room))
         .route("/rooms/{id}", get(get_room))

@@ -1,6 +1,8 @@
 //! Logs and metrics setup. Metric names are `switchboard_<subsystem>_<thing>_<unit>`; labels
 //! never carry ids.
 
+pub mod exposition;
+
 use metrics::{Counter, Histogram};
 use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
 use std::sync::OnceLock;

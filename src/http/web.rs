@@ -30,7 +30,9 @@ const CSS: &str = "text/css; charset=utf-8";
 const ASSETS: &[Asset] = &[
     asset!("/", "pages/index.html", HTML),
     asset!("/call", "pages/call.html", HTML),
+    asset!("/console", "pages/console.html", HTML),
     asset!("/assets/call.js", "pages/call.js", JS),
+    asset!("/assets/console.js", "pages/console.js", JS),
     asset!("/assets/index.js", "pages/index.js", JS),
     asset!("/assets/style.css", "pages/style.css", CSS),
     asset!("/sdk/switchboard.js", "sdk/switchboard.js", JS),

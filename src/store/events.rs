@@ -48,6 +48,17 @@ impl Store {
             .collect()
     }
 
+    /// The newest `limit` events of all rooms, newest first: (id, kind, room, created at ms).
+    pub async fn recent_events(&self, limit: u32) -> Result<Vec<(String, String, String, i64)>, StoreError> {
+        // Ids are UUIDv7, so the primary key's order is the order of creation.
+        let rows = sqlx::query("SELECT id, kind, room_id, created_at FROM events ORDER BY id DESC LIMIT $1")
+            .bind(i64::from(limit))
+            .fetch_all(&self.pool)
+            .await
+            .map_err(db)?;
+        rows.iter().map(|r| Ok((col(r, 0)?, col(r, 1)?, col(r, 2)?, col(r, 3)?))).collect()
+    }
+
     /// The oldest `limit` events not yet published, in id order (creation order; per room,
     /// the order the room wrote them).
     pub async fn unpublished_events(&self, limit: u32) -> Result<Vec<Pending>, StoreError> {
