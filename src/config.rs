@@ -256,6 +256,9 @@ pub struct HttpConfig {
     /// A proxy in front of the node terminates TLS: plain HTTP on a public address is then
     /// allowed.
     pub behind_tls_proxy: bool,
+    /// Web origins (`scheme://host[:port]`) whose pages may call the API and open the
+    /// signaling WebSocket; in dev mode loopback origins may as well.
+    pub allowed_origins: Vec<String>,
 }
 
 /// `[database]`
@@ -376,6 +379,7 @@ impl Default for HttpConfig {
             tls_cert: None,
             tls_key: None,
             behind_tls_proxy: false,
+            allowed_origins: Vec::new(),
         }
     }
 }
@@ -534,6 +538,9 @@ impl Config {
                  when a proxy in front of the node terminates TLS",
                 self.http.addr
             );
+        }
+        for (i, origin) in self.http.allowed_origins.iter().enumerate() {
+            crate::http::cors::check_origin(origin).map_err(|m| anyhow::anyhow!("http.allowed_origins[{i}]: {m}"))?;
         }
         if self.auth.token_ttl > self.auth.max_token_ttl || self.auth.token_ttl.is_zero() {
             bail!("auth.token_ttl must be positive and at most auth.max_token_ttl");
@@ -714,6 +721,23 @@ mod tests {
     }
 
     #[test]
+    fn allowed_origins_are_exact_origins() {
+        let text = "[http]\nallowed_origins = [\"https://app.example.com\", \"http://localhost:3000\"]\n\
+                    behind_tls_proxy = true\ntls_cert = \"c.pem\"\ntls_key = \"k.pem\"\n";
+        let c: Config = toml::from_str(text).expect("parse");
+        c.validate().expect("valid");
+        assert_eq!(c.http.allowed_origins.len(), 2);
+        assert!(c.http.behind_tls_proxy);
+        assert_eq!(c.http.tls_key.as_deref(), Some(Path::new("k.pem")));
+        for bad in ["https://app.example.com/", "app.example.com", "*", "https://APP.example.com"] {
+            let mut c = Config::default();
+            c.http.allowed_origins = vec!["https://ok.example.com".into(), bad.into()];
+            let err = c.validate().expect_err(bad).to_string();
+            assert!(err.contains("http.allowed_origins[1]"), "{bad}: {err}");
+        }
+    }
+
+    #[test]
     fn the_example_file_parses_to_the_defaults() {
         let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("config/example.toml");
         let c = Config::from_file(&path).expect("example parses");
@@ -724,6 +748,7 @@ mod tests {
         assert_eq!(c.limits.max_queued_bytes, d.limits.max_queued_bytes);
         assert_eq!(c.rooms.idle_timeout, d.rooms.idle_timeout);
         assert_eq!(c.auth.token_ttl, d.auth.token_ttl);
+        assert_eq!(c.http.allowed_origins, d.http.allowed_origins);
         assert_eq!(c.http.behind_tls_proxy, d.http.behind_tls_proxy);
         assert!(c.http.tls_cert.is_none() && c.http.tls_key.is_none());
     }
