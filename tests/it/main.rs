@@ -18,5 +18,6 @@ mod slow_consumer;
 mod snapshots;
 mod store;
 mod support;
+mod tls;
 mod webhooks;
 mod webrtc_call;
