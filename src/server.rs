@@ -217,9 +217,11 @@ pub async fn start(config: Config, listener: TcpListener) -> anyhow::Result<Runn
     let _ = rustls::crypto::ring::default_provider().install_default();
     // The certificate is read first: a node that cannot serve what it was told to stops
     // before it has touched anything.
-    let tls_files = config.tls_files();
-    let tls = match &tls_files {
-        Some(files) => Some(RustlsConfig::from_config(files.load()?)),
+    let tls = match config.tls_files() {
+        Some(files) => {
+            let serving = RustlsConfig::from_config(files.load()?);
+            Some((files, serving))
+        }
         None => None,
     };
     let started = Instant::now();
@@ -361,12 +363,10 @@ pub async fn start(config: Config, listener: TcpListener) -> anyhow::Result<Runn
     };
     let (stop_http, stopped) = oneshot::channel::<()>();
     let router = http::router(app.clone());
-    let tls_reload = match (tls_files, &tls) {
-        (Some(files), Some(serving)) => reload_on_hangup(files, serving.clone()),
-        _ => None,
-    };
+    let tls_reload = tls.as_ref().and_then(|(files, serving)| reload_on_hangup(files.clone(), serving.clone()));
     let scheme = if tls.is_some() { "wss" } else { "ws" };
-    let http = serve_http(listener, router, tls, app.config.http.shutdown_grace, stopped)?;
+    let serving = tls.map(|(_, serving)| serving);
+    let http = serve_http(listener, router, serving, app.config.http.shutdown_grace, stopped)?;
     tracing::info!(
         %addr,
         node_id = %app.config.node_id,

@@ -5,7 +5,9 @@
 //! The allowed origins are `http.allowed_origins`, compared exactly as browsers send them, and
 //! in dev mode also every loopback origin (a page served by `localhost` during development).
 //! A request from any other origin is served as if CORS did not exist: no CORS headers, so the
-//! browser keeps the answer from the page.
+//! browser keeps the answer from the page. (A small layer of its own rather than tower-http's
+//! `CorsLayer`, which answers every `OPTIONS` request itself and sends its allowed methods and
+//! headers to refused origins too.)
 
 use axum::extract::{Request, State};
 use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, header};
@@ -130,7 +132,7 @@ pub async fn layer(State(origins): State<Origins>, req: Request, next: Next) -> 
 /// Every answer depends on the `Origin` (CORS headers or none): a shared cache must not hand
 /// one origin's answer to another.
 fn vary_on_origin(resp: &mut Response) {
-    resp.headers_mut().append(header::VARY, HeaderValue::from_static("origin"));
+    resp.headers_mut().append(header::VARY, HeaderValue::from_static("Origin"));
 }
 
 #[cfg(test)]

@@ -231,7 +231,9 @@ async fn sighup_reloads_the_certificate_and_keeps_the_old_one_on_a_bad_file() {
         data.path(),
         &["--tls-cert", cert.to_str().expect("path"), "--tls-key", key.to_str().expect("path")],
     );
-    assert!(node.log().contains("wss://"), "{}", node.log());
+    // The startup line names the WSS address (it reaches the log just after the address is
+    // read from it).
+    node.await_log("signaling at wss://", 0).await;
     let before = trusting(&[&cert]);
     let kept = tls_connect(node.addr, "localhost", &before).await;
     assert_eq!(presented(&kept), first);
