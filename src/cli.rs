@@ -1,5 +1,5 @@
-//! Command line: `serve`, `migrate`, `token`, `bench`, `cv-compare`, `verify-report`,
-//! `cv-worker`. Flags override environment variables, which override the config file, which
+//! Command line: `serve`, `migrate`, `token`, `dev-cert`, `bench`, `cv-compare`,
+//! `verify-report`, `cv-worker`. Flags override environment variables, which override the config file, which
 //! overrides the defaults.
 
 use crate::auth::{Authority, Grants, MintRequest, load_or_create_secret};
@@ -70,6 +70,16 @@ pub enum Command {
         /// A token that may read the room (artifacts and chain of a URL).
         #[arg(long, env = "SWITCHBOARD_TOKEN")]
         token: Option<String>,
+    },
+    /// Write a self-signed certificate for localhost, 127.0.0.1 and ::1 (`cert.pem` and
+    /// `key.pem`), to try HTTPS and WSS on this machine.
+    DevCert {
+        /// The folder to write them to.
+        #[arg(long, default_value = "./data/tls")]
+        out: PathBuf,
+        /// Replace files that exist.
+        #[arg(long)]
+        force: bool,
     },
     /// Mint a token offline with the node's signing secret.
     Token {
@@ -267,6 +277,15 @@ pub struct Common {
     /// The event bus's MQTT broker, `mqtt://host:port` (default: one embedded in the node).
     #[arg(long, env = "SWITCHBOARD_MQTT_URL")]
     pub mqtt_url: Option<String>,
+    /// PEM certificate chain: the node serves HTTPS and WSS (with --tls-key; SIGHUP reloads both).
+    #[arg(long, env = "SWITCHBOARD_TLS_CERT")]
+    pub tls_cert: Option<PathBuf>,
+    /// PEM private key of --tls-cert.
+    #[arg(long, env = "SWITCHBOARD_TLS_KEY")]
+    pub tls_key: Option<PathBuf>,
+    /// A proxy in front of the node terminates TLS: plain HTTP on a public address is allowed.
+    #[arg(long, env = "SWITCHBOARD_BEHIND_TLS_PROXY")]
+    pub behind_tls_proxy: bool,
 }
 
 impl Common {
@@ -297,6 +316,15 @@ impl Common {
         }
         if let Some(v) = &self.mqtt_url {
             config.bus.mqtt_url = Some(v.clone()).filter(|u| !u.is_empty());
+        }
+        if let Some(v) = &self.tls_cert {
+            config.http.tls_cert = Some(v.clone()).filter(|p| !p.as_os_str().is_empty());
+        }
+        if let Some(v) = &self.tls_key {
+            config.http.tls_key = Some(v.clone()).filter(|p| !p.as_os_str().is_empty());
+        }
+        if self.behind_tls_proxy {
+            config.http.behind_tls_proxy = true;
         }
         config.validate()?;
         Ok(config)

@@ -249,6 +249,16 @@ pub struct HttpConfig {
     /// How long a shutdown waits for connections to close.
     #[serde(with = "duration_text")]
     pub shutdown_grace: Duration,
+    /// PEM certificate chain; with `tls_key`, the node serves HTTPS and WSS.
+    pub tls_cert: Option<PathBuf>,
+    /// PEM private key of `tls_cert`.
+    pub tls_key: Option<PathBuf>,
+    /// A proxy in front of the node terminates TLS: plain HTTP on a public address is then
+    /// allowed.
+    pub behind_tls_proxy: bool,
+    /// Web origins (`scheme://host[:port]`) whose pages may call the API and open the
+    /// signaling WebSocket; in dev mode loopback origins may as well.
+    pub allowed_origins: Vec<String>,
 }
 
 /// `[database]`
@@ -363,7 +373,14 @@ impl Default for Config {
 
 impl Default for HttpConfig {
     fn default() -> Self {
-        Self { addr: SocketAddr::from(([127, 0, 0, 1], 8080)), shutdown_grace: Duration::from_secs(10) }
+        Self {
+            addr: SocketAddr::from(([127, 0, 0, 1], 8080)),
+            shutdown_grace: Duration::from_secs(10),
+            tls_cert: None,
+            tls_key: None,
+            behind_tls_proxy: false,
+            allowed_origins: Vec::new(),
+        }
     }
 }
 
@@ -461,6 +478,12 @@ impl Config {
         self.cluster.cookie.clone().unwrap_or_else(|| DEV_COOKIE.to_owned())
     }
 
+    /// The certificate and key files when the node serves TLS itself.
+    pub fn tls_files(&self) -> Option<crate::tls::TlsFiles> {
+        let (cert, key) = (self.http.tls_cert.clone()?, self.http.tls_key.clone()?);
+        Some(crate::tls::TlsFiles { cert, key })
+    }
+
     /// Whether `POST /auth/token` is open without an API key.
     pub fn dev_mode(&self) -> bool {
         self.auth.dev_mode.unwrap_or_else(|| self.http.addr.ip().is_loopback() && self.auth.api_key.is_none())
@@ -500,6 +523,24 @@ impl Config {
             if self.auth.dev_mode == Some(true) {
                 bail!("auth.dev_mode cannot be on for a node listening on a public address");
             }
+        }
+        match (&self.http.tls_cert, &self.http.tls_key) {
+            (Some(_), None) => bail!("http.tls_key is required when http.tls_cert is set (--tls-key)"),
+            (None, Some(_)) => bail!("http.tls_cert is required when http.tls_key is set (--tls-cert)"),
+            _ => {}
+        }
+        // Tokens travel in headers and in the WebSocket URL: on a public address they must not
+        // cross the network in clear.
+        if !self.http.addr.ip().is_loopback() && self.tls_files().is_none() && !self.http.behind_tls_proxy {
+            bail!(
+                "http.addr {} is not a loopback address and would serve plain HTTP: set http.tls_cert and \
+                 http.tls_key (--tls-cert, --tls-key), or http.behind_tls_proxy = true (--behind-tls-proxy) \
+                 when a proxy in front of the node terminates TLS",
+                self.http.addr
+            );
+        }
+        for (i, origin) in self.http.allowed_origins.iter().enumerate() {
+            crate::http::cors::check_origin(origin).map_err(|m| anyhow::anyhow!("http.allowed_origins[{i}]: {m}"))?;
         }
         if self.auth.token_ttl > self.auth.max_token_ttl || self.auth.token_ttl.is_zero() {
             bail!("auth.token_ttl must be positive and at most auth.max_token_ttl");
@@ -637,8 +678,63 @@ mod tests {
         assert!(err.contains("auth.api_key"), "{err}");
         c.auth.api_key = Some("k".repeat(20));
         c.auth.secret = Some("s".repeat(40));
+        c.http.behind_tls_proxy = true;
         c.validate().expect("valid with key and secret");
         assert!(!c.dev_mode());
+    }
+
+    #[test]
+    fn a_public_address_needs_tls_or_a_tls_proxy() {
+        let mut c = Config::default();
+        c.http.addr = "0.0.0.0:8443".parse().expect("addr");
+        c.auth.api_key = Some("k".repeat(20));
+        c.auth.secret = Some("s".repeat(40));
+        let err = c.validate().expect_err("plain HTTP refused").to_string();
+        assert!(
+            err.contains("plain HTTP") && err.contains("http.tls_cert") && err.contains("behind_tls_proxy"),
+            "{err}"
+        );
+        c.http.tls_cert = Some("cert.pem".into());
+        c.http.tls_key = Some("key.pem".into());
+        c.validate().expect("valid with TLS (the files are read at start)");
+        c.http.tls_cert = None;
+        c.http.tls_key = None;
+        c.http.behind_tls_proxy = true;
+        c.validate().expect("valid behind a TLS proxy");
+        // Loopback needs neither.
+        Config::default().validate().expect("loopback");
+    }
+
+    #[test]
+    fn tls_cert_and_key_go_together() {
+        let mut c = Config::default();
+        c.http.tls_cert = Some("cert.pem".into());
+        assert!(c.validate().expect_err("no key").to_string().contains("http.tls_key"));
+        assert!(c.tls_files().is_none());
+        c.http.tls_cert = None;
+        c.http.tls_key = Some("key.pem".into());
+        assert!(c.validate().expect_err("no cert").to_string().contains("http.tls_cert"));
+        c.http.tls_cert = Some("cert.pem".into());
+        c.validate().expect("both");
+        let files = c.tls_files().expect("tls");
+        assert_eq!((files.cert, files.key), (PathBuf::from("cert.pem"), PathBuf::from("key.pem")));
+    }
+
+    #[test]
+    fn allowed_origins_are_exact_origins() {
+        let text = "[http]\nallowed_origins = [\"https://app.example.com\", \"http://localhost:3000\"]\n\
+                    behind_tls_proxy = true\ntls_cert = \"c.pem\"\ntls_key = \"k.pem\"\n";
+        let c: Config = toml::from_str(text).expect("parse");
+        c.validate().expect("valid");
+        assert_eq!(c.http.allowed_origins.len(), 2);
+        assert!(c.http.behind_tls_proxy);
+        assert_eq!(c.http.tls_key.as_deref(), Some(Path::new("k.pem")));
+        for bad in ["https://app.example.com/", "app.example.com", "*", "https://APP.example.com"] {
+            let mut c = Config::default();
+            c.http.allowed_origins = vec!["https://ok.example.com".into(), bad.into()];
+            let err = c.validate().expect_err(bad).to_string();
+            assert!(err.contains("http.allowed_origins[1]"), "{bad}: {err}");
+        }
     }
 
     #[test]
@@ -652,6 +748,9 @@ mod tests {
         assert_eq!(c.limits.max_queued_bytes, d.limits.max_queued_bytes);
         assert_eq!(c.rooms.idle_timeout, d.rooms.idle_timeout);
         assert_eq!(c.auth.token_ttl, d.auth.token_ttl);
+        assert_eq!(c.http.allowed_origins, d.http.allowed_origins);
+        assert_eq!(c.http.behind_tls_proxy, d.http.behind_tls_proxy);
+        assert!(c.http.tls_cert.is_none() && c.http.tls_key.is_none());
     }
 
     #[test]

@@ -23,12 +23,14 @@ use switchboard_actors::room_supervisor::{RoomStats, RoomSupervisorMsg};
 use switchboard_actors::{RoomId, UserId};
 
 mod console;
+pub mod cors;
 mod snapshots;
 mod web;
 mod webhooks;
 
 /// All routes.
 pub fn router(app: Arc<App>) -> Router {
+    let origins = cors::Origins::new(&app.config.http.allowed_origins, app.dev_mode);
     Router::new()
         .merge(webhooks::routes())
         .merge(snapshots::routes())
@@ -46,6 +48,8 @@ pub fn router(app: Arc<App>) -> Router {
         .route("/readyz", get(readyz))
         .route("/api/cluster", get(get_cluster))
         .route("/api/cluster/hosted", get(get_hosted))
+        .layer(axum::middleware::from_fn_with_state(origins.clone(), cors::layer))
+        .layer(axum::Extension(origins))
         .with_state(app)
 }
 
@@ -290,6 +294,7 @@ const WRITE_BATCH_BYTES: usize = 16 * 1024;
 
 async fn ws_signal(
     State(app): State<Arc<App>>,
+    axum::Extension(origins): axum::Extension<cors::Origins>,
     headers: HeaderMap,
     Query(q): Query<SignalQuery>,
     ws: WebSocketUpgrade,
@@ -297,6 +302,19 @@ async fn ws_signal(
     if app.is_shutting_down() {
         return ApiError(StatusCode::SERVICE_UNAVAILABLE, "unavailable", "the server is shutting down".into())
             .into_response();
+    }
+    // Browsers let any page open a WebSocket to any host, with no CORS preflight: the `Origin`
+    // header is the only sign of which site's page asks, so the node decides here which sites
+    // may build on it (clients that are not browser pages send none and are not concerned).
+    if !origins.may_open_socket(&headers) {
+        metrics::counter!("switchboard_signaling_errors_total", "code" => "origin_forbidden").increment(1);
+        return ApiError(
+            StatusCode::FORBIDDEN,
+            "origin_forbidden",
+            "pages of this origin may not open the signaling WebSocket; the node's http.allowed_origins lists those that may"
+                .into(),
+        )
+        .into_response();
     }
     let limit = app.config.limits.max_message_bytes;
     let ws = ws

@@ -51,6 +51,18 @@ async fn run() -> anyhow::Result<()> {
             let options = bench::cv::CompareOptions { snapshot, baseline, synthetic, heatmap, repeat };
             tokio::task::block_in_place(|| bench::cv::run(options))?;
         }
+        Command::DevCert { out, force } => {
+            let written = switchboard::tls::dev_cert::write(&out, force)?;
+            let (cert, key) = (written.cert.display(), written.key.display());
+            println!("wrote a self-signed certificate for localhost, 127.0.0.1 and ::1, valid for a year:");
+            println!("  certificate  {cert}");
+            println!("  private key  {key}");
+            println!("serve HTTPS and WSS with it:");
+            println!("  switchboard serve --tls-cert {cert} --tls-key {key}");
+            println!("then use https://localhost:8080 and wss://localhost:8080/ws/signal. Nothing trusts it yet:");
+            println!("accept the browser's warning once, or add {cert} to a client's trusted roots.");
+            println!("It is for this machine only; a public address needs a certificate from a real authority.");
+        }
         Command::Token { common, user, room, name, ttl, admin } => {
             let config = common.load()?;
             println!("{}", mint_offline(&config, token_request(user, room, name, ttl, admin))?);

@@ -1,5 +1,6 @@
-//! Starting and stopping a node: store, actors, HTTP listener, and the graceful shutdown
-//! that closes sessions and calls in the store and tells every client why its socket closes.
+//! Starting and stopping a node: store, actors, HTTP listener (plain, or TLS with its
+//! certificate reloaded on SIGHUP), and the graceful shutdown that closes sessions and calls
+//! in the store and tells every client why its socket closes.
 
 use crate::app::{App, AppParts, Successor};
 use crate::auth::{Authority, load_or_create_secret, secret_fingerprint};
@@ -15,8 +16,9 @@ use crate::singleton::Singleton;
 use crate::snapshots::{RemoteCv, SnapshotWorker, WorkerSettings};
 use crate::store::Store;
 use crate::webhooks::dispatcher::{Dispatcher, DispatcherSettings};
-use crate::{http, telemetry};
+use crate::{http, telemetry, tls};
 use axum::serve::ListenerExt;
+use axum_server::tls_rustls::{RustlsAcceptor, RustlsConfig};
 use ractor::Actor;
 use ractor::ActorRef;
 use ractor::rpc::CallResult;
@@ -50,6 +52,7 @@ pub struct RunningServer {
     pub app: Arc<App>,
     stop_http: Option<oneshot::Sender<()>>,
     http: JoinHandle<std::io::Result<()>>,
+    tls_reload: Option<JoinHandle<()>>,
     beats: Option<JoinHandle<()>>,
     upkeep: JoinHandle<()>,
     publisher: Option<Singleton>,
@@ -75,6 +78,79 @@ fn tune_accepted(tcp: &mut tokio::net::TcpStream) {
     if let Err(e) = tcp.set_nodelay(true) {
         tracing::debug!(error = %e, "TCP_NODELAY not set");
     }
+}
+
+/// The first step of accepting a TLS connection: the socket is tuned like a plain one
+/// (`tune_accepted`) before its handshake, which then runs in the connection's own task.
+#[derive(Clone, Copy, Debug)]
+struct Tuned;
+
+impl<S> axum_server::accept::Accept<tokio::net::TcpStream, S> for Tuned {
+    type Stream = tokio::net::TcpStream;
+    type Service = S;
+    type Future = std::future::Ready<std::io::Result<(Self::Stream, S)>>;
+
+    fn accept(&self, mut stream: tokio::net::TcpStream, service: S) -> Self::Future {
+        tune_accepted(&mut stream);
+        std::future::ready(Ok((stream, service)))
+    }
+}
+
+/// Reloads the certificate on SIGHUP (on Unix). A handler that cannot be installed is an
+/// error in the log: a SIGHUP would then keep its default effect and end the process.
+fn reload_on_hangup(files: tls::TlsFiles, serving: RustlsConfig) -> Option<JoinHandle<()>> {
+    #[cfg(unix)]
+    match tls::reload_on_hangup(files, serving) {
+        Ok(task) => Some(task),
+        Err(e) => {
+            tracing::error!(error = %e, "no SIGHUP handler: the tls certificate cannot be reloaded without a restart");
+            None
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = (files, serving);
+        None
+    }
+}
+
+/// Serves `router` on `listener` until `stop` fires, then lets open requests finish (within
+/// the shutdown grace, which `shutdown` also bounds); with `tls`, every connection is TLS.
+fn serve_http(
+    listener: TcpListener,
+    router: axum::Router,
+    tls: Option<RustlsConfig>,
+    grace: Duration,
+    stop: oneshot::Receiver<()>,
+) -> std::io::Result<JoinHandle<std::io::Result<()>>> {
+    let Some(tls) = tls else {
+        let listener = listener.tap_io(tune_accepted);
+        return Ok(tokio::spawn(async move {
+            axum::serve(listener, router)
+                .with_graceful_shutdown(async move {
+                    let _ = stop.await;
+                })
+                .await
+        }));
+    };
+    // axum-server rather than `axum::serve` with a TLS listener: it runs each handshake in
+    // the connection's task, where a listener's `accept` would make every new client wait
+    // for the handshake of the one before. It keeps hyper's upgrades, which WebSockets need.
+    let handle = axum_server::Handle::new();
+    let server = axum_server::from_tcp(listener.into_std()?)?
+        .acceptor(RustlsAcceptor::new(tls).acceptor(Tuned))
+        .handle(handle.clone());
+    Ok(tokio::spawn(async move {
+        let serving = server.serve(router.into_make_service());
+        tokio::pin!(serving);
+        tokio::select! {
+            done = &mut serving => done,
+            _ = stop => {
+                handle.graceful_shutdown(Some(grace));
+                serving.await
+            }
+        }
+    }))
 }
 
 /// The event bus: the configured broker, or one embedded in this node.
@@ -139,6 +215,15 @@ pub async fn start(config: Config, listener: TcpListener) -> anyhow::Result<Runn
     // Two rustls crypto providers are in the tree (ring, aws-lc-rs): choose one for the process,
     // or TLS clients that ask for the default (the evidence bucket's) would panic.
     let _ = rustls::crypto::ring::default_provider().install_default();
+    // The certificate is read first: a node that cannot serve what it was told to stops
+    // before it has touched anything.
+    let tls = match config.tls_files() {
+        Some(files) => {
+            let serving = RustlsConfig::from_config(files.load()?);
+            Some((files, serving))
+        }
+        None => None,
+    };
     let started = Instant::now();
     let metrics = telemetry::metrics();
     std::fs::create_dir_all(&config.data_dir)
@@ -278,22 +363,19 @@ pub async fn start(config: Config, listener: TcpListener) -> anyhow::Result<Runn
     };
     let (stop_http, stopped) = oneshot::channel::<()>();
     let router = http::router(app.clone());
-    let listener = listener.tap_io(tune_accepted);
-    let http = tokio::spawn(async move {
-        axum::serve(listener, router)
-            .with_graceful_shutdown(async move {
-                let _ = stopped.await;
-            })
-            .await
-    });
+    let tls_reload = tls.as_ref().and_then(|(files, serving)| reload_on_hangup(files.clone(), serving.clone()));
+    let scheme = if tls.is_some() { "wss" } else { "ws" };
+    let serving = tls.map(|(_, serving)| serving);
+    let http = serve_http(listener, router, serving, app.config.http.shutdown_grace, stopped)?;
     tracing::info!(
         %addr,
         node_id = %app.config.node_id,
         database = ?app.store.backend(),
         dev_mode = app.dev_mode,
+        tls = scheme == "wss",
         cluster_addr = cluster_addr.as_deref().unwrap_or("none"),
         startup_ms = started.elapsed().as_millis() as u64,
-        "switchboard serving; signaling at ws://{addr}/ws/signal"
+        "switchboard serving; signaling at {scheme}://{addr}/ws/signal"
     );
     let beats = app.cluster.is_some().then(|| {
         let app = app.clone();
@@ -307,6 +389,7 @@ pub async fn start(config: Config, listener: TcpListener) -> anyhow::Result<Runn
         app,
         stop_http: Some(stop_http),
         http,
+        tls_reload,
         beats,
         upkeep,
         publisher,
@@ -352,6 +435,9 @@ impl RunningServer {
             cluster.shutdown().await;
         }
         self.upkeep.abort();
+        if let Some(reload) = self.tls_reload.take() {
+            reload.abort();
+        }
         // Events written until now stay in the outbox; whichever publisher comes next sends them.
         if let Some(publisher) = self.publisher.take() {
             publisher.stop().await;
@@ -582,6 +668,18 @@ mod socket_tests {
         assert!(!accepted.nodelay().expect("read option"), "the OS default is Nagle on");
         super::tune_accepted(&mut accepted);
         assert!(accepted.nodelay().expect("read option"));
+        drop(client);
+    }
+
+    #[tokio::test]
+    async fn tls_sockets_are_tuned_before_their_handshake() {
+        use axum_server::accept::Accept;
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let addr = listener.local_addr().expect("addr");
+        let client = tokio::spawn(tokio::net::TcpStream::connect(addr));
+        let (accepted, _) = listener.accept().await.expect("accept");
+        let (tuned, ()) = super::Tuned.accept(accepted, ()).await.expect("accepted");
+        assert!(tuned.nodelay().expect("read option"));
         drop(client);
     }
 }

@@ -5,6 +5,7 @@ use serde_json::{Value, json};
 use std::time::Duration;
 use switchboard::config::Config;
 use switchboard::server::{RunningServer, start};
+use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::TcpStream;
 use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::tungstenite::protocol::CloseFrame;
@@ -95,9 +96,10 @@ impl TestServer {
     }
 }
 
-/// A WebSocket client speaking protocol v1.
-pub struct Client {
-    pub ws: WebSocketStream<MaybeTlsStream<TcpStream>>,
+/// A WebSocket client speaking protocol v1 (over plain TCP unless given another stream, such
+/// as a TLS one).
+pub struct Client<S = MaybeTlsStream<TcpStream>> {
+    pub ws: WebSocketStream<S>,
     pub peer_id: String,
     pub last_seq: u64,
 }
@@ -109,6 +111,13 @@ impl Client {
             .await
             .expect("connect in time")
             .expect("connect");
+        Client::over(ws)
+    }
+}
+
+impl<S: AsyncRead + AsyncWrite + Unpin> Client<S> {
+    /// A client on a WebSocket opened by other means.
+    pub fn over(ws: WebSocketStream<S>) -> Client<S> {
         Client { ws, peer_id: String::new(), last_seq: 0 }
     }
 
@@ -228,7 +237,7 @@ impl Node {
             let (log, tx) = (log.clone(), tx.clone());
             std::thread::spawn(move || {
                 for line in std::io::BufReader::new(pipe).lines().map_while(Result::ok) {
-                    if let Some(rest) = line.split("ws://").nth(1)
+                    if let Some(rest) = line.split("ws://").nth(1).or_else(|| line.split("wss://").nth(1))
                         && let Some(addr) = rest.split("/ws/signal").next()
                     {
                         let cluster = line
@@ -251,6 +260,25 @@ impl Node {
 
     pub fn url(&self, path: &str) -> String {
         format!("http://{}{}", self.addr, path)
+    }
+
+    /// Sends the process a signal by name (`HUP`, `TERM`...).
+    pub fn signal(&self, name: &str) {
+        let sent = std::process::Command::new("kill").arg(format!("-{name}")).arg(self.child.id().to_string()).status();
+        assert!(sent.is_ok_and(|s| s.success()), "kill -{name}");
+    }
+
+    /// Waits (bounded) until the log holds `needle` more than `seen` times; returns the count.
+    pub async fn await_log(&self, needle: &str, seen: usize) -> usize {
+        let deadline = std::time::Instant::now() + WAIT;
+        loop {
+            let count = self.log().matches(needle).count();
+            if count > seen {
+                return count;
+            }
+            assert!(std::time::Instant::now() < deadline, "no new {needle:?} in the log:\n{}", self.log());
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
     }
 
     /// SIGSTOP (true) or SIGCONT (false).
