@@ -112,6 +112,8 @@ test("both pages reconnect after the node restarts, without a reload", async () 
     node = await startNode({ dataDir, addr });
     await until(alice, () => document.body.dataset.state === "joined");
     await until(bob, () => document.body.dataset.state === "joined");
+    const how = await Promise.all([alice, bob].map((p) => p.evaluate(() => document.body.dataset.reconnect)));
+    console.log(`after the restart: Alice ${how[0]}, Bob ${how[1]}`);
     // The call carries on: video flows again and chat reaches the other side.
     const a = await remoteFrames(alice);
     const b = await remoteFrames(bob);

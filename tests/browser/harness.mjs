@@ -145,23 +145,31 @@ export function describe(page) {
   });
 }
 
-/** Frames decoded so far by the first remote video of the page. */
+/** Frames decoded so far by each remote video of the page, by peer id. */
 export function remoteFrames(page) {
-  return page.evaluate(() => {
-    const v = document.querySelector(".tile.remote video");
-    return v ? v.getVideoPlaybackQuality().totalVideoFrames : 0;
-  });
+  return page.evaluate(() =>
+    Object.fromEntries(
+      [...document.querySelectorAll(".tile.remote")].map((t) => [
+        t.dataset.peer,
+        t.querySelector("video").getVideoPlaybackQuality().totalVideoFrames,
+      ]),
+    ),
+  );
 }
 
-/** Waits until the page's first remote video has decoded `more` frames beyond `from`. */
-export function remoteVideoFlows(page, from = 0, more = 10) {
+/**
+ * Waits until a remote video of the page (of a peer that is not away) has decoded `more`
+ * frames beyond what `baseline` (from `remoteFrames`) says it had.
+ */
+export function remoteVideoFlows(page, baseline = {}, more = 10) {
   return until(
     page,
-    ({ from, more }) => {
-      const v = document.querySelector(".tile.remote video");
-      return v && v.videoWidth > 0 && v.getVideoPlaybackQuality().totalVideoFrames >= from + more;
-    },
-    { from, more },
+    ({ baseline, more }) =>
+      [...document.querySelectorAll(".tile.remote:not([data-away='true'])")].some((t) => {
+        const v = t.querySelector("video");
+        return v.videoWidth > 0 && v.getVideoPlaybackQuality().totalVideoFrames >= (baseline[t.dataset.peer] ?? 0) + more;
+      }),
+    { baseline, more },
   );
 }
 

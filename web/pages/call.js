@@ -1,4 +1,4 @@
-// The call page, `/call?room=R[&name=N]`: camera and microphone, the other participants'
+// The call page, `/call?room=R[&name=N][&relay=1]`: camera and microphone, the other participants'
 // videos, mute, camera and screen-share toggles, chat, an overlay pointer, snapshots with
 // their reports, a quality indicator and a reconnecting banner. In dev mode it mints its own
 // token; otherwise the token comes in the URL fragment (`#token=...`, never sent to a server
@@ -74,7 +74,9 @@ async function start() {
   $("retry-box").hidden = true;
   try {
     const t = await token(room, name);
-    call = await Switchboard.connect({ url: base, token: t });
+    // `relay=1` sends all media through TURN (to check a TURN server, or to hide addresses).
+    const iceTransportPolicy = params.get("relay") === "1" ? "relay" : "all";
+    call = await Switchboard.connect({ url: base, token: t, iceTransportPolicy });
     window.switchboardCall = call;
     wire(call);
     await call.join(room, { audio: true, video: true, displayName: name || undefined });
@@ -110,6 +112,11 @@ function wire(c) {
     for (const m of j.chat ?? []) chatLine(m);
   });
   c.on("peer_joined", ({ peerId, participant }) => {
+    // Someone whose connection dropped and who came back as a new session: the old tile,
+    // waiting for a resume that will not come, goes.
+    for (const t of document.querySelectorAll('.tile.remote[data-away="true"]')) {
+      if (t.dataset.user === participant.userId) t.remove();
+    }
     tile(peerId, participant);
     notice(null);
   });
@@ -174,6 +181,7 @@ function wire(c) {
     banner("Connection lost. Reconnecting…");
   });
   c.on("reconnected", ({ resumed }) => {
+    document.body.dataset.reconnect = resumed ? "resumed" : "rejoined";
     setState("joined");
     banner(null);
     if (!resumed) {
@@ -224,6 +232,7 @@ function tile(peerId, participant) {
     video.addEventListener("pointerleave", () => clearPointer());
   }
   if (participant) {
+    t.dataset.user = participant.userId;
     t.querySelector(".name").textContent = participant.displayName ?? participant.userId;
     if (participant.media) flags(t, participant.media);
   }

@@ -91,8 +91,11 @@ export class PeerLink {
    * @param {RTCPeerConnection} o.pc
    * @param {(msg: object) => void} o.signal sends `offer`, `answer` or `ice-candidate`
    * @param {(e: unknown) => void} [o.onError]
+   * @param {() => void} [o.beforeAnswer] runs after a remote offer is applied and before the
+   *   answer is made: tracks added here ride on the offered transceivers, with no second
+   *   negotiation
    */
-  constructor({ selfId, peerId, pc, signal, onError }) {
+  constructor({ selfId, peerId, pc, signal, onError, beforeAnswer }) {
     this.selfId = selfId;
     this.peerId = peerId;
     this.pc = pc;
@@ -104,6 +107,7 @@ export class PeerLink {
     this.closed = false;
     this.remoteStream = null;
     this.#signal = signal;
+    this.#beforeAnswer = beforeAnswer ?? (() => {});
     this.#onError = onError ?? ((e) => console.warn("switchboard: negotiation", e));
     pc.onnegotiationneeded = () => this.#negotiate();
     pc.onicecandidate = ({ candidate }) => {
@@ -119,7 +123,10 @@ export class PeerLink {
 
   #signal;
   #onError;
+  #beforeAnswer;
   #queue = Promise.resolve();
+  /** Candidates that could not be added yet (they came with an offer we ignored). */
+  #parked = [];
 
   async #negotiate() {
     if (this.closed) return;
@@ -165,7 +172,9 @@ export class PeerLink {
       } finally {
         this.settingRemoteAnswer = false;
       }
+      await this.#unpark();
       if (type === "offer") {
+        this.#beforeAnswer();
         await pc.setLocalDescription();
         this.#signal({ type: "answer", peerId: this.peerId, sdp: pc.localDescription.sdp });
       }
@@ -180,10 +189,27 @@ export class PeerLink {
       try {
         await this.pc.addIceCandidate(candidate);
       } catch (e) {
-        // Candidates of an offer we ignored cannot be added; anything else is worth a log.
-        if (!this.ignoreOffer) throw e;
+        // Candidates that came with an offer we ignored cannot be added now. They are kept:
+        // a polite side that rolled its offer back may answer with the same ICE credentials
+        // and never send them again.
+        if (!this.ignoreOffer && this.pc.remoteDescription) throw e;
+        this.#parked.push(candidate);
+        if (this.#parked.length > 64) this.#parked.shift();
       }
     });
+  }
+
+  /** Tries the parked candidates against the description just applied. */
+  async #unpark() {
+    const parked = this.#parked;
+    this.#parked = [];
+    for (const c of parked) {
+      try {
+        await this.pc.addIceCandidate(c);
+      } catch {
+        // Candidates of credentials that are gone: nothing to do with them.
+      }
+    }
   }
 
   /** Asks for new ICE credentials; the negotiation that follows is an ordinary one. */
@@ -444,7 +470,7 @@ export class Call extends Emitter {
       this.room = msg;
       this.callStatus = msg.callStatus;
       this.participants = new Map(msg.participants.map((p) => [p.peerId, p]));
-      for (const id of msg.peers) this.#link(id);
+      for (const id of msg.peers) this.#link(id, { offer: true });
       this.#startStats();
       const waiter = this.#joinWaiter;
       this.#joinWaiter = null;
@@ -544,17 +570,35 @@ export class Call extends Emitter {
     return new this.RTCPeerConnection(config);
   }
 
-  /** The link with `peerId`, made (with our tracks on it) the first time it is needed. */
-  #link(peerId) {
+  /**
+   * The link with `peerId`, made the first time it is needed. The newcomer of a pair (who
+   * learns of the other from `joined`) offers at once, with its tracks or, without media,
+   * receive-only transceivers; the other side adds its tracks when that offer arrives, so a
+   * pair's first negotiation is one offer and one answer, not two crossing offers.
+   */
+  #link(peerId, { offer = false } = {}) {
     let link = this.links.get(peerId);
     if (link) return link;
     const pc = this.#peerConnection();
+    let tracksAdded = false;
+    const addTracks = () => {
+      if (tracksAdded) return;
+      tracksAdded = true;
+      const tracks = this.#sendingTracks();
+      for (const track of tracks) pc.addTrack(track, this.localStream);
+      if (offer && tracks.length === 0) {
+        pc.addTransceiver("audio", { direction: "recvonly" });
+        pc.addTransceiver("video", { direction: "recvonly" });
+      }
+      this.#applyVideoSending(link);
+    };
     link = new PeerLink({
       selfId: this.peerId,
       peerId,
       pc,
       signal: (m) => this.#relay(m),
       onError: (e) => this.emit("error", e),
+      beforeAnswer: addTracks,
     });
     pc.ontrack = ({ track, streams }) => {
       const stream = streams[0] ?? link.remoteStream ?? new MediaStream();
@@ -566,8 +610,7 @@ export class Call extends Emitter {
       this.emit("peer_connection", { peerId, state: pc.connectionState });
     };
     this.links.set(peerId, link);
-    for (const track of this.#sendingTracks()) pc.addTrack(track, this.localStream);
-    this.#applyVideoSending(link);
+    if (offer) addTracks();
     return link;
   }
 
