@@ -267,6 +267,12 @@ pub struct Common {
     /// The event bus's MQTT broker, `mqtt://host:port` (default: one embedded in the node).
     #[arg(long, env = "SWITCHBOARD_MQTT_URL")]
     pub mqtt_url: Option<String>,
+    /// Run the embedded TURN server, `true` or `false` (default: on for a single node).
+    #[arg(long, env = "SWITCHBOARD_TURN_ENABLED")]
+    pub turn_enabled: Option<bool>,
+    /// The embedded TURN server's UDP and TCP address (port 0: any free port).
+    #[arg(long, env = "SWITCHBOARD_TURN_LISTEN")]
+    pub turn_listen: Option<SocketAddr>,
 }
 
 impl Common {
@@ -297,6 +303,12 @@ impl Common {
         }
         if let Some(v) = &self.mqtt_url {
             config.bus.mqtt_url = Some(v.clone()).filter(|u| !u.is_empty());
+        }
+        if let Some(v) = self.turn_enabled {
+            config.turn.enabled = Some(v);
+        }
+        if let Some(v) = self.turn_listen {
+            config.turn.listen = Some(v);
         }
         config.validate()?;
         Ok(config)

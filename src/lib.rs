@@ -20,5 +20,6 @@ pub mod singleton;
 pub mod snapshots;
 pub mod store;
 pub mod telemetry;
+pub mod turn;
 pub mod verify_report;
 pub mod webhooks;
