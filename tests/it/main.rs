@@ -20,3 +20,4 @@ mod store;
 mod support;
 mod webhooks;
 mod webrtc_call;
+mod webrtc_peers;
