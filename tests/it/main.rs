@@ -18,6 +18,7 @@ mod slow_consumer;
 mod snapshots;
 mod store;
 mod support;
+mod turn;
 mod webhooks;
 mod webrtc_call;
 mod webrtc_peers;
