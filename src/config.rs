@@ -12,7 +12,7 @@ use std::time::Duration;
 pub struct Config {
     /// This node's id (sessions record where they live).
     pub node_id: String,
-    /// Where state lives when no database URL is given, and the generated signing secret.
+    /// Where state lives when no database URL is given, and the generated secrets.
     pub data_dir: PathBuf,
     /// HTTP and WebSocket listener.
     pub http: HttpConfig,
@@ -334,9 +334,10 @@ pub struct IceConfig {
     pub stun_urls: Vec<String>,
     /// TURN URLs, e.g. `turn:turn.example.org:3478?transport=udp`.
     pub turn_urls: Vec<String>,
-    /// coturn `static-auth-secret`; required when TURN URLs are set.
+    /// coturn `static-auth-secret`; required when TURN URLs are set. With the embedded TURN
+    /// server on and none set, generated into the data dir.
     pub turn_secret: Option<String>,
-    /// Lifetime of TURN credentials.
+    /// Lifetime of TURN credentials (a client must allocate within it).
     #[serde(with = "duration_text")]
     pub turn_ttl: Duration,
 }
@@ -725,6 +726,9 @@ mod tests {
         assert_eq!(c.limits.max_queued_bytes, d.limits.max_queued_bytes);
         assert_eq!(c.rooms.idle_timeout, d.rooms.idle_timeout);
         assert_eq!(c.auth.token_ttl, d.auth.token_ttl);
+        assert_eq!(c.turn.relay_ports, d.turn.relay_ports);
+        assert_eq!(c.turn.realm, d.turn.realm);
+        assert_eq!(c.turn.enabled, d.turn.enabled);
     }
 
     #[test]

@@ -25,13 +25,18 @@ pub struct Relays {
 
 impl Relays {
     pub fn new(address: IpAddr, (min_port, max_port): (u16, u16)) -> Relays {
+        // `turn` appends `:port` to this text and resolves it: an IPv6 address needs brackets.
+        let host = match address {
+            IpAddr::V4(v4) => v4.to_string(),
+            IpAddr::V6(v6) => format!("[{v6}]"),
+        };
         Relays {
             ranges: RelayAddressGeneratorRanges {
                 relay_address: address,
                 min_port,
                 max_port,
                 max_retries: MAX_RETRIES,
-                address: address.to_string(),
+                address: host,
                 net: Arc::new(webrtc_util::vnet::net::Net::new(None)),
             },
         }
