@@ -5,6 +5,8 @@
 //! - A TURN client (the `turn` crate's, over UDP and over TCP) allocates and relays with a
 //!   valid credential; an expired one, a wrong password and a malformed username are refused
 //!   at allocation, and a peer outside the relay policy at permission.
+//! - When coturn is installed, its test client (`turnutils_uclient`) relays through the
+//!   embedded server over UDP and TCP, and is refused with an expired credential.
 //! - When `/usr/bin/turnserver` is installed, coturn (`use-auth-secret` with the node's
 //!   `ice.turn_secret`) relays a relay-only call set up with the credentials Switchboard
 //!   issued, and refuses an expired one. Without it, the test says loudly that it skipped.
@@ -421,6 +423,51 @@ async fn coturn_relays_a_call_with_switchboard_credentials() -> Result<()> {
     // credentials' doing.
     let (username, password) = credential(now + 600, "alice");
     allocate(coturn.addr, Transport::Udp, &username, &password).await?;
+    s.stop().await;
+    Ok(())
+}
+
+/// coturn's test client, `turnutils_uclient`, against the embedded server: a pair of clients
+/// (`-y`) relaying to each other through it, over UDP and over TCP (a third-party framing of
+/// TURN over TCP), then an expired credential.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn coturns_client_relays_through_the_embedded_server() -> Result<()> {
+    const UCLIENT: &str = "/usr/bin/turnutils_uclient";
+    if !std::path::Path::new(UCLIENT).exists() {
+        use std::io::Write;
+        let _ = writeln!(
+            std::io::stderr(),
+            "SKIPPED (coturns_client_relays_through_the_embedded_server): {UCLIENT} missing; apt-get install coturn"
+        );
+        return Ok(());
+    }
+    let mut s = node_with_turn(|_| {}).await;
+    let server = turn_addr(&s);
+    let uclient = |flags: &'static [&'static str], username: String, password: String| async move {
+        let port = server.port().to_string();
+        let mut command = tokio::process::Command::new(UCLIENT);
+        command.args(flags).args(["-y", "-n", "10", "-m", "1", "-e", "127.0.0.1"]);
+        command.args(["-u", &username, "-w", &password, "-p", &port, "127.0.0.1"]).kill_on_drop(true);
+        let out = timeout(std::time::Duration::from_secs(60), command.output()).await??;
+        let text = String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr);
+        Ok::<_, anyhow::Error>((out.status.success(), text))
+    };
+    let now = switchboard::auth::unix_now();
+    for (name, flags) in [("udp", &[][..]), ("tcp", &["-t"][..])] {
+        let (username, password) = credential(now + 600, "uclient");
+        let (ok, text) = uclient(flags, username, password).await?;
+        // Its summary: "tot_send_msgs=20, tot_recv_msgs=20" and "Total lost packets 0 (...)".
+        let counts = text.lines().rev().find_map(|l| {
+            let sent = l.split("tot_send_msgs=").nth(1)?.split(',').next()?.trim().parse::<u32>().ok()?;
+            let received = l.split("tot_recv_msgs=").nth(1)?.split(',').next()?.trim().parse::<u32>().ok()?;
+            Some((sent, received))
+        });
+        ensure!(ok && text.contains("Total lost packets 0 "), "{name}: uclient failed:\n{text}");
+        ensure!(matches!(counts, Some((sent, received)) if sent > 0 && sent == received), "{name}: {counts:?}\n{text}");
+    }
+    let (username, password) = credential(now - 60, "uclient");
+    let (ok, text) = uclient(&[], username, password).await?;
+    ensure!(!ok && text.contains("401"), "an expired credential must be refused:\n{text}");
     s.stop().await;
     Ok(())
 }
