@@ -3,7 +3,7 @@
 //! audience checked. The signing secret comes from config or is generated into the data
 //! dir with mode 0600.
 
-use crate::config::AuthConfig;
+use crate::config::{AuthConfig, IceConfig};
 use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header, Validation, errors::ErrorKind};
 use serde::{Deserialize, Serialize};
 use std::path::Path;
@@ -199,9 +199,25 @@ pub fn load_or_create_secret(cfg: &AuthConfig, data_dir: &Path) -> anyhow::Resul
     if let Some(secret) = &cfg.secret {
         return Ok(secret.as_bytes().to_vec());
     }
-    let path = data_dir.join("auth_secret");
+    Ok(secret_file(data_dir, "auth_secret", "a token signing secret")?.into_bytes())
+}
+
+/// The TURN shared secret (coturn's `static-auth-secret`) of the embedded TURN server: from
+/// config, else from `<data_dir>/turn_secret`, generated (mode 0600) on first start, beside
+/// the token signing secret and kept across restarts so that credentials already handed out
+/// stay valid.
+pub fn load_or_create_turn_secret(cfg: &IceConfig, data_dir: &Path) -> anyhow::Result<String> {
+    if let Some(secret) = &cfg.turn_secret {
+        return Ok(secret.clone());
+    }
+    secret_file(data_dir, "turn_secret", "a TURN shared secret")
+}
+
+/// A secret of at least 32 characters kept in `<data_dir>/<name>`, made on first use.
+fn secret_file(data_dir: &Path, name: &str, what: &str) -> anyhow::Result<String> {
+    let path = data_dir.join(name);
     match std::fs::read_to_string(&path) {
-        Ok(s) if s.trim().len() >= 32 => return Ok(s.trim().as_bytes().to_vec()),
+        Ok(s) if s.trim().len() >= 32 => return Ok(s.trim().to_owned()),
         Ok(_) => anyhow::bail!("{} is shorter than 32 characters; delete it to regenerate", path.display()),
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
         Err(e) => anyhow::bail!("cannot read {}: {e}", path.display()),
@@ -209,8 +225,8 @@ pub fn load_or_create_secret(cfg: &AuthConfig, data_dir: &Path) -> anyhow::Resul
     std::fs::create_dir_all(data_dir)?;
     let secret: String = (0..4).map(|_| format!("{:016x}", rand::random::<u64>())).collect();
     write_private(&path, &secret)?;
-    tracing::info!(path = %path.display(), "generated a token signing secret");
-    Ok(secret.into_bytes())
+    tracing::info!(path = %path.display(), "generated {what}");
+    Ok(secret)
 }
 
 fn write_private(path: &Path, content: &str) -> anyhow::Result<()> {
@@ -296,5 +312,17 @@ mod tests {
             let mode = std::fs::metadata(dir.path().join("auth_secret")).expect("meta").permissions().mode();
             assert_eq!(mode & 0o777, 0o600);
         }
+    }
+
+    #[test]
+    fn turn_secret_is_configured_or_generated_once() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let first = load_or_create_turn_secret(&IceConfig::default(), dir.path()).expect("create");
+        assert_eq!(first.len(), 64);
+        assert_eq!(load_or_create_turn_secret(&IceConfig::default(), dir.path()).expect("read"), first);
+        let auth = load_or_create_secret(&AuthConfig::default(), dir.path()).expect("auth secret");
+        assert_ne!(auth, first.as_bytes(), "two secrets, two files");
+        let configured = IceConfig { turn_secret: Some("from-config".into()), ..IceConfig::default() };
+        assert_eq!(load_or_create_turn_secret(&configured, dir.path()).expect("configured"), "from-config");
     }
 }

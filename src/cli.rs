@@ -286,6 +286,12 @@ pub struct Common {
     /// A proxy in front of the node terminates TLS: plain HTTP on a public address is allowed.
     #[arg(long, env = "SWITCHBOARD_BEHIND_TLS_PROXY")]
     pub behind_tls_proxy: bool,
+    /// Run the embedded TURN server, `true` or `false` (default: on for a single node).
+    #[arg(long, env = "SWITCHBOARD_TURN_ENABLED")]
+    pub turn_enabled: Option<bool>,
+    /// The embedded TURN server's UDP and TCP address (port 0: any free port).
+    #[arg(long, env = "SWITCHBOARD_TURN_LISTEN")]
+    pub turn_listen: Option<SocketAddr>,
 }
 
 impl Common {
@@ -325,6 +331,12 @@ impl Common {
         }
         if self.behind_tls_proxy {
             config.http.behind_tls_proxy = true;
+        }
+        if let Some(v) = self.turn_enabled {
+            config.turn.enabled = Some(v);
+        }
+        if let Some(v) = self.turn_listen {
+            config.turn.listen = Some(v);
         }
         config.validate()?;
         Ok(config)

@@ -2,7 +2,7 @@
 //! variables, then command-line flags (applied by `cli.rs`). `validate` names the bad key.
 
 use serde::Deserialize;
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -12,7 +12,7 @@ use std::time::Duration;
 pub struct Config {
     /// This node's id (sessions record where they live).
     pub node_id: String,
-    /// Where state lives when no database URL is given, and the generated signing secret.
+    /// Where state lives when no database URL is given, and the generated secrets.
     pub data_dir: PathBuf,
     /// HTTP and WebSocket listener.
     pub http: HttpConfig,
@@ -36,6 +36,45 @@ pub struct Config {
     pub snapshots: SnapshotsConfig,
     /// Where evidence is kept.
     pub evidence: EvidenceConfig,
+    /// The TURN server embedded in the node.
+    pub turn: TurnConfig,
+}
+
+/// `[turn]`: the TURN server embedded in the node (`turn.rs`). It accepts the credentials
+/// the node hands out in `iceServers`, signed with `ice.turn_secret`.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct TurnConfig {
+    /// Whether this node runs it. Unset: on for a single node, off for a cluster member.
+    pub enabled: Option<bool>,
+    /// UDP and TCP listen address. Unset: the HTTP address's IP, port 3478. Port 0 picks a
+    /// free port (the same for UDP and TCP), which the advertised URLs then carry.
+    pub listen: Option<SocketAddr>,
+    /// The address relay ports are bound to and that clients are told. Unset: the listen IP
+    /// (required when that is a wildcard address).
+    pub relay_address: Option<IpAddr>,
+    /// Relay ports, `"min-max"` (inclusive).
+    #[serde(with = "port_range")]
+    pub relay_ports: (u16, u16),
+    /// Realm of the long-term credentials.
+    pub realm: String,
+    /// Refuse to relay to loopback, private, link-local, CGNAT and other non-public peer
+    /// addresses. Unset: refused exactly when the relay address is public (a relay on a
+    /// private or loopback address serves a network of its own kind).
+    pub deny_internal_peers: Option<bool>,
+}
+
+impl Default for TurnConfig {
+    fn default() -> Self {
+        Self {
+            enabled: None,
+            listen: None,
+            relay_address: None,
+            relay_ports: (49152, 65535),
+            realm: "switchboard".into(),
+            deny_internal_peers: None,
+        }
+    }
 }
 
 /// `[evidence]`
@@ -305,9 +344,10 @@ pub struct IceConfig {
     pub stun_urls: Vec<String>,
     /// TURN URLs, e.g. `turn:turn.example.org:3478?transport=udp`.
     pub turn_urls: Vec<String>,
-    /// coturn `static-auth-secret`; required when TURN URLs are set.
+    /// coturn `static-auth-secret`; required when TURN URLs are set. With the embedded TURN
+    /// server on and none set, generated into the data dir.
     pub turn_secret: Option<String>,
-    /// Lifetime of TURN credentials.
+    /// Lifetime of TURN credentials (a client must allocate within it).
     #[serde(with = "duration_text")]
     pub turn_ttl: Duration,
 }
@@ -367,6 +407,7 @@ impl Default for Config {
             webhooks: WebhooksConfig::default(),
             snapshots: SnapshotsConfig::default(),
             evidence: EvidenceConfig::default(),
+            turn: TurnConfig::default(),
         }
     }
 }
@@ -473,6 +514,11 @@ impl Config {
         self.cluster.addr.is_some() || !self.cluster.seeds.is_empty()
     }
 
+    /// Whether the embedded TURN server runs: as configured, else on for a single node.
+    pub fn turn_enabled(&self) -> bool {
+        self.turn.enabled.unwrap_or(!self.clustered())
+    }
+
     /// The cluster cookie in effect.
     pub fn cluster_cookie(&self) -> String {
         self.cluster.cookie.clone().unwrap_or_else(|| DEV_COOKIE.to_owned())
@@ -547,6 +593,18 @@ impl Config {
         }
         if !self.ice.turn_urls.is_empty() && self.ice.turn_secret.is_none() {
             bail!("ice.turn_secret is required when ice.turn_urls is set");
+        }
+        let (min, max) = self.turn.relay_ports;
+        if min == 0 || min > max {
+            bail!("turn.relay_ports must be \"min-max\" with 1 <= min <= max");
+        }
+        let realm = &self.turn.realm;
+        // A STUN REALM is at most 127 characters; quotes would break coturn-style digests.
+        if realm.is_empty() || realm.chars().count() > 127 || realm.chars().any(|c| c.is_control() || c == '"') {
+            bail!("turn.realm must be 1-127 printable characters without quotes");
+        }
+        if self.turn.enabled == Some(true) {
+            crate::turn::Settings::of(self).map_err(|e| anyhow::anyhow!(e))?;
         }
         if self.rooms.max_participants == 0 {
             bail!("rooms.max_participants must be at least 1");
@@ -659,6 +717,22 @@ mod duration_text {
     }
 }
 
+/// Port ranges as text: `"49152-65535"`.
+mod port_range {
+    use serde::{Deserialize, Deserializer};
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<(u16, u16), D::Error> {
+        let text = String::deserialize(d)?;
+        parse(&text)
+            .ok_or_else(|| serde::de::Error::custom(format!("{text:?}: expected \"min-max\", e.g. \"49152-65535\"")))
+    }
+
+    pub fn parse(text: &str) -> Option<(u16, u16)> {
+        let (min, max) = text.split_once('-')?;
+        Some((min.trim().parse().ok()?, max.trim().parse().ok()?))
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -751,6 +825,9 @@ mod tests {
         assert_eq!(c.http.allowed_origins, d.http.allowed_origins);
         assert_eq!(c.http.behind_tls_proxy, d.http.behind_tls_proxy);
         assert!(c.http.tls_cert.is_none() && c.http.tls_key.is_none());
+        assert_eq!(c.turn.relay_ports, d.turn.relay_ports);
+        assert_eq!(c.turn.realm, d.turn.realm);
+        assert_eq!(c.turn.enabled, d.turn.enabled);
     }
 
     #[test]
@@ -769,6 +846,37 @@ mod tests {
         let mut s = Config::default();
         s.cluster.seeds = vec!["127.0.0.1:7001".into()];
         assert!(s.validate().expect_err("no addr").to_string().contains("cluster.addr"));
+    }
+
+    #[test]
+    fn turn_is_on_for_a_single_node_and_off_in_a_cluster() {
+        let mut c = Config::default();
+        assert!(c.turn_enabled());
+        c.cluster.addr = Some("127.0.0.1:7001".parse().expect("addr"));
+        assert!(!c.turn_enabled());
+        c.turn.enabled = Some(true);
+        assert!(c.turn_enabled());
+    }
+
+    #[test]
+    fn turn_keys_are_checked() {
+        let c: Config = toml::from_str("[turn]\nrelay_ports = \"40000-40100\"\n").expect("parse");
+        assert_eq!(c.turn.relay_ports, (40000, 40100));
+        assert!(toml::from_str::<Config>("[turn]\nrelay_ports = \"40000\"\n").is_err());
+        assert!(toml::from_str::<Config>("[turn]\nrelay_ports = \"1-70000\"\n").is_err());
+        let mut c = Config::default();
+        c.turn.relay_ports = (500, 400);
+        assert!(c.validate().expect_err("reversed").to_string().contains("turn.relay_ports"));
+        let mut c = Config::default();
+        c.turn.realm = String::new();
+        assert!(c.validate().expect_err("empty").to_string().contains("turn.realm"));
+        // A wildcard listen address needs a relay address to tell clients.
+        let mut c = Config::default();
+        c.turn.enabled = Some(true);
+        c.turn.listen = Some("0.0.0.0:3478".parse().expect("addr"));
+        assert!(c.validate().expect_err("no relay address").to_string().contains("turn.relay_address"));
+        c.turn.relay_address = Some("203.0.113.7".parse().expect("ip"));
+        c.validate().expect("valid with a relay address");
     }
 
     #[test]

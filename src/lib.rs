@@ -21,5 +21,6 @@ pub mod snapshots;
 pub mod store;
 pub mod telemetry;
 pub mod tls;
+pub mod turn;
 pub mod verify_report;
 pub mod webhooks;

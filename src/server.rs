@@ -3,7 +3,7 @@
 //! in the store and tells every client why its socket closes.
 
 use crate::app::{App, AppParts, Successor};
-use crate::auth::{Authority, load_or_create_secret, secret_fingerprint};
+use crate::auth::{Authority, load_or_create_secret, load_or_create_turn_secret, secret_fingerprint};
 use crate::bus::Bus;
 use crate::bus::broker::EmbeddedBroker;
 use crate::bus::outbox_publisher::{OutboxPublisher, PublisherSettings};
@@ -15,8 +15,9 @@ use crate::evidence::{BucketEvidence, BucketOptions, EvidenceStore};
 use crate::singleton::Singleton;
 use crate::snapshots::{RemoteCv, SnapshotWorker, WorkerSettings};
 use crate::store::Store;
+use crate::turn::TurnServer;
 use crate::webhooks::dispatcher::{Dispatcher, DispatcherSettings};
-use crate::{http, telemetry, tls};
+use crate::{http, telemetry, tls, turn};
 use axum::serve::ListenerExt;
 use axum_server::tls_rustls::{RustlsAcceptor, RustlsConfig};
 use ractor::Actor;
@@ -60,6 +61,7 @@ pub struct RunningServer {
     snapshots: Option<SnapshotWorker>,
     cv_workers: Option<tokio::sync::watch::Sender<bool>>,
     broker: Option<EmbeddedBroker>,
+    turn: Option<TurnServer>,
 }
 
 /// Opens the store and runs migrations, nothing else (`switchboard migrate`).
@@ -190,6 +192,35 @@ fn snapshot_settings(app: &Arc<App>) -> (WorkerSettings, Option<tokio::sync::wat
     (settings, stop_workers)
 }
 
+/// Binds the embedded TURN server's sockets when it is to run, and puts its URLs and shared
+/// secret into the ICE servers this node hands out (the config in effect is what the node
+/// serves from). On by default, a server that cannot start is a warning (the node serves
+/// without it); asked for with `turn.enabled = true`, it is an error.
+async fn bind_turn(config: &mut Config) -> anyhow::Result<Option<(turn::Bound, String)>> {
+    if !config.turn_enabled() {
+        return Ok(None);
+    }
+    let bound = match turn::Settings::of(config) {
+        Ok(settings) => {
+            let listen = settings.listen;
+            turn::Bound::bind(settings).await.map_err(|e| format!("turn.listen {listen}: {e}"))
+        }
+        Err(e) => Err(e),
+    };
+    let bound = match bound {
+        Ok(bound) => bound,
+        Err(e) if config.turn.enabled == Some(true) => anyhow::bail!(e),
+        Err(e) => {
+            tracing::warn!(error = %e, "embedded turn server not started; set turn.enabled = false to run without it");
+            return Ok(None);
+        }
+    };
+    let secret = load_or_create_turn_secret(&config.ice, &config.data_dir)?;
+    config.ice.turn_secret = Some(secret.clone());
+    config.ice.turn_urls.extend(bound.urls());
+    Ok(Some((bound, secret)))
+}
+
 /// Registers the config file's webhook endpoints and starts the dispatcher (when enabled).
 async fn start_webhooks(app: &App) -> anyhow::Result<Option<Singleton>> {
     let w = &app.config.webhooks;
@@ -210,7 +241,7 @@ async fn start_webhooks(app: &App) -> anyhow::Result<Option<Singleton>> {
 }
 
 /// Starts a node on an already bound listener.
-pub async fn start(config: Config, listener: TcpListener) -> anyhow::Result<RunningServer> {
+pub async fn start(mut config: Config, listener: TcpListener) -> anyhow::Result<RunningServer> {
     config.validate()?;
     // Two rustls crypto providers are in the tree (ring, aws-lc-rs): choose one for the process,
     // or TLS clients that ask for the default (the evidence bucket's) would panic.
@@ -230,6 +261,7 @@ pub async fn start(config: Config, listener: TcpListener) -> anyhow::Result<Runn
         .map_err(|e| anyhow::anyhow!("cannot create data dir {}: {e}", config.data_dir.display()))?;
     let secret = load_or_create_secret(&config.auth, &config.data_dir)?;
     let authority = Authority::new(&secret, &config.auth);
+    let turn_bound = bind_turn(&mut config).await?;
     let store = migrate(&config).await?;
     // In a cluster, sessions of a crashed incarnation stay open: the room's next owner takes
     // them over (the orphan sweep) and they can still resume within their grace period.
@@ -361,6 +393,10 @@ pub async fn start(config: Config, listener: TcpListener) -> anyhow::Result<Runn
             None
         }
     };
+    let turn = match turn_bound {
+        Some((bound, secret)) => Some(bound.serve(&secret).await?),
+        None => None,
+    };
     let (stop_http, stopped) = oneshot::channel::<()>();
     let router = http::router(app.clone());
     let tls_reload = tls.as_ref().and_then(|(files, serving)| reload_on_hangup(files.clone(), serving.clone()));
@@ -374,6 +410,7 @@ pub async fn start(config: Config, listener: TcpListener) -> anyhow::Result<Runn
         dev_mode = app.dev_mode,
         tls = scheme == "wss",
         cluster_addr = cluster_addr.as_deref().unwrap_or("none"),
+        turn = %turn.as_ref().map(|t| t.addr().to_string()).unwrap_or_else(|| "none".into()),
         startup_ms = started.elapsed().as_millis() as u64,
         "switchboard serving; signaling at {scheme}://{addr}/ws/signal"
     );
@@ -397,10 +434,16 @@ pub async fn start(config: Config, listener: TcpListener) -> anyhow::Result<Runn
         snapshots,
         cv_workers,
         broker,
+        turn,
     })
 }
 
 impl RunningServer {
+    /// Where the embedded TURN server listens (UDP and TCP), when it runs.
+    pub fn turn_addr(&self) -> Option<SocketAddr> {
+        self.turn.as_ref().map(TurnServer::addr)
+    }
+
     /// Graceful shutdown: refuse new work, close every session and open call in the store,
     /// tell every client (close frame 1001 with a reason), then stop listening.
     pub async fn shutdown(mut self) -> anyhow::Result<()> {
@@ -416,6 +459,10 @@ impl RunningServer {
             wait_for_clients(&app, deadline).await;
         }
         app.rooms.stop(Some("shutdown".into()));
+        // Relayed media ends with the calls, which have just been closed.
+        if let Some(turn) = self.turn.take() {
+            turn.stop().await;
+        }
         if let Some(stop) = self.stop_http.take() {
             let _ = stop.send(());
         }

@@ -97,12 +97,24 @@ fn describe() {
     describe_counter!("switchboard_rehomes_total", "rooms started here after another node lost or gave them up");
     describe_counter!("switchboard_cross_node_messages_total", "commands and frames sent to another node");
     describe_counter!("switchboard_routing_misses_total", "commands that reached a node not serving their room");
+    describe_gauge!("switchboard_turn_allocations", "allocations (relay ports) of the embedded TURN server");
+    describe_counter!(
+        "switchboard_turn_auth_failures_total",
+        "TURN requests refused for their credential, by reason (malformed, expired, realm, password)"
+    );
+    describe_counter!(
+        "switchboard_turn_peers_denied_total",
+        "TURN permissions refused for a peer address outside the relay policy"
+    );
 }
 
-/// Installs the log subscriber (`RUST_LOG` filters, default `info`).
+/// Installs the log subscriber (`RUST_LOG` filters, default `info`). The `turn` crate logs an
+/// error for every datagram it cannot use (a stray packet after an allocation ended, any junk
+/// sent to the port), which anyone could turn into a flood of log lines: it is off by default,
+/// and the embedded server logs what matters itself.
 pub fn init_logs() {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,sqlx=warn,ractor_cluster=warn"));
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,sqlx=warn,ractor_cluster=warn,turn=off"));
     let ansi = std::io::IsTerminal::is_terminal(&std::io::stdout());
     let _ = tracing_subscriber::fmt().with_env_filter(filter).with_target(false).with_ansi(ansi).try_init();
 }

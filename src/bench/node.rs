@@ -20,6 +20,10 @@ burst = 1000000.0
 
 [rooms]
 max_participants = 64
+
+# Benchmarks measure signaling; nodes started side by side would also fight over TURN's port.
+[turn]
+enabled = false
 ";
 
 /// A node started for a benchmark; killed on drop.

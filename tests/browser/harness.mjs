@@ -23,7 +23,8 @@ export function tempDir(prefix = "sb-browser-") {
  */
 export function startNode(o = {}) {
   const dataDir = o.dataDir ?? tempDir();
-  const args = ["serve", "--http-addr", o.addr ?? "127.0.0.1:0", "--data-dir", dataDir, ...(o.args ?? [])];
+  // The embedded TURN server on a free port, not 3478 (another TURN server may hold it).
+  const args = ["serve", "--http-addr", o.addr ?? "127.0.0.1:0", "--data-dir", dataDir, "--turn-listen", "127.0.0.1:0", ...(o.args ?? [])];
   const child = spawn(BIN, args, {
     env: { ...process.env, RUST_LOG: "info", ...(o.env ?? {}) },
     stdio: ["ignore", "pipe", "pipe"],

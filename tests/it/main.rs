@@ -19,6 +19,8 @@ mod snapshots;
 mod store;
 mod support;
 mod tls;
+mod turn;
 mod web;
 mod webhooks;
 mod webrtc_call;
+mod webrtc_peers;

@@ -26,12 +26,15 @@ pub struct TestServer {
     pub http: reqwest::Client,
 }
 
-/// A config for tests: loopback, port 0, a temp data dir, a known secret.
+/// A config for tests: loopback, port 0, a temp data dir, a known secret, and no embedded
+/// TURN server (its default port would be shared by every test; `turn.rs` turns it on, on
+/// port 0, where it is under test).
 pub fn test_config(dir: &std::path::Path) -> Config {
     let mut c = Config::default();
     c.http.addr = "127.0.0.1:0".parse().expect("addr");
     c.data_dir = dir.to_path_buf();
     c.auth.secret = Some(SECRET.into());
+    c.turn.enabled = Some(false);
     c
 }
 
@@ -223,6 +226,9 @@ impl Node {
             .args(extra)
             .env("SWITCHBOARD_AUTH_SECRET", SECRET)
             .env("RUST_LOG", "info")
+            // A single node runs its TURN server by default: on port 0, so that nodes of
+            // parallel tests do not share 3478.
+            .env("SWITCHBOARD_TURN_LISTEN", "127.0.0.1:0")
             .envs(env.iter().copied())
             .stdout(std::process::Stdio::piped())
             .stderr(std::process::Stdio::piped())
