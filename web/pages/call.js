@@ -1,4 +1,4 @@
-// The call page, `/call?room=R[&name=N][&relay=1]`: camera and microphone, the other participants'
+// The call page, `/call?room=R[&name=N][&relay=1][&node=URL...]`: camera and microphone, the other participants'
 // videos, mute, camera and screen-share toggles, chat, an overlay pointer, snapshots with
 // their reports, a quality indicator and a reconnecting banner. In dev mode it mints its own
 // token; otherwise the token comes in the URL fragment (`#token=...`, never sent to a server
@@ -76,7 +76,10 @@ async function start() {
     const t = await token(room, name);
     // `relay=1` sends all media through TURN (to check a TURN server, or to hide addresses).
     const iceTransportPolicy = params.get("relay") === "1" ? "relay" : "all";
-    call = await Switchboard.connect({ url: base, token: t, iceTransportPolicy });
+    // `node=<base URL>` (repeatable): other nodes of the cluster to reconnect to when this
+    // one is gone.
+    const urls = [base, ...params.getAll("node")];
+    call = await Switchboard.connect({ url: urls, token: t, iceTransportPolicy });
     window.switchboardCall = call;
     wire(call);
     await call.join(room, { audio: true, video: true, displayName: name || undefined });
