@@ -65,6 +65,15 @@ test("two pages make a call: media, mute, chat, pointer and a snapshot report", 
     await alice.click("#mute");
     await until(bob, () => document.querySelector(".tile.remote")?.dataset.audioMuted === "false");
 
+    // Screen sharing: the screen replaces the camera, and Bob's page says so.
+    await alice.click("#share");
+    await until(bob, () => /sharing screen/.test(document.querySelector(".tile.remote .flags")?.textContent));
+    await alice.click("#share");
+    await until(bob, () => !/sharing screen/.test(document.querySelector(".tile.remote .flags")?.textContent));
+
+    // Stats: each page sends getStats() figures and shows the score the node gives them.
+    for (const page of [alice, bob]) await until(page, () => document.querySelector("#quality").dataset.level !== "");
+
     // Chat both ways (each line once, on both pages).
     await alice.fill("#chat-input", "hello from Alice");
     await alice.press("#chat-input", "Enter");

@@ -86,10 +86,13 @@ test("the room's node is killed: both pages come back without a reload, one by r
     await remoteVideoFlows(bob);
 
     const before = [await remoteFrames(alice), await remoteFrames(bob)];
+    const offersBefore = await alice.evaluate(() => [...window.switchboardCall.links.values()][0].offersSent);
     await owner.kill();
     // Bob's socket was on the dead node: he reconnects to another one and resumes.
     await until(bob, () => document.body.dataset.reconnect === "resumed");
     await until(bob, () => document.body.dataset.state === "joined");
+    // Bob came back on a new connection, so Alice restarts ICE with him (a new offer).
+    await until(alice, (n) => [...window.switchboardCall.links.values()][0].offersSent > n, offersBefore);
     // Media never went through the nodes: it kept flowing.
     await remoteVideoFlows(alice, before[0]);
     await remoteVideoFlows(bob, before[1]);
