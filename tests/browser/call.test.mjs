@@ -159,3 +159,57 @@ test("a denied camera and microphone join receive-only, with a clear message", a
     await node.stop();
   }
 });
+
+test("a poor link falls back to audio only, and video comes back when it recovers", async () => {
+  const node = await startNode();
+  try {
+    const alice = await newPage(browser);
+    // Alice's network, as her browser's statistics will tell it: bad while `__poorLink` is set.
+    await alice.addInitScript(() => {
+      const original = RTCPeerConnection.prototype.getStats;
+      RTCPeerConnection.prototype.getStats = async function (...args) {
+        const report = await original.apply(this, args);
+        if (!window.__poorLink) return report;
+        const worse = new Map();
+        report.forEach((v, k) => worse.set(k, v));
+        worse.set("poor", { id: "poor", type: "remote-inbound-rtp", fractionLost: 0.4, jitter: 0.15, roundTripTime: 1.2 });
+        return worse;
+      };
+    });
+    await alice.goto(`${node.url}/call?room=browser-fallback&name=Alice`);
+    await until(alice, () => document.body.dataset.state === "joined");
+    const bob = await newPage(browser);
+    await bob.goto(`${node.url}/call?room=browser-fallback&name=Bob`);
+    await until(bob, () => document.body.dataset.state === "joined");
+    await remoteVideoFlows(bob);
+
+    const sending = () =>
+      alice.evaluate(() =>
+        [...window.switchboardCall.links.values()].flatMap((l) =>
+          l.pc
+            .getSenders()
+            .filter((s) => s.track?.kind === "video")
+            .map((s) => s.getParameters().encodings.every((e) => e.active !== false)),
+        ),
+      );
+    assert.deepEqual(await sending(), [true]);
+    await alice.evaluate(() => {
+      window.__poorLink = true;
+    });
+    // The node scores the samples poor, sends Alice `fallback` audio_only and Bob `video_paused`;
+    // the SDK stops Alice's video encodings.
+    await until(alice, () => document.querySelector("#quality").dataset.level === "poor");
+    await until(bob, () => document.querySelector(".tile.remote")?.dataset.videoPaused === "true", undefined, 45_000);
+    await until(alice, () => /video paused/.test(document.querySelector("#notice").textContent));
+    assert.deepEqual(await sending(), [false]);
+    // Good samples for long enough bring the video back.
+    await alice.evaluate(() => {
+      window.__poorLink = false;
+    });
+    await until(bob, () => document.querySelector(".tile.remote")?.dataset.videoPaused === "false", undefined, 45_000);
+    await until(alice, () => window.switchboardCall.fallback === "normal");
+    assert.deepEqual(await sending(), [true]);
+  } finally {
+    await node.stop();
+  }
+});

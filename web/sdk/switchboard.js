@@ -212,9 +212,21 @@ export class PeerLink {
     }
   }
 
-  /** Asks for new ICE credentials; the negotiation that follows is an ordinary one. */
+  /**
+   * Asks for new ICE credentials; the negotiation that follows is an ordinary one. The browser
+   * should ask for it (`negotiationneeded`); when a second has passed without an offer while
+   * nothing else was negotiating, the link makes the offer itself (the next offer carries the
+   * new credentials either way).
+   */
   restartIce() {
-    if (!this.closed && typeof this.pc.restartIce === "function") this.pc.restartIce();
+    if (this.closed || typeof this.pc.restartIce !== "function") return;
+    const offers = this.offersSent;
+    this.pc.restartIce();
+    setTimeout(() => {
+      if (!this.closed && this.offersSent === offers && !this.makingOffer && this.pc.signalingState === "stable") {
+        this.#negotiate();
+      }
+    }, 1000);
   }
 
   close() {
