@@ -20,8 +20,8 @@ use serde_json::{Value, json};
 use std::collections::{BTreeMap, HashSet, VecDeque};
 use std::future::Future;
 use std::pin::Pin;
-use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tokio::sync::mpsc::{UnboundedReceiver, UnboundedSender, unbounded_channel};
 use tokio::sync::oneshot;
@@ -147,6 +147,7 @@ pub struct Client {
     commands: UnboundedSender<Command>,
     events: UnboundedReceiver<Event>,
     next_id: Arc<AtomicU64>,
+    url: Arc<Mutex<Option<String>>>,
 }
 
 impl std::fmt::Debug for Client {
@@ -156,14 +157,17 @@ impl std::fmt::Debug for Client {
 }
 
 impl Client {
-    /// Connects to the first node of the list that takes the token (each is tried once, in
-    /// order). A refused token fails with its code (`token_expired`...).
+    /// Connects to a node of the list that takes the token: each is tried once, in order from
+    /// a random one (so that many clients spread over the nodes). A refused token fails with
+    /// its code (`token_expired`...).
     pub async fn connect(config: ClientConfig) -> Result<Client> {
         let mut task = Task::new(config);
-        let urls = task.candidates();
+        let mut urls = task.candidates();
         if urls.is_empty() {
             return Err(Error::Config("no URL to connect to".into()));
         }
+        let start = task.rng.random_range(0..urls.len());
+        urls.rotate_left(start);
         let mut last = Error::Config("no URL to connect to".into());
         for url in urls {
             match task.enter(&url).await {
@@ -181,8 +185,14 @@ impl Client {
         let (commands, command_rx) = unbounded_channel();
         let (events_tx, events) = unbounded_channel();
         task.events = Some(events_tx);
+        let url = task.shared_url.clone();
         tokio::spawn(task.run(command_rx));
-        Ok(Client { commands, events, next_id: Arc::new(AtomicU64::new(0)) })
+        Ok(Client { commands, events, next_id: Arc::new(AtomicU64::new(0)), url })
+    }
+
+    /// The URL of the node the client is connected to, or was last.
+    pub fn current_url(&self) -> Option<String> {
+        self.url.lock().ok().and_then(|u| u.clone())
     }
 
     /// Joins `room`; the session then follows the client across reconnects.
@@ -287,6 +297,8 @@ struct Task {
     rng: StdRng,
     conn: Option<RawConnection>,
     url: Option<String>,
+    /// The same, for [`Client::current_url`].
+    shared_url: Arc<Mutex<Option<String>>>,
     events: Option<UnboundedSender<Event>>,
     /// The room to be in (set by `join`, cleared by `leave`), and its join options.
     room: Option<(String, JoinOptions)>,
@@ -324,6 +336,7 @@ impl Task {
             rng,
             conn: None,
             url: None,
+            shared_url: Arc::new(Mutex::new(None)),
             events: None,
             room: None,
             session: None,
@@ -691,6 +704,9 @@ impl Task {
             .map_err(|_| Error::Timeout("connecting"))??;
         self.conn = Some(conn);
         self.url = Some(url.to_owned());
+        if let Ok(mut shared) = self.shared_url.lock() {
+            *shared = Some(url.to_owned());
+        }
         self.last_sent = Instant::now();
         if let Some(session) = &self.session {
             let received: Vec<Value> = self.received.iter().map(|(p, m)| json!({"peerId": p, "msgId": m})).collect();
@@ -705,7 +721,10 @@ impl Task {
             let first = self.first_frame().await?;
             match first["type"].as_str() {
                 // `resumed` carries the client's `lastSeq`; the replay follows it.
-                Some("resumed") => return Ok(true),
+                Some("resumed") => {
+                    self.last_seq = first["seq"].as_u64().unwrap_or(self.last_seq);
+                    return Ok(true);
+                }
                 Some("resume_failed") => {
                     let reason = first["reason"].as_str().unwrap_or_default().to_owned();
                     self.emit(Event::ResumeFailed { reason: reason.clone() });
@@ -724,6 +743,7 @@ impl Task {
             let first = self.first_frame().await?;
             match first["type"].as_str() {
                 Some("joined") => {
+                    self.last_seq = first["seq"].as_u64().unwrap_or(0);
                     self.on_joined(&first);
                     Ok(false)
                 }
@@ -780,7 +800,12 @@ impl Task {
         let conn = self.conn.as_mut().ok_or(Error::Closed { code: None, reason: "no connection".into() })?;
         let (v, gap) =
             tokio::time::timeout(timeout, conn.recv_checked()).await.map_err(|_| Error::Timeout("answer"))??;
-        self.note_seq(&v, gap);
+        // The session's numbering is not this frame's to move: a `resume_failed` or an
+        // `error` on a new connection is numbered by that connection, and the next resume
+        // must still name where the session stands. `enter` moves it once the answer is known.
+        if let Some(g) = gap {
+            self.emit(Event::SeqGap { expected: g.expected, got: g.got, frame: v.clone() });
+        }
         self.last_heard = Instant::now();
         Ok(v)
     }
