@@ -159,22 +159,36 @@ impl std::fmt::Debug for Client {
 impl Client {
     /// Connects to a node of the list that takes the token: each is tried once, in order from
     /// a random one (so that many clients spread over the nodes). A refused token fails with
-    /// its code (`token_expired`...).
+    /// its code (`token_expired`...). A `ping` proves the token was taken; a client that knows
+    /// its room can [`connect_to_room`](Self::connect_to_room) instead, whose first message is
+    /// the join.
     pub async fn connect(config: ClientConfig) -> Result<Client> {
+        Ok(Client::start(config, None).await?.0)
+    }
+
+    /// Connects and joins `room` with the join as the first message (its answer proves the
+    /// token too); the session then follows the client across reconnects.
+    pub async fn connect_to_room(config: ClientConfig, room: &str, options: JoinOptions) -> Result<(Client, Joined)> {
+        let (client, joined) = Client::start(config, Some((room.to_owned(), options))).await?;
+        let joined = joined.ok_or_else(|| Error::Protocol("no joined".into()))?;
+        Ok((client, joined))
+    }
+
+    async fn start(config: ClientConfig, room: Option<(String, JoinOptions)>) -> Result<(Client, Option<Joined>)> {
         let mut task = Task::new(config);
         let mut urls = task.candidates();
         if urls.is_empty() {
             return Err(Error::Config("no URL to connect to".into()));
         }
+        let (events_tx, events) = unbounded_channel();
+        task.events = Some(events_tx);
         let start = task.rng.random_range(0..urls.len());
         urls.rotate_left(start);
         let mut last = Error::Config("no URL to connect to".into());
         for url in urls {
+            task.room = room.clone();
             match task.enter(&url).await {
-                Ok(_) => {
-                    last = Error::ClientClosed;
-                    break;
-                }
+                Ok(_) => break,
                 Err(e @ Error::Server { .. }) => return Err(e),
                 Err(e) => last = e,
             }
@@ -182,12 +196,11 @@ impl Client {
         if task.conn.is_none() {
             return Err(last);
         }
+        let joined = task.latest_joined.take();
         let (commands, command_rx) = unbounded_channel();
-        let (events_tx, events) = unbounded_channel();
-        task.events = Some(events_tx);
         let url = task.shared_url.clone();
         tokio::spawn(task.run(command_rx));
-        Ok(Client { commands, events, next_id: Arc::new(AtomicU64::new(0)), url })
+        Ok((Client { commands, events, next_id: Arc::new(AtomicU64::new(0)), url }, joined))
     }
 
     /// The URL of the node the client is connected to, or was last.
@@ -304,6 +317,8 @@ struct Task {
     room: Option<(String, JoinOptions)>,
     session: Option<Session>,
     join_wait: Option<oneshot::Sender<Result<Joined>>>,
+    /// The latest `joined`, for [`Client::connect_to_room`].
+    latest_joined: Option<Joined>,
     leave_wait: Option<oneshot::Sender<Result<()>>>,
     /// Messages with an id, not yet answered, by id (ids rise, so this is sending order).
     unacked: BTreeMap<u64, Pending>,
@@ -341,6 +356,7 @@ impl Task {
             room: None,
             session: None,
             join_wait: None,
+            latest_joined: None,
             leave_wait: None,
             unacked: BTreeMap::new(),
             undelivered: BTreeMap::new(),
@@ -610,6 +626,7 @@ impl Task {
         if let Some(w) = self.join_wait.take() {
             let _ = w.send(Ok(joined.clone()));
         }
+        self.latest_joined = Some(joined.clone());
         self.emit(Event::Joined(joined));
     }
 

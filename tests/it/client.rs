@@ -34,16 +34,20 @@ async fn until<T>(client: &mut Client, what: &str, mut pick: impl FnMut(&Event) 
     }
 }
 
+/// A client whose first message is its join.
 async fn joined(s: &TestServer, user: &str, room: &str) -> (Client, String) {
-    let client = Client::connect(config(s, user).await).await.expect("connect");
-    let joined = client.join(room, JoinOptions::default()).await.expect("join");
+    let (client, joined) =
+        Client::connect_to_room(config(s, user).await, room, JoinOptions::default()).await.expect("connect and join");
     (client, joined.peer_id)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_clients_relay_with_ack_and_receipt_and_chat_is_acknowledged() {
     let mut s = TestServer::start().await;
-    let (mut alice, alice_id) = joined(&s, "alice", "crate-relay").await;
+    // Connected first (a ping proves the token), then joined: the join is not the connection's
+    // first frame, and the numbering must still rise by one.
+    let mut alice = Client::connect(config(&s, "alice").await).await.expect("connect");
+    let alice_id = alice.join("crate-relay", JoinOptions::default()).await.expect("join").peer_id;
     let (mut bob, bob_id) = joined(&s, "bob", "crate-relay").await;
     let newcomer = until(&mut alice, "peer_joined", |e| match e {
         Event::PeerJoined { peer_id, .. } => Some(peer_id.clone()),
@@ -94,6 +98,10 @@ async fn two_clients_relay_with_ack_and_receipt_and_chat_is_acknowledged() {
 async fn a_refused_token_fails_connect_with_its_code() {
     let mut s = TestServer::start().await;
     let err = Client::connect(ClientConfig::new(ws_url(&s), "not-a-token")).await.expect_err("refused");
+    assert_eq!(err.code(), Some(&Code::TokenInvalid), "{err}");
+    let err = Client::connect_to_room(ClientConfig::new(ws_url(&s), "not-a-token"), "r", JoinOptions::default())
+        .await
+        .expect_err("refused");
     assert_eq!(err.code(), Some(&Code::TokenInvalid), "{err}");
     s.stop().await;
 }
@@ -172,8 +180,7 @@ async fn following(live: &Arc<Mutex<Vec<String>>>, user: &str, s: &TestServer) -
     let mut c = config(s, user).await;
     let urls = live.clone();
     c.live_urls = Some(Arc::new(move || urls.lock().expect("urls").clone()));
-    let client = Client::connect(c).await.expect("connect");
-    let joined = client.join("crate-restart", JoinOptions::default()).await.expect("join");
+    let (client, joined) = Client::connect_to_room(c, "crate-restart", JoinOptions::default()).await.expect("join");
     (client, joined.peer_id)
 }
 
