@@ -9,7 +9,7 @@
 
 use crate::ledger::Ledger;
 use crate::nodes::Directory;
-use anyhow::{Result, anyhow, bail};
+use anyhow::{Result, bail};
 use serde_json::Value;
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -142,18 +142,18 @@ impl Recorder {
     ) -> Result<()> {
         let config = config(&self.spec, directory)?;
         let started = Instant::now();
-        // The cluster may still be settling: keep trying for a while.
+        // The cluster may still be settling: keep trying for a while. The join is the first
+        // message of the connection, as it is for a fresh join after a failed resume.
         let mut client = loop {
-            match Client::connect(config.clone()).await {
-                Ok(c) => break c,
-                Err(e) if started.elapsed() > GIVE_UP_AFTER => bail!("could not connect: {e}"),
+            match Client::connect_to_room(config.clone(), &self.spec.room, JoinOptions::default()).await {
+                Ok((c, _)) => break c,
+                Err(e) if started.elapsed() > GIVE_UP_AFTER => bail!("could not join: {e}"),
                 Err(_) => tokio::time::sleep(Duration::from_millis(100)).await,
             }
         };
         if let Some(url) = client.current_url() {
             self.ledger.connected_to(&self.spec.user, &node_of(&url));
         }
-        client.join(&self.spec.room, JoinOptions::default()).await.map_err(|e| anyhow!("join: {e}"))?;
         // The application may finish before the harness asks the client to leave.
         let mut app_open = true;
         loop {
