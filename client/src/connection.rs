@@ -174,3 +174,61 @@ impl<S: AsyncRead + AsyncWrite + Unpin> RawConnection<S> {
         (got != expected).then_some(SeqGap { expected, got })
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+    use tokio_tungstenite::tungstenite::protocol::Role;
+
+    /// A client connection and the server's end of it, over an in-memory pipe.
+    async fn pair() -> (RawConnection<tokio::io::DuplexStream>, WebSocketStream<tokio::io::DuplexStream>) {
+        let (a, b) = tokio::io::duplex(64 * 1024);
+        let client = WebSocketStream::from_raw_socket(a, Role::Client, None).await;
+        let server = WebSocketStream::from_raw_socket(b, Role::Server, None).await;
+        (RawConnection::over(client), server)
+    }
+
+    #[tokio::test]
+    async fn seq_gaps_are_reported_and_goaway_and_resumed_are_not_gaps() {
+        let (mut conn, mut server) = pair().await;
+        for frame in [
+            json!({"seq": 1, "type": "joined"}),
+            json!({"seq": 2, "type": "offer"}),
+            json!({"seq": 2, "type": "goaway"}),
+            json!({"seq": 5, "type": "offer"}),
+            json!({"seq": 17, "type": "resumed"}),
+            json!({"seq": 18, "type": "offer"}),
+            json!({"type": "pong"}),
+        ] {
+            server.send(Message::text(frame.to_string())).await.expect("server writes");
+        }
+        let mut gaps = Vec::new();
+        for _ in 0..7 {
+            gaps.push(conn.recv_checked().await.expect("a frame").1);
+        }
+        let gap = |expected, got| Some(SeqGap { expected, got });
+        assert_eq!(gaps, [None, None, None, gap(3, 5), None, None, gap(19, 0)]);
+        assert_eq!(conn.last_seq(), 18);
+    }
+
+    #[tokio::test]
+    async fn bad_json_and_close_frames_are_errors_not_panics() {
+        let (mut conn, mut server) = pair().await;
+        server.send(Message::text("not json")).await.expect("server writes");
+        server.send(Message::binary(vec![1u8, 2])).await.expect("server writes");
+        server.send(Message::text(json!({"seq": 1, "type": "pong"}).to_string())).await.expect("server writes");
+        server.close(None).await.expect("server closes");
+        assert!(matches!(conn.recv_value().await, Err(Error::Protocol(_))));
+        // The binary frame is skipped; the next text frame still comes.
+        assert_eq!(conn.recv_value().await.expect("pong")["type"], "pong");
+        assert!(matches!(conn.recv_value().await, Err(Error::Closed { .. })));
+    }
+
+    #[test]
+    fn the_token_goes_in_the_query() {
+        assert_eq!(with_token("ws://h/ws/signal", Some("t")), "ws://h/ws/signal?token=t");
+        assert_eq!(with_token("ws://h/ws/signal?a=1", Some("t")), "ws://h/ws/signal?a=1&token=t");
+        assert_eq!(with_token("ws://h/ws/signal", None), "ws://h/ws/signal");
+    }
+}
