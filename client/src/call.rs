@@ -652,7 +652,14 @@ impl Task {
                 return;
             }
             _ => {
+                // A request learns its refusal. A relayed message refused for good (an unknown
+                // peer, a bad message) is not sent again; one refused for now (the node's
+                // database is away, the rate limit) stays kept and goes again after the next
+                // reconnect, as an unanswered one would.
+                let for_now = matches!(code, Code::Unavailable | Code::Internal | Code::RateLimited);
                 if let Some(id) = reference.as_ref().and_then(Value::as_u64)
+                    && let Some(p) = self.unacked.get(&id)
+                    && (p.reply.is_some() || !for_now)
                     && let Some(p) = self.unacked.remove(&id)
                     && let Some(reply) = p.reply
                 {
