@@ -803,6 +803,10 @@ impl Task {
         {
             return RawConnection::connect_tls(url, Some(token), tls.clone()).await;
         }
+        if url.starts_with("wss:") {
+            // The crate brings no roots of its own: whom to trust is the caller's to say.
+            return Err(Error::Config("a wss:// URL needs ClientConfig::tls (feature rustls)".into()));
+        }
         RawConnection::connect(url, Some(token)).await
     }
 

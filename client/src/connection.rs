@@ -12,8 +12,8 @@ use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::tungstenite::protocol::CloseFrame;
 use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
 
-/// The stream of a connection opened by [`RawConnection::connect`]: plain TCP, or TLS when
-/// built with the `rustls` feature and given a `wss://` URL.
+/// The stream of a connection opened by [`RawConnection::connect`] (plain TCP) or
+/// `RawConnection::connect_tls` (TLS, feature `rustls`).
 pub type DefaultStream = MaybeTlsStream<TcpStream>;
 
 /// A frame whose `seq` was not the one due.
@@ -46,8 +46,9 @@ pub fn with_token(url: &str, token: Option<&str>) -> String {
 }
 
 impl RawConnection {
-    /// Opens `url` (`ws://host:port/ws/signal`; `wss://` with the `rustls` feature and the
-    /// platform's web PKI roots) with `token`.
+    /// Opens `url` (`ws://host:port/ws/signal`) with `token`. For `wss://` use
+    /// [`connect_tls`](Self::connect_tls) (feature `rustls`): the crate brings no roots of its
+    /// own, so the caller's configuration says whom to trust.
     pub async fn connect(url: &str, token: Option<&str>) -> Result<RawConnection> {
         let (ws, _) = tokio_tungstenite::connect_async(with_token(url, token)).await?;
         Ok(RawConnection::over(ws))
