@@ -49,24 +49,12 @@ async fn malformed_messages_get_errors_and_the_room_goes_on() {
     alice.send(json!({"type": "chat", "text": "x".repeat(2001)})).await;
     expect_error(&mut alice, "invalid_message").await;
 
-    alice.ws.send_binary_for_test().await;
+    alice.ws.send_binary(vec![1u8, 2, 3]).await.expect("send binary");
     expect_error(&mut alice, "binary_unsupported").await;
 
     still_works(&mut alice, &mut bob).await;
     still_works(&mut bob, &mut alice).await;
     s.stop().await;
-}
-
-/// Sends one binary frame (not part of the protocol).
-trait SendBinary {
-    async fn send_binary_for_test(&mut self);
-}
-
-impl SendBinary for tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>> {
-    async fn send_binary_for_test(&mut self) {
-        use futures_util::SinkExt;
-        self.send(tokio_tungstenite::tungstenite::Message::binary(vec![1u8, 2, 3])).await.expect("send binary");
-    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -212,13 +200,7 @@ async fn floods_are_rate_limited_then_closed() {
 
     // Keep flooding past the violation cap: the connection is closed with 1008.
     for i in 0..400 {
-        if futures_util::SinkExt::send(
-            &mut mallory.ws,
-            tokio_tungstenite::tungstenite::Message::text(json!({"type": "ping", "id": i}).to_string()),
-        )
-        .await
-        .is_err()
-        {
+        if mallory.ws.send_value(&json!({"type": "ping", "id": i})).await.is_err() {
             break;
         }
     }

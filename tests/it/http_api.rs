@@ -155,7 +155,7 @@ async fn the_websocket_accepts_a_bearer_header() {
     let mut req = format!("ws://{}/ws/signal", s.addr).into_client_request().expect("request");
     req.headers_mut().insert("authorization", format!("Bearer {token}").parse().expect("header"));
     let (ws, _) = tokio_tungstenite::connect_async(req).await.expect("connect");
-    let mut c = crate::support::Client { ws, peer_id: String::new(), last_seq: 0 };
+    let mut c = crate::support::Client::over(ws);
     c.send(json!({"type": "join", "roomId": "bearer-room"})).await;
     assert_eq!(c.recv_type("joined").await["roomId"], "bearer-room");
     s.stop().await;

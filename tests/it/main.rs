@@ -4,6 +4,7 @@
 
 mod bad_input;
 mod cli;
+mod client;
 mod cluster;
 mod events_bus;
 mod http_api;

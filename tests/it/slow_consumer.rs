@@ -50,7 +50,7 @@ async fn a_client_that_stops_reading_is_closed_and_nobody_else_slows_down() {
     // Carol drains what reached her socket and finds the close code at the end.
     let mut code = None;
     for _ in 0..100_000 {
-        match tokio::time::timeout(WAIT, carol.ws.next()).await.expect("carol's socket ends in time") {
+        match tokio::time::timeout(WAIT, carol.ws.get_mut().next()).await.expect("carol's socket ends in time") {
             Some(Ok(Message::Close(frame))) => {
                 code = frame.map(|f| u16::from(f.code));
                 break;

@@ -1,15 +1,13 @@
 //! Test support: in-process servers, WebSocket clients, tokens, fresh PostgreSQL databases.
 
-use futures_util::{SinkExt, StreamExt};
 use serde_json::{Value, json};
 use std::time::Duration;
 use switchboard::config::Config;
 use switchboard::server::{RunningServer, start};
+use switchboard_client::{DefaultStream, RawConnection};
 use tokio::io::{AsyncRead, AsyncWrite};
-use tokio::net::TcpStream;
-use tokio_tungstenite::tungstenite::Message;
+use tokio_tungstenite::WebSocketStream;
 use tokio_tungstenite::tungstenite::protocol::CloseFrame;
-use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
 
 /// How long a test waits for any one event.
 pub const WAIT: Duration = Duration::from_secs(10);
@@ -100,60 +98,52 @@ impl TestServer {
 }
 
 /// A WebSocket client speaking protocol v1 (over plain TCP unless given another stream, such
-/// as a TLS one).
-pub struct Client<S = MaybeTlsStream<TcpStream>> {
-    pub ws: WebSocketStream<S>,
+/// as a TLS one): the client crate's raw connection, which sends whatever a test asks (bad
+/// JSON, binary frames, floods), with the test's own strict check of the `seq` numbering.
+pub struct Client<S = DefaultStream> {
+    pub ws: RawConnection<S>,
     pub peer_id: String,
     pub last_seq: u64,
 }
 
 impl Client {
     pub async fn connect(addr: std::net::SocketAddr, token: &str) -> Client {
-        let url = format!("ws://{addr}/ws/signal?token={token}");
-        let (ws, _) = tokio::time::timeout(WAIT, tokio_tungstenite::connect_async(url))
+        let url = format!("ws://{addr}/ws/signal");
+        let ws = tokio::time::timeout(WAIT, RawConnection::connect(&url, Some(token)))
             .await
             .expect("connect in time")
             .expect("connect");
-        Client::over(ws)
+        Client { ws, peer_id: String::new(), last_seq: 0 }
     }
 }
 
 impl<S: AsyncRead + AsyncWrite + Unpin> Client<S> {
     /// A client on a WebSocket opened by other means.
     pub fn over(ws: WebSocketStream<S>) -> Client<S> {
-        Client { ws, peer_id: String::new(), last_seq: 0 }
+        Client { ws: RawConnection::over(ws), peer_id: String::new(), last_seq: 0 }
     }
 
     pub async fn send(&mut self, v: Value) {
-        self.ws.send(Message::text(v.to_string())).await.expect("send");
+        self.ws.send_value(&v).await.expect("send");
     }
 
     pub async fn send_raw(&mut self, text: &str) {
-        self.ws.send(Message::text(text.to_owned())).await.expect("send");
+        self.ws.send_text(text).await.expect("send");
     }
 
     /// The next text frame, checking that `seq` rises by one each time.
     pub async fn recv(&mut self) -> Value {
-        loop {
-            let msg = tokio::time::timeout(WAIT, self.ws.next())
-                .await
-                .expect("a message in time")
-                .expect("stream open")
-                .expect("frame");
-            match msg {
-                Message::Text(t) => {
-                    let v: Value = serde_json::from_str(&t).expect("server sends JSON");
-                    let seq = v["seq"].as_u64().expect("every server message has a seq");
-                    // A `goaway` repeats the last number (it is not part of the room's sequence).
-                    let expected = if v["type"] == "goaway" { self.last_seq } else { self.last_seq + 1 };
-                    assert_eq!(seq, expected, "seq must rise by one: {v}");
-                    self.last_seq = seq;
-                    return v;
-                }
-                Message::Close(f) => panic!("connection closed: {f:?}"),
-                _ => continue,
-            }
-        }
+        let v = match tokio::time::timeout(WAIT, self.ws.recv_value()).await.expect("a message in time") {
+            Ok(v) => v,
+            Err(switchboard_client::Error::Closed { code, reason }) => panic!("connection closed: {code:?} {reason}"),
+            Err(e) => panic!("no frame: {e}"),
+        };
+        let seq = v["seq"].as_u64().expect("every server message has a seq");
+        // A `goaway` repeats the last number (it is not part of the room's sequence).
+        let expected = if v["type"] == "goaway" { self.last_seq } else { self.last_seq + 1 };
+        assert_eq!(seq, expected, "seq must rise by one: {v}");
+        self.last_seq = seq;
+        v
     }
 
     /// The next message of type `t`, skipping at most 200 others (status and quality reports...).
@@ -172,14 +162,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Client<S> {
 
     /// Waits for the server to close the connection; returns the close frame.
     pub async fn closed(&mut self) -> Option<CloseFrame> {
-        for _ in 0..1000 {
-            match tokio::time::timeout(WAIT, self.ws.next()).await.expect("close in time") {
-                Some(Ok(Message::Close(f))) => return f,
-                Some(Ok(_)) => continue,
-                Some(Err(_)) | None => return None,
-            }
-        }
-        panic!("connection did not close");
+        tokio::time::timeout(WAIT, self.ws.close_frame()).await.expect("close in time")
     }
 }
 

@@ -206,6 +206,43 @@ async fn https_and_wss_on_the_same_port() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_rust_client_crate_speaks_wss_with_its_callers_roots() {
+    use switchboard_client::{Client as CrateClient, ClientConfig, Code, Event, JoinOptions};
+    let (mut s, _certs, config) = tls_server().await;
+    let url = format!("wss://127.0.0.1:{}/ws/signal", s.addr.port());
+    let crate_config = |user: &str| {
+        let mut c = ClientConfig::new(url.clone(), token(&s, user));
+        c.tls = Some(config.clone());
+        c
+    };
+    let (alice, _) =
+        CrateClient::connect_to_room(crate_config("alice"), "tls-crate", JoinOptions::default()).await.expect("alice");
+    let (mut bob, bob_joined) =
+        CrateClient::connect_to_room(crate_config("bob"), "tls-crate", JoinOptions::default()).await.expect("bob");
+    let alice_id = bob_joined.peers.first().cloned().expect("alice is in the room");
+    let id = bob.send_relay(&alice_id, "offer", json!({"sdp": "v=0 over wss"})).expect("send");
+    let acked = tokio::time::timeout(WAIT, async {
+        while let Some(e) = bob.next_event().await {
+            if matches!(e, Event::Acked(a) if a == id) {
+                return true;
+            }
+        }
+        false
+    })
+    .await
+    .expect("ack in time");
+    assert!(acked, "the offer was acknowledged over wss");
+    // Without the caller's roots the node's self-signed certificate is refused.
+    let mut untrusted = ClientConfig::new(url.clone(), token(&s, "carol"));
+    untrusted.tls = Some(trusting(&[]));
+    let err = CrateClient::connect(untrusted).await.expect_err("an untrusted certificate");
+    assert_eq!(err.code(), None::<&Code>, "a TLS failure, not a server refusal: {err}");
+    alice.close().await;
+    bob.close().await;
+    s.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn plain_http_to_the_tls_port_is_not_served() {
     let (mut s, _certs, config) = tls_server().await;
     let mut tcp = TcpStream::connect(s.addr).await.expect("connect");

@@ -144,7 +144,7 @@ async fn signal(
     to_server: Tx<Value>,
     target: String,
 ) -> Result<()> {
-    let mut ws = client.ws;
+    let mut ws = client.ws.into_inner();
     let mut early: Vec<RTCIceCandidateInit> = Vec::new();
     // Every frame carries an id, so the edge keeps it until the room acknowledges it and
     // sends it again if the room moves.
