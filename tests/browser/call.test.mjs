@@ -65,6 +65,12 @@ test("two pages make a call: media, mute, chat, pointer and a snapshot report", 
     await alice.click("#mute");
     await until(bob, () => document.querySelector(".tile.remote")?.dataset.audioMuted === "false");
 
+    // The camera toggle: Bob's page shows Alice's camera off, then on again.
+    await alice.click("#video");
+    await until(bob, () => document.querySelector(".tile.remote")?.dataset.videoOff === "true");
+    await alice.click("#video");
+    await until(bob, () => document.querySelector(".tile.remote")?.dataset.videoOff === "false");
+
     // Screen sharing: the screen replaces the camera, and Bob's page says so.
     await alice.click("#share");
     await until(bob, () => /sharing screen/.test(document.querySelector(".tile.remote .flags")?.textContent));
