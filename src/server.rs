@@ -530,6 +530,9 @@ async fn drain(app: &App, deadline: Instant) {
     };
     let mut touched = std::collections::BTreeSet::new();
     let count = handed.len();
+    // Every room goes to its successor first, before anything slower: a room's lease is not
+    // renewed once it is handed over, and the successor takes it over from the carry.
+    let mut adopted = Vec::new();
     for (room, carry) in handed {
         let host = (app.successor)(room.as_str())
             .and_then(|target| ractor::pg::get_members(&host_group(&target)).into_iter().next().map(|c| (target, c)));
@@ -543,9 +546,21 @@ async fn drain(app: &App, deadline: Instant) {
             }
             continue;
         };
+        // However long the hand-off of the rooms before it took, the successor finds this
+        // room's lease unclaimed for a whole lifetime.
+        if let Some(fence) = &carry.lease {
+            match app.store.extend_handed_lease(fence, app.config.cluster.lease_ttl).await {
+                Ok(true) => {}
+                Ok(false) => tracing::warn!(room_id = %room, "a handed-over lease was taken before its successor"),
+                Err(e) => tracing::warn!(room_id = %room, error = %e, "handed-over lease not extended"),
+            }
+        }
         let host: ActorRef<HostMsg> = cell.into();
         let _ = host.cast(HostMsg::Adopt(room.to_string(), Bincode(carry)));
         touched.insert(target.clone());
+        adopted.push((room, target));
+    }
+    for (room, target) in adopted {
         // Re-point the edges of the room's remaining sessions at the new owner, so their next
         // message goes there rather than to this node as it leaves.
         for conn in app.store.open_connections(room.as_str()).await.unwrap_or_default() {

@@ -363,7 +363,7 @@ impl Actor for RoomHost {
                             metrics::counter!("switchboard_rehomes_total", "cause" => "handoff").increment(1)
                         }
                         Ok(CallResult::Success(Err(e))) => {
-                            tracing::info!(room_id = %room, error = %e, "room not adopted")
+                            tracing::warn!(room_id = %room, error = %e, "room not adopted: what its previous instance kept is lost")
                         }
                         _ => {}
                     }

@@ -36,6 +36,26 @@ impl Store {
         let rows = sqlx::query(&sql).bind(after).bind(i64::from(limit)).fetch_all(&self.pool).await.map_err(db)?;
         rows.iter().map(|r| Ok((col(r, 0)?, col(r, 1)?, col(r, 2)?))).collect()
     }
+
+    /// Gives a lease that its node is handing over a full lifetime again, expired or not, as long
+    /// as nobody took the room since (same node, same epoch): the room's instance has stopped and
+    /// its state travels in the hand-off, so the successor must find the lease still unclaimed
+    /// however long the hand-off took. True when the lease was still the one handed over.
+    pub async fn extend_handed_lease(&self, fence: &Fence, ttl: Duration) -> Result<bool, StoreError> {
+        let sql = format!(
+            "UPDATE room_leases SET expires_at = {} + $1 WHERE room_id = $2 AND node_id = $3 AND epoch = $4",
+            self.db_now()
+        );
+        let done = sqlx::query(&sql)
+            .bind(ttl.as_millis() as i64)
+            .bind(fence.room.as_str())
+            .bind(&fence.node)
+            .bind(fence.epoch)
+            .execute(&self.pool)
+            .await
+            .map_err(db)?;
+        Ok(done.rows_affected() == 1)
+    }
 }
 
 pub(super) async fn acquire_lease(

@@ -155,7 +155,26 @@ async fn leases(store: &Store) {
 
     // A clean release frees the room at once.
     store.release_lease(&fence_c).await.expect("release");
-    assert!(store.acquire_lease(&room, "node-e", ttl).await.expect("db").is_ok());
+    let e5 = store.acquire_lease(&room, "node-e", ttl).await.expect("db").expect("released lease");
+    let fence_e = Fence { room: room.clone(), node: "node-e".into(), epoch: e5 };
+
+    // A lease handed over in a drain that took longer than its lifetime: once it has run out,
+    // node-e (which stopped the room and carries its state) gives it a lifetime again, for its
+    // successor to take over; nobody else could have taken it in between.
+    let mut expired = false;
+    for _ in 0..100 {
+        if store.lease_holder("lease-room").await.expect("db").is_none() {
+            expired = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert!(expired, "node-e's lease runs out");
+    assert!(store.extend_handed_lease(&fence_e, ttl).await.expect("db"), "an unclaimed lease is extended");
+    assert_eq!(store.lease_holder("lease-room").await.expect("db").as_deref(), Some("node-e"));
+    assert_eq!(store.acquire_lease(&room, "node-f", ttl).await.expect("db"), Err("node-e".to_owned()));
+    // One that was taken meanwhile is not: a stale fence extends nothing.
+    assert!(!store.extend_handed_lease(&fence_c, ttl).await.expect("db"), "a stale fence");
 }
 
 #[tokio::test]
