@@ -38,7 +38,20 @@ pub trait Edge: Send + Sync + 'static {
     /// Tells the sender's connection `conn` that its relayed message `msg_id` (the client's
     /// `id`, as JSON text) was written to its target's socket: the sender's edge may forget it.
     fn receipt(&self, conn: &ConnId, msg_id: &str);
+    /// The path frames for `conn` take now: [`LOCAL_ROUTE`] for a connection of this node,
+    /// [`NO_ROUTE`] when its node cannot be reached, otherwise the identity of the link to its
+    /// node. A link that closed and was set up again (a node declared down by mistake, a
+    /// network blip) has a new identity: frames sent on the old one may have been lost.
+    fn route(&self, _conn: &ConnId) -> u64 {
+        LOCAL_ROUTE
+    }
 }
+
+/// [`Edge::route`] of a connection on the room's own node: nothing between them can lose a frame.
+pub const LOCAL_ROUTE: u64 = 0;
+
+/// [`Edge::route`] of a connection whose node cannot be reached.
+pub const NO_ROUTE: u64 = u64::MAX;
 
 /// Failure of the persistence port.
 #[derive(Debug, Error)]

@@ -607,7 +607,7 @@ async fn start_room(myself: ActorRef<RoomMsg>, args: RoomArgs) -> Result<RoomSta
         }
     }
     let stored = ctx.store.load_room(&args.room_id, &ctx.config.default_policy, ctx.config.chat_history).await?;
-    let table = Arc::new(RelayTable::new(ctx.edge.clone()));
+    let table = Arc::new(RelayTable::new(args.room_id.clone(), ctx.edge.clone()));
     table.lock().valid_until = lease_valid_until;
     let mut state = RoomState {
         id: args.room_id,

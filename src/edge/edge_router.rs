@@ -4,10 +4,10 @@
 
 use super::connection::ConnectionMsg;
 use super::mailbox::Mailbox;
-use ractor::ActorRef;
+use ractor::{ActorId, ActorRef};
 use std::collections::HashMap;
 use std::sync::RwLock;
-use switchboard_actors::ports::{Edge, Frame};
+use switchboard_actors::ports::{Edge, Frame, LOCAL_ROUTE, NO_ROUTE};
 use switchboard_actors::room::RoomMsg;
 use switchboard_actors::{ConnId, RoomId};
 use switchboard_cluster::routing::{EdgeMsg, edge_group, node_of};
@@ -133,6 +133,17 @@ impl Edge for EdgeRouter {
         }
         if let Some(mailbox) = self.read().get(conn) {
             mailbox.cast(ConnectionMsg::Receipt(msg_id.to_owned()));
+        }
+    }
+
+    fn route(&self, conn: &ConnId) -> u64 {
+        let Some(node) = self.is_remote(conn) else { return LOCAL_ROUTE };
+        match ractor::pg::get_members(&edge_group(node)).first().map(|cell| cell.get_id()) {
+            // The node's edge link as this node's cluster session with it knows it: every new
+            // session (after the link closed) numbers its remote actors afresh.
+            Some(ActorId::Remote { node_id, pid }) => 1 + ((node_id << 32) ^ pid) % (u64::MAX - 2),
+            Some(ActorId::Local(pid)) => 1 + pid % (u64::MAX - 2),
+            None => NO_ROUTE,
         }
     }
 

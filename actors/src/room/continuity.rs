@@ -121,7 +121,7 @@ pub(super) fn seq_sync(state: &mut RoomState, peer: &PeerId, conn: &ConnId, last
     let came_back = {
         let mut t = table.lock();
         let Some(s) = t.session_mut(peer) else { return };
-        if &s.conn != conn || (s.connected && !s.adopted) {
+        if &s.conn != conn || (s.connected && !s.adopted && !s.stalled) {
             return;
         }
         // The client's last frame in this room's numbers.
@@ -133,6 +133,10 @@ pub(super) fn seq_sync(state: &mut RoomState, peer: &PeerId, conn: &ConnId, last
         let came_back = !s.connected;
         s.adopted = false;
         s.connected = true;
+        // A stalled session (the link to its connection changed) gets everything after the
+        // client's count, in this instance's numbering, which goes on unbroken.
+        s.stalled = false;
+        s.route = Some(table.edge().route(conn));
         for (seq, body) in s.outbox.after(room_last.max(0) as u64).unwrap_or_default() {
             table.edge().deliver(conn, Frame { body, received_at: None, seq: Some(seq) });
         }
@@ -186,6 +190,8 @@ pub(super) fn resume(
         s.conn = conn.clone();
         s.connected = true;
         s.adopted = false;
+        s.stalled = false;
+        s.route = Some(table.edge().route(&conn));
         s.at_room = 0;
         // `resumed` carries the client's lastSeq: it does not take a number, the replay follows it.
         let resumed = ServerMessage::Resumed { room_id: &state.id, session_id: peer, replayed: missed.len() }.to_body();

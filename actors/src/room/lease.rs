@@ -43,6 +43,15 @@ pub(super) async fn renew_lease(myself: &ActorRef<RoomMsg>, state: &mut RoomStat
                     state.ctx.edge.reattach(&conn, &state.id);
                 }
             }
+            // Sessions whose link changed under their frames: ask their connections again (the
+            // first ask may have gone out while the link was still down).
+            let stalled: Vec<ConnId> =
+                state.table.lock().sessions.iter().filter(|s| s.stalled).map(|s| s.conn.clone()).collect();
+            for conn in stalled {
+                if state.ctx.edge.is_connected(&conn) {
+                    state.ctx.edge.reattach(&conn, &state.id);
+                }
+            }
             for (peer, conn) in gone {
                 let _ = Box::pin(disconnected(myself, state, &peer, &conn, 0)).await;
             }

@@ -15,9 +15,9 @@
 //! offer cannot overtake an earlier chat waiting for the database.
 
 use crate::error::ErrorCode;
-use crate::ids::{ConnId, PeerId};
+use crate::ids::{ConnId, PeerId, RoomId};
 use crate::outbox::{Outbox, REPLAY_FRAMES};
-use crate::ports::{Edge, Frame};
+use crate::ports::{Edge, Frame, NO_ROUTE};
 use crate::protocol::{RelayKind, ServerMessage};
 use serde_json::Value;
 use std::collections::VecDeque;
@@ -32,6 +32,8 @@ pub struct RelayTable {
 
 /// What the lock protects.
 pub struct Table {
+    /// The room.
+    pub room: RoomId,
     /// False once the instance stopped or lost its lease: the fast path must not use it.
     pub open: bool,
     /// In a cluster, the instant after which the room may no longer act (its lease).
@@ -57,6 +59,12 @@ pub struct Session {
     pub outbox: Outbox,
     /// Messages from this session on their way through the Room actor.
     pub at_room: u32,
+    /// The path its frames took so far ([`Edge::route`]); `None` until the first one.
+    pub route: Option<u64>,
+    /// Frames may have been lost on the way to the connection (the link to its node changed
+    /// under them): they are kept, not sent, until the connection says how far its client
+    /// has counted (`SeqSync`), and then everything after that is sent.
+    pub stalled: bool,
 }
 
 impl Session {
@@ -70,6 +78,8 @@ impl Session {
             seen_ids: VecDeque::new(),
             outbox: Outbox::starting_at(first_seq),
             at_room: 0,
+            route: None,
+            stalled: false,
         }
     }
 }
@@ -129,8 +139,8 @@ pub enum RelayBody<'a> {
 
 impl RelayTable {
     /// An empty, open table delivering through `edge`.
-    pub fn new(edge: Arc<dyn Edge>) -> RelayTable {
-        RelayTable { inner: Mutex::new(Table { open: true, valid_until: None, sessions: Vec::new() }), edge }
+    pub fn new(room: RoomId, edge: Arc<dyn Edge>) -> RelayTable {
+        RelayTable { inner: Mutex::new(Table { room, open: true, valid_until: None, sessions: Vec::new() }), edge }
     }
 
     /// The table, locked. Held only for synchronous work (never across an await).
@@ -233,9 +243,23 @@ impl Table {
         received_at: Option<Instant>,
         number: impl FnOnce(&mut Outbox) -> (u64, Arc<str>),
     ) -> bool {
-        let Some(s) = self.session_mut(peer) else { return false };
+        let room = &self.room;
+        let Some(s) = self.sessions.iter_mut().find(|s| &s.peer == peer) else { return false };
         let (seq, framed) = number(&mut s.outbox);
-        if s.connected && !s.adopted {
+        if s.connected && !s.adopted && !s.stalled {
+            let route = edge.route(&s.conn);
+            if route == NO_ROUTE || s.route.is_some_and(|before| before != route) {
+                // What was sent on the old link may not have arrived, and what is sent now
+                // would follow a gap: keep it all until the connection says what it has.
+                s.stalled = true;
+                metrics::counter!("switchboard_session_stalls_total").increment(1);
+                tracing::debug!(peer_id = %s.peer, "link to the connection changed; resyncing");
+                if route != NO_ROUTE {
+                    edge.reattach(&s.conn, room);
+                }
+                return true;
+            }
+            s.route = Some(route);
             edge.deliver(&s.conn, Frame { body: framed, received_at, seq: Some(seq) });
         }
         true

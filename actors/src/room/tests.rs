@@ -110,6 +110,8 @@ enum Seen {
 /// frame it is handed.
 struct TestEdge {
     open: Mutex<HashSet<ConnId>>,
+    /// The link each connection's frames take (none: this node's own).
+    routes: Mutex<HashMap<ConnId, u64>>,
     seen: mpsc::UnboundedSender<Seen>,
 }
 
@@ -128,6 +130,9 @@ impl Edge for TestEdge {
     }
     fn receipt(&self, conn: &ConnId, msg_id: &str) {
         let _ = self.seen.send(Seen::Receipt(conn.clone(), msg_id.to_owned()));
+    }
+    fn route(&self, conn: &ConnId) -> u64 {
+        self.routes.lock().expect("lock").get(conn).copied().unwrap_or(crate::ports::LOCAL_ROUTE)
     }
 }
 
@@ -162,7 +167,7 @@ impl Harness {
     async fn new(name: &str) -> Harness {
         let (tx, seen) = mpsc::unbounded_channel();
         let store = Arc::new(MemoryStore::default());
-        let edge = Arc::new(TestEdge { open: Mutex::default(), seen: tx });
+        let edge = Arc::new(TestEdge { open: Mutex::default(), routes: Mutex::default(), seen: tx });
         let ctx = Arc::new(RoomContext {
             store: store.clone(),
             edge: edge.clone(),
@@ -322,6 +327,47 @@ async fn relays_are_delivered_acknowledged_and_not_repeated() {
             break;
         }
     }
+}
+
+#[tokio::test]
+async fn frames_wait_for_a_resync_when_the_link_to_their_connection_changes() {
+    let mut h = Harness::new("unit-link").await;
+    let (alice, _) = h.join("alice").await;
+    // Bob's connection is on another node, over link 7.
+    h.edge.routes.lock().expect("lock").insert(ConnId::new("local/bob"), 7);
+    let (bob, b_conn) = h.join("bob").await;
+    h.room.cast(relay(alice.clone(), bob.clone(), "v=0 one", Some(1))).expect("cast");
+    let first = h.frame(&b_conn, "offer").await;
+    assert_eq!(first["sdp"], "v=0 one");
+    let first_seq = first["seq"].as_u64().expect("numbered");
+    // The link to Bob's node closed and came back: frames on the old one may be lost, so the
+    // next is kept and Bob's connection is asked how far it has counted.
+    h.edge.routes.lock().expect("lock").insert(b_conn.clone(), 8);
+    h.forget_seen();
+    h.room.cast(relay(alice.clone(), bob.clone(), "v=0 two", Some(2))).expect("cast");
+    h.room.cast(relay(alice.clone(), bob.clone(), "v=0 three", Some(3))).expect("cast");
+    let mut asked = false;
+    for _ in 0..10 {
+        match h.next().await {
+            Seen::Reattach(conn) if conn == b_conn => {
+                asked = true;
+                break;
+            }
+            Seen::Frame(conn, v) if conn == b_conn => panic!("a frame on the new link before the resync: {v}"),
+            _ => {}
+        }
+    }
+    assert!(asked, "bob's connection asked for its count");
+    // The client had only the first offer (the frames after it died with the old link).
+    let sync = RoomMsg::SeqSync { peer: bob.clone(), conn: b_conn.clone(), last_seq: first_seq, seq_offset: 0 };
+    h.room.cast(sync).expect("cast");
+    let two = h.frame(&b_conn, "offer").await;
+    let three = h.frame(&b_conn, "offer").await;
+    assert_eq!((two["sdp"].as_str(), two["seq"].as_u64()), (Some("v=0 two"), Some(first_seq + 1)));
+    assert_eq!((three["sdp"].as_str(), three["seq"].as_u64()), (Some("v=0 three"), Some(first_seq + 2)));
+    // From then on frames flow on the new link at once.
+    h.room.cast(relay(alice.clone(), bob.clone(), "v=0 four", Some(4))).expect("cast");
+    assert_eq!(h.frame(&b_conn, "offer").await["seq"].as_u64(), Some(first_seq + 3));
 }
 
 #[tokio::test]
