@@ -619,6 +619,55 @@ async fn acknowledged_signaling_survives_the_owners_death_exactly_once_in_order(
     assert_exactly_once(&mut alice, &mut bob, N).await;
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn frames_on_a_cluster_link_that_closes_are_sent_again_in_order() {
+    use serde_json::json;
+    let Some(db) = fresh_postgres("frames_on_a_cluster_link_that_closes").await else { return };
+    let (_cfg, [(n1, _d1), (n2, _d2), (_n3, _d3)]) = fast_trio(&db).await;
+    let room = room_on("n1", "link");
+    let (mut alice, _) = join_at(n1.addr, "alice", &room).await;
+    let (mut bob, bob_joined) = join_at(n2.addr, "bob", &room).await;
+    alice.recv_type("peer_joined").await;
+    let mut bob_seq = bob_joined["seq"].as_u64().expect("numbered");
+
+    // Bob's node stops answering long enough for the room's node to close the link to it,
+    // while Bob's connection stays open; Alice's offers to him are acknowledged meanwhile.
+    let downs = n1.log().matches("peer down").count();
+    n2.freeze(true);
+    n1.await_log("peer down", downs).await;
+    const N: u64 = 10;
+    for i in 0..N {
+        alice.send(json!({"type": "offer", "peerId": bob.peer_id, "sdp": format!("m{i}"), "id": i})).await;
+    }
+    let mut acked = 0;
+    for _ in 0..(4 * N) {
+        if acked == N {
+            break;
+        }
+        if alice.recv().await["type"] == "ack" {
+            acked += 1;
+        }
+    }
+    assert_eq!(acked, N, "the room acknowledged every offer");
+    // Back: the link is set up anew, and Bob gets every offer once, in order, with his frame
+    // numbers rising by one.
+    n2.freeze(false);
+    let mut got = Vec::new();
+    for _ in 0..(4 * N) {
+        if got.len() as u64 == N {
+            break;
+        }
+        let v = bob.recv().await;
+        let seq = v["seq"].as_u64().expect("numbered");
+        assert_eq!(seq, bob_seq + 1, "bob's frames follow on: {v}");
+        bob_seq = seq;
+        if v["type"] == "offer" {
+            got.push(v["sdp"].as_str().expect("sdp").to_owned());
+        }
+    }
+    assert_eq!(got, (0..N).map(|i| format!("m{i}")).collect::<Vec<_>>(), "exactly once, in order");
+}
+
 /// Alice sent offers `m0..m{n}` with ids `0..n` to Bob: every one is acknowledged, and Bob got
 /// each exactly once, in order, with nothing repeated after them.
 async fn assert_exactly_once(alice: &mut crate::support::Client, bob: &mut crate::support::Client, n: u64) {
