@@ -2,7 +2,7 @@
 //! the latest of them kept so that a client that resumes on a new connection gets what it
 //! missed, with the same numbers.
 
-use crate::protocol::{renumber, with_seq};
+use crate::protocol::{Body, FrameKind, renumber, with_seq};
 use std::collections::VecDeque;
 use std::sync::Arc;
 
@@ -10,10 +10,13 @@ use std::sync::Arc;
 pub struct Outbox {
     /// Number of the next frame.
     pub next_seq: u64,
-    frames: VecDeque<(u64, Arc<str>)>,
+    frames: VecDeque<Kept>,
     /// Bytes of the frames kept.
     bytes: usize,
 }
+
+/// A kept frame: its number, the framed text (with `seq`) and its kind.
+pub type Kept = (u64, Arc<str>, FrameKind);
 
 /// Frames kept per session for replay.
 pub const REPLAY_FRAMES: usize = 256;
@@ -29,11 +32,11 @@ impl Outbox {
     }
 
     /// Adds a numbered frame at the end and drops the oldest past the caps (the newest stays).
-    fn keep(&mut self, seq: u64, framed: Arc<str>) {
+    fn keep(&mut self, seq: u64, framed: Arc<str>, kind: FrameKind) {
         self.bytes += framed.len();
-        self.frames.push_back((seq, framed));
+        self.frames.push_back((seq, framed, kind));
         while self.frames.len() > 1 && (self.frames.len() > REPLAY_FRAMES || self.bytes > REPLAY_BYTES) {
-            if let Some((_, old)) = self.frames.pop_front() {
+            if let Some((_, old, _)) = self.frames.pop_front() {
                 self.bytes -= old.len();
             }
         }
@@ -45,32 +48,32 @@ impl Outbox {
     }
 
     /// Numbers `body`, keeps it, and returns its number and the framed text.
-    pub fn push(&mut self, body: &str) -> (u64, Arc<str>) {
+    pub fn push(&mut self, body: &Body) -> (u64, Arc<str>) {
         let seq = self.next_seq;
         self.next_seq += 1;
         let framed: Arc<str> = with_seq(seq, body).into();
-        self.keep(seq, framed.clone());
+        self.keep(seq, framed.clone(), body.kind);
         (seq, framed)
     }
 
     /// Numbers `body` without keeping it (a frame no resume can need: `joined`, which carries
     /// the very session id a resume names), and returns its number and the framed text.
-    pub fn push_unkept(&mut self, body: &str) -> (u64, Arc<str>) {
+    pub fn push_unkept(&mut self, body: &Body) -> (u64, Arc<str>) {
         let seq = self.next_seq;
         self.next_seq += 1;
         (seq, with_seq(seq, body).into())
     }
 
     /// The next number and the frames kept, to hand to another room instance.
-    pub fn snapshot(&self) -> (u64, Vec<(u64, String)>) {
-        (self.next_seq, self.frames.iter().map(|(seq, f)| (*seq, f.to_string())).collect())
+    pub fn snapshot(&self) -> (u64, Vec<(u64, String, FrameKind)>) {
+        (self.next_seq, self.frames.iter().map(|(seq, f, kind)| (*seq, f.to_string(), *kind)).collect())
     }
 
     /// An outbox that continues where [`snapshot`](Self::snapshot) left off.
-    pub fn restore(next_seq: u64, frames: Vec<(u64, String)>) -> Outbox {
+    pub fn restore(next_seq: u64, frames: Vec<(u64, String, FrameKind)>) -> Outbox {
         let mut outbox = Outbox::starting_at(next_seq);
-        for (seq, f) in frames {
-            outbox.keep(seq, Arc::from(f));
+        for (seq, f, kind) in frames {
+            outbox.keep(seq, Arc::from(f), kind);
         }
         outbox
     }
@@ -78,7 +81,7 @@ impl Outbox {
     /// Forgets the frames numbered up to `seq` (the client confirmed it has them).
     pub fn forget_through(&mut self, seq: u64) {
         while self.frames.front().is_some_and(|f| f.0 <= seq) {
-            if let Some((_, old)) = self.frames.pop_front() {
+            if let Some((_, old, _)) = self.frames.pop_front() {
                 self.bytes -= old.len();
             }
         }
@@ -98,18 +101,18 @@ impl Outbox {
         }
         let frames = std::mem::take(&mut self.frames);
         self.bytes = 0;
-        for (seq, framed) in frames {
+        for (seq, framed, kind) in frames {
             let new = seq as i64 + delta;
             if new < 1 {
                 continue;
             }
-            self.keep(new as u64, renumber(new as u64, &framed).into());
+            self.keep(new as u64, renumber(new as u64, &framed).into(), kind);
         }
         self.next_seq = (self.next_seq as i64 + delta).max(1) as u64;
     }
 
     /// The frames after `last`, if all of them are still kept.
-    pub fn after(&self, last: u64) -> Option<Vec<(u64, Arc<str>)>> {
+    pub fn after(&self, last: u64) -> Option<Vec<Kept>> {
         let oldest = self.frames.front().map_or(self.next_seq, |f| f.0);
         if last + 1 < oldest {
             return None;
@@ -122,18 +125,22 @@ impl Outbox {
 mod tests {
     use super::*;
 
+    fn b(text: &str) -> Body {
+        Body::new(text, FrameKind::Other)
+    }
+
     #[test]
     fn numbers_keeps_and_replays() {
         let mut o = Outbox::starting_at(5);
-        let (seq, framed) = o.push(r#"{"type":"pong"}"#);
+        let (seq, framed) = o.push(&b(r#"{"type":"pong"}"#));
         assert_eq!((seq, &*framed), (5, r#"{"seq":5,"type":"pong"}"#));
-        o.push(r#"{"type":"a"}"#);
-        o.push(r#"{"type":"b"}"#);
+        o.push(&b(r#"{"type":"a"}"#));
+        o.push(&b(r#"{"type":"b"}"#));
         let after = o.after(5).expect("kept");
         assert_eq!(after.iter().map(|f| f.0).collect::<Vec<_>>(), [6, 7]);
         assert!(o.after(7).expect("kept").is_empty());
         for _ in 0..REPLAY_FRAMES {
-            o.push(r#"{"type":"x"}"#);
+            o.push(&b(r#"{"type":"x"}"#));
         }
         assert!(o.after(5).is_none(), "frame 6 is no longer kept");
     }
@@ -142,7 +149,7 @@ mod tests {
     fn confirmed_frames_are_forgotten() {
         let mut o = Outbox::starting_at(1);
         for _ in 0..5 {
-            o.push(r#"{"type":"x"}"#);
+            o.push(&b(r#"{"type":"x"}"#));
         }
         o.forget_through(3);
         assert_eq!(o.first_kept(), 4);
@@ -157,20 +164,20 @@ mod tests {
         let mut o = Outbox::starting_at(1);
         let big = format!("{{\"type\":\"offer\",\"sdp\":\"{}\"}}", "x".repeat(60_000));
         for _ in 0..20 {
-            o.push(&big);
+            o.push(&b(&big));
         }
         assert!(o.kept_bytes() <= REPLAY_BYTES, "{} bytes kept", o.kept_bytes());
         assert_eq!(o.first_kept(), 21 - (REPLAY_BYTES / 60_000) as u64, "the newest frames are the ones kept");
         let huge = format!("{{\"type\":\"offer\",\"sdp\":\"{}\"}}", "x".repeat(REPLAY_BYTES));
-        o.push(&huge);
+        o.push(&b(&huge));
         assert_eq!(o.after(20).expect("kept").len(), 1, "a frame larger than the cap is still kept alone");
     }
 
     #[test]
     fn shifting_renumbers_kept_frames_and_the_next_one() {
         let mut o = Outbox::starting_at(1);
-        o.push(r#"{"type":"a"}"#);
-        o.push(r#"{"type":"b"}"#);
+        o.push(&b(r#"{"type":"a"}"#));
+        o.push(&b(r#"{"type":"b"}"#));
         o.shift(40);
         assert_eq!(o.first_kept(), 41);
         let after = o.after(40).expect("kept");
@@ -178,7 +185,7 @@ mod tests {
             after.iter().map(|f| &*f.1).collect::<Vec<_>>(),
             [r#"{"seq":41,"type":"a"}"#, r#"{"seq":42,"type":"b"}"#]
         );
-        assert_eq!(o.push(r#"{"type":"c"}"#).0, 43);
+        assert_eq!(o.push(&b(r#"{"type":"c"}"#)).0, 43);
         o.shift(-42);
         assert_eq!(
             o.after(0).expect("kept").iter().map(|f| f.0).collect::<Vec<_>>(),

@@ -3,7 +3,7 @@
 use crate::call_status::{CallStatus, CallTransition};
 use crate::ids::{ConnId, PeerId, RoomId, UserId};
 use crate::media::MediaState;
-use crate::protocol::ChatMessage;
+use crate::protocol::{ChatMessage, FrameKind};
 use crate::quality::{Quality, StatsSample};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -22,6 +22,8 @@ pub struct Frame {
     /// The session sequence number the room gave it (then `body` carries it already); `None`
     /// for frames the connection numbers itself.
     pub seq: Option<u64>,
+    /// What it is, for the connection that writes it.
+    pub kind: FrameKind,
 }
 
 /// Delivery of frames to client connections, wherever they are.

@@ -15,7 +15,8 @@ use crate::outbox::{Outbox, REPLAY_FRAMES};
 use crate::participant::{Participant, Recorder};
 use crate::ports::{CallChange, Edge, Fence, Frame, RoomPolicy, RoomStore, StoreError, StoredParticipant, now_ms};
 use crate::protocol::{
-    ChatMessage, MAX_CHAT_CHARS, Overlay, ParticipantInfo, PeerOverlay, RelayKind, ServerMessage, with_seq,
+    Body, ChatMessage, FrameKind, MAX_CHAT_CHARS, Overlay, ParticipantInfo, PeerOverlay, RelayKind, ServerMessage,
+    with_seq,
 };
 use crate::quality::{FallbackChange, FallbackPolicy, StatsSample};
 use ractor::{Actor, ActorProcessingErr, ActorRef, RpcReplyPort};
@@ -119,8 +120,8 @@ pub struct CarriedSession {
     pub peer_id: String,
     /// Its outbox: the next number and the frames kept.
     pub next_seq: u64,
-    /// The frames kept, numbered.
-    pub frames: Vec<(u64, String)>,
+    /// The frames kept, numbered, with their kinds.
+    pub frames: Vec<(u64, String, FrameKind)>,
     /// The latest client message ids seen.
     pub seen_ids: Vec<String>,
     /// Whether it was still waiting for its connection's count.
@@ -360,6 +361,8 @@ pub enum RoomMsg {
         from: PeerId,
         /// The JSON body, without `seq`.
         body: String,
+        /// What it is.
+        kind: FrameKind,
     },
     /// The target's connection wrote relayed message `msg_id` of `sender`: tell the sender's
     /// connection (see [`RelayTable::receipt`]).
@@ -533,8 +536,8 @@ impl Actor for Room {
             RoomMsg::InjectFault => panic!("fault injected into room {}", state.id),
             RoomMsg::RenewLease => Box::pin(renew_lease(&myself, state)).await,
             RoomMsg::RetryLeaves => Box::pin(retry_leaves(&myself, state)).await,
-            RoomMsg::Echo { from, body } => state.send_to_peer(&from, &body, None),
-            RoomMsg::Notify { body } => state.broadcast(body.into(), None),
+            RoomMsg::Echo { from, body, kind } => state.send_to_peer(&from, &Body::new(body, kind), None),
+            RoomMsg::Notify { body } => state.broadcast(Body::new(body, FrameKind::Other), None),
             RoomMsg::Receipt { sender, msg_id } => state.table.receipt(&sender, &msg_id),
             RoomMsg::Confirmed { peer, conn, last_seq } => state.table.confirmed(&peer, &conn, last_seq),
             RoomMsg::SeqShift { peer, conn, seq_offset } => {
@@ -698,11 +701,11 @@ impl RoomState {
 
     /// Numbers a frame in the peer's session sequence, keeps it for replay and sends it if the
     /// peer is connected.
-    fn send_to_peer(&mut self, peer: &PeerId, body: &str, received_at: Option<Instant>) {
+    fn send_to_peer(&mut self, peer: &PeerId, body: &Body, received_at: Option<Instant>) {
         self.table.lock().send_to(self.table.edge(), peer, body, received_at);
     }
 
-    fn broadcast(&mut self, body: Arc<str>, except: Option<&PeerId>) {
+    fn broadcast(&mut self, body: Body, except: Option<&PeerId>) {
         let mut t = self.table.lock();
         let peers: Vec<PeerId> = t.sessions.iter().map(|s| s.peer.clone()).filter(|p| Some(p) != except).collect();
         for peer in peers {

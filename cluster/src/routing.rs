@@ -22,7 +22,7 @@ use std::time::{Duration, Instant};
 use switchboard_actors::ids::{ConnId, PeerId, RoomId, UserId};
 use switchboard_actors::media::ControlAction;
 use switchboard_actors::ports::{Edge, Frame};
-use switchboard_actors::protocol::{Overlay, RelayKind, ServerMessage};
+use switchboard_actors::protocol::{FrameKind, Overlay, RelayKind, ServerMessage};
 use switchboard_actors::room::{Carry, JoinRequest, RelayPayload, RoomMsg};
 use switchboard_actors::room_supervisor::RoomSupervisorMsg;
 use switchboard_actors::{ErrorCode, RoomError};
@@ -86,7 +86,7 @@ pub enum RoomCmd {
     /// See [`RoomMsg::Stats`] (the sample as JSON text).
     Stats { from: String, sample: String, reference: Option<String> },
     /// See [`RoomMsg::Echo`].
-    Echo { from: String, body: String },
+    Echo { from: String, body: String, kind: FrameKind },
     /// See [`RoomMsg::Notify`].
     Notify { body: String },
     /// See [`RoomMsg::Disconnected`].
@@ -146,7 +146,9 @@ impl RoomCmd {
             RoomMsg::EndCall { from, reference } => {
                 RoomCmd::EndCall { from: from.to_string(), reference: json_text(reference) }
             }
-            RoomMsg::Echo { from, body } => RoomCmd::Echo { from: from.to_string(), body: body.clone() },
+            RoomMsg::Echo { from, body, kind } => {
+                RoomCmd::Echo { from: from.to_string(), body: body.clone(), kind: *kind }
+            }
             RoomMsg::Notify { body } => RoomCmd::Notify { body: body.clone() },
             RoomMsg::SeqSync { peer, conn, last_seq, seq_offset } => RoomCmd::SeqSync {
                 peer: peer.to_string(),
@@ -210,7 +212,7 @@ impl RoomCmd {
             RoomCmd::EndCall { from, reference } => {
                 RoomMsg::EndCall { from: PeerId::new(from), reference: json_value(&reference) }
             }
-            RoomCmd::Echo { from, body } => RoomMsg::Echo { from: PeerId::new(from), body },
+            RoomCmd::Echo { from, body, kind } => RoomMsg::Echo { from: PeerId::new(from), body, kind },
             RoomCmd::Notify { body } => RoomMsg::Notify { body },
             RoomCmd::SeqSync { peer, conn, last_seq, seq_offset } => {
                 RoomMsg::SeqSync { peer: PeerId::new(peer), conn: ConnId::new(conn), last_seq, seq_offset }
@@ -280,8 +282,8 @@ pub enum EdgeMsg {
     /// (connection, room, node).
     Moved(String, String, String),
     /// A frame the room numbered in the session's sequence: (connection, seq, JSON body with
-    /// its `seq`).
-    Numbered(String, u64, String),
+    /// its `seq`, [`FrameKind`] as a byte).
+    Numbered(String, u64, String, u8),
     /// A delivery receipt for one of this node's connections: (connection, message id).
     Receipt(String, String),
 }
@@ -481,7 +483,7 @@ fn bounce(state: &RoomHostArgs, room: RoomId, conn: ConnId, cmd: RoomCmd, hint: 
                 reference: None,
             }
             .to_body();
-            state.edge.deliver(&conn, Frame { body, received_at: None, seq: None });
+            state.edge.deliver(&conn, Frame { body: body.text, received_at: None, seq: None, kind: body.kind });
         }
     }
 }
@@ -530,10 +532,13 @@ impl Actor for EdgeLink {
     ) -> Result<(), ActorProcessingErr> {
         match msg {
             EdgeMsg::Deliver(conn, body) => {
-                state.edge.deliver(&ConnId::new(conn), Frame { body: body.into(), received_at: None, seq: None });
+                let frame = Frame { body: body.into(), received_at: None, seq: None, kind: FrameKind::Other };
+                state.edge.deliver(&ConnId::new(conn), frame);
             }
-            EdgeMsg::Numbered(conn, seq, body) => {
-                state.edge.deliver(&ConnId::new(conn), Frame { body: body.into(), received_at: None, seq: Some(seq) });
+            EdgeMsg::Numbered(conn, seq, body, kind) => {
+                let frame =
+                    Frame { body: body.into(), received_at: None, seq: Some(seq), kind: FrameKind::from_u8(kind) };
+                state.edge.deliver(&ConnId::new(conn), frame);
             }
             EdgeMsg::Moved(conn, room, node) => (state.moved)(ConnId::new(conn), RoomId::new(room), node),
             EdgeMsg::Receipt(conn, msg_id) => state.edge.receipt(&ConnId::new(conn), &msg_id),

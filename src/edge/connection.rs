@@ -21,7 +21,7 @@ use std::time::{Duration, Instant};
 use switchboard_actors::ids::{random_id, valid_room_id};
 use switchboard_actors::ports::{Frame, now_ms};
 use switchboard_actors::protocol::{
-    ClientMessage, MAX_NAME_CHARS, RelayKind, ServerMessage, parse_client, renumber, with_seq,
+    Body, ClientMessage, FrameKind, MAX_NAME_CHARS, RelayKind, ServerMessage, parse_client, renumber, with_seq,
 };
 use switchboard_actors::room::{JoinRequest, RelayPayload, RoomMsg};
 use switchboard_actors::{ConnId, ErrorCode, PeerId, RoomId, UserId};
@@ -262,7 +262,7 @@ async fn handle(myself: &Mailbox, state: &mut ConnectionState, message: Connecti
             myself.written(frame.body.len());
             state.reroutes = 0;
             match frame.seq {
-                Some(seq) => write_numbered(myself, state, seq, &frame.body).await,
+                Some(seq) => write_numbered(myself, state, seq, &frame.body, frame.kind).await,
                 None => write(myself, state, &frame.body).await,
             }
             if let Some(t) = frame.received_at {
@@ -342,9 +342,9 @@ pub async fn refuse(mut socket: WebSocket, code: &str, message: &str) {
 
 /// Sends a frame this connection made (pong, error): numbered here before a join, by the room
 /// (in the session's sequence) after it.
-async fn reply(myself: &Mailbox, state: &mut ConnectionState, body: &str) {
+async fn reply(myself: &Mailbox, state: &mut ConnectionState, body: &Body) {
     if let Some(j) = state.joined.as_mut() {
-        let echo = RoomMsg::Echo { from: j.peer.clone(), body: body.to_owned() };
+        let echo = RoomMsg::Echo { from: j.peer.clone(), body: body.to_string(), kind: body.kind };
         if routing::send(&state.app, &mut j.room, &j.room_id, &state.conn_id, echo).await.is_ok() {
             return;
         }

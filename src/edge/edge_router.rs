@@ -101,7 +101,7 @@ impl Edge for EdgeRouter {
             let link: ActorRef<EdgeMsg> = cell.into();
             metrics::counter!("switchboard_cross_node_messages_total").increment(1);
             let msg = match frame.seq {
-                Some(seq) => EdgeMsg::Numbered(conn.to_string(), seq, frame.body.to_string()),
+                Some(seq) => EdgeMsg::Numbered(conn.to_string(), seq, frame.body.to_string(), frame.kind.to_u8()),
                 None => EdgeMsg::Deliver(conn.to_string(), frame.body.to_string()),
             };
             return link.cast(msg).is_ok();

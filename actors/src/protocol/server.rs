@@ -295,12 +295,28 @@ pub enum ServerMessage<'a> {
 }
 
 impl ServerMessage<'_> {
-    /// Serializes to a JSON object without `seq`.
-    pub fn to_body(&self) -> std::sync::Arc<str> {
+    /// Serializes to a JSON object without `seq`, with its [`FrameKind`].
+    pub fn to_body(&self) -> Body {
         // Serializing these types cannot fail: no maps with non-string keys, no custom
         // serializers that return errors.
-        serde_json::to_string(self)
-            .unwrap_or_else(|_| String::from("{\"type\":\"error\",\"code\":\"internal\"}"))
-            .into()
+        let text =
+            serde_json::to_string(self).unwrap_or_else(|_| String::from("{\"type\":\"error\",\"code\":\"internal\"}"));
+        Body::new(text, self.kind())
+    }
+
+    /// What the connection that writes this message must know about it.
+    pub fn kind(&self) -> FrameKind {
+        match self {
+            ServerMessage::Ack { .. } => FrameKind::Answer,
+            ServerMessage::Error { reference: Some(_), code, .. } if *code != ErrorCode::RoomUnavailable.as_str() => {
+                FrameKind::Answer
+            }
+            ServerMessage::PeerLeft { .. } => FrameKind::PeerLeft,
+            ServerMessage::Delivered { .. } => FrameKind::Delivered,
+            ServerMessage::Offer { msg_id: Some(_), .. }
+            | ServerMessage::Answer { msg_id: Some(_), .. }
+            | ServerMessage::IceCandidate { msg_id: Some(_), .. } => FrameKind::Relayed,
+            _ => FrameKind::Other,
+        }
     }
 }

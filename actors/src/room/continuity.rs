@@ -65,15 +65,14 @@ pub(super) fn absorb(state: &mut RoomState, carry: Carry) {
             let (_, mine) = s.outbox.snapshot();
             let mut outbox = Outbox::restore(c.next_seq, c.frames);
             let first_new = outbox.next_seq;
-            for (_, framed) in mine {
-                let body = without_seq(&framed);
-                outbox.push(&body);
+            for (_, framed, kind) in mine {
+                outbox.push(&Body::new(without_seq(&framed), kind));
             }
             s.outbox = outbox;
             s.adopted = c.adopted;
             if s.connected && !s.adopted {
-                for (seq, body) in s.outbox.after(first_new - 1).unwrap_or_default() {
-                    table.edge().deliver(&s.conn, Frame { body, received_at: None, seq: Some(seq) });
+                for (seq, body, kind) in s.outbox.after(first_new - 1).unwrap_or_default() {
+                    table.edge().deliver(&s.conn, Frame { body, received_at: None, seq: Some(seq), kind });
                 }
             }
             true
@@ -137,8 +136,8 @@ pub(super) fn seq_sync(state: &mut RoomState, peer: &PeerId, conn: &ConnId, last
         // client's count, in this instance's numbering, which goes on unbroken.
         s.stalled = false;
         s.route = Some(table.edge().route(conn));
-        for (seq, body) in s.outbox.after(room_last.max(0) as u64).unwrap_or_default() {
-            table.edge().deliver(conn, Frame { body, received_at: None, seq: Some(seq) });
+        for (seq, body, kind) in s.outbox.after(room_last.max(0) as u64).unwrap_or_default() {
+            table.edge().deliver(conn, Frame { body, received_at: None, seq: Some(seq), kind });
         }
         came_back
     };
@@ -198,10 +197,15 @@ pub(super) fn resume(
         let edge = table.edge();
         edge.deliver(
             &conn,
-            Frame { body: with_seq(last_seq, &resumed).into(), received_at: None, seq: Some(last_seq) },
+            Frame {
+                body: with_seq(last_seq, &resumed).into(),
+                received_at: None,
+                seq: Some(last_seq),
+                kind: resumed.kind,
+            },
         );
-        for (seq, body) in missed {
-            edge.deliver(&conn, Frame { body, received_at: None, seq: Some(seq) });
+        for (seq, body, kind) in missed {
+            edge.deliver(&conn, Frame { body, received_at: None, seq: Some(seq), kind });
         }
     }
     let m = &mut state.members[idx];

@@ -144,7 +144,8 @@ pub(super) async fn leave(
     {
         // The session is over, but its last frame still continues its sequence.
         let body = with_seq(next_seq, &ServerMessage::Left { room_id: &state.id }.to_body());
-        state.ctx.edge.deliver(&conn, Frame { body: body.into(), received_at: None, seq: Some(next_seq) });
+        let frame = Frame { body: body.into(), received_at: None, seq: Some(next_seq), kind: FrameKind::Other };
+        state.ctx.edge.deliver(&conn, frame);
     }
     state.broadcast(ServerMessage::PeerLeft { peer_id: peer, reason }.to_body(), None);
     after_presence_change(myself, state);

@@ -18,7 +18,7 @@ use crate::error::ErrorCode;
 use crate::ids::{ConnId, PeerId, RoomId};
 use crate::outbox::{Outbox, REPLAY_FRAMES};
 use crate::ports::{Edge, Frame, NO_ROUTE};
-use crate::protocol::{RelayKind, ServerMessage};
+use crate::protocol::{Body, RelayKind, ServerMessage};
 use serde_json::Value;
 use std::collections::VecDeque;
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -115,7 +115,7 @@ pub struct RelayRequest<'a> {
 impl RelayRequest<'_> {
     /// The frame body the target gets: the same type, `peerId` set to the sender; `None` for a
     /// kind and payload that do not go together (the parser never makes one).
-    pub fn body(&self) -> Option<Arc<str>> {
+    pub fn body(&self) -> Option<Body> {
         let (peer_id, msg_id) = (self.from, self.reference);
         let message = match (self.kind, &self.payload) {
             (RelayKind::Offer, RelayBody::Sdp(sdp)) => ServerMessage::Offer { peer_id, msg_id, sdp },
@@ -227,13 +227,13 @@ impl Table {
 
     /// Numbers a frame in `peer`'s sequence, keeps it for replay and sends it if the session is
     /// connected. Returns false when there is no such session.
-    pub fn send_to(&mut self, edge: &dyn Edge, peer: &PeerId, body: &str, received_at: Option<Instant>) -> bool {
-        self.numbered(edge, peer, received_at, |outbox| outbox.push(body))
+    pub fn send_to(&mut self, edge: &dyn Edge, peer: &PeerId, body: &Body, received_at: Option<Instant>) -> bool {
+        self.numbered(edge, peer, received_at, body, |outbox| outbox.push(body))
     }
 
     /// Like [`send_to`](Self::send_to), for a frame that is not kept for replay.
-    pub fn send_unkept(&mut self, edge: &dyn Edge, peer: &PeerId, body: &str) -> bool {
-        self.numbered(edge, peer, None, |outbox| outbox.push_unkept(body))
+    pub fn send_unkept(&mut self, edge: &dyn Edge, peer: &PeerId, body: &Body) -> bool {
+        self.numbered(edge, peer, None, body, |outbox| outbox.push_unkept(body))
     }
 
     fn numbered(
@@ -241,6 +241,7 @@ impl Table {
         edge: &dyn Edge,
         peer: &PeerId,
         received_at: Option<Instant>,
+        body: &Body,
         number: impl FnOnce(&mut Outbox) -> (u64, Arc<str>),
     ) -> bool {
         let room = &self.room;
@@ -260,7 +261,7 @@ impl Table {
                 return true;
             }
             s.route = Some(route);
-            edge.deliver(&s.conn, Frame { body: framed, received_at, seq: Some(seq) });
+            edge.deliver(&s.conn, Frame { body: framed, received_at, seq: Some(seq), kind: body.kind });
         }
         true
     }
@@ -286,7 +287,7 @@ impl Table {
 
     /// The relay decision, for both paths: drops repeats, refuses unknown targets, delivers
     /// `body` (from [`RelayRequest::body`]) and acknowledges.
-    pub fn relay(&mut self, edge: &dyn Edge, req: &RelayRequest<'_>, body: &str) {
+    pub fn relay(&mut self, edge: &dyn Edge, req: &RelayRequest<'_>, body: &Body) {
         if self.session(req.from).is_none() {
             return;
         }

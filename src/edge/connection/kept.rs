@@ -97,7 +97,7 @@ pub(super) async fn receipt(myself: &Mailbox, state: &mut ConnectionState, id: &
         // Through the room, like any reply, and kept until it comes back to be written.
         let echoed = match state.joined.as_mut() {
             Some(j) => {
-                let echo = RoomMsg::Echo { from: j.peer.clone(), body: body.to_string() };
+                let echo = RoomMsg::Echo { from: j.peer.clone(), body: body.to_string(), kind: body.kind };
                 routing::send(&state.app, &mut j.room, &j.room_id, &state.conn_id, echo).await.is_ok()
             }
             None => false,
@@ -264,7 +264,7 @@ pub(super) async fn resend_pending(state: &mut ConnectionState) {
         let Ok(reference) = serde_json::from_str::<Value>(&id) else { continue };
         let Some(j) = state.joined.as_mut() else { return };
         let body = ServerMessage::Delivered { reference: &reference }.to_body();
-        let echo = RoomMsg::Echo { from: j.peer.clone(), body: body.to_string() };
+        let echo = RoomMsg::Echo { from: j.peer.clone(), body: body.to_string(), kind: body.kind };
         let _ = routing::send(&state.app, &mut j.room, &j.room_id, &state.conn_id, echo).await;
     }
     // Receipts for what this connection wrote lately may have died with the old instance:

@@ -7,23 +7,22 @@ use super::*;
 /// Writes a frame the room numbered (its body carries its `seq`). A room that restarted or
 /// moved numbers afresh; the client must still see `seq` rise by one, so from then on this
 /// connection shifts the room's numbers by a fixed offset.
-pub(super) async fn write_numbered(myself: &Mailbox, state: &mut ConnectionState, seq: u64, body: &str) {
-    let head = body.get(..body.len().min(160)).unwrap_or(body);
-    // An ack, or an error about a message: either way the room has answered it for good (but
-    // `room_unavailable`, which this connection says itself while it keeps the message).
-    let answered = head.contains("\"type\":\"ack\"")
-        || (head.contains("\"type\":\"error\"") && !body.contains("\"code\":\"room_unavailable\""));
-    if answered && forget_acknowledged(state, body) {
-        Box::pin(pump(myself, state)).await;
-    }
-    if head.contains("\"type\":\"peer_left\"") {
-        forget_target(state, body);
-    }
-    if !state.announcing.is_empty() && head.contains("\"type\":\"delivered\"") {
-        forget_announced(state, body);
+pub(super) async fn write_numbered(
+    myself: &Mailbox,
+    state: &mut ConnectionState,
+    seq: u64,
+    body: &str,
+    kind: FrameKind,
+) {
+    match kind {
+        // The room has answered a message for good (its ack, or an error about it).
+        FrameKind::Answer if forget_acknowledged(state, body) => Box::pin(pump(myself, state)).await,
+        FrameKind::PeerLeft => forget_target(state, body),
+        FrameKind::Delivered if !state.announcing.is_empty() => forget_announced(state, body),
+        _ => {}
     }
     let mut written_receipt = None;
-    if head.contains("\"msgId\":")
+    if kind == FrameKind::Relayed
         && let Some((sender, msg_id, new)) = first_delivery(state, body)
     {
         if !new {
