@@ -6,46 +6,20 @@
 
 use crate::client::AppLink;
 use anyhow::{Result, anyhow};
-use rtc::ice::{mdns::MulticastDnsMode, network_type::NetworkType};
 use serde::Serialize;
-use serde_json::{Value, json};
+use serde_json::Value;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Duration;
-use tokio::sync::mpsc::{UnboundedReceiver as Rx, UnboundedSender as Tx, unbounded_channel};
+use switchboard_client::peer::{PeerEvents, PeerOptions};
+use tokio::sync::mpsc::{UnboundedReceiver as Rx, UnboundedSender as Tx};
 use tokio::time::timeout;
 use webrtc::data_channel::{DataChannel, DataChannelEvent};
-use webrtc::peer_connection::*;
 
 const WAIT: Duration = Duration::from_secs(15);
 
-/// Callbacks only forward to channels (they run on the connection's driver task).
-struct Handler {
-    to_server: Tx<Value>,
-    connected: Tx<()>,
-    channels: Tx<Arc<dyn DataChannel>>,
-}
-
-#[async_trait::async_trait]
-impl PeerConnectionEventHandler for Handler {
-    async fn on_ice_candidate(&self, ev: RTCPeerConnectionIceEvent) {
-        if let Ok(init) = ev.candidate.to_json() {
-            let _ = self.to_server.send(json!({"type": "ice-candidate", "candidate": init}));
-        }
-    }
-    async fn on_connection_state_change(&self, s: RTCPeerConnectionState) {
-        if s == RTCPeerConnectionState::Connected {
-            let _ = self.connected.send(());
-        }
-    }
-    async fn on_data_channel(&self, dc: Arc<dyn DataChannel>) {
-        let _ = self.channels.send(dc);
-    }
-}
-
 struct Peer {
-    pc: Arc<dyn PeerConnection>,
-    to_server: Tx<Value>,
+    peer: Arc<switchboard_client::peer::Peer>,
     signaling: tokio::task::JoinHandle<()>,
 }
 
@@ -89,7 +63,7 @@ impl Call {
     pub async fn start(a_link: AppLink, b_link: AppLink) -> Result<Call> {
         let (a, mut a_connected, _a_channels) = peer(a_link).await?;
         let (b, mut b_connected, mut b_channels) = peer(b_link).await?;
-        let dc_a = a.pc.create_data_channel("chaos", None).await?;
+        let dc_a = a.peer.pc.create_data_channel("chaos", None).await?;
         negotiate(&a).await?;
         timeout(WAIT, a_connected.recv()).await?.ok_or(anyhow!("A never connected"))?;
         timeout(WAIT, b_connected.recv()).await?.ok_or(anyhow!("B never connected"))?;
@@ -168,8 +142,8 @@ impl Call {
         for t in &self.tasks {
             t.abort();
         }
-        let _ = self.a.pc.close().await;
-        let _ = self.b.pc.close().await;
+        let _ = self.a.peer.pc.close().await;
+        let _ = self.b.peer.pc.close().await;
         self.a.signaling.abort();
         self.b.signaling.abort();
     }
@@ -207,83 +181,42 @@ async fn receive_numbers(dc: Arc<dyn DataChannel>, directions: Arc<[Direction; 2
 
 type PeerParts = (Peer, Rx<()>, Rx<Arc<dyn DataChannel>>);
 
+/// A peer on loopback whose signaling goes through the chaos client's link (which addresses
+/// it to the partner and numbers it).
 async fn peer(link: AppLink) -> Result<PeerParts> {
-    let (connected_tx, connected) = unbounded_channel();
-    let (channels_tx, channels) = unbounded_channel();
-    let to_server = link.outgoing.clone();
-    let handler = Arc::new(Handler { to_server: to_server.clone(), connected: connected_tx, channels: channels_tx });
-    let mut media = MediaEngine::default();
-    media.register_default_codecs()?;
-    let settings = SettingEngineBuilder::new()
-        .with_multicast_dns_mode(MulticastDnsMode::Disabled)
-        .with_network_types(vec![NetworkType::Udp4])
-        .with_prflx_acceptance_min_wait(Some(Duration::ZERO))
-        .build();
-    let pc: Arc<dyn PeerConnection> = Arc::new(
-        PeerConnectionBuilder::new()
-            .with_configuration(RTCConfigurationBuilder::new().build())
-            .with_media_engine(media)
-            .with_setting_engine(settings)
-            .with_handler(handler)
-            .with_udp_addrs(vec!["127.0.0.1:0"])
-            .build()
-            .await?,
-    );
-    let signaling = tokio::spawn(apply_signaling(pc.clone(), link.incoming, to_server.clone()));
-    Ok((Peer { pc, to_server, signaling }, connected, channels))
+    let (peer, events) = switchboard_client::peer::Peer::new(None, PeerOptions::loopback()).await?;
+    let PeerEvents { signaling: produced, connected, channels, .. } = events;
+    let peer = Arc::new(peer);
+    let signaling = tokio::spawn(carry_signaling(peer.clone(), produced, link.incoming, link.outgoing));
+    Ok((Peer { peer, signaling }, connected, channels))
 }
 
-/// Applies what the partner sends: offers are answered, answers applied, candidates added
-/// (held until there is a remote description).
-async fn apply_signaling(pc: Arc<dyn PeerConnection>, mut incoming: Rx<Value>, to_server: Tx<Value>) {
-    let mut early: Vec<RTCIceCandidateInit> = Vec::new();
-    while let Some(v) = incoming.recv().await {
-        let outcome: Result<()> = async {
-            match v["type"].as_str() {
-                Some("offer" | "answer") => {
-                    let desc: RTCSessionDescription =
-                        serde_json::from_value(json!({"type": v["type"], "sdp": v["sdp"]}))?;
-                    let is_offer = desc.sdp_type == RTCSdpType::Offer;
-                    pc.set_remote_description(desc).await?;
-                    for c in early.drain(..) {
-                        pc.add_ice_candidate(c).await?;
-                    }
-                    if is_offer {
-                        let answer = pc.create_answer(None).await?;
-                        pc.set_local_description(answer.clone()).await?;
-                        to_server.send(json!({"type": "answer", "sdp": answer.sdp}))?;
-                    }
+/// Sends what the peer produces, applies what the partner sends.
+async fn carry_signaling(
+    peer: Arc<switchboard_client::peer::Peer>,
+    mut produced: Rx<Value>,
+    mut incoming: Rx<Value>,
+    to_server: Tx<Value>,
+) {
+    loop {
+        tokio::select! {
+            out = produced.recv() => {
+                let Some(v) = out else { return };
+                if to_server.send(v).is_err() {
+                    return;
                 }
-                Some("ice-candidate") => {
-                    let cand: RTCIceCandidateInit = serde_json::from_value(v["candidate"].clone())?;
-                    if pc.remote_description().await.is_none() {
-                        early.push(cand);
-                    } else {
-                        pc.add_ice_candidate(cand).await?;
-                    }
-                }
-                _ => {}
             }
-            Ok(())
-        }
-        .await;
-        if let Err(e) = outcome {
-            eprintln!("chaos: a WebRTC peer could not apply {}: {e:#}", v["type"]);
+            v = incoming.recv() => {
+                let Some(v) = v else { return };
+                if let Err(e) = peer.apply(&v).await {
+                    eprintln!("chaos: a WebRTC peer could not apply {}: {e:#}", v["type"]);
+                }
+            }
         }
     }
 }
 
 /// One offer/answer round started by `p`; returns once the answer is applied.
 async fn negotiate(p: &Peer) -> Result<()> {
-    let offer = p.pc.create_offer(None).await?;
-    p.pc.set_local_description(offer.clone()).await?;
-    p.to_server.send(json!({"type": "offer", "sdp": offer.sdp}))?;
-    let deadline = tokio::time::Instant::now() + WAIT;
-    while tokio::time::Instant::now() < deadline {
-        if p.pc.pending_local_description().await.is_none() {
-            return Ok(());
-        }
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
-    Err(anyhow!("no answer within {WAIT:?}"))
+    Ok(p.peer.negotiate(WAIT).await?)
 }

@@ -42,6 +42,8 @@ mod call;
 mod connection;
 mod error;
 mod event;
+#[cfg(feature = "webrtc")]
+pub mod peer;
 
 pub use backoff::Backoff;
 pub use call::{Client, ClientConfig, JoinOptions, LiveUrls, MessageId, TokenFuture, TokenSource};
