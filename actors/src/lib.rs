@@ -14,6 +14,7 @@ pub mod participant;
 pub mod ports;
 pub mod protocol;
 pub mod quality;
+pub mod recent;
 pub mod restart_policy;
 pub mod room;
 pub mod room_supervisor;

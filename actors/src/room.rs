@@ -19,6 +19,7 @@ use crate::protocol::{
     with_seq,
 };
 use crate::quality::{FallbackChange, FallbackPolicy, StatsSample};
+use crate::recent::Recent;
 use ractor::{Actor, ActorProcessingErr, ActorRef, RpcReplyPort};
 use relay_table::{RelayBody, RelayRequest, RelayTable, Session};
 use serde_json::Value;
@@ -669,7 +670,10 @@ async fn start_room(myself: ActorRef<RoomMsg>, args: RoomArgs) -> Result<RoomSta
         }
         if let Some(s) = state.table.lock().sessions.iter_mut().find(|s| s.peer.as_str() == c.peer_id) {
             s.outbox = Outbox::restore(c.next_seq, c.frames);
-            s.seen_ids = c.seen_ids.into();
+            s.seen_ids = Recent::new(REPLAY_FRAMES);
+            for id in c.seen_ids {
+                s.seen_ids.insert(id);
+            }
             s.adopted = c.adopted;
         }
     }

@@ -23,6 +23,7 @@ use switchboard_actors::ports::{Frame, now_ms};
 use switchboard_actors::protocol::{
     Body, ClientMessage, FrameKind, MAX_NAME_CHARS, RelayKind, ServerMessage, parse_client, renumber, with_seq,
 };
+use switchboard_actors::recent::Recent;
 use switchboard_actors::room::{JoinRequest, RelayPayload, RoomMsg};
 use switchboard_actors::{ConnId, ErrorCode, PeerId, RoomId, UserId};
 use switchboard_cluster::routing::ResumeCmd;
@@ -99,7 +100,7 @@ pub struct ConnectionState {
     /// Whether a `RetryPending` timer is set.
     retry_armed: bool,
     /// Relayed messages delivered lately, as (sender, `msgId`), to drop repeats.
-    delivered: VecDeque<(String, String)>,
+    delivered: Recent<(String, String)>,
     /// `delivered` notices for this client sent through the room (to take their place in the
     /// session's numbering) and not yet written back here: the room instance may die with
     /// them, and a client that never hears `delivered` sends the message again, maybe after
@@ -183,7 +184,7 @@ pub fn run(app: Arc<App>, claims: Claims, socket: WebSocket) -> impl Future<Outp
         recent_delivered: VecDeque::new(),
         acks: 0,
         retry_armed: false,
-        delivered: VecDeque::new(),
+        delivered: Recent::new(MAX_PENDING),
         announcing: VecDeque::new(),
     });
     // Not an async fn: what the upgrade's task holds is this pointer, not the arguments.

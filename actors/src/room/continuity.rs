@@ -52,12 +52,7 @@ pub(super) fn absorb(state: &mut RoomState, carry: Carry) {
             let mut t = table.lock();
             let Some(s) = t.sessions.iter_mut().find(|s| s.peer.as_str() == c.peer_id) else { continue };
             for id in c.seen_ids {
-                if !s.seen_ids.contains(&id) {
-                    s.seen_ids.push_back(id);
-                }
-            }
-            while s.seen_ids.len() > REPLAY_FRAMES {
-                s.seen_ids.pop_front();
+                s.seen_ids.insert(id);
             }
             if !s.adopted {
                 continue;

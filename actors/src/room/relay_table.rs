@@ -19,8 +19,8 @@ use crate::ids::{ConnId, PeerId, RoomId};
 use crate::outbox::{Outbox, REPLAY_FRAMES};
 use crate::ports::{Edge, Frame, NO_ROUTE};
 use crate::protocol::{Body, RelayKind, ServerMessage};
+use crate::recent::Recent;
 use serde_json::Value;
-use std::collections::VecDeque;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Instant;
 
@@ -54,7 +54,7 @@ pub struct Session {
     /// sent (see the Room actor).
     pub adopted: bool,
     /// The `id`s of the session's latest messages, to drop re-sent ones.
-    pub seen_ids: VecDeque<String>,
+    pub seen_ids: Recent<String>,
     /// The session's numbered frames.
     pub outbox: Outbox,
     /// Messages from this session on their way through the Room actor.
@@ -75,7 +75,7 @@ impl Session {
             conn,
             connected: true,
             adopted: false,
-            seen_ids: VecDeque::new(),
+            seen_ids: Recent::new(REPLAY_FRAMES),
             outbox: Outbox::starting_at(first_seq),
             at_room: 0,
             route: None,
@@ -272,15 +272,11 @@ impl Table {
     pub fn first_time(&mut self, edge: &dyn Edge, from: &PeerId, reference: Option<&Value>) -> bool {
         let Some(id) = reference.map(Value::to_string) else { return true };
         let Some(s) = self.session_mut(from) else { return true };
-        if s.seen_ids.contains(&id) {
+        if !s.seen_ids.insert(id) {
             metrics::counter!("switchboard_duplicates_dropped_total").increment(1);
             let body = ServerMessage::Ack { reference: reference.unwrap_or(&Value::Null) }.to_body();
             self.send_to(edge, from, &body, None);
             return false;
-        }
-        s.seen_ids.push_back(id);
-        while s.seen_ids.len() > REPLAY_FRAMES {
-            s.seen_ids.pop_front();
         }
         true
     }

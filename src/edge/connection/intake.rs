@@ -108,10 +108,7 @@ pub(super) async fn inbound(myself: &Mailbox, state: &mut ConnectionState, text:
         ClientMessage::Resume { session_id, resume_token, last_seq, received } => {
             // What the client already has: a repeat of it in the replay is dropped.
             for r in received {
-                state.delivered.push_back((r.peer_id, r.msg_id.to_string()));
-            }
-            while state.delivered.len() > MAX_PENDING {
-                state.delivered.pop_front();
+                state.delivered.insert((r.peer_id, r.msg_id.to_string()));
             }
             return Box::pin(resume(myself, state, session_id, resume_token, last_seq, reference)).await;
         }

@@ -82,14 +82,8 @@ pub(super) fn first_delivery(state: &mut ConnectionState, body: &str) -> Option<
     }
     let r = serde_json::from_str::<Relayed>(body).ok()?;
     let key = (r.peer_id, r.msg_id.to_string());
-    if state.delivered.contains(&key) {
-        return Some((key.0, key.1, false));
-    }
-    state.delivered.push_back(key.clone());
-    while state.delivered.len() > MAX_PENDING {
-        state.delivered.pop_front();
-    }
-    Some((key.0, key.1, true))
+    let new = state.delivered.insert(key.clone());
+    Some((key.0, key.1, new))
 }
 
 /// Confirms to `sender`'s connection, through the room, that its message `msg_id` was written
