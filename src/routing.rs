@@ -123,7 +123,7 @@ async fn owner_of(app: &App, room: &RoomId) -> String {
 /// Starts here the orphaned rooms (open sessions, no live lease) that placement gives to this
 /// node. Returns how many were started.
 pub async fn adopt_orphans(app: &App) -> usize {
-    let Ok(rooms) = app.store.orphaned_rooms(200).await else { return 0 };
+    let Ok(rooms) = app.store.orphaned_rooms("", 200).await else { return 0 };
     let mut adopted = 0;
     for room in rooms {
         let room = RoomId::new(room);
@@ -134,6 +134,31 @@ pub async fn adopt_orphans(app: &App) -> usize {
         }
     }
     adopted
+}
+
+/// A single node that starts again after a crash: the rooms that still have open sessions
+/// start here at once, each taking its sessions back as disconnected, so their clients can
+/// resume within the grace period and those who do not come back leave when it runs out (and
+/// the call ends as it should). Returns how many rooms were started.
+pub async fn restore_rooms(app: &App) -> usize {
+    let mut restored = 0;
+    let mut after = String::new();
+    loop {
+        let rooms = match app.store.orphaned_rooms(&after, 500).await {
+            Ok(rooms) if !rooms.is_empty() => rooms,
+            Ok(_) => return restored,
+            Err(e) => {
+                tracing::warn!(error = %e, "rooms of the last run not restored");
+                return restored;
+            }
+        };
+        for room in rooms {
+            if resolve(app, &RoomId::new(&room)).await.is_ok() {
+                restored += 1;
+            }
+            after = room;
+        }
+    }
 }
 
 /// Joins `room`, wherever it lives.

@@ -263,9 +263,10 @@ pub async fn start(mut config: Config, listener: TcpListener) -> anyhow::Result<
     let authority = Authority::new(&secret, &config.auth);
     let turn_bound = bind_turn(&mut config).await?;
     let store = migrate(&config).await?;
-    // In a cluster, sessions of a crashed incarnation stay open: the room's next owner takes
-    // them over (the orphan sweep) and they can still resume within their grace period.
-    let (sessions, calls) = store.reconcile(!config.clustered()).await?;
+    // Sessions of a crashed run stay open: in a cluster the room's next owner takes them over
+    // (the orphan sweep), on a single node the rooms start again here at once (below); either
+    // way they can still resume within their grace period. Calls nobody is in any more end.
+    let (sessions, calls) = store.reconcile(false).await?;
     if sessions + calls > 0 {
         tracing::warn!(sessions, calls, "closed sessions and calls left open by an earlier run");
     }
@@ -402,6 +403,15 @@ pub async fn start(mut config: Config, listener: TcpListener) -> anyhow::Result<
     let tls_reload = tls.as_ref().and_then(|(files, serving)| reload_on_hangup(files.clone(), serving.clone()));
     let scheme = if tls.is_some() { "wss" } else { "ws" };
     let serving = tls.map(|(_, serving)| serving);
+    if app.cluster.is_none() {
+        let restored = crate::routing::restore_rooms(&app).await;
+        if restored > 0 {
+            tracing::warn!(
+                rooms = restored,
+                "rooms of a run that did not stop cleanly are back; their sessions may resume"
+            );
+        }
+    }
     let http = serve_http(listener, router, serving, app.config.http.shutdown_grace, stopped)?;
     tracing::info!(
         %addr,

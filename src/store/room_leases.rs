@@ -15,15 +15,16 @@ impl Store {
     }
 
     /// Rooms with open sessions and no live lease: their owner died (or the whole cluster
-    /// stopped) and nobody has taken them over yet. At most `limit`.
-    pub async fn orphaned_rooms(&self, limit: u32) -> Result<Vec<String>, StoreError> {
+    /// stopped, or a single node crashed) and nobody has taken them over yet. At most `limit`,
+    /// in room order after `after`.
+    pub async fn orphaned_rooms(&self, after: &str, limit: u32) -> Result<Vec<String>, StoreError> {
         let sql = format!(
-            "SELECT DISTINCT room_id FROM sessions s WHERE left_at IS NULL \
+            "SELECT DISTINCT room_id FROM sessions s WHERE left_at IS NULL AND room_id > $1 \
              AND NOT EXISTS (SELECT 1 FROM room_leases l WHERE l.room_id = s.room_id AND l.expires_at >= {}) \
-             ORDER BY room_id LIMIT $1",
+             ORDER BY room_id LIMIT $2",
             self.db_now()
         );
-        let rows = sqlx::query(&sql).bind(i64::from(limit)).fetch_all(&self.pool).await.map_err(db)?;
+        let rows = sqlx::query(&sql).bind(after).bind(i64::from(limit)).fetch_all(&self.pool).await.map_err(db)?;
         rows.iter().map(|r| col::<String>(r, 0)).collect()
     }
 

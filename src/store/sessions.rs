@@ -11,9 +11,10 @@ use switchboard_actors::media::MediaState;
 use switchboard_actors::ports::{CallChange, Fence, StoreError, StoredParticipant, now_ms};
 
 impl Store {
-    /// After a crash: closes this node's sessions that are still open (unless `close_sessions`
-    /// is false: in a cluster they stay resumable, and the room's next owner takes them over)
-    /// and ends calls that nobody is in any more. Returns (sessions closed, calls ended).
+    /// After a crash: ends calls that nobody is in any more and, if `close_sessions`, closes
+    /// this node's sessions that are still open. A starting node keeps them (`false`): they
+    /// stay resumable, their rooms start again (in a cluster on their placement, on a single
+    /// node here) and take them back. Returns (sessions closed, calls ended).
     pub async fn reconcile(&self, close_sessions: bool) -> Result<(u64, u64), StoreError> {
         let now = now_ms();
         let mut tx = self.pool.begin().await.map_err(db)?;

@@ -1,6 +1,6 @@
 // Two people on the call page of one node, in a real Chromium with a fake camera and
 // microphone: media both ways, mute seen by the other, chat both ways, the overlay pointer on
-// both sides, a snapshot's report shown; a node restart both pages come back from without a
+// both sides, a snapshot's report shown; a node restart both pages come back from (resuming their sessions) without a
 // reload; a person whose camera permission is denied joins receive-only.
 
 import { test, after, before } from "node:test";
@@ -128,7 +128,8 @@ test("both pages reconnect after the node restarts, without a reload", async () 
     await until(alice, () => document.body.dataset.state === "joined");
     await until(bob, () => document.body.dataset.state === "joined");
     const how = await Promise.all([alice, bob].map((p) => p.evaluate(() => document.body.dataset.reconnect)));
-    console.log(`after the restart: Alice ${how[0]}, Bob ${how[1]}`);
+    // The sessions outlived the crash: both pages resume them on the restarted node.
+    assert.deepEqual(how, ["resumed", "resumed"], `after the restart: Alice ${how[0]}, Bob ${how[1]}`);
     // The call carries on: video flows again and chat reaches the other side.
     const a = await remoteFrames(alice);
     const b = await remoteFrames(bob);
