@@ -62,6 +62,9 @@ pub struct TurnConfig {
     /// addresses. Unset: refused exactly when the relay address is public (a relay on a
     /// private or loopback address serves a network of its own kind).
     pub deny_internal_peers: Option<bool>,
+    /// Allocations one user may hold at once, over UDP and TCP (a browser makes one or two
+    /// per peer connection); 0: no limit.
+    pub allocations_per_user: usize,
 }
 
 impl Default for TurnConfig {
@@ -73,6 +76,7 @@ impl Default for TurnConfig {
             relay_ports: (49152, 65535),
             realm: "switchboard".into(),
             deny_internal_peers: None,
+            allocations_per_user: 32,
         }
     }
 }

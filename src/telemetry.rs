@@ -106,6 +106,10 @@ fn describe() {
         "switchboard_turn_peers_denied_total",
         "TURN permissions refused for a peer address outside the relay policy"
     );
+    describe_counter!(
+        "switchboard_turn_quota_refusals_total",
+        "TURN allocations refused because their user holds turn.allocations_per_user already"
+    );
 }
 
 /// Installs the log subscriber (`RUST_LOG` filters, default `info`). The `turn` crate logs an

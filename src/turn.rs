@@ -12,6 +12,7 @@
 pub mod auth;
 pub mod guard;
 pub mod peers;
+pub mod quota;
 pub mod relay;
 pub mod tcp;
 
@@ -21,6 +22,7 @@ use ::turn::server::config::{ConnConfig, ServerConfig};
 use auth::SharedSecret;
 use guard::Guard;
 use peers::PeerPolicy;
+use quota::Quota;
 use relay::Relays;
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
@@ -48,6 +50,8 @@ pub struct Settings {
     pub realm: String,
     /// Whom data may be relayed to.
     pub peers: PeerPolicy,
+    /// Live allocations one user may hold (0: no limit).
+    pub allocations_per_user: usize,
 }
 
 impl Settings {
@@ -73,6 +77,7 @@ impl Settings {
             relay_ports: t.relay_ports,
             realm: t.realm.clone(),
             peers: PeerPolicy { deny_internal },
+            allocations_per_user: t.allocations_per_user,
         })
     }
 }
@@ -124,10 +129,19 @@ impl Bound {
         let (stop_tcp, stopped) = watch::channel(false);
         let (tcp_clients, tcp_task) = tcp::TcpClients::serve(tcp, stopped)?;
         let listeners: [Arc<dyn Conn + Send + Sync>; 2] = [Arc::new(udp), tcp_clients];
+        let quota = Arc::new(Quota::new(settings.allocations_per_user));
         let conn_configs = listeners
             .into_iter()
-            .map(|socket| ConnConfig {
-                conn: Arc::new(Guard::new(socket, auth.clone(), &settings.realm, settings.peers)),
+            .zip(0u8..)
+            .map(|(socket, listener)| ConnConfig {
+                conn: Arc::new(Guard::new(
+                    socket,
+                    listener,
+                    auth.clone(),
+                    &settings.realm,
+                    settings.peers,
+                    quota.clone(),
+                )),
                 relay_addr_generator: Box::new(Relays::new(settings.relay_address, settings.relay_ports)),
             })
             .collect();

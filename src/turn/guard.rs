@@ -6,25 +6,29 @@
 //!   knows the method (the server asks its auth handler for a key without saying why);
 //! - failed credentials are counted: the server checks the message integrity itself after
 //!   asking for the key and tells nobody when it fails;
-//! - a CreatePermission or ChannelBind towards a peer the policy refuses is answered 403.
+//! - a CreatePermission or ChannelBind towards a peer the policy refuses is answered 403;
+//! - an Allocate beyond the user's quota is answered 486, and the server's answers to
+//!   Allocate and Refresh tell the quota which allocations live ([`Quota`]).
 //!
 //! Everything else (ChannelData, indications, unauthenticated requests) passes untouched; bytes
 //! that are neither STUN nor ChannelData are dropped, and no received byte can make it panic.
 
 use super::auth::{Refusal, SharedSecret};
 use super::peers::PeerPolicy;
+use super::quota::Quota;
 use ::turn::proto::chandata::ChannelData;
+use ::turn::proto::lifetime::Lifetime;
 use ::turn::proto::peeraddr::PeerAddress;
 use async_trait::async_trait;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use stun::attributes::{ATTR_MESSAGE_INTEGRITY, ATTR_REALM, ATTR_USERNAME, ATTR_XOR_PEER_ADDRESS};
-use stun::error_code::{CODE_FORBIDDEN, CODE_UNAUTHORIZED, ErrorCode, ErrorCodeAttribute};
+use stun::error_code::{CODE_ALLOC_QUOTA_REACHED, CODE_FORBIDDEN, CODE_UNAUTHORIZED, ErrorCode, ErrorCodeAttribute};
 use stun::fingerprint::FINGERPRINT;
 use stun::integrity::MessageIntegrity;
 use stun::message::{
-    CLASS_ERROR_RESPONSE, CLASS_REQUEST, Getter, METHOD_ALLOCATE, METHOD_CHANNEL_BIND, METHOD_CREATE_PERMISSION,
-    Message, MessageType, Setter,
+    CLASS_ERROR_RESPONSE, CLASS_REQUEST, CLASS_SUCCESS_RESPONSE, Getter, METHOD_ALLOCATE, METHOD_CHANNEL_BIND,
+    METHOD_CREATE_PERMISSION, METHOD_REFRESH, Message, MessageType, Setter,
 };
 use stun::textattrs::TextAttribute;
 use webrtc_util::Conn;
@@ -42,17 +46,27 @@ enum Verdict {
 /// The guard around one listener's socket.
 pub struct Guard {
     inner: Arc<dyn Conn + Send + Sync>,
+    /// Which listener this is (UDP 0, TCP 1): client addresses are per listener.
+    listener: u8,
     auth: Arc<SharedSecret>,
     realm: String,
     peers: PeerPolicy,
+    quota: Arc<Quota>,
 }
 
 impl Guard {
-    pub fn new(inner: Arc<dyn Conn + Send + Sync>, auth: Arc<SharedSecret>, realm: &str, peers: PeerPolicy) -> Guard {
-        Guard { inner, auth, realm: realm.to_owned(), peers }
+    pub fn new(
+        inner: Arc<dyn Conn + Send + Sync>,
+        listener: u8,
+        auth: Arc<SharedSecret>,
+        realm: &str,
+        peers: PeerPolicy,
+        quota: Arc<Quota>,
+    ) -> Guard {
+        Guard { inner, listener, auth, realm: realm.to_owned(), peers, quota }
     }
 
-    fn inspect(&self, packet: &[u8]) -> Verdict {
+    fn inspect(&self, packet: &[u8], from: SocketAddr) -> Verdict {
         // Media (ChannelData) is the hot path: it needs no look.
         if ChannelData::is_channel_data(packet) {
             return Verdict::Pass;
@@ -92,6 +106,20 @@ impl Guard {
             tracing::debug!(%username, "turn allocation refused: credential expired");
             let realm = TextAttribute::new(ATTR_REALM, self.realm.clone());
             return self.answer(&m, CODE_UNAUTHORIZED, "credential expired", vec![Box::new(realm)]);
+        }
+        if m.typ.method == METHOD_ALLOCATE {
+            let user = username.split_once(':').map_or(username.as_str(), |(_, user)| user);
+            if !self.quota.ask((self.listener, from), user, std::time::Instant::now()) {
+                metrics::counter!("switchboard_turn_quota_refusals_total").increment(1);
+                tracing::debug!(%user, "turn allocation refused: the user holds its quota");
+                let integrity = MessageIntegrity(key);
+                return self.answer(
+                    &m,
+                    CODE_ALLOC_QUOTA_REACHED,
+                    "allocation quota reached",
+                    vec![Box::new(integrity), Box::new(FINGERPRINT)],
+                );
+            }
         }
         if (m.typ.method == METHOD_CREATE_PERMISSION || m.typ.method == METHOD_CHANNEL_BIND)
             && let Some(peer) = self.refused_peer(&m)
@@ -149,6 +177,36 @@ impl Guard {
     }
 }
 
+impl Guard {
+    /// What the server grants: a success response to an Allocate makes an allocation live for
+    /// its lifetime, one to a Refresh moves its end (zero ends it). Media (ChannelData, Data
+    /// indications) is told apart by the two header bytes alone.
+    fn watch_answer(&self, packet: &[u8], to: SocketAddr) {
+        if packet.len() < 20 || !stun::message::is_message(packet) {
+            return;
+        }
+        let mut typ = MessageType::default();
+        typ.read_value(u16::from_be_bytes([packet[0], packet[1]]));
+        if typ.class != CLASS_SUCCESS_RESPONSE || (typ.method != METHOD_ALLOCATE && typ.method != METHOD_REFRESH) {
+            return;
+        }
+        let mut m = Message { raw: packet.to_vec(), ..Message::default() };
+        if m.decode().is_err() {
+            return;
+        }
+        let mut lifetime = Lifetime::default();
+        if lifetime.get_from(&m).is_err() {
+            return;
+        }
+        let now = std::time::Instant::now();
+        if typ.method == METHOD_ALLOCATE {
+            self.quota.granted((self.listener, to), lifetime.0, now);
+        } else {
+            self.quota.refreshed((self.listener, to), lifetime.0, now);
+        }
+    }
+}
+
 fn refused(refusal: Refusal) {
     metrics::counter!("switchboard_turn_auth_failures_total", "reason" => refusal.label()).increment(1);
 }
@@ -166,7 +224,7 @@ impl Conn for Guard {
     async fn recv_from(&self, buf: &mut [u8]) -> webrtc_util::Result<(usize, SocketAddr)> {
         loop {
             let (n, from) = self.inner.recv_from(buf).await?;
-            match self.inspect(&buf[..n]) {
+            match self.inspect(&buf[..n], from) {
                 Verdict::Pass => return Ok((n, from)),
                 Verdict::Drop => continue,
                 Verdict::Answer(response) => {
@@ -183,6 +241,7 @@ impl Conn for Guard {
     }
 
     async fn send_to(&self, buf: &[u8], target: SocketAddr) -> webrtc_util::Result<usize> {
+        self.watch_answer(buf, target);
         self.inner.send_to(buf, target).await
     }
 

@@ -280,6 +280,45 @@ async fn peers_outside_the_relay_policy_are_refused() -> Result<()> {
     Ok(())
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_user_holds_at_most_its_quota_of_allocations() -> Result<()> {
+    let mut s = node_with_turn(|c| c.turn.allocations_per_user = 2).await;
+    let server = turn_addr(&s);
+    let now = switchboard::auth::unix_now();
+    let (username, password) = credential(now + 600, "greedy");
+    // Two live allocations, one over UDP and one over TCP: the quota counts both listeners.
+    let (udp, tcp) = (
+        turn_client(server, Transport::Udp, &username, &password).await?,
+        turn_client(server, Transport::Tcp, &username, &password).await?,
+    );
+    let first = timeout(WAIT, udp.allocate()).await??;
+    let _second = timeout(WAIT, tcp.allocate()).await??;
+    let refused = allocate(server, Transport::Udp, &username, &password).await.expect_err("a third allocation");
+    ensure!(refused.to_string().contains("486"), "over the quota: {refused}");
+    ensure!(metric(&s, "switchboard_turn_quota_refusals_total", "").await >= 1.0, "quota refusals counted");
+    // Another user has a quota of its own, even with a credential issued at the same time.
+    let (other, other_password) = credential(now + 600, "modest");
+    allocate(server, Transport::Udp, &other, &other_password).await?;
+    // Once one of the two ends (its client refreshes it to a lifetime of zero), another fits.
+    first.close().await?;
+    let mut again = None;
+    for _ in 0..50 {
+        match allocate(server, Transport::Udp, &username, &password).await {
+            Ok(relayed) => {
+                again = Some(relayed);
+                break;
+            }
+            Err(e) if e.to_string().contains("486") => tokio::time::sleep(std::time::Duration::from_millis(20)).await,
+            Err(e) => return Err(e),
+        }
+    }
+    ensure!(again.is_some(), "the quota frees up when an allocation ends");
+    udp.close().await?;
+    tcp.close().await?;
+    s.stop().await;
+    Ok(())
+}
+
 /// A node started as `switchboard serve` runs TURN by default, with a secret it generates into
 /// its data directory, and hands out credentials that secret signs.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
