@@ -38,6 +38,27 @@ pub struct Config {
     pub evidence: EvidenceConfig,
     /// The TURN server embedded in the node.
     pub turn: TurnConfig,
+    /// Lobbies that pair people into rooms.
+    pub lobby: LobbyConfig,
+}
+
+/// `[lobby]`: people who send `lobby_join` wait to be paired with someone (`lobby.rs`).
+#[derive(Clone, Debug, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct LobbyConfig {
+    /// How long someone waits for a partner before `lobby_timeout`.
+    #[serde(with = "duration_text")]
+    pub wait: Duration,
+    /// How long the place of someone whose connection dropped is kept: not paired while gone,
+    /// taken back by a `lobby_join` of the same user within it.
+    #[serde(with = "duration_text")]
+    pub grace: Duration,
+}
+
+impl Default for LobbyConfig {
+    fn default() -> Self {
+        Self { wait: Duration::from_secs(120), grace: Duration::from_secs(10) }
+    }
 }
 
 /// `[turn]`: the TURN server embedded in the node (`turn.rs`). It accepts the credentials
@@ -412,6 +433,7 @@ impl Default for Config {
             snapshots: SnapshotsConfig::default(),
             evidence: EvidenceConfig::default(),
             turn: TurnConfig::default(),
+            lobby: LobbyConfig::default(),
         }
     }
 }
@@ -832,6 +854,8 @@ mod tests {
         assert_eq!(c.turn.relay_ports, d.turn.relay_ports);
         assert_eq!(c.turn.realm, d.turn.realm);
         assert_eq!(c.turn.enabled, d.turn.enabled);
+        assert_eq!(c.turn.allocations_per_user, d.turn.allocations_per_user);
+        assert_eq!((c.lobby.wait, c.lobby.grace), (d.lobby.wait, d.lobby.grace));
     }
 
     #[test]

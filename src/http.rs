@@ -42,6 +42,7 @@ pub fn router(app: Arc<App>) -> Router {
         .route("/rooms/{id}/chat", get(get_chat))
         .route("/rooms/{id}/calls/{call}", get(get_call))
         .route("/ice-servers", get(get_ice_servers))
+        .route("/lobbies/{id}", get(get_lobby))
         .route("/ws/signal", get(ws_signal))
         .route("/metrics", get(get_metrics))
         .route("/healthz", get(|| async { "ok" }))
@@ -278,6 +279,27 @@ async fn get_ice_servers(State(app): State<Arc<App>>, headers: HeaderMap) -> Res
     let c = claims(&app, &headers)?;
     let servers = ice_servers(&app.config.ice, &c.sub, crate::auth::unix_now());
     Ok(Json(json!({"iceServers": servers})).into_response())
+}
+
+/// A lobby's queue: how many wait and for how long (milliseconds, longest first). Any token
+/// or the API key may read it; nobody's identity is in it.
+async fn get_lobby(
+    State(app): State<Arc<App>>,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+) -> Result<Response, ApiError> {
+    if !is_api_key(&app, &headers) {
+        claims(&app, &headers)?;
+    }
+    let waits = app.store.lobby_waits(&id).await.map_err(internal)?;
+    Ok(Json(json!({
+        "lobby": id,
+        "waiting": waits.len(),
+        "longestWaitMs": waits.first().copied().unwrap_or(0),
+        "waitsMs": waits,
+        "waitLimitMs": app.config.lobby.wait.as_millis() as u64,
+    }))
+    .into_response())
 }
 
 #[derive(Deserialize)]

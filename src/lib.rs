@@ -14,6 +14,7 @@ pub mod events;
 pub mod evidence;
 pub mod http;
 pub mod ice;
+pub mod lobby;
 pub mod routing;
 pub mod server;
 pub mod singleton;

@@ -37,7 +37,8 @@ use switchboard_actors::room_supervisor::{RoomSupervisor, RoomSupervisorArgs, Ro
 use switchboard_cluster::node_agent::HelloSource;
 use switchboard_cluster::node_agent::{AgentMsg, agent_group};
 use switchboard_cluster::routing::{
-    EdgeLink, EdgeLinkArgs, EdgeMsg, HostMsg, Moved, Reroute, RoomHost, RoomHostArgs, edge_group, host_group, node_of,
+    EdgeLink, EdgeLinkArgs, EdgeMsg, HostMsg, Moved, Paired, Reroute, RoomHost, RoomHostArgs, edge_group, host_group,
+    node_of,
 };
 use switchboard_cluster::wire::Bincode;
 use switchboard_cluster::{Cluster, ClusterConfig, LiveView, NodeHello, NodeId};
@@ -331,7 +332,9 @@ pub async fn start(mut config: Config, listener: TcpListener) -> anyhow::Result<
         let reroute: Reroute = Arc::new(move |conn, room, hint, msg| local.reroute(&conn, room, hint, msg));
         let local = edge.clone();
         let moved: Moved = Arc::new(move |conn, room, node| local.moved(&conn, room, node));
-        let link = EdgeLinkArgs { node_id: config.node_id.clone(), edge: edge.clone(), reroute, moved };
+        let local = edge.clone();
+        let paired: Paired = Arc::new(move |conn, lobby, room| local.paired(&conn, &lobby, &room));
+        let link = EdgeLinkArgs { node_id: config.node_id.clone(), edge: edge.clone(), reroute, moved, paired };
         Actor::spawn(None, EdgeLink, link).await?;
     }
     let evidence = match &config.evidence.url {

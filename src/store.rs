@@ -38,6 +38,7 @@ mod calls;
 mod chat;
 mod cluster_nodes;
 mod events;
+pub mod lobby;
 mod room_leases;
 mod rooms;
 mod service_leases;

@@ -286,6 +286,9 @@ pub enum EdgeMsg {
     Numbered(String, u64, String, u8),
     /// A delivery receipt for one of this node's connections: (connection, message id).
     Receipt(String, String),
+    /// One of this node's connections waiting in a lobby was paired: (connection, lobby,
+    /// room to join).
+    Paired(String, String, String),
 }
 
 /// The room host actor.
@@ -505,7 +508,13 @@ pub struct EdgeLinkArgs {
     pub reroute: Reroute,
     /// Tells a connection its room now lives on another node.
     pub moved: Moved,
+    /// Tells a connection waiting in a lobby that it was paired.
+    pub paired: Paired,
 }
+
+/// Tells a connection waiting in a lobby which room it was paired into: (connection, lobby,
+/// room).
+pub type Paired = Arc<dyn Fn(ConnId, String, String) + Send + Sync>;
 
 /// Re-points a connection at its room's new node: (connection, room, node).
 pub type Moved = Arc<dyn Fn(ConnId, RoomId, String) + Send + Sync>;
@@ -542,6 +551,7 @@ impl Actor for EdgeLink {
             }
             EdgeMsg::Moved(conn, room, node) => (state.moved)(ConnId::new(conn), RoomId::new(room), node),
             EdgeMsg::Receipt(conn, msg_id) => state.edge.receipt(&ConnId::new(conn), &msg_id),
+            EdgeMsg::Paired(conn, lobby, room) => (state.paired)(ConnId::new(conn), lobby, room),
             EdgeMsg::Bounce(conn, room, hint, cmd) => {
                 if let Some(msg) = cmd.0.into_room_msg() {
                     (state.reroute)(ConnId::new(conn), RoomId::new(room), hint, msg);

@@ -30,6 +30,7 @@ use switchboard_cluster::routing::ResumeCmd;
 
 mod intake;
 mod kept;
+mod lobby;
 mod numbering;
 mod session;
 
@@ -106,6 +107,8 @@ pub struct ConnectionState {
     /// them, and a client that never hears `delivered` sends the message again, maybe after
     /// its target has forgotten it. Sent again wherever the room is found next.
     announcing: VecDeque<String>,
+    /// The lobby this connection waits in, if any.
+    lobby: Option<Box<lobby::Waiting>>,
 }
 
 /// Frames written to the socket before one flush (one syscall for a burst of deliveries).
@@ -139,6 +142,18 @@ pub enum ConnectionMsg {
         room: RoomId,
         /// Its new node.
         node: String,
+    },
+    /// This connection's person, waiting in `lobby`, was paired: join `room`.
+    Paired {
+        /// The lobby.
+        lobby: String,
+        /// The fresh room of the pair.
+        room: String,
+    },
+    /// The lobby wait of this connection's `lobby_join` counted `attempt` is over.
+    LobbyTimeout {
+        /// Which `lobby_join`.
+        attempt: u64,
     },
     /// A command this connection sent reached a node that does not serve the room: find the
     /// room again (`hint`: a node to try) and re-send it.
@@ -186,6 +201,7 @@ pub fn run(app: Arc<App>, claims: Claims, socket: WebSocket) -> impl Future<Outp
         retry_armed: false,
         delivered: Recent::new(MAX_PENDING),
         announcing: VecDeque::new(),
+        lobby: None,
     });
     // Not an async fn: what the upgrade's task holds is this pointer, not the arguments.
     Box::pin(serve(state, mailbox, inbox, limits))
@@ -228,6 +244,7 @@ async fn serve(mut state: Box<ConnectionState>, myself: Mailbox, mut inbox: Inbo
 /// What the connection does when it ends: forget it, and tell its room.
 async fn finish(state: &mut ConnectionState) {
     state.app.edge.unregister(&state.conn_id);
+    lobby::gone(state).await;
     metrics::gauge!("switchboard_ws_connections").decrement(1.0);
     if let Some(mut j) = state.left.take() {
         // A room that was moving may have missed the `leave` (or bounced it back to this
@@ -290,6 +307,8 @@ async fn handle(myself: &Mailbox, state: &mut ConnectionState, message: Connecti
         ConnectionMsg::RetryPending => Box::pin(retry_pending(myself, state)).await,
         ConnectionMsg::Receipt(id) => Box::pin(receipt(myself, state, &id)).await,
         ConnectionMsg::Reroute { room, hint, msg } => Box::pin(reroute(myself, state, room, hint, *msg)).await,
+        ConnectionMsg::Paired { lobby, room } => Box::pin(lobby::paired(myself, state, lobby, room)).await,
+        ConnectionMsg::LobbyTimeout { attempt } => Box::pin(lobby::lobby_timeout(myself, state, attempt)).await,
         ConnectionMsg::Moved { room, node } => {
             if let Some(j) = state.joined.as_mut()
                 && j.room_id == room

@@ -78,6 +78,21 @@ impl EdgeRouter {
         }
     }
 
+    /// Tells connection `conn` (of this node or another) that it was paired in `lobby` and
+    /// should join `room`.
+    pub fn paired(&self, conn: &ConnId, lobby: &str, room: &str) {
+        if let Some(node) = self.is_remote(conn) {
+            if let Some(cell) = ractor::pg::get_members(&edge_group(node)).into_iter().next() {
+                let link: ActorRef<EdgeMsg> = cell.into();
+                let _ = link.cast(EdgeMsg::Paired(conn.to_string(), lobby.to_owned(), room.to_owned()));
+            }
+            return;
+        }
+        if let Some(actor) = self.read().get(conn) {
+            actor.cast(ConnectionMsg::Paired { lobby: lobby.to_owned(), room: room.to_owned() });
+        }
+    }
+
     /// Asks every connection to close with `code` and `reason`.
     pub fn close_all(&self, code: u16, reason: &str) {
         for actor in self.read().values() {

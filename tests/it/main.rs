@@ -8,6 +8,7 @@ mod client;
 mod cluster;
 mod events_bus;
 mod http_api;
+mod lobby;
 mod outage;
 mod quality;
 mod receipts;

@@ -19,6 +19,8 @@ pub const CLIENT_TYPES: &[&str] = &[
     "ping",
     "stats",
     "resume",
+    "lobby_join",
+    "lobby_leave",
 ];
 
 /// A message from a client, with its optional `id` (echoed as `ref` in answers to it).
@@ -78,6 +80,10 @@ pub(super) struct RawClient<'a> {
     received: Option<Vec<ReceivedId>>,
     #[serde(default)]
     receipt: Option<bool>,
+    #[serde(default)]
+    lobby: Option<String>,
+    #[serde(default)]
+    tags: Option<Vec<String>>,
 }
 
 impl RawClient<'_> {
@@ -120,6 +126,21 @@ impl RawClient<'_> {
                     received,
                 }
             }
+            "lobby_join" => {
+                let tags = self.tags.unwrap_or_default();
+                if tags.len() > MAX_LOBBY_TAGS || tags.iter().any(|t| t.is_empty() || t.chars().count() > MAX_TAG_CHARS)
+                {
+                    return Err(ParseError {
+                        code: ErrorCode::InvalidMessage,
+                        message: format!(
+                            "invalid \"lobby_join\" message: at most {MAX_LOBBY_TAGS} tags of 1 to {MAX_TAG_CHARS} characters"
+                        ),
+                        reference: id.clone(),
+                    });
+                }
+                ClientMessage::LobbyJoin { lobby: need(self.lobby, "lobby")?, tags }
+            }
+            "lobby_leave" => ClientMessage::LobbyLeave { lobby: need(self.lobby, "lobby")? },
             "stats" => ClientMessage::Stats {
                 sample: StatsSample {
                     timestamp: self.timestamp.ok_or_else(|| missing("timestamp"))?,
@@ -154,6 +175,12 @@ pub struct ReceivedId {
 
 /// At most this many `received` entries in a `resume`.
 pub const MAX_RECEIVED: usize = 256;
+
+/// At most this many tags in a `lobby_join`.
+pub const MAX_LOBBY_TAGS: usize = 16;
+
+/// Longest lobby tag, in characters.
+pub const MAX_TAG_CHARS: usize = 64;
 
 /// The message part of a client frame (wire names in `serde` attributes, for reference).
 #[derive(Debug, Deserialize)]
@@ -251,6 +278,22 @@ pub enum ClientMessage {
         /// The sample (its fields are at the top level of the message).
         #[serde(flatten)]
         sample: StatsSample,
+    },
+    /// Wait in a lobby to be paired with someone (on a connection that is in no room).
+    #[serde(rename = "lobby_join")]
+    LobbyJoin {
+        /// Which lobby.
+        lobby: String,
+        /// What the person is looking for: two people match when they share a tag or either
+        /// has none.
+        #[serde(default)]
+        tags: Vec<String>,
+    },
+    /// Stop waiting.
+    #[serde(rename = "lobby_leave")]
+    LobbyLeave {
+        /// Which lobby.
+        lobby: String,
     },
 }
 

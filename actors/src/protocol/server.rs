@@ -89,6 +89,36 @@ pub enum ServerMessage<'a> {
         /// Who they are.
         participant: &'a ParticipantInfo,
     },
+    /// Answer to `lobby_join`: waiting for a partner.
+    #[serde(rename = "lobby_waiting", rename_all = "camelCase")]
+    LobbyWaiting {
+        /// The lobby.
+        lobby: &'a str,
+        /// People ahead in the queue (who waited longer).
+        ahead: usize,
+    },
+    /// A partner was found: the `joined` of the fresh room follows.
+    #[serde(rename = "paired", rename_all = "camelCase")]
+    Paired {
+        /// The lobby.
+        lobby: &'a str,
+        /// The room both are put in.
+        room_id: &'a str,
+    },
+    /// Answer to `lobby_leave`: no longer waiting.
+    #[serde(rename = "lobby_left", rename_all = "camelCase")]
+    LobbyLeft {
+        /// The lobby.
+        lobby: &'a str,
+    },
+    /// Nobody was found within the lobby's wait: no longer waiting.
+    #[serde(rename = "lobby_timeout", rename_all = "camelCase")]
+    LobbyTimeout {
+        /// The lobby.
+        lobby: &'a str,
+        /// How long the wait was, in milliseconds.
+        waited_ms: u64,
+    },
     /// Someone left the room.
     #[serde(rename = "peer_left", rename_all = "camelCase")]
     PeerLeft {

@@ -103,8 +103,16 @@ pub(super) async fn inbound(myself: &Mailbox, state: &mut ConnectionState, text:
             return Box::pin(reply(myself, state, &body)).await;
         }
         ClientMessage::Join { room_id, display_name } => {
+            if let Some(w) = &state.lobby {
+                let message = format!("waiting in lobby {}; lobby_leave it first", w.lobby);
+                return send_error(myself, state, ErrorCode::AlreadyJoined, &message, reference.as_ref()).await;
+            }
             return join(myself, state, room_id, display_name, reference, received_at).await;
         }
+        ClientMessage::LobbyJoin { lobby, tags } => {
+            return Box::pin(super::lobby::lobby_join(myself, state, lobby, tags, reference)).await;
+        }
+        ClientMessage::LobbyLeave { lobby } => return Box::pin(super::lobby::lobby_leave(myself, state, lobby)).await,
         ClientMessage::Resume { session_id, resume_token, last_seq, received } => {
             // What the client already has: a repeat of it in the replay is dropped.
             for r in received {
@@ -193,6 +201,8 @@ pub(super) fn room_message(
         ClientMessage::Resume { .. }
         | ClientMessage::Ping { .. }
         | ClientMessage::Join { .. }
+        | ClientMessage::LobbyJoin { .. }
+        | ClientMessage::LobbyLeave { .. }
         | ClientMessage::Overlay { .. }
         | ClientMessage::Leave {} => return None,
     })
@@ -223,6 +233,8 @@ pub(super) fn message_type(m: &ClientMessage) -> &'static str {
         ClientMessage::Ping { .. } => "ping",
         ClientMessage::Stats { .. } => "stats",
         ClientMessage::Resume { .. } => "resume",
+        ClientMessage::LobbyJoin { .. } => "lobby_join",
+        ClientMessage::LobbyLeave { .. } => "lobby_leave",
     }
 }
 
