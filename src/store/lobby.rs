@@ -80,8 +80,9 @@ impl Store {
             }
             None => {
                 sqlx::query(&format!(
-                    "INSERT INTO lobby_queue (lobby, user_id, conn_id, tags, enqueued_at, gone_at) \
-                     VALUES ($1, $2, $3, $4, {now}, NULL)"
+                    "INSERT INTO lobby_queue (lobby, user_id, conn_id, tags, enqueued_at, position, gone_at) \
+                     VALUES ($1, $2, $3, $4, {now}, \
+                     (SELECT COALESCE(MAX(position), 0) + 1 FROM lobby_queue WHERE lobby = $1), NULL)"
                 ))
                 .bind(lobby)
                 .bind(user)
@@ -94,7 +95,7 @@ impl Store {
         }
         let waiting = sqlx::query(
             "SELECT user_id, conn_id, tags FROM lobby_queue WHERE lobby = $1 AND user_id <> $2 AND gone_at IS NULL \
-             ORDER BY enqueued_at, user_id",
+             ORDER BY position",
         )
         .bind(lobby)
         .bind(user)
@@ -129,8 +130,8 @@ impl Store {
             return Ok(Entered::Paired { partner_user: their_user, partner_conn: their_conn });
         }
         let ahead = sqlx::query(
-            "SELECT COUNT(*) FROM lobby_queue q WHERE q.lobby = $1 AND q.gone_at IS NULL AND q.enqueued_at < \
-             (SELECT enqueued_at FROM lobby_queue WHERE lobby = $1 AND user_id = $2)",
+            "SELECT COUNT(*) FROM lobby_queue q WHERE q.lobby = $1 AND q.gone_at IS NULL AND q.position < \
+             (SELECT position FROM lobby_queue WHERE lobby = $1 AND user_id = $2)",
         )
         .bind(lobby)
         .bind(user)
@@ -172,7 +173,7 @@ impl Store {
     /// How long each person waiting in `lobby` has waited so far, in milliseconds, longest first.
     pub async fn lobby_waits(&self, lobby: &str) -> Result<Vec<i64>, StoreError> {
         let rows = sqlx::query(&format!(
-            "SELECT {} - enqueued_at FROM lobby_queue WHERE lobby = $1 AND gone_at IS NULL ORDER BY enqueued_at",
+            "SELECT {} - enqueued_at FROM lobby_queue WHERE lobby = $1 AND gone_at IS NULL ORDER BY position",
             self.db_now()
         ))
         .bind(lobby)

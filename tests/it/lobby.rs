@@ -42,12 +42,10 @@ async fn two_people_are_paired_into_a_room_of_their_own() {
     let bob_joined = bob.recv_type("joined").await;
     let (alice_room, _) = paired(&mut alice, "default").await;
     assert_eq!(alice_room, room, "one room for the pair");
-    // Whoever joins second sees the other; both then talk as in any room.
-    let alice_sees = alice.recv_type("peer_joined").await;
+    // Both are in (whoever joined second saw the other there); they talk as in any room.
     assert!(bob_joined["peers"].as_array().is_some_and(|p| p.len() <= 1), "{bob_joined}");
     alice.send(json!({"type": "chat", "text": "hi stranger"})).await;
     assert_eq!(bob.recv_type("chat").await["message"]["text"], "hi stranger");
-    assert!(alice_sees["participant"]["userId"] == "bob", "{alice_sees}");
     assert_eq!(lobby_status(&s, "default").await["waiting"], 0, "nobody waits any more");
 
     // The room is theirs: nobody else may join it.
@@ -175,4 +173,40 @@ async fn people_on_two_nodes_wait_in_one_queue() {
     assert_eq!(first["roomId"], room.as_str());
     alice.send(json!({"type": "chat", "text": "across nodes"})).await;
     assert_eq!(bob.recv_type("chat").await["message"]["text"], "across nodes");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_hundred_people_on_three_nodes_pair_into_a_hundred_rooms() {
+    use crate::cluster::{member, until};
+    use std::collections::{BTreeMap, BTreeSet};
+    let Some(db) = fresh_postgres("two_hundred_people_on_three_nodes_pair").await else { return };
+    let (n1, _d1) = member(&db, "n1", &[], &[]);
+    let (n2, _d2) = member(&db, "n2", &[&n1], &[]);
+    let (n3, _d3) = member(&db, "n3", &[&n1], &[]);
+    for n in [&n1, &n2, &n3] {
+        until(n, "formed", |v| v.len() == 3 && v.values().all(|s| s == "up")).await;
+    }
+    let nodes = [n1.addr, n2.addr, n3.addr];
+    let mut clients = Vec::new();
+    for i in 0..200 {
+        let addr = nodes[i % 3];
+        let user = format!("person-{i:03}");
+        let mut c = Client::connect(addr, &node_token(addr, &user).await).await;
+        c.send(json!({"type": "lobby_join", "lobby": "crowd"})).await;
+        clients.push((user, c));
+    }
+    // Everyone is paired exactly once: a hundred rooms of two different people.
+    let mut rooms: BTreeMap<String, Vec<String>> = BTreeMap::new();
+    for (user, c) in &mut clients {
+        let p = c.recv_type("paired").await;
+        rooms.entry(p["roomId"].as_str().expect("room").to_owned()).or_default().push(user.clone());
+    }
+    assert_eq!(rooms.len(), 100, "a hundred rooms");
+    for (room, people) in &rooms {
+        let distinct: BTreeSet<&String> = people.iter().collect();
+        assert!(people.len() == 2 && distinct.len() == 2, "room {room} holds {people:?}");
+    }
+    let token = node_token(n2.addr, "observer").await;
+    let status = get_json_as(&format!("http://{}/lobbies/crowd", n2.addr), &token).await;
+    assert_eq!(status["waiting"], 0, "{status}");
 }
