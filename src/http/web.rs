@@ -30,6 +30,7 @@ const CSS: &str = "text/css; charset=utf-8";
 const ASSETS: &[Asset] = &[
     asset!("/", "pages/index.html", HTML),
     asset!("/call", "pages/call.html", HTML),
+    asset!("/lobby", "pages/lobby.html", HTML),
     asset!("/console", "pages/console.html", HTML),
     asset!("/assets/call.js", "pages/call.js", JS),
     asset!("/assets/console.js", "pages/console.js", JS),

@@ -1,6 +1,7 @@
 // Two people on the call page of one node, in a real Chromium with a fake camera and
 // microphone: media both ways, mute seen by the other, chat both ways, the overlay pointer on
-// both sides, a snapshot's report shown; a node restart both pages come back from (resuming their sessions) without a
+// both sides, a snapshot's report shown; two strangers paired by a lobby; a node restart both
+// pages come back from (resuming their sessions) without a
 // reload; a person whose camera permission is denied joins receive-only.
 
 import { test, after, before } from "node:test";
@@ -106,6 +107,27 @@ test("two pages make a call: media, mute, chat, pointer and a snapshot report", 
     await until(alice, () => document.querySelector("#report").dataset.loaded === "true", undefined, 60_000);
     assert.equal(await alice.locator("#report").getAttribute("data-verdict"), "baseline");
     assert.match(await alice.locator("#report-facts").textContent(), /Bob-[0-9a-f]+-camera/);
+  } finally {
+    await node.stop();
+  }
+});
+
+test("two strangers wait in a lobby, are paired, and call each other", async () => {
+  const node = await startNode();
+  try {
+    const alice = await newPage(browser);
+    const bob = await newPage(browser);
+    await alice.goto(`${node.url}/call?lobby=browser-lobby&name=Alice&tags=chess`);
+    await until(alice, () => document.body.dataset.state === "waiting" && !document.querySelector("#notice").hidden);
+    assert.match(await alice.locator("#notice").textContent(), /Waiting for someone/);
+    await bob.goto(`${node.url}/call?lobby=browser-lobby&name=Bob&tags=chess,go`);
+    await until(alice, () => document.body.dataset.state === "joined");
+    await until(bob, () => document.body.dataset.state === "joined");
+    const rooms = await Promise.all([alice, bob].map((p) => p.evaluate(() => window.switchboardCall.room.roomId)));
+    assert.equal(rooms[0], rooms[1], "one room for the pair");
+    assert.match(rooms[0], /^lobby-browser-lobby-/);
+    await remoteVideoFlows(alice);
+    await remoteVideoFlows(bob);
   } finally {
     await node.stop();
   }

@@ -89,20 +89,29 @@ test("the room's node is killed: both pages come back without a reload, one by r
     const offersBefore = await alice.evaluate(() => {
       window.__resumed = [];
       window.switchboardCall.on("peer_resumed", (e) => window.__resumed.push(e));
-      return [...window.switchboardCall.links.values()][0].offersSent;
+      const link = [...window.switchboardCall.links.values()][0];
+      return link.offersSent + link.offersReceived;
     });
     await owner.kill();
     // Bob's socket was on the dead node: he reconnects to another one and resumes.
     await until(bob, () => document.body.dataset.reconnect === "resumed");
     await until(bob, () => document.body.dataset.state === "joined");
-    // When the room tells Alice that Bob came back on a new connection, she restarts ICE with
-    // him (a new offer). (Whether it says so depends on which node the room and Bob land on.)
+    // When the room tells Alice that Bob came back on a new connection, ICE restarts between
+    // them (a new offer, from whichever side: the impolite one restarts at once, the polite one
+    // if no offer came first). (Whether it says so depends on which node the room and Bob land on.)
     const resumed = await until(alice, () => window.__resumed.length > 0 && window.__resumed, undefined, 15_000)
       .then((h) => h.jsonValue())
       .catch(() => []);
     console.log(`Alice was told: ${JSON.stringify(resumed)}`);
     if (resumed.some((e) => e.iceRestart)) {
-      await until(alice, (n) => [...window.switchboardCall.links.values()][0].offersSent > n, offersBefore);
+      await until(
+        alice,
+        (n) => {
+          const link = [...window.switchboardCall.links.values()][0];
+          return link.offersSent + link.offersReceived > n;
+        },
+        offersBefore,
+      );
     }
     // Media never went through the nodes: it kept flowing.
     await remoteVideoFlows(alice, before[0]);

@@ -13,6 +13,7 @@ async fn pages_and_the_sdk_are_served_with_their_types_and_policy() {
     for (path, kind, needle) in [
         ("/", "text/html", "This is a Switchboard node"),
         ("/call", "text/html", "/assets/call.js"),
+        ("/lobby", "text/html", "action=\"/call\""),
         ("/console", "text/html", "/assets/console.js"),
         ("/sdk/switchboard.js", "text/javascript", "export class Switchboard"),
         ("/sdk/switchboard.d.ts", "application/typescript", "export interface ConnectOptions"),

@@ -1,4 +1,5 @@
-// The call page, `/call?room=R[&name=N][&relay=1][&node=URL...]`: camera and microphone, the other participants'
+// The call page, `/call?room=R[&name=N][&relay=1][&node=URL...]` (or `?lobby=L[&tags=a,b]` to be
+// paired with someone waiting in a lobby): camera and microphone, the other participants'
 // videos, mute, camera and screen-share toggles, chat, an overlay pointer, snapshots with
 // their reports, a quality indicator and a reconnecting banner. In dev mode it mints its own
 // token; otherwise the token comes in the URL fragment (`#token=...`, never sent to a server
@@ -61,6 +62,9 @@ function rand() {
 
 async function start() {
   const room = params.get("room");
+  // `lobby=L[&tags=a,b]`: wait in a lobby instead, and call whoever it pairs us with.
+  const lobby = params.get("lobby");
+  if (lobby) return startInLobby(lobby);
   if (!room) {
     setState("choosing");
     $("join-form").hidden = false;
@@ -91,6 +95,45 @@ async function start() {
     call = null;
     setState("failed");
     notice(`Could not join: ${e.code ? `${e.code}: ` : ""}${e.message}`);
+    $("retry-box").hidden = false;
+  }
+}
+
+async function startInLobby(lobby) {
+  const name = params.get("name") ?? "";
+  const tags = (params.get("tags") ?? "").split(",").map((t) => t.trim()).filter(Boolean);
+  $("room-name").textContent = `lobby ${lobby}`;
+  document.title = `${lobby} · Switchboard`;
+  setState("waiting");
+  notice(null);
+  $("retry-box").hidden = true;
+  try {
+    // A token for any room: the lobby picks the room.
+    const t = await token(null, name);
+    const iceTransportPolicy = params.get("relay") === "1" ? "relay" : "all";
+    call = await Switchboard.connect({ url: [base, ...params.getAll("node")], token: t, iceTransportPolicy });
+    window.switchboardCall = call;
+    wire(call);
+    call.on("lobby_waiting", ({ ahead }) => {
+      notice(ahead > 0 ? `Waiting for someone to talk to (${ahead} ahead of you)…` : "Waiting for someone to talk to…");
+    });
+    call.on("paired", ({ roomId }) => {
+      notice(null);
+      $("room-name").textContent = roomId;
+    });
+    await call.lobby(lobby, { audio: true, video: true, displayName: name || undefined, tags });
+    $("call").hidden = false;
+    showLocal();
+    setState("joined");
+  } catch (e) {
+    call?.close();
+    call = null;
+    setState("failed");
+    notice(
+      e.code === "lobby_timeout"
+        ? "Nobody came along this time."
+        : `Could not wait in the lobby: ${e.code ? `${e.code}: ` : ""}${e.message}`,
+    );
     $("retry-box").hidden = false;
   }
 }

@@ -30,6 +30,11 @@ export interface JoinOptions {
   displayName?: string;
 }
 
+export interface LobbyOptions extends JoinOptions {
+  /** What to look for: two people match when they share a tag or either has none. */
+  tags?: string[];
+}
+
 export interface MediaState {
   audioMuted: boolean;
   videoOff: boolean;
@@ -89,6 +94,10 @@ export interface SnapshotReady {
 
 export interface CallEvents {
   joined: Joined;
+  lobby_waiting: { lobby: string; ahead: number };
+  paired: { lobby: string; roomId: string };
+  lobby_timeout: { lobby: string; waitedMs: number };
+  lobby_left: { lobby: string };
   peer_joined: { peerId: string; participant: Participant };
   peer_left: { peerId: string; reason: string; participant?: Participant };
   peer_disconnected: { peerId: string };
@@ -128,6 +137,8 @@ export class Call {
   off<E extends keyof CallEvents>(event: E, handler: (value: CallEvents[E]) => void): void;
   once<E extends keyof CallEvents>(event: E): Promise<CallEvents[E]>;
   join(roomId: string, options?: JoinOptions): Promise<Joined>;
+  lobby(lobbyId: string, options?: LobbyOptions): Promise<Joined>;
+  leaveLobby(lobbyId: string): boolean;
   mute(muted?: boolean): Promise<unknown>;
   setVideo(enabled: boolean): Promise<unknown>;
   shareScreen(on?: boolean): Promise<unknown>;

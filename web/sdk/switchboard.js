@@ -104,6 +104,7 @@ export class PeerLink {
     this.ignoreOffer = false;
     this.settingRemoteAnswer = false;
     this.offersSent = 0;
+    this.offersReceived = 0;
     this.closed = false;
     this.remoteStream = null;
     this.#signal = signal;
@@ -159,6 +160,7 @@ export class PeerLink {
     return this.#serially(async () => {
       if (this.closed) return "ignored";
       const pc = this.pc;
+      if (type === "offer") this.offersReceived += 1;
       const readyForOffer = !this.makingOffer && (pc.signalingState === "stable" || this.settingRemoteAnswer);
       const collision = type === "offer" && !readyForOffer;
       this.ignoreOffer = !this.polite && collision;
@@ -227,6 +229,20 @@ export class PeerLink {
         this.#negotiate();
       }
     }, 1000);
+  }
+
+  /**
+   * The peer came back on a new connection, and its address may have changed. When both
+   * sides resumed (their server restarted) both are told at once, and two restarts would
+   * cross: the impolite side restarts ICE at once, the polite one only if no offer has come
+   * from the other within a moment.
+   */
+  restartAfterResume() {
+    if (!this.polite) return this.restartIce();
+    const offers = this.offersReceived;
+    setTimeout(() => {
+      if (!this.closed && this.offersReceived === offers) this.restartIce();
+    }, 1500);
   }
 
   close() {
@@ -511,7 +527,7 @@ export class Call extends Emitter {
       this.emit("peer_disconnected", { peerId: msg.peerId });
     },
     peer_resumed(msg) {
-      if (msg.iceRestart) this.links.get(msg.peerId)?.restartIce();
+      if (msg.iceRestart) this.links.get(msg.peerId)?.restartAfterResume();
       this.emit("peer_resumed", { peerId: msg.peerId, iceRestart: msg.iceRestart });
     },
     offer(msg) {
@@ -556,6 +572,24 @@ export class Call extends Emitter {
     },
     snapshot_ready(msg) {
       this.emit("snapshot_ready", msg);
+    },
+    lobby_waiting(msg) {
+      this.emit("lobby_waiting", { lobby: msg.lobby, ahead: msg.ahead });
+    },
+    paired(msg) {
+      this.emit("paired", { lobby: msg.lobby, roomId: msg.roomId });
+    },
+    lobby_timeout(msg) {
+      const waiter = this.#joinWaiter;
+      this.#joinWaiter = null;
+      waiter?.reject(new SwitchboardError("lobby_timeout", `nobody to meet in lobby ${msg.lobby} yet`));
+      this.emit("lobby_timeout", { lobby: msg.lobby, waitedMs: msg.waitedMs });
+    },
+    lobby_left(msg) {
+      const waiter = this.#joinWaiter;
+      this.#joinWaiter = null;
+      waiter?.reject(new SwitchboardError("lobby_left", `left lobby ${msg.lobby}`));
+      this.emit("lobby_left", { lobby: msg.lobby });
     },
     goaway(msg) {
       // The node closes the socket next; the reconnect moves to the next URL.
@@ -651,6 +685,35 @@ export class Call extends Emitter {
     if (stream) this.localStream = stream;
     else if (!this.localStream && (audio || video)) this.localStream = await this.#getMedia(audio, video);
     return this.#join(roomId, displayName);
+  }
+
+  /**
+   * Waits in a lobby to be paired with someone (whoever has waited longest among those whose
+   * `tags` meet these, or anyone when either side has none), then joins the fresh room of the
+   * pair: resolves with its `joined`, as `join` does. Emits `lobby_waiting` while waiting and
+   * `paired` when a partner is found; rejects with code `lobby_timeout` when the lobby's wait
+   * runs out, and with the server's code when it refuses.
+   * @param {string} lobbyId
+   * @param {import("./switchboard.d.ts").LobbyOptions} [options]
+   */
+  async lobby(lobbyId, options = {}) {
+    const { audio = true, video = true, stream, displayName, tags = [] } = options;
+    this.#joinOptions = { audio, video, displayName };
+    if (stream) this.localStream = stream;
+    else if (!this.localStream && (audio || video)) this.localStream = await this.#getMedia(audio, video);
+    const id = `l${++this.#nextId}`;
+    return new Promise((resolve, reject) => {
+      this.#joinWaiter = { id, resolve, reject };
+      if (!this.#send({ type: "lobby_join", lobby: lobbyId, tags, id })) {
+        this.#joinWaiter = null;
+        reject(new SwitchboardError("not_connected", "the connection is down"));
+      }
+    });
+  }
+
+  /** Stops waiting in a lobby (the pending `lobby` call rejects with `lobby_left`). */
+  leaveLobby(lobbyId) {
+    return this.#send({ type: "lobby_leave", lobby: lobbyId });
   }
 
   #join(roomId, displayName) {
