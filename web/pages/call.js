@@ -64,20 +64,22 @@ async function start() {
   const room = params.get("room");
   // `lobby=L[&tags=a,b]`: wait in a lobby instead, and call whoever it pairs us with.
   const lobby = params.get("lobby");
-  if (lobby) return startInLobby(lobby);
-  if (!room) {
+  if (!room && !lobby) {
     setState("choosing");
     $("join-form").hidden = false;
     return;
   }
   const name = params.get("name") ?? "";
-  $("room-name").textContent = room;
-  document.title = `${room} · Switchboard`;
-  setState("connecting");
+  const displayName = name || undefined;
+  const title = lobby ? `lobby ${lobby}` : room;
+  $("room-name").textContent = title;
+  document.title = `${lobby ?? room} · Switchboard`;
+  setState(lobby ? "waiting" : "connecting");
   notice(null);
   $("retry-box").hidden = true;
   try {
-    const t = await token(room, name);
+    // In a lobby the token is for any room: the lobby picks the room.
+    const t = await token(lobby ? null : room, name);
     // `relay=1` sends all media through TURN (to check a TURN server, or to hide addresses).
     const iceTransportPolicy = params.get("relay") === "1" ? "relay" : "all";
     // `node=<base URL>` (repeatable): other nodes of the cluster to reconnect to when this
@@ -86,7 +88,19 @@ async function start() {
     call = await Switchboard.connect({ url: urls, token: t, iceTransportPolicy });
     window.switchboardCall = call;
     wire(call);
-    await call.join(room, { audio: true, video: true, displayName: name || undefined });
+    if (lobby) {
+      const tags = (params.get("tags") ?? "").split(",").map((t) => t.trim()).filter(Boolean);
+      call.on("lobby_waiting", ({ ahead }) => {
+        notice(ahead > 0 ? `Waiting for someone to talk to (${ahead} ahead of you)…` : "Waiting for someone to talk to…");
+      });
+      call.on("paired", ({ roomId }) => {
+        notice(null);
+        $("room-name").textContent = roomId;
+      });
+      await call.lobby(lobby, { audio: true, video: true, displayName, tags });
+    } else {
+      await call.join(room, { audio: true, video: true, displayName });
+    }
     $("call").hidden = false;
     showLocal();
     setState("joined");
@@ -94,46 +108,9 @@ async function start() {
     call?.close();
     call = null;
     setState("failed");
-    notice(`Could not join: ${e.code ? `${e.code}: ` : ""}${e.message}`);
-    $("retry-box").hidden = false;
-  }
-}
-
-async function startInLobby(lobby) {
-  const name = params.get("name") ?? "";
-  const tags = (params.get("tags") ?? "").split(",").map((t) => t.trim()).filter(Boolean);
-  $("room-name").textContent = `lobby ${lobby}`;
-  document.title = `${lobby} · Switchboard`;
-  setState("waiting");
-  notice(null);
-  $("retry-box").hidden = true;
-  try {
-    // A token for any room: the lobby picks the room.
-    const t = await token(null, name);
-    const iceTransportPolicy = params.get("relay") === "1" ? "relay" : "all";
-    call = await Switchboard.connect({ url: [base, ...params.getAll("node")], token: t, iceTransportPolicy });
-    window.switchboardCall = call;
-    wire(call);
-    call.on("lobby_waiting", ({ ahead }) => {
-      notice(ahead > 0 ? `Waiting for someone to talk to (${ahead} ahead of you)…` : "Waiting for someone to talk to…");
-    });
-    call.on("paired", ({ roomId }) => {
-      notice(null);
-      $("room-name").textContent = roomId;
-    });
-    await call.lobby(lobby, { audio: true, video: true, displayName: name || undefined, tags });
-    $("call").hidden = false;
-    showLocal();
-    setState("joined");
-  } catch (e) {
-    call?.close();
-    call = null;
-    setState("failed");
-    notice(
-      e.code === "lobby_timeout"
-        ? "Nobody came along this time."
-        : `Could not wait in the lobby: ${e.code ? `${e.code}: ` : ""}${e.message}`,
-    );
+    const why = `${e.code ? `${e.code}: ` : ""}${e.message}`;
+    if (e.code === "lobby_timeout") notice("Nobody came along this time.");
+    else notice(lobby ? `Could not wait in the lobby: ${why}` : `Could not join: ${why}`);
     $("retry-box").hidden = false;
   }
 }
