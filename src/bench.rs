@@ -10,6 +10,7 @@ pub mod events;
 pub mod fanout;
 pub mod idle;
 pub mod join;
+pub mod lobby;
 pub mod node;
 pub mod pacer;
 pub mod relay;
@@ -33,6 +34,7 @@ pub async fn run(which: BenchKind) -> Result<()> {
         | BenchKind::Throughput { common, .. }
         | BenchKind::Fanout { common, .. }
         | BenchKind::Join { common, .. }
+        | BenchKind::Lobby { common, .. }
         | BenchKind::Idle { common, .. }
         | BenchKind::Snapshot { common, .. }
         | BenchKind::Events { common, .. }
@@ -57,6 +59,10 @@ pub async fn run(which: BenchKind) -> Result<()> {
         BenchKind::Join { rate, seconds, common } => {
             let node = BenchNode::start(&common.serve)?;
             report.runs.push(join::joins(&node, rate, seconds, common.sources, store_name(&common.serve)).await?);
+        }
+        BenchKind::Lobby { rate, seconds, common } => {
+            let node = BenchNode::start(&common.serve)?;
+            report.runs.push(lobby::pairing(&node, rate, seconds, common.sources, store_name(&common.serve)).await?);
         }
         BenchKind::Idle { connections, room_size, no_join, common } => {
             for n in connections {

@@ -173,6 +173,19 @@ pub enum BenchKind {
         #[command(flatten)]
         common: BenchCommon,
     },
+    /// Lobby pairing latency (`lobby_join` → `paired` when a partner is waiting) at a fixed
+    /// rate of arrivals in one lobby.
+    Lobby {
+        /// Arrivals per second.
+        #[arg(long, default_value_t = 200)]
+        rate: u64,
+        /// Duration in seconds.
+        #[arg(long, default_value_t = 10)]
+        seconds: u64,
+        /// Shared options.
+        #[command(flatten)]
+        common: BenchCommon,
+    },
     /// Server memory per idle joined WebSocket connection.
     Idle {
         /// Connections to open; several (comma-separated) run one after another.

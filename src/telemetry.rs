@@ -98,6 +98,17 @@ fn describe() {
     describe_counter!("switchboard_cross_node_messages_total", "commands and frames sent to another node");
     describe_counter!("switchboard_routing_misses_total", "commands that reached a node not serving their room");
     describe_gauge!("switchboard_turn_allocations", "allocations (relay ports) of the embedded TURN server");
+    describe_counter!("switchboard_lobby_waiting_total", "lobby_join answered with lobby_waiting (nobody matched yet)");
+    describe_counter!("switchboard_lobby_pairs_total", "pairs made by this node's lobby_joins");
+    describe_counter!("switchboard_lobby_timeouts_total", "lobby waits that ended in lobby_timeout");
+    describe_histogram!(
+        "switchboard_lobby_pairing_seconds",
+        "a pairing lobby_join: its transaction and the pair's room made"
+    );
+    describe_counter!(
+        "switchboard_session_stalls_total",
+        "sessions whose frames were held because the link to their connection changed, until it said what it has"
+    );
     describe_counter!(
         "switchboard_turn_auth_failures_total",
         "TURN requests refused for their credential, by reason (malformed, expired, realm, password)"

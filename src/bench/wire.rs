@@ -195,6 +195,24 @@ impl Conn {
         Ok(())
     }
 
+    /// The next frame whose type is one of `kinds` (an `error` fails).
+    pub async fn expect_any(&mut self, kinds: &[&str]) -> Result<serde_json::Value> {
+        loop {
+            match self.reader.next().await? {
+                Incoming::Closed(code) => bail!("closed ({code:?}) while waiting for {kinds:?}"),
+                Incoming::Text => {
+                    let v: serde_json::Value = serde_json::from_slice(self.reader.text())?;
+                    if v["type"].as_str().is_some_and(|t| kinds.contains(&t)) {
+                        return Ok(v);
+                    }
+                    if v["type"] == "error" {
+                        bail!("error while waiting for {kinds:?}: {v}");
+                    }
+                }
+            }
+        }
+    }
+
     /// Reads text frames until one whose `type` is `kind`, returning it parsed; an `error`
     /// frame or a close before it is an error.
     pub async fn expect(&mut self, kind: &str) -> Result<serde_json::Value> {

@@ -82,4 +82,12 @@ fn the_benchmark_runs_and_writes_its_results() {
     let (ok, out) = switchboard(&["bench", "idle", "--connections", "20", "--json", j], &[]);
     assert!(ok, "{out}");
     assert!(out.contains("per_connection_kib"), "{out}");
+    // Forty arrivals in one lobby: twenty of them find someone waiting.
+    let (ok, out) = switchboard(&["bench", "lobby", "--rate", "40", "--seconds", "1", "--json", j], &[]);
+    assert!(ok, "{out}");
+    let report: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&json).expect("json written")).expect("JSON");
+    let figures: Vec<(String, f64)> = serde_json::from_value(report["runs"][0]["figures"].clone()).expect("figures");
+    let figures: std::collections::HashMap<String, f64> = figures.into_iter().collect();
+    assert_eq!((figures["paired"], figures["waited"], figures["failed"]), (20.0, 20.0, 0.0), "{out}");
 }

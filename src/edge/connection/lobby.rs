@@ -14,6 +14,9 @@ pub(super) struct Waiting {
     pub(super) since: Instant,
     /// Counts this connection's `lobby_join`s: a timeout belongs to one of them.
     pub(super) attempt: u64,
+    /// The wait ran out after the queue had let this person go (paired): `paired` should be
+    /// on its way, and the next timeout gives up on it.
+    pub(super) overdue: bool,
 }
 
 pub(super) async fn lobby_join(
@@ -47,7 +50,8 @@ pub(super) async fn lobby_join(
     match lobby::enter(&state.app, &lobby, &user, &conn, &tags).await {
         Ok(Outcome::Waiting { ahead }) => {
             let attempt = state.lobby.as_ref().map_or(0, |w| w.attempt) + 1;
-            state.lobby = Some(Box::new(Waiting { lobby: lobby.clone(), since: Instant::now(), attempt }));
+            state.lobby =
+                Some(Box::new(Waiting { lobby: lobby.clone(), since: Instant::now(), attempt, overdue: false }));
             let wait = state.app.config.lobby.wait;
             myself.send_after(wait, move || ConnectionMsg::LobbyTimeout { attempt });
             let body = ServerMessage::LobbyWaiting { lobby: &lobby, ahead }.to_body();
@@ -81,18 +85,25 @@ pub(super) async fn lobby_leave(myself: &Mailbox, state: &mut ConnectionState, l
 /// left meanwhile.
 pub(super) async fn lobby_timeout(myself: &Mailbox, state: &mut ConnectionState, attempt: u64) {
     let Some(w) = state.lobby.as_ref().filter(|w| w.attempt == attempt) else { return };
-    let (lobby, waited) = (w.lobby.clone(), w.since.elapsed());
+    let (lobby, waited, overdue) = (w.lobby.clone(), w.since.elapsed(), w.overdue);
     let (user, conn) = (state.claims.sub.clone(), state.conn_id.to_string());
     match state.app.store.lobby_leave(&lobby, &user, &conn).await {
-        // Still in the queue: the wait is over.
-        Ok(true) => {
+        // Still in the queue, or let go long ago without a `paired` coming (the pairing node
+        // could not make the room, say): the wait is over.
+        Ok(left) if left || overdue => {
             state.lobby = None;
             metrics::counter!("switchboard_lobby_timeouts_total").increment(1);
             let body = ServerMessage::LobbyTimeout { lobby: &lobby, waited_ms: waited.as_millis() as u64 }.to_body();
             write(myself, state, &body).await;
         }
-        // Paired at the last moment: `paired` is on its way.
-        Ok(false) => {}
+        // Paired at the last moment: `paired` is on its way; if it has not come in a few
+        // seconds, it will not.
+        Ok(_) => {
+            if let Some(w) = state.lobby.as_mut() {
+                w.overdue = true;
+            }
+            myself.send_after(Duration::from_secs(5), move || ConnectionMsg::LobbyTimeout { attempt });
+        }
         Err(e) => {
             tracing::warn!(%lobby, error = %e, "lobby timeout not recorded; asked again later");
             myself.send_after(Duration::from_secs(1), move || ConnectionMsg::LobbyTimeout { attempt });
