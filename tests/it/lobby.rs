@@ -210,3 +210,49 @@ async fn two_hundred_people_on_three_nodes_pair_into_a_hundred_rooms() {
     let status = get_json_as(&format!("http://{}/lobbies/crowd", n2.addr), &token).await;
     assert_eq!(status["waiting"], 0, "{status}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_dead_nodes_waiting_people_are_not_paired_and_the_others_keep_their_places() {
+    use crate::cluster::{member, until};
+    let Some(db) = fresh_postgres("a_dead_nodes_waiting_people_are_not_paired").await else { return };
+    let (n1, _d1) = member(&db, "n1", &[], &[]);
+    let (n2, _d2) = member(&db, "n2", &[&n1], &[]);
+    let (mut n3, _d3) = member(&db, "n3", &[&n1], &[]);
+    for n in [&n1, &n2, &n3] {
+        until(n, "formed", |v| v.len() == 3 && v.values().all(|s| s == "up")).await;
+    }
+    let wait = |addr, user: &'static str| async move {
+        let mut c = Client::connect(addr, &node_token(addr, user).await).await;
+        c.send(json!({"type": "lobby_join", "lobby": "mid-queue", "tags": ["x"]})).await;
+        let first = c.recv().await;
+        (c, first)
+    };
+    // Alice (tag x) waits on n1, then Carol (tag y, no match for Alice) on n3.
+    let (mut alice, w) = wait(n1.addr, "alice").await;
+    assert_eq!(w["type"], "lobby_waiting", "{w}");
+    let mut carol = Client::connect(n3.addr, &node_token(n3.addr, "carol").await).await;
+    carol.send(json!({"type": "lobby_join", "lobby": "mid-queue", "tags": ["y"]})).await;
+    assert_eq!(carol.recv().await["type"], "lobby_waiting");
+    // n3 dies with Carol's connection.
+    n3.kill();
+    until(&n2, "n3 down", |v| v.get("n3").is_some_and(|s| s == "down")).await;
+    // Bob (tag x) on n2 is paired with Alice, whose place the death of n3 did not touch.
+    let (mut bob, first) = wait(n2.addr, "bob").await;
+    assert_eq!(first["type"], "paired", "{first}");
+    bob.recv_type("joined").await;
+    let (room, _) = paired(&mut alice, "mid-queue").await;
+    assert_eq!(first["roomId"], room.as_str());
+    // Dave (tag y) is not paired with Carol while she is gone...
+    let mut dave = Client::connect(n2.addr, &node_token(n2.addr, "dave").await).await;
+    dave.send(json!({"type": "lobby_join", "lobby": "mid-queue", "tags": ["y"]})).await;
+    let w = dave.recv().await;
+    assert_eq!(w["type"], "lobby_waiting", "not paired with someone whose node died: {w}");
+    // ...and Carol, back on n1 within the grace period, takes her place and meets Dave.
+    let mut back = Client::connect(n1.addr, &node_token(n1.addr, "carol").await).await;
+    back.send(json!({"type": "lobby_join", "lobby": "mid-queue", "tags": ["y"]})).await;
+    let first = back.recv().await;
+    assert_eq!(first["type"], "paired", "{first}");
+    back.recv_type("joined").await;
+    let (room, _) = paired(&mut dave, "mid-queue").await;
+    assert_eq!(first["roomId"], room.as_str());
+}
