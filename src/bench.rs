@@ -4,6 +4,7 @@
 //! reported beside them. Every invocation prints each run, a summary table, and with
 //! `--json FILE` writes all of it with the machine and the date.
 
+pub mod arrivals;
 pub mod cv;
 pub mod dialer;
 pub mod events;

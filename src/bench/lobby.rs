@@ -2,6 +2,7 @@
 //! one finds the one before waiting and is paired at once. Measured from a newcomer's
 //! `lobby_join` to its `paired` (the partner was waiting: the case the target speaks of).
 
+use super::arrivals::open_loop;
 use super::dialer::Dialer;
 use super::node::BenchNode;
 use super::relay::round2;
@@ -9,23 +10,17 @@ use super::report::{Latencies, Run};
 use anyhow::Result;
 use serde_json::json;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 use tokio::sync::Mutex;
 
 /// Runs `rate` arrivals per second for `seconds`.
 pub async fn pairing(node: &BenchNode, rate: u64, seconds: u64, sources: usize, store: &str) -> Result<Run> {
     let dial = Arc::new(Dialer::new(node.addr, sources));
-    let total = rate * seconds;
-    let interval = Duration::from_secs_f64(1.0 / rate as f64);
-    let t0 = Instant::now() + Duration::from_millis(200);
-    let kept = Arc::new(Mutex::new(Vec::with_capacity(total as usize)));
+    let kept = Arc::new(Mutex::new(Vec::new()));
     let cpu0 = node.cpu()?;
-    let mut tasks = Vec::with_capacity(total as usize);
-    for n in 0..total {
-        let due = t0 + interval.mul_f64(n as f64);
-        tokio::time::sleep_until(due.into()).await;
+    let outcomes = open_loop(rate, seconds, "a lobby_join", |n, due| {
         let (dial, kept) = (dial.clone(), kept.clone());
-        tasks.push(tokio::spawn(async move {
+        async move {
             let mut conn = dial.connect(&format!("l{n}")).await?;
             // Timed from the intended arrival, so a late generator shows in the figure.
             conn.send(&json!({"type": "lobby_join", "lobby": "bench"}).to_string()).await?;
@@ -34,23 +29,18 @@ pub async fn pairing(node: &BenchNode, rate: u64, seconds: u64, sources: usize, 
             let paired = (first["type"] == "paired").then(|| due.elapsed());
             kept.lock().await.push(conn);
             anyhow::Ok(paired)
-        }));
-    }
-    let (mut pairing, mut waited, mut failed) = (Latencies::default(), 0u64, 0u64);
-    for t in tasks {
-        match t.await? {
-            Ok(Some(latency)) => pairing.push(latency),
-            Ok(None) => waited += 1,
-            Err(e) => {
-                failed += 1;
-                if failed == 1 {
-                    eprintln!("a lobby_join failed: {e:#}");
-                }
-            }
+        }
+    })
+    .await?;
+    let cpu = node.cpu()? - cpu0;
+    let mut pairing = Latencies::default();
+    let mut waited = 0u64;
+    for outcome in outcomes.done {
+        match outcome {
+            Some(latency) => pairing.push(latency),
+            None => waited += 1,
         }
     }
-    let elapsed = t0.elapsed();
-    let cpu = node.cpu()? - cpu0;
     let mut run = Run::new(
         "lobby",
         format!("{rate} arrivals/s for {seconds} s, one lobby, {store}"),
@@ -58,8 +48,8 @@ pub async fn pairing(node: &BenchNode, rate: u64, seconds: u64, sources: usize, 
     );
     run.add("paired", pairing.len() as f64)
         .add("waited", waited as f64)
-        .add("failed", failed as f64)
+        .add("failed", outcomes.failed as f64)
         .latency("pairing", pairing.summary())
-        .add("server_cpu_pct", round2(100.0 * cpu.as_secs_f64() / elapsed.as_secs_f64()));
+        .add("server_cpu_pct", round2(100.0 * cpu.as_secs_f64() / outcomes.elapsed.as_secs_f64()));
     Ok(run)
 }
