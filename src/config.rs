@@ -40,6 +40,33 @@ pub struct Config {
     pub turn: TurnConfig,
     /// Lobbies that pair people into rooms.
     pub lobby: LobbyConfig,
+    /// `[appointments]`.
+    pub appointments: AppointmentsConfig,
+}
+
+/// `[appointments]`: booked calls between a host and guests (`appointments.rs`).
+#[derive(Clone, Debug, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct AppointmentsConfig {
+    /// How long before its start time an appointment's call may be started and joined.
+    #[serde(with = "duration_text")]
+    pub join_window: Duration,
+    /// How long after its start time an appointment nobody arrived at becomes a no-show.
+    #[serde(with = "duration_text")]
+    pub noshow_after: Duration,
+    /// How often a node looks for appointments that became no-shows.
+    #[serde(with = "duration_text")]
+    pub sweep_interval: Duration,
+}
+
+impl Default for AppointmentsConfig {
+    fn default() -> Self {
+        Self {
+            join_window: Duration::from_secs(600),
+            noshow_after: Duration::from_secs(900),
+            sweep_interval: Duration::from_secs(5),
+        }
+    }
 }
 
 /// `[lobby]`: people who send `lobby_join` wait to be paired with someone (`lobby.rs`).
@@ -434,6 +461,7 @@ impl Default for Config {
             evidence: EvidenceConfig::default(),
             turn: TurnConfig::default(),
             lobby: LobbyConfig::default(),
+            appointments: AppointmentsConfig::default(),
         }
     }
 }

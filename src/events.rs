@@ -79,11 +79,39 @@ pub enum Event {
         /// Hex SHA-256 of its JCS bytes (what the room's next report chains to).
         hash: String,
     },
+    /// An appointment changed (booked, confirmed, started, a guest arrived, ended, cancelled,
+    /// no-show).
+    #[serde(rename = "appointment.updated", rename_all = "camelCase")]
+    AppointmentUpdated {
+        /// The appointment.
+        appointment_id: String,
+        /// What happened: `booked`, `confirmed`, `started`, `arrived`, `ended`, `cancelled`,
+        /// `noshow`.
+        change: String,
+        /// Its status after (FHIR Appointment's vocabulary).
+        status: String,
+        /// Its call's status after.
+        call_status: String,
+    },
+    /// A user was sent a notification.
+    #[serde(rename = "notification.created", rename_all = "camelCase")]
+    NotificationCreated {
+        /// The notification.
+        notification_id: String,
+        /// Whom it is for.
+        user_id: String,
+        /// What about (`appointment.booked`, ...).
+        kind: String,
+        /// A line to show.
+        title: String,
+        /// Ids it refers to (`appointmentId`, `roomId`, ...).
+        data: serde_json::Value,
+    },
 }
 
 impl Event {
     /// Every kind.
-    pub const KINDS: [&'static str; 7] = [
+    pub const KINDS: [&'static str; 9] = [
         "session.created",
         "session.closed",
         "participant.joined",
@@ -91,6 +119,8 @@ impl Event {
         "snapshot.requested",
         "snapshot.scored",
         "report.created",
+        "appointment.updated",
+        "notification.created",
     ];
 
     /// The kind, as in topics and the envelope's `type`.
@@ -103,6 +133,8 @@ impl Event {
             Event::SnapshotRequested { .. } => "snapshot.requested",
             Event::SnapshotScored { .. } => "snapshot.scored",
             Event::ReportCreated { .. } => "report.created",
+            Event::AppointmentUpdated { .. } => "appointment.updated",
+            Event::NotificationCreated { .. } => "notification.created",
         }
     }
 

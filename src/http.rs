@@ -22,6 +22,7 @@ use switchboard_actors::room::RoomMsg;
 use switchboard_actors::room_supervisor::{RoomStats, RoomSupervisorMsg};
 use switchboard_actors::{RoomId, UserId};
 
+mod appointments;
 mod console;
 pub mod cors;
 mod snapshots;
@@ -33,6 +34,7 @@ pub fn router(app: Arc<App>) -> Router {
     let origins = cors::Origins::new(&app.config.http.allowed_origins, app.dev_mode);
     Router::new()
         .merge(webhooks::routes())
+        .merge(appointments::routes())
         .merge(snapshots::routes())
         .merge(web::routes())
         .merge(console::routes())

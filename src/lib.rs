@@ -2,6 +2,7 @@
 //! room actors of `switchboard-actors`. `main.rs` is only the command line over this.
 
 pub mod app;
+pub mod appointments;
 pub mod auth;
 pub mod bench;
 pub mod bus;
@@ -15,6 +16,7 @@ pub mod evidence;
 pub mod http;
 pub mod ice;
 pub mod lobby;
+pub mod notifications;
 pub mod routing;
 pub mod server;
 pub mod singleton;

@@ -11,12 +11,15 @@ use ractor::rpc::CallResult;
 use ractor::{ActorRef, MessagingErr};
 use std::sync::Arc;
 use std::time::Duration;
+use switchboard_actors::room::admin::{AdminAction, AdminDone};
 use switchboard_actors::room::relay_table::{RelayBody, RelayRequest, RelayTable, Relayed};
 use switchboard_actors::room::{JoinRequest, RelayPayload, RoomMsg};
 use switchboard_actors::room_supervisor::RoomSupervisorMsg;
 use switchboard_actors::{ConnId, ErrorCode, PeerId, RoomId};
 use switchboard_cluster::NodeId;
-use switchboard_cluster::routing::{HostMsg, JoinCmd, ResumeCmd, RoomCmd, host_group, local_resume};
+use switchboard_cluster::routing::{
+    AdminCmd, HostMsg, JoinCmd, ResumeCmd, RoomCmd, host_group, local_admin, local_resume,
+};
 use switchboard_cluster::wire::Bincode;
 
 /// An error for the client: code and sentence.
@@ -470,4 +473,36 @@ pub async fn relocate(app: &App, handle: &mut RoomHandle, room: &RoomId) -> Resu
     }
     *handle = RoomHandle::Remote(target);
     Ok(())
+}
+
+/// Asks `room`, on whichever node runs it, to carry out `action`. `Ok(None)` when it runs
+/// nowhere (nobody is in it): there is nothing live to change, and the caller changes the
+/// database alone.
+pub async fn admin(app: &App, room: &RoomId, action: AdminAction) -> Result<Option<AdminDone>, RouteError> {
+    let node = match &app.cluster {
+        None => app.config.node_id.clone(),
+        Some(_) => match app.store.lease_holder(room.as_str()).await {
+            Ok(Some(holder)) => holder,
+            Ok(None) => return Ok(None),
+            Err(_) => return Err(unavailable()),
+        },
+    };
+    let outcome = if node == app.config.node_id {
+        local_admin(&app.rooms, room.clone(), action).await
+    } else {
+        let Some(cell) = ractor::pg::get_members(&host_group(&node)).into_iter().next() else {
+            return Err((ErrorCode::RoomUnavailable, format!("the node serving the room ({node}) is unreachable")));
+        };
+        let host: ActorRef<HostMsg> = cell.into();
+        let cmd = AdminCmd { room: room.to_string(), action };
+        match host.call(|reply| HostMsg::Admin(Bincode(cmd), reply), Some(Duration::from_secs(10))).await {
+            Ok(CallResult::Success(Bincode(outcome))) => outcome,
+            _ => return Err(unavailable()),
+        }
+    };
+    match outcome {
+        Ok(done) => Ok(Some(done)),
+        Err((code, _)) if code == "not_running" => Ok(None),
+        Err((code, message)) => Err((code_from(&code), message)),
+    }
 }

@@ -37,8 +37,8 @@ use switchboard_actors::room_supervisor::{RoomSupervisor, RoomSupervisorArgs, Ro
 use switchboard_cluster::node_agent::HelloSource;
 use switchboard_cluster::node_agent::{AgentMsg, agent_group};
 use switchboard_cluster::routing::{
-    EdgeLink, EdgeLinkArgs, EdgeMsg, HostMsg, Moved, Paired, Reroute, RoomHost, RoomHostArgs, edge_group, host_group,
-    node_of,
+    EdgeLink, EdgeLinkArgs, EdgeMsg, HostMsg, Moved, Paired, Reroute, RoomHost, RoomHostArgs, ToUser, edge_group,
+    host_group, node_of,
 };
 use switchboard_cluster::wire::Bincode;
 use switchboard_cluster::{Cluster, ClusterConfig, LiveView, NodeHello, NodeId};
@@ -57,6 +57,8 @@ pub struct RunningServer {
     tls_reload: Option<JoinHandle<()>>,
     beats: Option<JoinHandle<()>>,
     upkeep: JoinHandle<()>,
+    /// Marks appointments nobody came to as no-shows.
+    appointments: JoinHandle<()>,
     publisher: Option<Singleton>,
     dispatcher: Option<Singleton>,
     snapshots: Option<SnapshotWorker>,
@@ -334,7 +336,10 @@ pub async fn start(mut config: Config, listener: TcpListener) -> anyhow::Result<
         let moved: Moved = Arc::new(move |conn, room, node| local.moved(&conn, room, node));
         let local = edge.clone();
         let paired: Paired = Arc::new(move |conn, lobby, room| local.paired(&conn, &lobby, &room));
-        let link = EdgeLinkArgs { node_id: config.node_id.clone(), edge: edge.clone(), reroute, moved, paired };
+        let local = edge.clone();
+        let to_user: ToUser = Arc::new(move |user, body| local.to_local_user(&user, &body));
+        let link =
+            EdgeLinkArgs { node_id: config.node_id.clone(), edge: edge.clone(), reroute, moved, paired, to_user };
         Actor::spawn(None, EdgeLink, link).await?;
     }
     let evidence = match &config.evidence.url {
@@ -434,6 +439,7 @@ pub async fn start(mut config: Config, listener: TcpListener) -> anyhow::Result<
         })
     });
     let upkeep = telemetry::spawn_upkeep(app.metrics.clone());
+    let appointments = crate::appointments::spawn_sweeper(app.clone());
     Ok(RunningServer {
         addr,
         app,
@@ -442,6 +448,7 @@ pub async fn start(mut config: Config, listener: TcpListener) -> anyhow::Result<
         tls_reload,
         beats,
         upkeep,
+        appointments,
         publisher,
         dispatcher,
         snapshots,
@@ -495,6 +502,7 @@ impl RunningServer {
             cluster.shutdown().await;
         }
         self.upkeep.abort();
+        self.appointments.abort();
         if let Some(reload) = self.tls_reload.take() {
             reload.abort();
         }

@@ -33,12 +33,14 @@ pub struct Store {
     node_id: String,
 }
 
+mod appointments;
 mod call_stats;
 mod calls;
 mod chat;
 mod cluster_nodes;
 mod events;
 pub mod lobby;
+pub mod notifications;
 mod room_leases;
 mod rooms;
 mod service_leases;

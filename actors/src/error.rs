@@ -41,6 +41,9 @@ pub enum ErrorCode {
     Unavailable,
     /// Something failed on the server; details are in its log.
     Internal,
+    /// The room is not open to its people yet, or any more (an appointment the host has not
+    /// started, or that is over); the message says which.
+    NotOpen,
 }
 
 impl ErrorCode {
@@ -64,6 +67,7 @@ impl ErrorCode {
             ErrorCode::RoomElsewhere => "room_elsewhere",
             ErrorCode::Unavailable => "unavailable",
             ErrorCode::Internal => "internal",
+            ErrorCode::NotOpen => "not_open",
         }
     }
 }

@@ -28,6 +28,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
+pub mod admin;
 mod continuity;
 mod in_call;
 mod lease;
@@ -36,6 +37,7 @@ pub mod relay_table;
 #[cfg(test)]
 mod tests;
 
+use admin::{AdminAction, AdminDone};
 use continuity::{absorb, carry, disconnected, resume, seq_sync};
 use in_call::{chat, control, end_call, set_overlay, stats};
 use lease::{lose_lease, renew_lease};
@@ -373,6 +375,13 @@ pub enum RoomMsg {
         /// Its `id`, as JSON text.
         msg_id: String,
     },
+    /// A command from the node (an appointment, an operator), not from a session.
+    Admin {
+        /// What to do.
+        action: AdminAction,
+        /// What it did.
+        reply: RpcReplyPort<Result<AdminDone, RoomError>>,
+    },
     /// Connection statistics from a peer.
     Stats {
         /// Sender session.
@@ -508,6 +517,10 @@ impl Actor for Room {
                     state.ack(&from, reference.as_ref());
                 }
                 state.table.handled(&from);
+            }
+            RoomMsg::Admin { action, reply } => {
+                let done = Box::pin(admin::admin(state, action)).await;
+                let _ = reply.send(done);
             }
             RoomMsg::Info(reply) => {
                 let _ = reply.send(info(state));

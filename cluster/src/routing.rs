@@ -23,6 +23,7 @@ use switchboard_actors::ids::{ConnId, PeerId, RoomId, UserId};
 use switchboard_actors::media::ControlAction;
 use switchboard_actors::ports::{Edge, Frame};
 use switchboard_actors::protocol::{FrameKind, Overlay, RelayKind, ServerMessage};
+use switchboard_actors::room::admin::{AdminAction, AdminDone};
 use switchboard_actors::room::{Carry, JoinRequest, RelayPayload, RoomMsg};
 use switchboard_actors::room_supervisor::RoomSupervisorMsg;
 use switchboard_actors::{ErrorCode, RoomError};
@@ -250,6 +251,36 @@ pub enum HostMsg {
     /// A new connection resumes a session of a room this node owns.
     #[rpc]
     Resume(Bincode<ResumeCmd>, RpcReplyPort<Bincode<JoinOutcome>>),
+    /// A node's command for a room running here. Answers [`AdminOutcome`]; a room that is
+    /// not running here is not started for it.
+    #[rpc]
+    Admin(Bincode<AdminCmd>, RpcReplyPort<Bincode<AdminOutcome>>),
+}
+
+/// A node's command for a room, on its way to the room's node.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct AdminCmd {
+    /// The room.
+    pub room: String,
+    /// What to do.
+    pub action: AdminAction,
+}
+
+/// What a room did with an [`AdminAction`], or why it could not be asked: (code, sentence),
+/// code `not_running` when the room runs nowhere here.
+pub type AdminOutcome = Result<AdminDone, (String, String)>;
+
+/// Asks the room running on this node to carry out `action`; `not_running` when it is not.
+pub async fn local_admin(rooms: &ActorRef<RoomSupervisorMsg>, room: RoomId, action: AdminAction) -> AdminOutcome {
+    let found = rooms.call(|reply| RoomSupervisorMsg::Lookup { room, reply }, Some(Duration::from_secs(5))).await;
+    let Ok(CallResult::Success(Some(actor))) = found else {
+        return Err(("not_running".into(), "the room is not running on this node".into()));
+    };
+    match actor.call(|reply| RoomMsg::Admin { action, reply }, Some(Duration::from_secs(10))).await {
+        Ok(CallResult::Success(Ok(done))) => Ok(done),
+        Ok(CallResult::Success(Err(e))) => Err((e.code.as_str().to_owned(), e.message)),
+        _ => Err(("room_unavailable".into(), "the room did not answer; try again".into())),
+    }
 }
 
 /// A resume forwarded to the room's owner.
@@ -289,6 +320,9 @@ pub enum EdgeMsg {
     /// One of this node's connections waiting in a lobby was paired: (connection, lobby,
     /// room to join).
     Paired(String, String, String),
+    /// A frame for every connection of a user on this node, in or out of a room: (user, JSON
+    /// body without `seq`).
+    ToUser(String, String),
 }
 
 /// The room host actor.
@@ -350,6 +384,13 @@ impl Actor for RoomHost {
                 let may_start = !state.draining.load(Ordering::Acquire);
                 tokio::spawn(async move {
                     let _ = reply.send(Bincode(local_resume(rooms, cmd.0, may_start).await));
+                });
+            }
+            HostMsg::Admin(cmd, reply) => {
+                let rooms = state.rooms.clone();
+                tokio::spawn(async move {
+                    let AdminCmd { room, action } = cmd.0;
+                    let _ = reply.send(Bincode(local_admin(&rooms, RoomId::new(room), action).await));
                 });
             }
             HostMsg::ToRoom(room, conn, cmd) => to_local_room(state, RoomId::new(room), ConnId::new(conn), cmd.0).await,
@@ -510,7 +551,12 @@ pub struct EdgeLinkArgs {
     pub moved: Moved,
     /// Tells a connection waiting in a lobby that it was paired.
     pub paired: Paired,
+    /// Writes a frame to every connection of a user on this node.
+    pub to_user: ToUser,
 }
+
+/// Writes a frame to every connection of a user on this node: (user, JSON body without `seq`).
+pub type ToUser = Arc<dyn Fn(String, String) + Send + Sync>;
 
 /// Tells a connection waiting in a lobby which room it was paired into: (connection, lobby,
 /// room).
@@ -552,6 +598,7 @@ impl Actor for EdgeLink {
             EdgeMsg::Moved(conn, room, node) => (state.moved)(ConnId::new(conn), RoomId::new(room), node),
             EdgeMsg::Receipt(conn, msg_id) => state.edge.receipt(&ConnId::new(conn), &msg_id),
             EdgeMsg::Paired(conn, lobby, room) => (state.paired)(ConnId::new(conn), lobby, room),
+            EdgeMsg::ToUser(user, body) => (state.to_user)(user, body),
             EdgeMsg::Bounce(conn, room, hint, cmd) => {
                 if let Some(msg) = cmd.0.into_room_msg() {
                     (state.reroute)(ConnId::new(conn), RoomId::new(room), hint, msg);

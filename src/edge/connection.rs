@@ -79,6 +79,8 @@ pub struct ConnectionState {
     seq_offset: i64,
     /// Closed for abuse (flood, oversized frame): its session ends instead of waiting for a resume.
     abusive: bool,
+    /// The client's side ended the socket without `leave` (not the server's close).
+    dropped: bool,
     /// Messages with an `id` the room has not acknowledged yet, oldest first. Only the
     /// oldest is on its way at any time, so none can overtake another, whatever happens to
     /// the room between them.
@@ -150,6 +152,9 @@ pub enum ConnectionMsg {
         /// The fresh room of the pair.
         room: String,
     },
+    /// A frame for this connection's person rather than its session (a notification): JSON
+    /// body without `seq`, numbered in the session's sequence when in a room.
+    ToUser(String),
     /// The lobby wait of this connection's `lobby_join` counted `attempt` is over.
     LobbyTimeout {
         /// Which `lobby_join`.
@@ -176,7 +181,7 @@ pub fn run(app: Arc<App>, claims: Claims, socket: WebSocket) -> impl Future<Outp
     // A connection id names its node, so rooms elsewhere can answer through this node's edge.
     let conn_id = ConnId::new(format!("{}/{}", app.config.node_id, random_id()));
     let (mailbox, inbox) = Mailbox::channel(app.config.limits.max_queued_bytes);
-    app.edge.register(conn_id.clone(), mailbox.clone());
+    app.edge.register(conn_id.clone(), &claims.sub, mailbox.clone());
     metrics::gauge!("switchboard_ws_connections").increment(1.0);
     let limits = app.config.limits.clone();
     // The state lives in its own allocation and the loop's future holds a pointer to it: an
@@ -194,6 +199,7 @@ pub fn run(app: Arc<App>, claims: Claims, socket: WebSocket) -> impl Future<Outp
         reroutes: 0,
         seq_offset: 0,
         abusive: false,
+        dropped: false,
         pending: VecDeque::new(),
         unreceipted: VecDeque::new(),
         recent_delivered: VecDeque::new(),
@@ -229,7 +235,10 @@ async fn serve(mut state: Box<ConnectionState>, myself: Mailbox, mut inbox: Inbo
                 }
             }
             next = state.socket.next() => {
-                let Some(frame) = next else { break };
+                let Some(frame) = next else {
+                    state.dropped = true;
+                    break;
+                };
                 Box::pin(intake.take(&myself, &mut state, frame, &limits)).await;
             }
         }
@@ -243,7 +252,7 @@ async fn serve(mut state: Box<ConnectionState>, myself: Mailbox, mut inbox: Inbo
 
 /// What the connection does when it ends: forget it, and tell its room.
 async fn finish(state: &mut ConnectionState) {
-    state.app.edge.unregister(&state.conn_id);
+    state.app.edge.unregister(&state.conn_id, &state.claims.sub);
     lobby::gone(state).await;
     metrics::gauge!("switchboard_ws_connections").decrement(1.0);
     if let Some(mut j) = state.left.take() {
@@ -257,6 +266,10 @@ async fn finish(state: &mut ConnectionState) {
         let _ = Box::pin(routing::send(&state.app, &mut j.room, &j.room_id, &state.conn_id, leave)).await;
     }
     if let Some(mut j) = state.joined.take() {
+        if state.dropped && j.room_id.as_str().starts_with(crate::appointments::ROOM_PREFIX) {
+            let (app, room, user) = (state.app.clone(), j.room_id.to_string(), state.claims.sub.clone());
+            tokio::spawn(async move { crate::appointments::dropped(&app, &room, &user).await });
+        }
         // A dropped connection keeps its session for the grace period (the client may
         // resume); one closed for abuse leaves at once.
         let leave = if state.abusive {
@@ -308,6 +321,10 @@ async fn handle(myself: &Mailbox, state: &mut ConnectionState, message: Connecti
         ConnectionMsg::Receipt(id) => Box::pin(receipt(myself, state, &id)).await,
         ConnectionMsg::Reroute { room, hint, msg } => Box::pin(reroute(myself, state, room, hint, *msg)).await,
         ConnectionMsg::Paired { lobby, room } => Box::pin(lobby::paired(myself, state, lobby, room)).await,
+        ConnectionMsg::ToUser(body) => {
+            let body = Body::new(body, FrameKind::Other);
+            Box::pin(reply(myself, state, &body)).await;
+        }
         ConnectionMsg::LobbyTimeout { attempt } => Box::pin(lobby::lobby_timeout(myself, state, attempt)).await,
         ConnectionMsg::Moved { room, node } => {
             if let Some(j) = state.joined.as_mut()

@@ -17,26 +17,63 @@ use switchboard_cluster::routing::{EdgeMsg, edge_group, node_of};
 pub struct EdgeRouter {
     node_id: String,
     connections: RwLock<HashMap<ConnId, Mailbox>>,
+    /// The open connections of each user (most users have one), for what is sent to a person
+    /// rather than to a session (notifications).
+    users: RwLock<HashMap<String, Vec<ConnId>>>,
 }
 
 impl EdgeRouter {
     /// The router of node `node_id`.
     pub fn new(node_id: &str) -> EdgeRouter {
-        EdgeRouter { node_id: node_id.to_owned(), connections: RwLock::default() }
+        EdgeRouter { node_id: node_id.to_owned(), connections: RwLock::default(), users: RwLock::default() }
     }
 
     fn is_remote<'a>(&self, conn: &'a ConnId) -> Option<&'a str> {
         node_of(conn).filter(|node| *node != self.node_id)
     }
 
-    /// Registers a new connection.
-    pub fn register(&self, conn: ConnId, mailbox: Mailbox) {
+    /// Registers a new connection of `user`.
+    pub fn register(&self, conn: ConnId, user: &str, mailbox: Mailbox) {
+        self.users_mut().entry(user.to_owned()).or_default().push(conn.clone());
         self.write().insert(conn, mailbox);
     }
 
-    /// Removes a closed connection.
-    pub fn unregister(&self, conn: &ConnId) {
+    /// Removes a closed connection of `user`.
+    pub fn unregister(&self, conn: &ConnId, user: &str) {
         self.write().remove(conn);
+        let mut users = self.users_mut();
+        if let Some(conns) = users.get_mut(user) {
+            conns.retain(|c| c != conn);
+            if conns.is_empty() {
+                users.remove(user);
+            }
+        }
+    }
+
+    /// Sends a frame (JSON body without `seq`) to every open connection of `user`, on every
+    /// node: each numbers it in its own sequence (in a room, the session's).
+    pub fn to_user(&self, user: &str, body: &str) {
+        self.to_local_user(user, body);
+        let me = edge_group(&self.node_id);
+        for group in ractor::pg::which_groups() {
+            if group.starts_with("edge:") && group != me {
+                for cell in ractor::pg::get_members(&group) {
+                    let link: ActorRef<EdgeMsg> = cell.into();
+                    let _ = link.cast(EdgeMsg::ToUser(user.to_owned(), body.to_owned()));
+                }
+            }
+        }
+    }
+
+    /// Sends a frame to this node's connections of `user`.
+    pub fn to_local_user(&self, user: &str, body: &str) {
+        let conns = self.users.read().unwrap_or_else(|p| p.into_inner()).get(user).cloned().unwrap_or_default();
+        let connections = self.read();
+        for conn in conns {
+            if let Some(mailbox) = connections.get(&conn) {
+                mailbox.cast(ConnectionMsg::ToUser(body.to_owned()));
+            }
+        }
     }
 
     /// Number of open connections.
@@ -102,6 +139,10 @@ impl EdgeRouter {
 
     fn read(&self) -> std::sync::RwLockReadGuard<'_, HashMap<ConnId, Mailbox>> {
         self.connections.read().unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    fn users_mut(&self) -> std::sync::RwLockWriteGuard<'_, HashMap<String, Vec<ConnId>>> {
+        self.users.write().unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
     fn write(&self) -> std::sync::RwLockWriteGuard<'_, HashMap<ConnId, Mailbox>> {

@@ -19,14 +19,14 @@ use switchboard::store::Store;
 use tokio::sync::mpsc;
 
 /// A subscriber to one cluster's events, proven subscribed before the test goes on.
-struct Events {
+pub(crate) struct Events {
     bus: Bus,
     rx: mpsc::Receiver<Delivery>,
     cluster: String,
 }
 
 impl Events {
-    async fn subscribe(url: &str, cluster: &str) -> Events {
+    pub(crate) async fn subscribe(url: &str, cluster: &str) -> Events {
         let bus = Bus::connect(url, &format!("test-{:08x}", rand::random::<u32>())).expect("bus");
         let rx = bus.subscribe(&topics::all_events(cluster), 4096);
         assert!(bus.wait_connected(WAIT).await, "test subscriber did not connect to {url}");
@@ -55,7 +55,7 @@ impl Events {
     }
 
     /// The next `n` outbox events (probes skipped), bounded by time.
-    async fn take(&mut self, n: usize) -> Vec<Envelope> {
+    pub(crate) async fn take(&mut self, n: usize) -> Vec<Envelope> {
         let mut out = Vec::new();
         let deadline = tokio::time::Instant::now() + WAIT;
         while out.len() < n {

@@ -25,7 +25,10 @@ impl Intake {
     ) {
         let now = Instant::now();
         let frame = match next {
-            Ok(Message::Close(_)) => return myself.stop(Some("client gone".into())),
+            Ok(Message::Close(_)) => {
+                state.dropped = true;
+                return myself.stop(Some("client gone".into()));
+            }
             Ok(Message::Ping(_) | Message::Pong(_)) => return,
             Ok(frame) => frame,
             Err(e) => {
@@ -35,6 +38,7 @@ impl Intake {
                     state.abusive = true;
                     return close(myself, state, close_code::TOO_BIG, &reason).await;
                 }
+                state.dropped = true;
                 return myself.stop(Some("read failed".into()));
             }
         };

@@ -44,6 +44,9 @@ pub(super) async fn join(
         let message = format!("displayName must be 1 to {MAX_NAME_CHARS} characters");
         return send_error(myself, state, ErrorCode::InvalidMessage, &message, r).await;
     }
+    if let Err((code, message)) = crate::appointments::may_join(&state.app, &room_id, &state.claims.sub).await {
+        return send_error(myself, state, code, &message, r).await;
+    }
     let room_id = RoomId::new(room_id);
     let ice = ice_servers(&state.app.config.ice, &state.claims.sub, now_ms() / 1000);
     let request = JoinRequest {
@@ -57,6 +60,10 @@ pub(super) async fn join(
     match routing::join(&state.app, &room_id, request).await {
         Ok((peer, room)) => {
             metrics::histogram!("switchboard_join_seconds").record(received_at.elapsed().as_secs_f64());
+            if room_id.as_str().starts_with(crate::appointments::ROOM_PREFIX) {
+                let (app, room, user) = (state.app.clone(), room_id.to_string(), state.claims.sub.clone());
+                tokio::spawn(async move { crate::appointments::joined(&app, &room, &user).await });
+            }
             state.joined = Some(Joined { room_id, peer, room });
         }
         Err((code, message)) => send_error(myself, state, code, &message, r).await,
