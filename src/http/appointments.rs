@@ -98,12 +98,17 @@ struct ListQuery {
 }
 
 /// `?mine`: the caller's appointments (a user sees only theirs whatever they ask); the
-/// operator sees all, or one user's with `?user=`.
+/// operator sees all, or one user's with `?user=`. A browser navigating here (HTML wanted, no
+/// credentials) gets the appointments page instead.
 async fn list(
     State(app): State<Arc<App>>,
     headers: HeaderMap,
     Query(q): Query<ListQuery>,
 ) -> Result<Response, ApiError> {
+    let accept = headers.get(header::ACCEPT).and_then(|v| v.to_str().ok()).unwrap_or("");
+    if accept.contains("text/html") && bearer(&headers).is_none() {
+        return Ok(super::web::appointments_page().await);
+    }
     let by = caller(&app, &headers)?;
     let _ = q.mine;
     let limit = q.limit.unwrap_or(100).clamp(1, 500);

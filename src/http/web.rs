@@ -1,5 +1,5 @@
 //! The node's own web side: the browser SDK (`/sdk/switchboard.js`, with its type
-//! declarations), the pages (`/`, `/call`, `/console`) and their scripts and styles, all
+//! declarations), the pages (`/`, `/call`, `/lobby`, `/appointments`, `/console`) and their scripts and styles, all
 //! compiled into the binary from `web/`, so a node serves them with nothing else installed.
 //! `GET /api/node` tells a page what this node is (no secrets, no authentication).
 //!
@@ -31,6 +31,7 @@ const ASSETS: &[Asset] = &[
     asset!("/", "pages/index.html", HTML),
     asset!("/call", "pages/call.html", HTML),
     asset!("/lobby", "pages/lobby.html", HTML),
+    asset!("/assets/appointments.js", "pages/appointments.js", JS),
     asset!("/console", "pages/console.html", HTML),
     asset!("/assets/call.js", "pages/call.js", JS),
     asset!("/assets/console.js", "pages/console.js", JS),
@@ -39,6 +40,15 @@ const ASSETS: &[Asset] = &[
     asset!("/sdk/switchboard.js", "sdk/switchboard.js", JS),
     asset!("/sdk/switchboard.d.ts", "sdk/switchboard.d.ts", "application/typescript; charset=utf-8"),
 ];
+
+/// The appointments page: served at `GET /appointments` to a browser's navigation (the same
+/// path lists appointments to API callers; see `http/appointments.rs`).
+const APPOINTMENTS_PAGE: Asset = asset!("/appointments", "pages/appointments.html", HTML);
+
+/// The appointments page's response.
+pub(super) async fn appointments_page() -> Response {
+    serve(&APPOINTMENTS_PAGE).await
+}
 
 /// Pages load only what the node serves; media from the camera and from peers come as
 /// `MediaStream`s (`blob:`/`mediastream:`), reports' images as `blob:` URLs.

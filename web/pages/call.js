@@ -5,6 +5,9 @@
 // token; otherwise the token comes in the URL fragment (`#token=...`, never sent to a server
 // in a request line or a Referer).
 //
+// `&appointment=ID` (from the appointments page): the End call button ends the appointment, and
+// notifications (the host ended it, say) are shown. `&user=U` in dev mode: the token is for U.
+//
 // `window.switchboardCall` holds the call, for the browser's console.
 
 import { Switchboard } from "/sdk/switchboard.js";
@@ -45,7 +48,9 @@ async function token(room, name) {
   if (!node.devMode) {
     throw new Error("this page needs a token: open it as /call?room=ROOM#token=TOKEN (from your application)");
   }
-  const userId = name ? `${name.replace(/[^A-Za-z0-9._-]/g, "").slice(0, 48) || "guest"}-${rand()}` : `guest-${rand()}`;
+  // `user=U` (dev mode): act as that user (an appointment's host or guest, say).
+  const asUser = params.get("user");
+  const userId = asUser ? asUser : name ? `${name.replace(/[^A-Za-z0-9._-]/g, "").slice(0, 48) || "guest"}-${rand()}` : `guest-${rand()}`;
   const res = await fetch("/auth/token", {
     method: "POST",
     headers: { "content-type": "application/json" },
@@ -223,6 +228,7 @@ function wire(c) {
     $("retry-box").hidden = false;
   });
   c.on("snapshot_ready", showReport);
+  c.on("notification", (n) => notice(n.title));
   c.on("error", (e) => {
     if (e?.code) notice(`${e.code}: ${e.message}`);
   });
@@ -416,7 +422,12 @@ function bindControls() {
     notice("You left the call.");
     $("retry-box").hidden = false;
   });
-  $("end").addEventListener("click", () => call?.end().catch((e) => notice(e.message)));
+  // In an appointment (`appointment=ID`), ending the call ends the appointment.
+  const appointment = params.get("appointment");
+  $("end").addEventListener("click", () => {
+    const ending = appointment ? call?.appointmentStep(appointment, "end") : call?.end();
+    ending?.catch((e) => notice(e.message));
+  });
   $("chat-form").addEventListener("submit", async (ev) => {
     ev.preventDefault();
     const input = $("chat-input");

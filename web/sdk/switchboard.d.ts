@@ -92,7 +92,42 @@ export interface SnapshotReady {
   requestedBy: string;
 }
 
+export type AppointmentStatus = "proposed" | "booked" | "arrived" | "fulfilled" | "cancelled" | "noshow";
+
+export interface Appointment {
+  id: string;
+  roomId: string;
+  hostId: string;
+  guestIds: string[];
+  start: string;
+  online: boolean;
+  description?: string;
+  status: AppointmentStatus;
+  callStatus: CallStatus;
+  createdBy: string;
+  createdAt: number;
+  confirmedAt: number | null;
+  startedAt: number | null;
+  arrivedAt: number | null;
+  endedAt: number | null;
+  endedBy: string | null;
+  version: number;
+  joinOpensAt: string;
+  noShowAt: string;
+}
+
+export interface Notification {
+  id: string;
+  userId: string;
+  kind: string;
+  title: string;
+  data: { appointmentId?: string; roomId?: string; status?: AppointmentStatus; callStatus?: CallStatus };
+  createdAt: number;
+  readAt: number | null;
+}
+
 export interface CallEvents {
+  notification: Notification;
   joined: Joined;
   lobby_waiting: { lobby: string; ahead: number };
   paired: { lobby: string; roomId: string };
@@ -149,6 +184,12 @@ export class Call {
   report(reportId: string): Promise<Record<string, unknown>>;
   evidence(cid: string): Promise<Blob>;
   end(): Promise<unknown>;
+  appointments(): Promise<Appointment[]>;
+  appointment(id: string): Promise<Appointment>;
+  book(booking: { hostId: string; guestIds: string[]; start: string | Date; online?: boolean; description?: string }): Promise<Appointment>;
+  appointmentStep(id: string, step: "confirm" | "start" | "end" | "cancel"): Promise<Appointment>;
+  notifications(limit?: number): Promise<{ notifications: Notification[]; unread: number }>;
+  readNotification(id: string): Promise<Notification>;
   leave(): Promise<void>;
   close(): void;
 }

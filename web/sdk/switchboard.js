@@ -591,6 +591,9 @@ export class Call extends Emitter {
       waiter?.reject(new SwitchboardError("lobby_left", `left lobby ${msg.lobby}`));
       this.emit("lobby_left", { lobby: msg.lobby });
     },
+    notification(msg) {
+      this.emit("notification", msg.notification);
+    },
     goaway(msg) {
       // The node closes the socket next; the reconnect moves to the next URL.
       this.#urlIndex += 1;
@@ -885,6 +888,37 @@ export class Call extends Emitter {
     });
     if (!res.ok) throw await apiError(res);
     return res.blob();
+  }
+
+  /** The appointments this user takes part in, soonest first. */
+  async appointments() {
+    return (await this.#api("GET", "/appointments?mine")).appointments;
+  }
+
+  /** One appointment. */
+  appointment(id) {
+    return this.#api("GET", `/appointments/${encodeURIComponent(id)}`);
+  }
+
+  /** Books an appointment: `{hostId, guestIds, start (RFC 3339 or a Date), online, description}`. */
+  book(booking) {
+    const start = booking.start instanceof Date ? booking.start.toISOString() : booking.start;
+    return this.#api("POST", "/appointments", { ...booking, start });
+  }
+
+  /** A step of an appointment: `confirm`, `start`, `end` or `cancel`; resolves to the appointment after it. */
+  appointmentStep(id, step) {
+    return this.#api("POST", `/appointments/${encodeURIComponent(id)}/${step}`, {});
+  }
+
+  /** This user's notifications (unread first) and how many are unread. */
+  notifications(limit = 50) {
+    return this.#api("GET", `/notifications?limit=${limit}`);
+  }
+
+  /** Marks a notification read. */
+  readNotification(id) {
+    return this.#api("POST", `/notifications/${encodeURIComponent(id)}/read`, {});
   }
 
   async #api(method, path, body) {
