@@ -9,25 +9,84 @@ use serde::{Deserialize, Serialize};
 use std::path::Path;
 use std::time::Duration;
 
-/// What a token allows.
+/// What a token allows. On the wire (`grants` in a token and in `POST /auth/token`) the names
+/// are camelCase: `roomJoin`, `canPublish`, `canSubscribe`, `canPublishData`, `canSnapshot`,
+/// `roomAdmin`, `hidden`, `roomCreate`; an unknown name is refused. The names of earlier
+/// tokens (`publish`, `control`, `chat`, `snapshot`, `admin`) are still read.
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
-#[serde(default, rename_all = "camelCase")]
+#[serde(rename_all = "camelCase", from = "GrantsWire")]
 pub struct Grants {
-    /// Send offers, answers and candidates.
-    pub publish: bool,
-    /// Send control and overlay messages, end the call.
-    pub control: bool,
-    /// Send chat messages.
-    pub chat: bool,
+    /// Join rooms (and wait in lobbies) at all.
+    pub room_join: bool,
+    /// Send media: offers and answers whose SDP sends (`sendrecv`, `sendonly`).
+    pub can_publish: bool,
+    /// Receive media: offers and answers whose SDP receives (`sendrecv`, `recvonly`).
+    pub can_subscribe: bool,
+    /// Send data: chat, overlays, control actions, `end_call`, data channels in SDP.
+    pub can_publish_data: bool,
     /// Take snapshots of the call (`POST /rooms/{id}/snapshots`).
-    pub snapshot: bool,
-    /// Bypass room invitee lists; read any room; create rooms.
-    pub admin: bool,
+    pub can_snapshot: bool,
+    /// Administer rooms: bypass invitee lists, read any room, create rooms, operate the node's
+    /// APIs (console, webhooks, cluster views), act as the operator on appointments.
+    pub room_admin: bool,
+    /// Be in a room without the others seeing it (no `peer_joined`, not among `participants`).
+    pub hidden: bool,
+    /// Create a room by joining one that does not exist yet.
+    pub room_create: bool,
 }
 
 impl Default for Grants {
     fn default() -> Self {
-        Self { publish: true, control: true, chat: true, snapshot: true, admin: false }
+        Self {
+            room_join: true,
+            can_publish: true,
+            can_subscribe: true,
+            can_publish_data: true,
+            can_snapshot: true,
+            room_admin: false,
+            hidden: false,
+            room_create: true,
+        }
+    }
+}
+
+/// Grants as they may be written: today's names, and the earlier ones.
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+struct GrantsWire {
+    room_join: Option<bool>,
+    can_publish: Option<bool>,
+    can_subscribe: Option<bool>,
+    can_publish_data: Option<bool>,
+    can_snapshot: Option<bool>,
+    room_admin: Option<bool>,
+    hidden: Option<bool>,
+    room_create: Option<bool>,
+    publish: Option<bool>,
+    control: Option<bool>,
+    chat: Option<bool>,
+    snapshot: Option<bool>,
+    admin: Option<bool>,
+}
+
+impl From<GrantsWire> for Grants {
+    fn from(w: GrantsWire) -> Self {
+        let d = Grants::default();
+        // An earlier token's data grants were two: it may send data only if both allow it.
+        let legacy_data = match (w.control, w.chat) {
+            (None, None) => None,
+            (c, h) => Some(c.unwrap_or(true) && h.unwrap_or(true)),
+        };
+        Grants {
+            room_join: w.room_join.unwrap_or(d.room_join),
+            can_publish: w.can_publish.or(w.publish).unwrap_or(d.can_publish),
+            can_subscribe: w.can_subscribe.unwrap_or(d.can_subscribe),
+            can_publish_data: w.can_publish_data.or(legacy_data).unwrap_or(d.can_publish_data),
+            can_snapshot: w.can_snapshot.or(w.snapshot).unwrap_or(d.can_snapshot),
+            room_admin: w.room_admin.or(w.admin).unwrap_or(d.room_admin),
+            hidden: w.hidden.unwrap_or(d.hidden),
+            room_create: w.room_create.unwrap_or(d.room_create),
+        }
     }
 }
 
@@ -258,7 +317,19 @@ mod tests {
         let claims = a.verify(&token).expect("verify");
         assert_eq!(claims.sub, "alice");
         assert_eq!(claims.exp, exp);
-        assert!(claims.grants.publish && !claims.grants.admin);
+        assert!(claims.grants.can_publish && !claims.grants.room_admin);
+    }
+
+    #[test]
+    fn grants_read_todays_names_and_earlier_ones_and_refuse_unknown_ones() {
+        let g: Grants = serde_json::from_str(r#"{"canPublish":false,"roomAdmin":true}"#).expect("new names");
+        assert!(!g.can_publish && g.room_admin && g.can_subscribe && g.room_create);
+        let old: Grants = serde_json::from_str(r#"{"publish":false,"chat":false,"admin":true}"#).expect("old");
+        assert!(!old.can_publish && !old.can_publish_data && old.room_admin);
+        assert!(serde_json::from_str::<Grants>(r#"{"canPublsh":false}"#).is_err(), "a typo is refused");
+        let wire = serde_json::to_value(Grants::default()).expect("serialize");
+        assert_eq!(wire["canPublishData"], true);
+        assert_eq!(serde_json::from_value::<Grants>(wire).expect("round trip"), Grants::default());
     }
 
     #[test]

@@ -376,6 +376,6 @@ pub fn token_request(
         room_id: room,
         name,
         ttl: Some(ttl.into()),
-        grants: Some(Grants { admin, ..Grants::default() }),
+        grants: Some(Grants { room_admin: admin, ..Grants::default() }),
     }
 }

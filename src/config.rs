@@ -885,7 +885,10 @@ mod tests {
         assert_eq!(c.turn.allocations_per_user, d.turn.allocations_per_user);
         assert_eq!((c.lobby.wait, c.lobby.grace), (d.lobby.wait, d.lobby.grace));
         let (a, b) = (&c.appointments, &d.appointments);
-        assert_eq!((a.join_window, a.noshow_after, a.sweep_interval), (b.join_window, b.noshow_after, b.sweep_interval));
+        assert_eq!(
+            (a.join_window, a.noshow_after, a.sweep_interval),
+            (b.join_window, b.noshow_after, b.sweep_interval)
+        );
     }
 
     #[test]

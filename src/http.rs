@@ -173,7 +173,7 @@ async fn create_room(
         "api".to_owned()
     } else {
         let c = claims(&app, &headers)?;
-        if !c.grants.admin && !app.dev_mode {
+        if !c.grants.room_admin && !app.dev_mode {
             return Err(ApiError(
                 StatusCode::FORBIDDEN,
                 "forbidden",
@@ -209,7 +209,7 @@ async fn authorize_room(app: &App, headers: &HeaderMap, room: &str) -> Result<()
         return Ok(());
     }
     let c = claims(app, headers)?;
-    if c.grants.admin || app.store.is_member(room, &c.sub).await.map_err(internal)? {
+    if c.grants.room_admin || app.store.is_member(room, &c.sub).await.map_err(internal)? {
         return Ok(());
     }
     Err(ApiError(StatusCode::FORBIDDEN, "forbidden", "only the room's participants may read it".into()))
@@ -402,7 +402,7 @@ struct ClusterQuery {
 fn authorize_operator(app: &App, headers: &HeaderMap) -> Result<(), ApiError> {
     if !is_api_key(app, headers) && !app.dev_mode {
         let c = claims(app, headers)?;
-        if !c.grants.admin {
+        if !c.grants.room_admin {
             return Err(ApiError(
                 StatusCode::FORBIDDEN,
                 "forbidden",

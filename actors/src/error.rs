@@ -44,6 +44,12 @@ pub enum ErrorCode {
     /// The room is not open to its people yet, or any more (an appointment the host has not
     /// started, or that is over); the message says which.
     NotOpen,
+    /// The token has expired (a refreshed one, or the connection's own: it closes next).
+    TokenExpired,
+    /// The token is not valid (signature, issuer, audience, shape).
+    TokenInvalid,
+    /// The room does not exist, and this token may not create rooms (`roomCreate`).
+    RoomNotFound,
 }
 
 impl ErrorCode {
@@ -68,6 +74,9 @@ impl ErrorCode {
             ErrorCode::Unavailable => "unavailable",
             ErrorCode::Internal => "internal",
             ErrorCode::NotOpen => "not_open",
+            ErrorCode::TokenExpired => "token_expired",
+            ErrorCode::TokenInvalid => "token_invalid",
+            ErrorCode::RoomNotFound => "room_not_found",
         }
     }
 }

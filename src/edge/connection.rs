@@ -28,6 +28,7 @@ use switchboard_actors::room::{JoinRequest, RelayPayload, RoomMsg};
 use switchboard_actors::{ConnId, ErrorCode, PeerId, RoomId, UserId};
 use switchboard_cluster::routing::ResumeCmd;
 
+mod grants;
 mod intake;
 mod kept;
 mod lobby;
@@ -52,6 +53,9 @@ pub mod close_code {
     /// The client did not read: more bytes waited for it than the limit allows. Its session
     /// stays resumable.
     pub const SLOW_CONSUMER: u16 = 4008;
+    /// The connection's token expired without a fresh one (`token`). Its session stays
+    /// resumable with a new token.
+    pub const TOKEN_EXPIRED: u16 = 4001;
 }
 
 struct Joined {
@@ -81,6 +85,8 @@ pub struct ConnectionState {
     abusive: bool,
     /// The client's side ended the socket without `leave` (not the server's close).
     dropped: bool,
+    /// `refresh_token` has been sent for the current token.
+    token_warned: bool,
     /// Messages with an `id` the room has not acknowledged yet, oldest first. Only the
     /// oldest is on its way at any time, so none can overtake another, whatever happens to
     /// the room between them.
@@ -200,6 +206,7 @@ pub fn run(app: Arc<App>, claims: Claims, socket: WebSocket) -> impl Future<Outp
         seq_offset: 0,
         abusive: false,
         dropped: false,
+        token_warned: false,
         pending: VecDeque::new(),
         unreceipted: VecDeque::new(),
         recent_delivered: VecDeque::new(),
@@ -215,9 +222,15 @@ pub fn run(app: Arc<App>, claims: Claims, socket: WebSocket) -> impl Future<Outp
 
 async fn serve(mut state: Box<ConnectionState>, myself: Mailbox, mut inbox: Inbox, limits: LimitsConfig) {
     let mut intake = Intake::new(&limits);
+    // The token's timer (see `grants`): part of this loop, not a task of its own, and set again
+    // only when the token or its phase changed.
+    let mut armed = (state.claims.exp, state.token_warned);
+    let token_timer = tokio::time::sleep_until(grants::deadline(&state));
+    tokio::pin!(token_timer);
     while !myself.is_stopping() {
         tokio::select! {
             biased;
+            () = &mut token_timer => Box::pin(grants::timer_fired(&myself, &mut state)).await,
             () = myself.overflowed() => {
                 metrics::counter!("switchboard_slow_consumers_closed_total").increment(1);
                 tracing::info!(conn_id = %state.conn_id, queued = myself.queued(), "client not reading; closing");
@@ -244,6 +257,10 @@ async fn serve(mut state: Box<ConnectionState>, myself: Mailbox, mut inbox: Inbo
         }
         if state.unflushed && !myself.is_stopping() {
             flush(&myself, &mut state).await;
+        }
+        if armed != (state.claims.exp, state.token_warned) {
+            armed = (state.claims.exp, state.token_warned);
+            token_timer.as_mut().reset(grants::deadline(&state));
         }
     }
     inbox.close();

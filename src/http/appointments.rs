@@ -22,7 +22,7 @@ fn caller(app: &App, headers: &HeaderMap) -> Result<Caller, ApiError> {
         return Ok(Caller::Operator);
     }
     let c = claims(app, headers)?;
-    Ok(if c.grants.admin { Caller::Operator } else { Caller::User(c.sub) })
+    Ok(if c.grants.room_admin { Caller::Operator } else { Caller::User(c.sub) })
 }
 
 impl From<Refusal> for ApiError {
@@ -66,6 +66,10 @@ fn yes() -> bool {
 
 async fn book(State(app): State<Arc<App>>, headers: HeaderMap, body: Body<BookRequest>) -> Result<Response, ApiError> {
     let by = caller(&app, &headers)?;
+    if matches!(by, Caller::User(_)) && !claims(&app, &headers)?.grants.room_create {
+        let message = "booking makes a room: this token may not create rooms (roomCreate)".to_owned();
+        return Err(ApiError(StatusCode::FORBIDDEN, "forbidden", message));
+    }
     let req = body.0;
     let start_ms = appointments::parse_rfc3339(&req.start)
         .ok_or_else(|| ApiError(StatusCode::BAD_REQUEST, "invalid_request", "start must be an RFC 3339 time".into()))?;

@@ -43,7 +43,7 @@ async fn stream(
         Some(token) if !app.dev_mode => {
             let claims =
                 app.authority.verify(token).map_err(|e| ApiError(StatusCode::UNAUTHORIZED, e.code(), e.to_string()))?;
-            if !claims.grants.admin {
+            if !claims.grants.room_admin {
                 return Err(ApiError(StatusCode::FORBIDDEN, "forbidden", "the console needs an admin token".into()));
             }
         }

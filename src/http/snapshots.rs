@@ -75,14 +75,14 @@ async fn create(
         "api".to_owned()
     } else {
         let c = claims(&app, &headers)?;
-        if !c.grants.snapshot {
+        if !c.grants.can_snapshot {
             return Err(ApiError(
                 StatusCode::FORBIDDEN,
                 "snapshot_not_granted",
                 "this token does not grant snapshots".into(),
             ));
         }
-        if !c.grants.admin && !app.store.is_member(&room, &c.sub).await.map_err(internal)? {
+        if !c.grants.room_admin && !app.store.is_member(&room, &c.sub).await.map_err(internal)? {
             return Err(ApiError(
                 StatusCode::FORBIDDEN,
                 "forbidden",

@@ -18,7 +18,7 @@ fn authorize_admin(app: &App, headers: &HeaderMap) -> Result<(), ApiError> {
     if is_api_key(app, headers) {
         return Ok(());
     }
-    if claims(app, headers)?.grants.admin {
+    if claims(app, headers)?.grants.room_admin {
         return Ok(());
     }
     Err(ApiError(StatusCode::FORBIDDEN, "forbidden", "webhooks need the API key or an admin token".into()))

@@ -8,6 +8,7 @@ mod cli;
 mod client;
 mod cluster;
 mod events_bus;
+mod grants;
 mod http_api;
 mod lobby;
 mod outage;

@@ -18,6 +18,8 @@ const fragment = new URLSearchParams(location.hash.slice(1));
 const base = location.origin;
 
 let call = null;
+/** The user a dev-mode page mints its tokens for (the same one when a token is refreshed). */
+let devUser = null;
 let sharing = false;
 /** The latest overlay of each peer, drawn over our own video (they point at us). */
 const overlays = new Map();
@@ -50,11 +52,11 @@ async function token(room, name) {
   }
   // `user=U` (dev mode): act as that user (an appointment's host or guest, say).
   const asUser = params.get("user");
-  const userId = asUser ? asUser : name ? `${name.replace(/[^A-Za-z0-9._-]/g, "").slice(0, 48) || "guest"}-${rand()}` : `guest-${rand()}`;
+  devUser ??= asUser ? asUser : name ? `${name.replace(/[^A-Za-z0-9._-]/g, "").slice(0, 48) || "guest"}-${rand()}` : `guest-${rand()}`;
   const res = await fetch("/auth/token", {
     method: "POST",
     headers: { "content-type": "application/json" },
-    body: JSON.stringify({ userId, roomId: room, displayName: name || undefined }),
+    body: JSON.stringify({ userId: devUser, roomId: room, displayName: name || undefined }),
   });
   const body = await res.json();
   if (!res.ok) throw new Error(body.message ?? `token refused (${res.status})`);
@@ -90,7 +92,9 @@ async function start() {
     // `node=<base URL>` (repeatable): other nodes of the cluster to reconnect to when this
     // one is gone.
     const urls = [base, ...params.getAll("node")];
-    call = await Switchboard.connect({ url: urls, token: t, iceTransportPolicy });
+    // A fragment's token cannot be refreshed here; a dev-mode page mints a fresh one.
+    const getToken = fragment.get("token") ? undefined : () => token(lobby ? null : room, name);
+    call = await Switchboard.connect({ url: urls, token: t, iceTransportPolicy, getToken });
     window.switchboardCall = call;
     wire(call);
     if (lobby) {

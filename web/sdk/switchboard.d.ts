@@ -6,7 +6,7 @@ export interface ConnectOptions {
   url: string | string[];
   /** A token from `POST /auth/token`. */
   token: string;
-  /** Called for a fresh token when reconnecting after the old one may have expired. */
+  /** Called for a fresh token (same user) when the node says the current one runs out soon (`refresh_token`: the call goes on with it), and when reconnecting after it may have expired. */
   getToken?: () => Promise<string>;
   /** ICE servers to use instead of those the node hands out in `joined`. */
   iceServers?: RTCIceServer[];
@@ -128,6 +128,8 @@ export interface Notification {
 
 export interface CallEvents {
   notification: Notification;
+  refresh_token: { expiresAt: number };
+  token_refreshed: { expiresAt: number };
   joined: Joined;
   lobby_waiting: { lobby: string; ahead: number };
   paired: { lobby: string; roomId: string };

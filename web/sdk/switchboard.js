@@ -594,6 +594,20 @@ export class Call extends Emitter {
     notification(msg) {
       this.emit("notification", msg.notification);
     },
+    refresh_token(msg) {
+      // The token runs out soon: a fresh one from the application keeps the call going.
+      this.emit("refresh_token", { expiresAt: msg.expiresAt });
+      if (!this.getToken) return;
+      Promise.resolve(this.getToken())
+        .then((token) => {
+          this.token = token;
+          this.#send({ type: "token", token });
+        })
+        .catch((e) => this.emit("error", e));
+    },
+    token_refreshed(msg) {
+      this.emit("token_refreshed", { expiresAt: msg.expiresAt });
+    },
     goaway(msg) {
       // The node closes the socket next; the reconnect moves to the next URL.
       this.#urlIndex += 1;

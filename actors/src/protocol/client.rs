@@ -20,6 +20,7 @@ pub const CLIENT_TYPES: &[&str] = &[
     "stats",
     "resume",
     "lobby_join",
+    "token",
     "lobby_leave",
 ];
 
@@ -84,6 +85,8 @@ pub(super) struct RawClient<'a> {
     lobby: Option<String>,
     #[serde(default)]
     tags: Option<Vec<String>>,
+    #[serde(default)]
+    token: Option<String>,
 }
 
 impl RawClient<'_> {
@@ -141,6 +144,7 @@ impl RawClient<'_> {
                 ClientMessage::LobbyJoin { lobby: need(self.lobby, "lobby")?, tags }
             }
             "lobby_leave" => ClientMessage::LobbyLeave { lobby: need(self.lobby, "lobby")? },
+            "token" => ClientMessage::Token { token: need(self.token, "token")? },
             "stats" => ClientMessage::Stats {
                 sample: StatsSample {
                     timestamp: self.timestamp.ok_or_else(|| missing("timestamp"))?,
@@ -294,6 +298,13 @@ pub enum ClientMessage {
     LobbyLeave {
         /// Which lobby.
         lobby: String,
+    },
+    /// A fresh token for this connection (same user), before the current one expires: its
+    /// expiry and grants replace the current ones, the call goes on.
+    #[serde(rename = "token")]
+    Token {
+        /// The new token.
+        token: String,
     },
 }
 

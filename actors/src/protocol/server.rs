@@ -119,6 +119,22 @@ pub enum ServerMessage<'a> {
         /// How long the wait was, in milliseconds.
         waited_ms: u64,
     },
+    /// The connection's token expires soon: send a fresh one (`token`) before `expiresAt`
+    /// (unix seconds), or the connection closes then.
+    #[serde(rename = "refresh_token", rename_all = "camelCase")]
+    RefreshToken {
+        /// When the current token expires, unix seconds.
+        expires_at: i64,
+    },
+    /// Answer to `token`: the new token is the connection's from now on.
+    #[serde(rename = "token_refreshed", rename_all = "camelCase")]
+    TokenRefreshed {
+        /// Its expiry, unix seconds.
+        expires_at: i64,
+        /// The client's `id`.
+        #[serde(rename = "ref", skip_serializing_if = "Option::is_none")]
+        reference: Option<&'a Value>,
+    },
     /// Someone left the room.
     #[serde(rename = "peer_left", rename_all = "camelCase")]
     PeerLeft {

@@ -84,18 +84,7 @@ pub(super) async fn inbound(myself: &Mailbox, state: &mut ConnectionState, text:
     if let Some(counter) = telemetry::hot().message(kind) {
         counter.increment(1);
     }
-    let grants = &state.claims.grants;
-    let allowed = match &envelope.message {
-        ClientMessage::Offer { .. }
-        | ClientMessage::Answer { .. }
-        | ClientMessage::IceCandidate { .. }
-        | ClientMessage::Stats { .. } => grants.publish,
-        ClientMessage::Control { .. } | ClientMessage::Overlay { .. } | ClientMessage::EndCall {} => grants.control,
-        ClientMessage::Chat { .. } => grants.chat,
-        _ => true,
-    };
-    if !allowed {
-        let message = format!("this token does not allow {kind} messages");
+    if let Some(message) = super::grants::refusal(&state.claims.grants, &envelope.message) {
         return send_error(myself, state, ErrorCode::Forbidden, &message, reference.as_ref()).await;
     }
     let msg = match envelope.message {
@@ -117,6 +106,9 @@ pub(super) async fn inbound(myself: &Mailbox, state: &mut ConnectionState, text:
             return Box::pin(super::lobby::lobby_join(myself, state, lobby, tags, reference)).await;
         }
         ClientMessage::LobbyLeave { lobby } => return Box::pin(super::lobby::lobby_leave(myself, state, lobby)).await,
+        ClientMessage::Token { token } => {
+            return Box::pin(super::grants::refresh(myself, state, token, reference)).await;
+        }
         ClientMessage::Resume { session_id, resume_token, last_seq, received } => {
             // What the client already has: a repeat of it in the replay is dropped.
             for r in received {
@@ -207,6 +199,7 @@ pub(super) fn room_message(
         | ClientMessage::Join { .. }
         | ClientMessage::LobbyJoin { .. }
         | ClientMessage::LobbyLeave { .. }
+        | ClientMessage::Token { .. }
         | ClientMessage::Overlay { .. }
         | ClientMessage::Leave {} => return None,
     })
@@ -239,6 +232,7 @@ pub(super) fn message_type(m: &ClientMessage) -> &'static str {
         ClientMessage::Resume { .. } => "resume",
         ClientMessage::LobbyJoin { .. } => "lobby_join",
         ClientMessage::LobbyLeave { .. } => "lobby_leave",
+        ClientMessage::Token { .. } => "token",
     }
 }
 

@@ -47,6 +47,19 @@ pub(super) async fn join(
     if let Err((code, message)) = crate::appointments::may_join(&state.app, &room_id, &state.claims.sub).await {
         return send_error(myself, state, code, &message, r).await;
     }
+    if !state.claims.grants.room_create {
+        match state.app.store.room(&room_id).await {
+            Ok(Some(_)) => {}
+            Ok(None) => {
+                let message = format!("there is no room {room_id}, and this token may not create rooms");
+                return send_error(myself, state, ErrorCode::RoomNotFound, &message, r).await;
+            }
+            Err(_) => {
+                let message = "the room could not be read; try again";
+                return send_error(myself, state, ErrorCode::Unavailable, message, r).await;
+            }
+        }
+    }
     let room_id = RoomId::new(room_id);
     let ice = ice_servers(&state.app.config.ice, &state.claims.sub, now_ms() / 1000);
     let request = JoinRequest {
@@ -54,7 +67,7 @@ pub(super) async fn join(
         user: UserId::new(&state.claims.sub),
         display_name: name,
         ice_servers: ice,
-        admin: state.claims.grants.admin,
+        admin: state.claims.grants.room_admin,
         first_seq: state.seq + 1,
     };
     match routing::join(&state.app, &room_id, request).await {
