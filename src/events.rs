@@ -93,6 +93,20 @@ pub enum Event {
         /// Its call's status after.
         call_status: String,
     },
+    /// An operator acted on a room (audited in `audit_log` too).
+    #[serde(rename = "admin.action", rename_all = "camelCase")]
+    AdminAction {
+        /// The audit entry.
+        audit_id: String,
+        /// Who (`api_key`, or the admin token's user).
+        actor: String,
+        /// What: `remove`, `mute`, `grants`, `end_call`, `close`.
+        action: String,
+        /// The session acted on, if any.
+        target: Option<String>,
+        /// The details (the grants given, what was muted, the outcome).
+        detail: serde_json::Value,
+    },
     /// A user was sent a notification.
     #[serde(rename = "notification.created", rename_all = "camelCase")]
     NotificationCreated {
@@ -111,7 +125,7 @@ pub enum Event {
 
 impl Event {
     /// Every kind.
-    pub const KINDS: [&'static str; 9] = [
+    pub const KINDS: [&'static str; 10] = [
         "session.created",
         "session.closed",
         "participant.joined",
@@ -121,6 +135,7 @@ impl Event {
         "report.created",
         "appointment.updated",
         "notification.created",
+        "admin.action",
     ];
 
     /// The kind, as in topics and the envelope's `type`.
@@ -135,6 +150,7 @@ impl Event {
             Event::ReportCreated { .. } => "report.created",
             Event::AppointmentUpdated { .. } => "appointment.updated",
             Event::NotificationCreated { .. } => "notification.created",
+            Event::AdminAction { .. } => "admin.action",
         }
     }
 

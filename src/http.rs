@@ -22,6 +22,7 @@ use switchboard_actors::room::RoomMsg;
 use switchboard_actors::room_supervisor::{RoomStats, RoomSupervisorMsg};
 use switchboard_actors::{RoomId, UserId};
 
+mod admin;
 mod appointments;
 mod console;
 pub mod cors;
@@ -35,6 +36,7 @@ pub fn router(app: Arc<App>) -> Router {
     Router::new()
         .merge(webhooks::routes())
         .merge(appointments::routes())
+        .merge(admin::routes())
         .merge(snapshots::routes())
         .merge(web::routes())
         .merge(console::routes())

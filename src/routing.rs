@@ -238,6 +238,8 @@ fn code_from(code: &str) -> ErrorCode {
         ErrorCode::RoomUnavailable,
         ErrorCode::Internal,
         ErrorCode::InvalidMessage,
+        ErrorCode::PeerNotFound,
+        ErrorCode::Unavailable,
     ]
     .into_iter()
     .find(|c| c.as_str() == code)

@@ -37,8 +37,8 @@ use switchboard_actors::room_supervisor::{RoomSupervisor, RoomSupervisorArgs, Ro
 use switchboard_cluster::node_agent::HelloSource;
 use switchboard_cluster::node_agent::{AgentMsg, agent_group};
 use switchboard_cluster::routing::{
-    EdgeLink, EdgeLinkArgs, EdgeMsg, HostMsg, Moved, Paired, Reroute, RoomHost, RoomHostArgs, ToUser, edge_group,
-    host_group, node_of,
+    EdgeLink, EdgeLinkArgs, EdgeMsg, HostMsg, Moved, Paired, Reroute, RoomHost, RoomHostArgs, SetGrants, ToUser,
+    edge_group, host_group, node_of,
 };
 use switchboard_cluster::wire::Bincode;
 use switchboard_cluster::{Cluster, ClusterConfig, LiveView, NodeHello, NodeId};
@@ -338,8 +338,19 @@ pub async fn start(mut config: Config, listener: TcpListener) -> anyhow::Result<
         let paired: Paired = Arc::new(move |conn, lobby, room| local.paired(&conn, &lobby, &room));
         let local = edge.clone();
         let to_user: ToUser = Arc::new(move |user, body| local.to_local_user(&user, &body));
-        let link =
-            EdgeLinkArgs { node_id: config.node_id.clone(), edge: edge.clone(), reroute, moved, paired, to_user };
+        let local = edge.clone();
+        let grants: SetGrants = Arc::new(move |conn, grants| {
+            local.set_local_grants(&conn, &grants);
+        });
+        let link = EdgeLinkArgs {
+            node_id: config.node_id.clone(),
+            edge: edge.clone(),
+            reroute,
+            moved,
+            paired,
+            to_user,
+            grants,
+        };
         Actor::spawn(None, EdgeLink, link).await?;
     }
     let evidence = match &config.evidence.url {

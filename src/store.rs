@@ -34,6 +34,7 @@ pub struct Store {
 }
 
 mod appointments;
+mod audit;
 mod call_stats;
 mod calls;
 mod chat;
@@ -48,6 +49,7 @@ mod sessions;
 mod snapshots;
 mod webhooks;
 
+pub use audit::AuditEntry;
 pub use call_stats::{CallQuality, LevelSeconds};
 pub use cluster_nodes::ClaimError;
 pub use events::{EventRow, Pending};

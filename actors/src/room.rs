@@ -519,7 +519,7 @@ impl Actor for Room {
                 state.table.handled(&from);
             }
             RoomMsg::Admin { action, reply } => {
-                let done = Box::pin(admin::admin(state, action)).await;
+                let done = Box::pin(admin::admin(&myself, state, action)).await;
                 let _ = reply.send(done);
             }
             RoomMsg::Info(reply) => {

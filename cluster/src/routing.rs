@@ -323,6 +323,8 @@ pub enum EdgeMsg {
     /// A frame for every connection of a user on this node, in or out of a room: (user, JSON
     /// body without `seq`).
     ToUser(String, String),
+    /// New grants for one of this node's connections: (connection, grants as JSON).
+    Grants(String, String),
 }
 
 /// The room host actor.
@@ -553,7 +555,12 @@ pub struct EdgeLinkArgs {
     pub paired: Paired,
     /// Writes a frame to every connection of a user on this node.
     pub to_user: ToUser,
+    /// Changes the grants of a connection of this node.
+    pub grants: SetGrants,
 }
+
+/// Changes the grants of a connection of this node: (connection, grants as JSON).
+pub type SetGrants = Arc<dyn Fn(ConnId, String) + Send + Sync>;
 
 /// Writes a frame to every connection of a user on this node: (user, JSON body without `seq`).
 pub type ToUser = Arc<dyn Fn(String, String) + Send + Sync>;
@@ -599,6 +606,7 @@ impl Actor for EdgeLink {
             EdgeMsg::Receipt(conn, msg_id) => state.edge.receipt(&ConnId::new(conn), &msg_id),
             EdgeMsg::Paired(conn, lobby, room) => (state.paired)(ConnId::new(conn), lobby, room),
             EdgeMsg::ToUser(user, body) => (state.to_user)(user, body),
+            EdgeMsg::Grants(conn, grants) => (state.grants)(ConnId::new(conn), grants),
             EdgeMsg::Bounce(conn, room, hint, cmd) => {
                 if let Some(msg) = cmd.0.into_room_msg() {
                     (state.reroute)(ConnId::new(conn), RoomId::new(room), hint, msg);

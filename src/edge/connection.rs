@@ -158,6 +158,8 @@ pub enum ConnectionMsg {
         /// The fresh room of the pair.
         room: String,
     },
+    /// An operator changed what this connection's token allows, from now on.
+    Grants(crate::auth::Grants),
     /// A frame for this connection's person rather than its session (a notification): JSON
     /// body without `seq`, numbered in the session's sequence when in a room.
     ToUser(String),
@@ -338,6 +340,11 @@ async fn handle(myself: &Mailbox, state: &mut ConnectionState, message: Connecti
         ConnectionMsg::Receipt(id) => Box::pin(receipt(myself, state, &id)).await,
         ConnectionMsg::Reroute { room, hint, msg } => Box::pin(reroute(myself, state, room, hint, *msg)).await,
         ConnectionMsg::Paired { lobby, room } => Box::pin(lobby::paired(myself, state, lobby, room)).await,
+        ConnectionMsg::Grants(grants) => {
+            let body = serde_json::json!({"type": "grants_changed", "grants": &grants}).to_string();
+            state.claims.grants = grants;
+            Box::pin(reply(myself, state, &Body::new(body, FrameKind::Other))).await;
+        }
         ConnectionMsg::ToUser(body) => {
             let body = Body::new(body, FrameKind::Other);
             Box::pin(reply(myself, state, &body)).await;

@@ -65,6 +65,30 @@ impl EdgeRouter {
         }
     }
 
+    /// Gives connection `conn` (of this node or another) new grants (JSON of
+    /// [`crate::auth::Grants`]); it tells its client `grants_changed`. False when its node is
+    /// unreachable.
+    pub fn set_grants(&self, conn: &ConnId, grants: &str) -> bool {
+        if let Some(node) = self.is_remote(conn) {
+            let Some(cell) = ractor::pg::get_members(&edge_group(node)).into_iter().next() else { return false };
+            let link: ActorRef<EdgeMsg> = cell.into();
+            return link.cast(EdgeMsg::Grants(conn.to_string(), grants.to_owned())).is_ok();
+        }
+        self.set_local_grants(conn, grants)
+    }
+
+    /// [`set_grants`](Self::set_grants) for a connection of this node.
+    pub fn set_local_grants(&self, conn: &ConnId, grants: &str) -> bool {
+        let Ok(grants) = serde_json::from_str::<crate::auth::Grants>(grants) else { return false };
+        match self.read().get(conn) {
+            Some(mailbox) => {
+                mailbox.cast(ConnectionMsg::Grants(grants));
+                true
+            }
+            None => false,
+        }
+    }
+
     /// Sends a frame to this node's connections of `user`.
     pub fn to_local_user(&self, user: &str, body: &str) {
         let conns = self.users.read().unwrap_or_else(|p| p.into_inner()).get(user).cloned().unwrap_or_default();

@@ -2,6 +2,7 @@
 //! the OS, real WebSocket clients, real WebRTC peers, SQLite always and PostgreSQL when
 //! `SWITCHBOARD_TEST_DATABASE_URL` is set.
 
+mod admin;
 mod appointments;
 mod bad_input;
 mod cli;

@@ -233,6 +233,15 @@ function wire(c) {
   });
   c.on("snapshot_ready", showReport);
   c.on("notification", (n) => notice(n.title));
+  c.on("removed", ({ reason }) => {
+    setState("removed");
+    notice(reason === "room_closed" ? "The room was closed." : "An operator removed you from the call.");
+  });
+  c.on("muted_by_admin", ({ audio, video }) => {
+    if (audio) $("mute").setAttribute("aria-pressed", "true");
+    if (video) $("video").setAttribute("aria-pressed", "true");
+    notice(`An operator turned off your ${[audio && "microphone", video && "camera"].filter(Boolean).join(" and ")}.`);
+  });
   c.on("error", (e) => {
     if (e?.code) notice(`${e.code}: ${e.message}`);
   });

@@ -130,6 +130,9 @@ export interface CallEvents {
   notification: Notification;
   refresh_token: { expiresAt: number };
   token_refreshed: { expiresAt: number };
+  removed: { roomId: string; reason: string };
+  muted_by_admin: { audio: boolean; video: boolean };
+  grants_changed: { grants: Record<string, boolean> };
   joined: Joined;
   lobby_waiting: { lobby: string; ahead: number };
   paired: { lobby: string; roomId: string };

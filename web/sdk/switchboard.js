@@ -605,6 +605,28 @@ export class Call extends Emitter {
         })
         .catch((e) => this.emit("error", e));
     },
+    removed(msg) {
+      // An operator took this session out: the call is over here (join again to come back).
+      this.#stopStats();
+      this.#closeLinks();
+      this.room = null;
+      this.#joinOptions = null;
+      this.emit("removed", { roomId: msg.roomId, reason: msg.reason });
+    },
+    muted_by_admin(msg) {
+      if (msg.audio) {
+        this.audioMuted = true;
+        for (const t of this.localStream?.getAudioTracks() ?? []) t.enabled = false;
+      }
+      if (msg.video) {
+        this.videoEnabled = false;
+        for (const t of this.localStream?.getVideoTracks() ?? []) t.enabled = false;
+      }
+      this.emit("muted_by_admin", { audio: msg.audio, video: msg.video });
+    },
+    grants_changed(msg) {
+      this.emit("grants_changed", { grants: msg.grants });
+    },
     token_refreshed(msg) {
       this.emit("token_refreshed", { expiresAt: msg.expiresAt });
     },

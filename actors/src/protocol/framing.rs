@@ -20,6 +20,8 @@ pub enum FrameKind {
     Delivered,
     /// An offer, answer or candidate with the sender's `msgId`: written once, then confirmed.
     Relayed,
+    /// `removed`: the session is over (an operator took it out of the room).
+    Removed,
 }
 
 impl FrameKind {
@@ -35,6 +37,7 @@ impl FrameKind {
             2 => FrameKind::PeerLeft,
             3 => FrameKind::Delivered,
             4 => FrameKind::Relayed,
+            5 => FrameKind::Removed,
             _ => FrameKind::Other,
         }
     }
@@ -116,7 +119,14 @@ mod tests {
         assert_eq!(kind(relayed), FrameKind::Relayed);
         let unnamed = ServerMessage::Offer { peer_id: &peer, msg_id: None, sdp: "v=0" };
         assert_eq!(kind(unnamed), FrameKind::Other, "nothing to drop a repeat of");
-        for k in [FrameKind::Other, FrameKind::Answer, FrameKind::PeerLeft, FrameKind::Delivered, FrameKind::Relayed] {
+        for k in [
+            FrameKind::Other,
+            FrameKind::Answer,
+            FrameKind::PeerLeft,
+            FrameKind::Delivered,
+            FrameKind::Relayed,
+            FrameKind::Removed,
+        ] {
             assert_eq!(FrameKind::from_u8(k.to_u8()), k);
         }
         assert_eq!(FrameKind::from_u8(200), FrameKind::Other);

@@ -135,6 +135,23 @@ pub enum ServerMessage<'a> {
         #[serde(rename = "ref", skip_serializing_if = "Option::is_none")]
         reference: Option<&'a Value>,
     },
+    /// An operator took this session out of the room: it is over (join again to come back,
+    /// if the room lets you).
+    #[serde(rename = "removed", rename_all = "camelCase")]
+    Removed {
+        /// The room.
+        room_id: &'a RoomId,
+        /// Why (`removed_by_admin`, `room_closed`).
+        reason: &'a str,
+    },
+    /// An operator muted this participant's microphone or camera: the client stops sending it.
+    #[serde(rename = "muted_by_admin", rename_all = "camelCase")]
+    MutedByAdmin {
+        /// The microphone was muted.
+        audio: bool,
+        /// The camera was turned off.
+        video: bool,
+    },
     /// Someone left the room.
     #[serde(rename = "peer_left", rename_all = "camelCase")]
     PeerLeft {
@@ -358,6 +375,7 @@ impl ServerMessage<'_> {
                 FrameKind::Answer
             }
             ServerMessage::PeerLeft { .. } => FrameKind::PeerLeft,
+            ServerMessage::Removed { .. } => FrameKind::Removed,
             ServerMessage::Delivered { .. } => FrameKind::Delivered,
             ServerMessage::Offer { msg_id: Some(_), .. }
             | ServerMessage::Answer { msg_id: Some(_), .. }

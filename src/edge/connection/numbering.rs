@@ -18,6 +18,8 @@ pub(super) async fn write_numbered(
         // The room has answered a message for good (its ack, or an error about it).
         FrameKind::Answer if forget_acknowledged(state, body) => Box::pin(pump(myself, state)).await,
         FrameKind::PeerLeft => forget_target(state, body),
+        // Taken out of the room by an operator: the session is over, as after a `leave`.
+        FrameKind::Removed => state.joined = None,
         FrameKind::Delivered if !state.announcing.is_empty() => forget_announced(state, body),
         _ => {}
     }
