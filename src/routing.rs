@@ -202,6 +202,7 @@ fn clone_request(r: &JoinRequest) -> JoinRequest {
         ice_servers: r.ice_servers.clone(),
         admin: r.admin,
         first_seq: r.first_seq,
+        hidden: r.hidden,
     }
 }
 
@@ -221,6 +222,7 @@ async fn remote_join(room: &RoomId, node: &str, r: &JoinRequest) -> Result<PeerI
         ice_servers: r.ice_servers.to_string(),
         admin: r.admin,
         first_seq: r.first_seq,
+        hidden: r.hidden,
     };
     metrics::counter!("switchboard_cross_node_messages_total").increment(1);
     match host.call(|reply| HostMsg::Join(Bincode(cmd), reply), Some(Duration::from_secs(10))).await {

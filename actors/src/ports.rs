@@ -108,6 +108,8 @@ pub struct StoredParticipant {
     pub joined_at: i64,
     /// The session's resume secret.
     pub resume_token: String,
+    /// Not shown to the others (the `hidden` grant).
+    pub hidden: bool,
 }
 
 /// Everything a room needs to (re)start.

@@ -152,6 +152,8 @@ pub struct JoinRequest {
     pub admin: bool,
     /// The session's next frame number: the connection has numbered its frames so far.
     pub first_seq: u64,
+    /// Not shown to the others (the `hidden` grant).
+    pub hidden: bool,
 }
 
 /// What a relay carries.
@@ -400,6 +402,8 @@ impl ractor::Message for RoomMsg {}
 /// ids seen) is its [`Session`] in the relay table.
 struct Member {
     info: ParticipantInfo,
+    /// Not shown to the others: no presence, media or quality of it reaches them.
+    hidden: bool,
     /// Bumped at every disconnect, so a grace timer knows whether it is still current.
     disconnects: u64,
     /// Secret a new connection presents to take this session over.
@@ -523,7 +527,7 @@ impl Actor for Room {
                 let _ = reply.send(done);
             }
             RoomMsg::Info(reply) => {
-                let _ = reply.send(info(state));
+                let _ = reply.send(info(state, false));
             }
             RoomMsg::Table(reply) => {
                 let _ = reply.send(state.table.clone());
@@ -668,6 +672,7 @@ async fn start_room(myself: ActorRef<RoomMsg>, args: RoomArgs) -> Result<RoomSta
         state.table.lock().sessions.push(session);
         state.members.push(Member {
             info,
+            hidden: p.hidden,
             disconnects: u64::from(!connected),
             resume_token: p.resume_token,
             seq_shift: 0,
@@ -699,7 +704,7 @@ async fn start_room(myself: ActorRef<RoomMsg>, args: RoomArgs) -> Result<RoomSta
     let grace = ctx.config.resume_grace;
     for peer in gone {
         let body = ServerMessage::PeerDisconnected { peer_id: &peer }.to_body();
-        state.broadcast(body, Some(&peer));
+        state.broadcast_about(&peer, body, Some(&peer));
         myself.send_after(grace, move || RoomMsg::GraceExpired { peer, disconnects: 1 });
     }
     tracing::debug!(room_id = %state.id, present = state.members.len(), status = %state.status, "room started");
@@ -720,6 +725,23 @@ impl RoomState {
     /// peer is connected.
     fn send_to_peer(&mut self, peer: &PeerId, body: &Body, received_at: Option<Instant>) {
         self.table.lock().send_to(self.table.edge(), peer, body, received_at);
+    }
+
+    /// A frame about `about` (its presence, media, quality): to everyone but `except`, or,
+    /// when `about` is hidden, to `about` alone.
+    fn broadcast_about(&mut self, about: &PeerId, body: Body, except: Option<&PeerId>) {
+        if self.member(about).is_some_and(|m| m.hidden) {
+            if except != Some(about) {
+                self.send_to_peer(about, &body, None);
+            }
+            return;
+        }
+        self.broadcast(body, except);
+    }
+
+    /// The participants as `viewer` may see them: without the hidden ones (but itself).
+    fn visible_to<'s>(&'s self, viewer: Option<&'s PeerId>) -> impl Iterator<Item = &'s ParticipantInfo> + 's {
+        self.members.iter().filter(move |m| !m.hidden || Some(&m.info.peer_id) == viewer).map(|m| &m.info)
     }
 
     fn broadcast(&mut self, body: Body, except: Option<&PeerId>) {
@@ -785,12 +807,18 @@ impl RoomState {
     }
 }
 
-fn info(state: &RoomState) -> RoomInfo {
+/// The room as its members may see it; with `with_hidden`, as an operator does (hidden
+/// participants too).
+fn info(state: &RoomState, with_hidden: bool) -> RoomInfo {
+    let participants = match with_hidden {
+        true => state.members.iter().map(|m| m.info.clone()).collect(),
+        false => state.visible_to(None).cloned().collect(),
+    };
     RoomInfo {
         room_id: state.id.clone(),
         call_status: state.status,
         call_id: state.call_id.clone(),
-        participants: state.members.iter().map(|m| m.info.clone()).collect(),
+        participants,
         max_participants: state.policy.max_participants,
         invitees: state.policy.invitees.clone(),
         lease: state.fence.as_ref().filter(|_| state.lease_valid_until.is_some()).map(|f| HeldLease {

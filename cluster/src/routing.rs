@@ -55,6 +55,9 @@ pub struct JoinCmd {
     pub admin: bool,
     /// The session's next frame number.
     pub first_seq: u64,
+    /// Not shown to the others.
+    #[serde(default)]
+    pub hidden: bool,
 }
 
 /// The answer to a forwarded join: the peer id, or an error code and message.
@@ -471,6 +474,7 @@ async fn remote_join(rooms: ActorRef<RoomSupervisorMsg>, cmd: JoinCmd) -> JoinOu
         ice_servers: serde_json::from_str(&cmd.ice_servers).unwrap_or(Value::Array(Vec::new())),
         admin: cmd.admin,
         first_seq: cmd.first_seq,
+        hidden: cmd.hidden,
     };
     match actor.call(|reply| RoomMsg::Join { request, reply }, Some(Duration::from_secs(10))).await {
         Ok(CallResult::Success(Ok(peer))) => Ok(peer.to_string()),

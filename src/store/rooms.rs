@@ -82,7 +82,7 @@ pub(super) async fn load_room(
     store.create_room(room.as_str(), default_policy, "join").await?;
     let row = store.room(room.as_str()).await?.ok_or_else(|| StoreError::Corrupt(format!("room {room} vanished")))?;
     let rows = sqlx::query(
-        "SELECT id, user_id, display_name, conn_id, media, joined_at, resume_token FROM sessions \
+        "SELECT id, user_id, display_name, conn_id, media, joined_at, resume_token, hidden FROM sessions \
          WHERE room_id = $1 AND left_at IS NULL ORDER BY joined_at, id",
     )
     .bind(room.as_str())
@@ -100,6 +100,7 @@ pub(super) async fn load_room(
                 media: serde_json::from_str(&col::<String>(r, 4)?).unwrap_or_else(|_| MediaState::initial()),
                 joined_at: col(r, 5)?,
                 resume_token: col::<Option<String>>(r, 6)?.unwrap_or_default(),
+                hidden: col::<i64>(r, 7)? != 0,
             })
         })
         .collect::<Result<Vec<_>, StoreError>>()?;

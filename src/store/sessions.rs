@@ -88,7 +88,7 @@ pub(super) async fn record_join(
     }
     sqlx::query(
         "INSERT INTO sessions (id, room_id, call_id, user_id, display_name, node_id, conn_id, media, joined_at, \
-         resume_token) VALUES ($1, $2, (SELECT current_call_id FROM rooms WHERE id = $2), $3, $4, $5, $6, $7, $8, $9)",
+         resume_token, hidden) VALUES ($1, $2, (SELECT current_call_id FROM rooms WHERE id = $2), $3, $4, $5, $6, $7, $8, $9, $10)",
     )
     .bind(p.peer_id.as_str())
     .bind(room.as_str())
@@ -99,6 +99,7 @@ pub(super) async fn record_join(
     .bind(serde_json::to_string(&p.media).unwrap_or_default())
     .bind(p.joined_at)
     .bind(&p.resume_token)
+    .bind(i64::from(p.hidden))
     .execute(&mut *tx)
     .await
     .map_err(db)?;

@@ -130,3 +130,51 @@ async fn a_token_refreshed_mid_call_keeps_the_call_and_one_that_is_not_ends_the_
     assert_eq!(u16::from(frame.code), 4001);
     s.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_hidden_participant_is_in_the_room_without_the_others_seeing_it() {
+    let mut s = TestServer::start().await;
+    let (mut alice, _) = s.joined("alice", "observed").await;
+    let alice_peer = alice.peer_id.clone();
+    let mut observer = with_grants(&s, "supervisor", json!({"hidden": true, "canPublish": false})).await;
+    observer.send(json!({"type": "join", "roomId": "observed"})).await;
+    let seen = observer.recv_type("joined").await;
+    let observer_peer = seen["peerId"].as_str().expect("peer").to_owned();
+    // The observer sees everyone (itself too); nobody sees the observer.
+    let names: Vec<&str> =
+        seen["participants"].as_array().expect("list").iter().map(|p| p["userId"].as_str().unwrap_or("")).collect();
+    assert_eq!(names, ["alice", "supervisor"], "{seen}");
+    let (mut bob, bob_joined) = s.joined("bob", "observed").await;
+    let others: Vec<&str> = bob_joined["participants"]
+        .as_array()
+        .expect("list")
+        .iter()
+        .map(|p| p["userId"].as_str().unwrap_or(""))
+        .collect();
+    assert!(!others.contains(&"supervisor"), "{bob_joined}");
+    assert!(!bob_joined["peers"].as_array().expect("peers").iter().any(|p| p == observer_peer.as_str()));
+    let first = alice.recv_type("peer_joined").await;
+    assert_eq!(first["participant"]["userId"], "bob", "the observer's arrival was not announced: {first}");
+    // It can still watch: a receive-only offer reaches Alice.
+    let offer = json!({"type": "offer", "peerId": alice_peer, "sdp": RECVONLY, "id": 1});
+    observer.send(offer).await;
+    assert_eq!(alice.recv_type("offer").await["peerId"], observer_peer.as_str());
+    // Its leaving is not announced either: the next peer_left Alice sees is Bob's.
+    observer.send(json!({"type": "leave"})).await;
+    observer.recv_type("left").await;
+    bob.send(json!({"type": "leave"})).await;
+    assert_eq!(alice.recv_type("peer_left").await["peerId"], bob.peer_id.as_str());
+    // Nor does a member reading the room.
+    let room: Value = s
+        .http
+        .get(s.url("/rooms/observed"))
+        .bearer_auth(s.token(json!({"userId": "alice"})).await)
+        .send()
+        .await
+        .expect("get")
+        .json()
+        .await
+        .expect("json");
+    assert!(!room["participants"].as_array().expect("list").iter().any(|p| p["userId"] == "supervisor"), "{room}");
+    s.stop().await;
+}

@@ -19,6 +19,7 @@ fn participant(peer: &str, user: &str) -> StoredParticipant {
         media: MediaState::initial(),
         joined_at: now_ms(),
         resume_token: format!("token-{peer}"),
+        hidden: false,
     }
 }
 

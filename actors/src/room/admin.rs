@@ -81,7 +81,7 @@ pub(super) async fn admin(
             state.commit(Some(change), None);
             Ok(AdminDone::CallEnded)
         }
-        AdminAction::Info => Ok(AdminDone::Info(serde_json::to_string(&info(state)).unwrap_or_default())),
+        AdminAction::Info => Ok(AdminDone::Info(serde_json::to_string(&info(state, true)).unwrap_or_default())),
         AdminAction::Remove { peer } => {
             let peer = member(state, &peer)?;
             remove(myself, state, &peer, "removed_by_admin").await?;

@@ -38,7 +38,7 @@ pub(super) async fn disconnected(
         s.connected = false;
     }
     myself.send_after(grace, move || RoomMsg::GraceExpired { peer: peer_id, disconnects });
-    state.broadcast(ServerMessage::PeerDisconnected { peer_id: peer }.to_body(), Some(peer));
+    state.broadcast_about(peer, ServerMessage::PeerDisconnected { peer_id: peer }.to_body(), Some(peer));
     Ok(())
 }
 
@@ -141,7 +141,11 @@ pub(super) fn seq_sync(state: &mut RoomState, peer: &PeerId, conn: &ConnId, last
         m.disconnects += 1;
     }
     if came_back {
-        state.broadcast(ServerMessage::PeerResumed { peer_id: peer, ice_restart: false }.to_body(), Some(peer));
+        state.broadcast_about(
+            peer,
+            ServerMessage::PeerResumed { peer_id: peer, ice_restart: false }.to_body(),
+            Some(peer),
+        );
     }
 }
 
@@ -207,6 +211,6 @@ pub(super) fn resume(
     m.seq_shift = 0;
     m.disconnects += 1;
     metrics::counter!("switchboard_resumes_total").increment(1);
-    state.broadcast(ServerMessage::PeerResumed { peer_id: peer, ice_restart: true }.to_body(), Some(peer));
+    state.broadcast_about(peer, ServerMessage::PeerResumed { peer_id: peer, ice_restart: true }.to_body(), Some(peer));
     Ok(())
 }

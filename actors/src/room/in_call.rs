@@ -21,7 +21,7 @@ pub(super) async fn control(state: &mut RoomState, from: &PeerId, action: Contro
     }
     if let Some(m) = state.member(from) {
         let body = ServerMessage::Control { peer_id: from, action, media: &m.info.media }.to_body();
-        state.broadcast(body, None);
+        state.broadcast_about(from, body, None);
     }
 }
 
@@ -29,7 +29,7 @@ pub(super) fn set_overlay(state: &mut RoomState, from: &PeerId, overlay: Overlay
     let Some(m) = state.member_mut(from) else { return };
     m.overlay = (overlay != Overlay::Clear).then(|| overlay.clone());
     let body = ServerMessage::Overlay { peer_id: from, overlay: &overlay }.to_body();
-    state.broadcast(body, Some(from));
+    state.broadcast_about(from, body, Some(from));
 }
 
 pub(super) async fn chat(state: &mut RoomState, from: &PeerId, text: String, reference: Option<&Value>) {
@@ -94,7 +94,7 @@ pub(super) async fn stats(state: &mut RoomState, from: &PeerId, sample: StatsSam
     let q = outcome.quality;
     let body =
         ServerMessage::ConnectionQuality { peer_id: from, level: q.level, score: round1(q.r), mos: round2(q.mos) };
-    state.broadcast(body.to_body(), None);
+    state.broadcast_about(from, body.to_body(), None);
     let Some(change) = outcome.change else { return };
     if let Some(m) = state.member_mut(from) {
         m.info.media = outcome.media;
@@ -104,7 +104,7 @@ pub(super) async fn stats(state: &mut RoomState, from: &PeerId, sample: StatsSam
         FallbackChange::Recover => ("normal", "connection_recovered", false),
     };
     state.send_to_peer(from, &ServerMessage::Fallback { mode, reason }.to_body(), None);
-    state.broadcast(ServerMessage::VideoPaused { peer_id: from, paused, reason }.to_body(), Some(from));
+    state.broadcast_about(from, ServerMessage::VideoPaused { peer_id: from, paused, reason }.to_body(), Some(from));
 }
 
 pub(super) fn round1(v: f64) -> f64 {

@@ -32,6 +32,7 @@ pub(super) async fn join(
         conn_id: req.conn.clone(),
         media: media.clone(),
         joined_at: now_ms(),
+        hidden: req.hidden,
     };
     let change = state.status.on_join(state.members.len() + 1).map(|t| state.change(t, ""));
     state.ctx.store.record_join(&state.id, &stored, change.as_ref(), state.fence.as_ref()).await.map_err(|e| {
@@ -48,6 +49,7 @@ pub(super) async fn join(
     state.table.lock().sessions.push(Session::new(peer_id.clone(), req.conn.clone(), req.first_seq));
     state.members.push(Member {
         info,
+        hidden: req.hidden,
         disconnects: 0,
         resume_token,
         seq_shift: 0,
@@ -57,20 +59,22 @@ pub(super) async fn join(
     });
     let status_changed = state.apply(change);
 
+    state.chat.make_contiguous();
     let body = ServerMessage::Joined {
         room_id: &state.id,
         peer_id: &peer_id,
         session_id: &peer_id,
         resume_token: &state.members[state.members.len() - 1].resume_token,
-        peers: state.members.iter().map(|m| &m.info.peer_id).filter(|p| *p != &peer_id).collect(),
-        participants: state.members.iter().map(|m| &m.info).collect(),
+        peers: state.visible_to(None).map(|m| &m.peer_id).filter(|p| *p != &peer_id).collect(),
+        participants: state.visible_to(Some(&peer_id)).collect(),
         ice_servers: &req.ice_servers,
         call_status: state.status,
         call_id: state.call_id.as_deref(),
-        chat: state.chat.make_contiguous(),
+        chat: state.chat.as_slices().0,
         overlays: state
             .members
             .iter()
+            .filter(|m| !m.hidden)
             .filter_map(|m| m.overlay.clone().map(|overlay| PeerOverlay { peer_id: m.info.peer_id.clone(), overlay }))
             .collect(),
     }
@@ -80,7 +84,7 @@ pub(super) async fn join(
     if let Some(me) = state.members.last().map(|m| m.info.clone()) {
         let me = &me;
         let body = ServerMessage::PeerJoined { peer_id: &peer_id, participant: me }.to_body();
-        state.broadcast(body, Some(&peer_id));
+        state.broadcast_about(&peer_id, body, Some(&peer_id));
     }
     if status_changed {
         state.announce_status(Some(&peer_id));
@@ -122,9 +126,7 @@ pub(super) async fn leave(
     peer: &PeerId,
     reason: &str,
 ) -> Result<(), ActorProcessingErr> {
-    if state.member(peer).is_none() {
-        return Ok(());
-    }
+    let Some(hidden) = state.member(peer).map(|m| m.hidden) else { return Ok(()) };
     let conn = match record_leave(state, peer, reason).await {
         Ok(conn) => conn,
         Err(e) if matches!(e.downcast_ref::<StoreError>(), Some(StoreError::Database(_))) => {
@@ -147,7 +149,9 @@ pub(super) async fn leave(
         let frame = Frame { body: body.into(), received_at: None, seq: Some(next_seq), kind: FrameKind::Other };
         state.ctx.edge.deliver(&conn, frame);
     }
-    state.broadcast(ServerMessage::PeerLeft { peer_id: peer, reason }.to_body(), None);
+    if !hidden {
+        state.broadcast(ServerMessage::PeerLeft { peer_id: peer, reason }.to_body(), None);
+    }
     after_presence_change(myself, state);
     Ok(())
 }

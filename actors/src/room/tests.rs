@@ -190,6 +190,7 @@ impl Harness {
             ice_servers: json!([]),
             admin: false,
             first_seq: 1,
+            hidden: false,
         };
         let asked = self.room.call(|reply| RoomMsg::Join { request, reply }, Some(Duration::from_secs(5))).await;
         let peer = match asked {

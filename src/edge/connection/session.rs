@@ -69,6 +69,7 @@ pub(super) async fn join(
         ice_servers: ice,
         admin: state.claims.grants.room_admin,
         first_seq: state.seq + 1,
+        hidden: state.claims.grants.hidden,
     };
     match routing::join(&state.app, &room_id, request).await {
         Ok((peer, room)) => {
