@@ -92,8 +92,17 @@ async function start() {
     // `node=<base URL>` (repeatable): other nodes of the cluster to reconnect to when this
     // one is gone.
     const urls = [base, ...params.getAll("node")];
-    // A fragment's token cannot be refreshed here; a dev-mode page mints a fresh one.
-    const getToken = fragment.get("token") ? undefined : () => token(lobby ? null : room, name);
+    // A fragment's token cannot be refreshed here; a dev-mode page mints a fresh one from the
+    // node that served it, and keeps the one it has while that node is gone (a reconnect to
+    // another node must not wait for it).
+    let current = t;
+    const getToken = fragment.get("token")
+      ? undefined
+      : () =>
+          token(lobby ? null : room, name).then(
+            (fresh) => (current = fresh),
+            () => current,
+          );
     call = await Switchboard.connect({ url: urls, token: t, iceTransportPolicy, getToken });
     window.switchboardCall = call;
     wire(call);
