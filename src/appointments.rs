@@ -40,23 +40,32 @@ pub const MAX_GUESTS: usize = 8;
 pub enum Caller {
     /// A user, by their token.
     User(String),
-    /// The operator (API key or admin token): sees and may end or cancel every appointment,
-    /// but starts none and joins none.
-    Operator,
+    /// The operator: the API key (`None`), or a `roomAdmin` token's user. Sees, books, ends
+    /// and cancels every appointment; starts only those it hosts, and joins none it does not
+    /// take part in.
+    Operator(Option<String>),
 }
 
 impl Caller {
     fn name(&self) -> &str {
         match self {
-            Caller::User(u) => u,
-            Caller::Operator => "operator",
+            Caller::User(u) | Caller::Operator(Some(u)) => u,
+            Caller::Operator(None) => "operator",
         }
     }
 
     fn sees(&self, a: &Appointment) -> bool {
         match self {
             Caller::User(u) => a.takes_part(u),
-            Caller::Operator => true,
+            Caller::Operator(_) => true,
+        }
+    }
+
+    /// The user behind the call, if any.
+    fn user(&self) -> Option<&str> {
+        match self {
+            Caller::User(u) | Caller::Operator(Some(u)) => Some(u),
+            Caller::Operator(None) => None,
         }
     }
 }
@@ -186,9 +195,7 @@ pub async fn confirm(app: &App, id: &str, by: &Caller) -> Result<Appointment, Re
             // Confirmed already (or under way): nothing to do.
             return Ok(None);
         }
-        if let Caller::User(u) = by
-            && *u == a.created_by
-        {
+        if by.user() == Some(a.created_by.as_str()) {
             return Err(Refusal::Forbidden("the other side confirms what you booked".into()));
         }
         a.status = Status::Booked;
@@ -203,7 +210,7 @@ pub async fn confirm(app: &App, id: &str, by: &Caller) -> Result<Appointment, Re
 pub async fn start(app: &App, id: &str, by: &Caller) -> Result<Appointment, Refusal> {
     let window = app.config.appointments.join_window.as_millis() as i64;
     change(app, id, by, |a, now| {
-        if !matches!(by, Caller::User(u) if a.is_host(u)) {
+        if !by.user().is_some_and(|u| a.is_host(u)) {
             return Err(Refusal::Forbidden("only the host starts the call".into()));
         }
         if a.status.is_final() {
@@ -285,7 +292,7 @@ pub async fn sweep(app: &App) -> Result<usize, StoreError> {
     let due = app.store.overdue_appointments(now_ms() - after, 100).await?;
     let mut marked = 0;
     for a in due {
-        let moved = change(app, &a.id, &Caller::Operator, |a, now| {
+        let moved = change(app, &a.id, &Caller::Operator(None), |a, now| {
             if a.status.is_final() || a.arrived_at.is_some() || now < a.start_ms + after {
                 return Ok(None);
             }
@@ -421,7 +428,7 @@ async fn end_room_call(app: &App, a: &Appointment, reason: &str) {
 
 /// Everyone taking part but the caller.
 fn others(a: &Appointment, by: &Caller) -> Vec<String> {
-    a.people().filter(|p| !matches!(by, Caller::User(u) if u == p)).map(str::to_owned).collect()
+    a.people().filter(|p| by.user() != Some(*p)).map(str::to_owned).collect()
 }
 
 fn tell(a: &Appointment, to: Vec<String>, kind: &str, title: &str) -> Vec<NewNotification> {

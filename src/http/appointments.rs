@@ -19,10 +19,10 @@ pub fn routes() -> Router<Arc<App>> {
 
 fn caller(app: &App, headers: &HeaderMap) -> Result<Caller, ApiError> {
     if is_api_key(app, headers) {
-        return Ok(Caller::Operator);
+        return Ok(Caller::Operator(None));
     }
     let c = claims(app, headers)?;
-    Ok(if c.grants.room_admin { Caller::Operator } else { Caller::User(c.sub) })
+    Ok(if c.grants.room_admin { Caller::Operator(Some(c.sub)) } else { Caller::User(c.sub) })
 }
 
 impl From<Refusal> for ApiError {
@@ -118,7 +118,7 @@ async fn list(
     let limit = q.limit.unwrap_or(100).clamp(1, 500);
     let user = match &by {
         Caller::User(u) => Some(u.as_str()),
-        Caller::Operator => q.user.as_deref(),
+        Caller::Operator(_) => q.user.as_deref(),
     };
     let list = app.store.appointments(user, limit).await.map_err(internal)?;
     let list: Vec<Value> = list.iter().map(|a| view(&app, a)).collect();

@@ -291,3 +291,22 @@ async fn ending_on_another_node_ends_the_call_where_the_room_runs() {
         assert!(ended && told, "the call ends ({ended}) and the host is notified ({told})");
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_operator_sees_every_appointment_but_starts_only_its_own() {
+    let mut s = TestServer::start().await;
+    let dr = s.token(json!({"userId": "dr"})).await;
+    let ops = s.token(json!({"userId": "ops", "grants": {"roomAdmin": true}})).await;
+    let (_, theirs) =
+        post(&s, "/appointments", &dr, json!({"hostId": "dr", "guestIds": ["pat"], "start": at(0)})).await;
+    let theirs = theirs["id"].as_str().expect("id").to_owned();
+    let (status, mine) =
+        post(&s, "/appointments", &ops, json!({"hostId": "ops", "guestIds": ["pat"], "start": at(0)})).await;
+    assert_eq!(status, 201, "{mine}");
+    let mine = mine["id"].as_str().expect("id").to_owned();
+    assert_eq!(get(&s, &format!("/appointments/{theirs}"), &ops).await.0, 200, "the operator sees it");
+    assert_eq!(post(&s, &format!("/appointments/{theirs}/start"), &ops, json!({})).await.0, 403, "not its to start");
+    assert_eq!(post(&s, &format!("/appointments/{mine}/start"), &ops, json!({})).await.0, 200, "its own");
+    assert_eq!(post(&s, &format!("/appointments/{theirs}/cancel"), &ops, json!({})).await.1["status"], "cancelled");
+    s.stop().await;
+}
