@@ -3,7 +3,7 @@
 //! happened, each action is audited (table and outbox), nobody else may do any of it; across
 //! nodes the request reaches the room wherever it runs.
 
-use crate::support::{Client, TestServer, fresh_postgres, node_token};
+use crate::support::{Client, TestServer, fresh_postgres, get_json_as, node_token};
 use serde_json::{Value, json};
 
 async fn post(http: &reqwest::Client, url: String, token: &str, body: Value) -> (u16, Value) {
@@ -37,10 +37,9 @@ async fn an_operator_mutes_restricts_removes_ends_and_closes_and_every_step_is_a
     let r = s.http.get(s.url("/api/rooms")).bearer_auth(&plain).send().await.expect("get");
     assert_eq!(r.status(), 403);
 
-    let rooms: Value =
-        s.http.get(s.url("/api/rooms")).bearer_auth(&ops).send().await.expect("list").json().await.expect("json");
+    let rooms = get_json_as(&s.url("/api/rooms"), &ops).await;
     assert!(rooms["rooms"].as_array().is_some_and(|r| r.iter().any(|r| r["roomId"] == "admin-room")), "{rooms}");
-    let room: Value = s.http.get(url("")).bearer_auth(&ops).send().await.expect("read").json().await.expect("json");
+    let room = get_json_as(&url(""), &ops).await;
     assert_eq!(room["participants"].as_array().map(Vec::len), Some(2), "{room}");
 
     // Mute: Bob is told, Alice sees Bob's microphone off.
@@ -75,16 +74,7 @@ async fn an_operator_mutes_restricts_removes_ends_and_closes_and_every_step_is_a
     assert_eq!(next(&mut alice, "removed").await["reason"], "room_closed");
 
     // Audited, newest first, and on the outbox.
-    let log: Value = s
-        .http
-        .get(s.url("/api/audit?room=admin-room"))
-        .bearer_auth(&ops)
-        .send()
-        .await
-        .expect("audit")
-        .json()
-        .await
-        .expect("json");
+    let log = get_json_as(&s.url("/api/audit?room=admin-room"), &ops).await;
     let actions: Vec<&str> =
         log["entries"].as_array().expect("entries").iter().map(|e| e["action"].as_str().unwrap_or("")).collect();
     assert_eq!(actions, ["close", "end_call", "remove", "grants", "mute"], "{log}");
@@ -123,15 +113,7 @@ async fn an_operator_on_any_node_reaches_the_room_where_it_runs() {
     let ops = ops["token"].as_str().expect("token").to_owned();
     // From both nodes, whichever runs the room: one of them is the other one.
     for n in [&n1, &n2] {
-        let room: Value = http
-            .get(format!("http://{}/api/rooms/admin-cluster", n.addr))
-            .bearer_auth(&ops)
-            .send()
-            .await
-            .expect("read")
-            .json()
-            .await
-            .expect("json");
+        let room = get_json_as(&format!("http://{}/api/rooms/admin-cluster", n.addr), &ops).await;
         assert_eq!(room["participants"].as_array().map(Vec::len), Some(2), "{room}");
     }
     let body = json!({"grants": {"canPublishData": false}});

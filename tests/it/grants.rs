@@ -2,7 +2,7 @@
 //! sentence, the connection serving on), and a token refreshed mid-call keeps the call going
 //! with the new token's expiry and grants; one that is not refreshed ends its connection.
 
-use crate::support::{Client, TestServer};
+use crate::support::{Client, TestServer, get_json_as};
 use serde_json::{Value, json};
 use std::time::Duration;
 
@@ -165,16 +165,8 @@ async fn a_hidden_participant_is_in_the_room_without_the_others_seeing_it() {
     bob.send(json!({"type": "leave"})).await;
     assert_eq!(alice.recv_type("peer_left").await["peerId"], bob.peer_id.as_str());
     // Nor does a member reading the room.
-    let room: Value = s
-        .http
-        .get(s.url("/rooms/observed"))
-        .bearer_auth(s.token(json!({"userId": "alice"})).await)
-        .send()
-        .await
-        .expect("get")
-        .json()
-        .await
-        .expect("json");
+    let alice_token = s.token(json!({"userId": "alice"})).await;
+    let room = get_json_as(&s.url("/rooms/observed"), &alice_token).await;
     assert!(!room["participants"].as_array().expect("list").iter().any(|p| p["userId"] == "supervisor"), "{room}");
     s.stop().await;
 }
