@@ -310,3 +310,33 @@ async fn an_operator_sees_every_appointment_but_starts_only_its_own() {
     assert_eq!(post(&s, &format!("/appointments/{theirs}/cancel"), &ops, json!({})).await.1["status"], "cancelled");
     s.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn end_call_in_the_appointments_room_ends_the_appointment() {
+    let mut s = TestServer::start().await;
+    let (dr, pat) = (s.token(json!({"userId": "dr"})).await, s.token(json!({"userId": "pat"})).await);
+    let (_, a) = post(&s, "/appointments", &dr, json!({"hostId": "dr", "guestIds": ["pat"], "start": at(0)})).await;
+    let (id, room) = (a["id"].as_str().expect("id").to_owned(), a["roomId"].as_str().expect("room").to_owned());
+    post(&s, &format!("/appointments/{id}/start"), &dr, json!({})).await;
+    let mut dr_ws = Client::connect(s.addr, &dr).await;
+    join(&mut dr_ws, &room).await;
+    let mut pat_ws = Client::connect(s.addr, &pat).await;
+    join(&mut pat_ws, &room).await;
+    appointment_until(&s, &id, &dr, |a| a["status"] == "arrived").await;
+    pat_ws.send(json!({"type": "end_call", "id": "bye"})).await;
+    assert_eq!(pat_ws.recv_type("ack").await["ref"], "bye");
+    let mut ended = false;
+    for _ in 0..50 {
+        let v = dr_ws.recv().await;
+        if v["type"] == "call_status" && v["status"] == "ended" {
+            ended = true;
+            break;
+        }
+    }
+    assert!(ended, "the host's call ends");
+    let a = appointment_until(&s, &id, &dr, |a| a["status"] == "fulfilled").await;
+    assert_eq!((a["callStatus"].as_str(), a["endedBy"].as_str()), (Some("ended"), Some("pat")), "{a}");
+    pat_ws.send(json!({"type": "end_call", "id": "again"})).await;
+    assert!(pat_ws.recv_type("error").await["message"].as_str().is_some_and(|m| m.contains("over")));
+    s.stop().await;
+}

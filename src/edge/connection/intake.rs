@@ -116,6 +116,16 @@ pub(super) async fn inbound(myself: &Mailbox, state: &mut ConnectionState, text:
             }
             return Box::pin(resume(myself, state, session_id, resume_token, last_seq, reference)).await;
         }
+        // In an appointment's room, ending the call ends the appointment (which ends the
+        // room's call), as its REST `end` does.
+        ClientMessage::EndCall {}
+            if state
+                .joined
+                .as_ref()
+                .is_some_and(|j| j.room_id.as_str().starts_with(crate::appointments::ROOM_PREFIX)) =>
+        {
+            return Box::pin(super::session::end_appointment(myself, state, reference)).await;
+        }
         ClientMessage::Overlay { overlay } => {
             if let Err(problem) = overlay.validate() {
                 return send_error(myself, state, ErrorCode::InvalidMessage, &problem, reference.as_ref()).await;

@@ -1,5 +1,6 @@
 //! Entering a room: `join` (checked against the token, routed to wherever the room lives) and
-//! `resume` (a session taken over from another connection, on any node).
+//! `resume` (a session taken over from another connection, on any node); and `end_call` in an
+//! appointment's room, which ends the appointment.
 
 use super::*;
 
@@ -113,5 +114,35 @@ pub(super) async fn resume(
     match routing::resume(&state.app, &room, cmd).await {
         Ok(handle) => state.joined = Some(Joined { room_id: room, peer: PeerId::new(session_id), room: handle }),
         Err((reason, message)) => write(myself, state, &failed(&reason, &message)).await,
+    }
+}
+
+/// `end_call` in an appointment's room: the appointment ends (fulfilled, or a no-show), and
+/// with it the room's call; answered with `ack` when the message had an `id`.
+pub(super) async fn end_appointment(myself: &Mailbox, state: &mut ConnectionState, reference: Option<Value>) {
+    use crate::appointments::{self, Caller, Refusal};
+    let r = reference.as_ref();
+    let Some(room) = state.joined.as_ref().map(|j| j.room_id.to_string()) else { return };
+    let found = match state.app.store.appointment_of_room(&room).await {
+        Ok(Some(a)) => a,
+        _ => {
+            return send_error(myself, state, ErrorCode::Unavailable, "the appointment could not be read; try again", r)
+                .await;
+        }
+    };
+    let by = Caller::User(state.claims.sub.clone());
+    match appointments::end(&state.app, &found.id, &by).await {
+        Ok(_) => {
+            if let Some(id) = r {
+                let body = ServerMessage::Ack { reference: id }.to_body();
+                Box::pin(reply(myself, state, &body)).await;
+            }
+        }
+        Err(Refusal::Conflict(_, message)) => send_error(myself, state, ErrorCode::InvalidMessage, &message, r).await,
+        Err(Refusal::Forbidden(message)) => send_error(myself, state, ErrorCode::Forbidden, &message, r).await,
+        Err(Refusal::NotFound) => send_error(myself, state, ErrorCode::RoomForbidden, "no such appointment", r).await,
+        Err(Refusal::Invalid(message) | Refusal::Unavailable(message)) => {
+            send_error(myself, state, ErrorCode::Unavailable, &message, r).await
+        }
     }
 }
