@@ -126,8 +126,8 @@ pub(super) async fn end_appointment(myself: &Mailbox, state: &mut ConnectionStat
     let found = match state.app.store.appointment_of_room(&room).await {
         Ok(Some(a)) => a,
         _ => {
-            return send_error(myself, state, ErrorCode::Unavailable, "the appointment could not be read; try again", r)
-                .await;
+            let message = "the appointment could not be read; try again";
+            return send_error(myself, state, ErrorCode::Unavailable, message, r).await;
         }
     };
     let by = Caller::User(state.claims.sub.clone());
