@@ -50,6 +50,34 @@ async fn appointment_until(s: &TestServer, id: &str, token: &str, want: impl Fn(
     panic!("appointment never reached the state wanted: {last}");
 }
 
+/// Reads `c`'s frames (at most 50) until its call has ended (`call_status: ended`) and, when
+/// `kind` is given, a notification of that kind has come; panics otherwise.
+async fn sees_the_end(c: &mut Client, kind: Option<&str>, who: &str) {
+    let (mut ended, mut told) = (false, kind.is_none());
+    for _ in 0..50 {
+        let v = c.recv().await;
+        ended |= v["type"] == "call_status" && v["status"] == "ended";
+        told |= v["type"] == "notification" && Some(v["notification"]["kind"].as_str().unwrap_or("")) == kind;
+        if ended && told {
+            return;
+        }
+    }
+    panic!("{who}: the call ended {ended}, notified {told}");
+}
+
+/// A started appointment between `dr` and `pat` with both in its room: (id, room, the host's
+/// connection, the guest's).
+async fn both_in_the_call(s: &TestServer, dr: &str, pat: &str) -> (String, String, Client, Client) {
+    let (_, a) = post(s, "/appointments", dr, json!({"hostId": "dr", "guestIds": ["pat"], "start": at(0)})).await;
+    let (id, room) = (a["id"].as_str().expect("id").to_owned(), a["roomId"].as_str().expect("room").to_owned());
+    assert_eq!(post(s, &format!("/appointments/{id}/start"), dr, json!({})).await.0, 200);
+    let mut dr_ws = Client::connect(s.addr, dr).await;
+    assert_eq!(join(&mut dr_ws, &room).await["type"], "joined");
+    let mut pat_ws = Client::connect(s.addr, pat).await;
+    assert_eq!(join(&mut pat_ws, &room).await["type"], "joined");
+    (id, room, dr_ws, pat_ws)
+}
+
 async fn join(c: &mut Client, room: &str) -> Value {
     c.send(json!({"type": "join", "roomId": room, "id": "j"})).await;
     loop {
@@ -122,16 +150,7 @@ async fn an_appointment_from_booking_to_its_end_and_nobody_else_sees_it() {
     // The host ends it: fulfilled, the guest's call ended in the room and the guest told.
     let (status, a) = post(&s, &format!("/appointments/{id}/end"), &dr, json!({})).await;
     assert_eq!((status, a["status"].as_str(), a["callStatus"].as_str()), (200, Some("fulfilled"), Some("ended")));
-    let (mut ended_call, mut told) = (false, false);
-    for _ in 0..50 {
-        let v = pat_ws.recv().await;
-        ended_call |= v["type"] == "call_status" && v["status"] == "ended";
-        told |= v["type"] == "notification" && v["notification"]["kind"] == "appointment.ended";
-        if ended_call && told {
-            break;
-        }
-    }
-    assert!(ended_call && told, "the guest sees the call end and is notified");
+    sees_the_end(&mut pat_ws, Some("appointment.ended"), "the guest").await;
     assert_eq!(post(&s, &format!("/appointments/{id}/cancel"), &pat, json!({})).await.0, 409, "over");
 
     // Persisted: unread first; read once; nobody else's to read.
@@ -194,18 +213,7 @@ async fn the_join_window_opens_before_the_start_and_nobody_coming_is_a_no_show()
     let mut pat_ws = Client::connect(s.addr, &pat).await;
     let noshow = notification(&mut pat_ws, "appointment.noshow").await;
     assert_eq!(noshow["data"]["status"], "noshow");
-    let mut ended = false;
-    for _ in 0..50 {
-        let v = dr_ws.recv().await;
-        if v["type"] == "notification" {
-            assert_eq!(v["notification"]["kind"], "appointment.noshow", "{v}");
-        }
-        if v["type"] == "call_status" && v["status"] == "ended" {
-            ended = true;
-            break;
-        }
-    }
-    assert!(ended, "the host's waiting call ends with the no-show");
+    sees_the_end(&mut dr_ws, Some("appointment.noshow"), "the host's waiting call, at the no-show").await;
     let a = appointment_until(&s, &id, &dr, |a| a["status"] == "noshow").await;
     assert_eq!((a["callStatus"].as_str(), a["endedBy"].as_str()), (Some("ended"), Some("system")), "{a}");
     assert_eq!(join(&mut pat_ws, &room).await["code"], "not_open", "over: nobody joins");
@@ -216,17 +224,11 @@ async fn the_join_window_opens_before_the_start_and_nobody_coming_is_a_no_show()
 async fn a_guest_whose_connection_drops_is_reported_to_the_host() {
     let mut s = TestServer::start().await;
     let (dr, pat) = (s.token(json!({"userId": "dr"})).await, s.token(json!({"userId": "pat"})).await);
-    let (_, a) = post(&s, "/appointments", &dr, json!({"hostId": "dr", "guestIds": ["pat"], "start": at(0)})).await;
-    let (id, room) = (a["id"].as_str().expect("id").to_owned(), a["roomId"].as_str().expect("room").to_owned());
-    post(&s, &format!("/appointments/{id}/start"), &dr, json!({})).await;
-    let mut dr_ws = Client::connect(s.addr, &dr).await;
-    join(&mut dr_ws, &room).await;
-    let mut pat_ws = Client::connect(s.addr, &pat).await;
-    join(&mut pat_ws, &room).await;
+    let (_, _, mut dr_ws, pat_ws) = both_in_the_call(&s, &dr, &pat).await;
     drop(pat_ws);
     let left = notification(&mut dr_ws, "appointment.peer_left").await;
     assert!(left["title"].as_str().is_some_and(|t| t.contains("pat")), "{left}");
-    // A guest who leaves on purpose is not reported.
+    // Reported once, and kept.
     let (_, list) = get(&s, "/notifications", &dr).await;
     assert_eq!(list["unread"], 1, "{list}");
     s.stop().await;
@@ -278,18 +280,8 @@ async fn ending_on_another_node_ends_the_call_where_the_room_runs() {
     assert_eq!(told["data"]["status"], "fulfilled", "{told}");
     // The host (on n1) sees the call end and is notified from n2; the guest, who ended it,
     // sees it end.
-    for (c, notified) in [(&mut dr_ws, true), (&mut pat_ws, false)] {
-        let (mut ended, mut told) = (false, !notified);
-        for _ in 0..50 {
-            let v = c.recv().await;
-            ended |= v["type"] == "call_status" && v["status"] == "ended";
-            told |= v["type"] == "notification" && v["notification"]["kind"] == "appointment.ended";
-            if ended && told {
-                break;
-            }
-        }
-        assert!(ended && told, "the call ends ({ended}) and the host is notified ({told})");
-    }
+    sees_the_end(&mut dr_ws, Some("appointment.ended"), "the host, told across nodes").await;
+    sees_the_end(&mut pat_ws, None, "the guest, who ended it").await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -315,25 +307,11 @@ async fn an_operator_sees_every_appointment_but_starts_only_its_own() {
 async fn end_call_in_the_appointments_room_ends_the_appointment() {
     let mut s = TestServer::start().await;
     let (dr, pat) = (s.token(json!({"userId": "dr"})).await, s.token(json!({"userId": "pat"})).await);
-    let (_, a) = post(&s, "/appointments", &dr, json!({"hostId": "dr", "guestIds": ["pat"], "start": at(0)})).await;
-    let (id, room) = (a["id"].as_str().expect("id").to_owned(), a["roomId"].as_str().expect("room").to_owned());
-    post(&s, &format!("/appointments/{id}/start"), &dr, json!({})).await;
-    let mut dr_ws = Client::connect(s.addr, &dr).await;
-    join(&mut dr_ws, &room).await;
-    let mut pat_ws = Client::connect(s.addr, &pat).await;
-    join(&mut pat_ws, &room).await;
+    let (id, _, mut dr_ws, mut pat_ws) = both_in_the_call(&s, &dr, &pat).await;
     appointment_until(&s, &id, &dr, |a| a["status"] == "arrived").await;
     pat_ws.send(json!({"type": "end_call", "id": "bye"})).await;
     assert_eq!(pat_ws.recv_type("ack").await["ref"], "bye");
-    let mut ended = false;
-    for _ in 0..50 {
-        let v = dr_ws.recv().await;
-        if v["type"] == "call_status" && v["status"] == "ended" {
-            ended = true;
-            break;
-        }
-    }
-    assert!(ended, "the host's call ends");
+    sees_the_end(&mut dr_ws, Some("appointment.ended"), "the host").await;
     let a = appointment_until(&s, &id, &dr, |a| a["status"] == "fulfilled").await;
     assert_eq!((a["callStatus"].as_str(), a["endedBy"].as_str()), (Some("ended"), Some("pat")), "{a}");
     pat_ws.send(json!({"type": "end_call", "id": "again"})).await;

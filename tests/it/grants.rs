@@ -115,8 +115,10 @@ async fn a_token_refreshed_mid_call_keeps_the_call_and_one_that_is_not_ends_the_
     alice.send(json!({"type": "token", "token": fresh, "id": "t2"})).await;
     let done = alice.recv_type("token_refreshed").await;
     assert!(done["expiresAt"].as_i64().expect("expiresAt") > first_exp, "{done}");
-    // Past the first token's expiry the call goes on, under the new token's grants.
-    tokio::time::sleep(Duration::from_millis(1500)).await;
+    // Past the first token's expiry (by the clock, not a guess) the call goes on, under the
+    // new token's grants.
+    let until_first_expiry = first_exp * 1000 + 200 - switchboard_actors::ports::now_ms();
+    tokio::time::sleep(Duration::from_millis(until_first_expiry.max(0) as u64)).await;
     bob.send(json!({"type": "chat", "text": "you are still here"})).await;
     assert_eq!(alice.recv_type("chat").await["message"]["text"], "you are still here");
     forbidden(outcome(&mut alice, json!({"type": "chat", "text": "hi"}), 1).await, "chat after the new grants");
