@@ -11,6 +11,7 @@ use metrics_exporter_prometheus::PrometheusHandle;
 use ractor::ActorRef;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
+use switchboard_actors::node_lease::NodeLease;
 use switchboard_actors::room_supervisor::RoomSupervisorMsg;
 
 /// A node's shared state.
@@ -33,6 +34,8 @@ pub struct App {
     pub cluster: Option<switchboard_cluster::Cluster>,
     /// What this node tells its peers about itself.
     pub hello: switchboard_cluster::node_agent::HelloSource,
+    /// This node's lease, in a cluster (its rooms are owned under it).
+    pub node_lease: Arc<NodeLease>,
     /// Where a room goes when this node gives it up.
     pub successor: Successor,
     /// The event bus.
@@ -64,6 +67,8 @@ pub struct AppParts {
     pub cluster: Option<switchboard_cluster::Cluster>,
     /// What this node tells its peers about itself.
     pub hello: switchboard_cluster::node_agent::HelloSource,
+    /// This node's lease.
+    pub node_lease: Arc<NodeLease>,
     /// Set when the node begins to shut down or drain (shared with the room host).
     pub draining: Arc<AtomicBool>,
     /// Where a room goes when this node gives it up.
@@ -100,6 +105,7 @@ impl App {
             dev_mode,
             cluster: p.cluster,
             hello: p.hello,
+            node_lease: p.node_lease,
             successor: p.successor,
             bus: p.bus,
             evidence: p.evidence,

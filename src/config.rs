@@ -310,7 +310,10 @@ pub struct ClusterSettings {
     /// Silence after which a peer is down.
     #[serde(with = "duration_text")]
     pub heartbeat_timeout: Duration,
-    /// Lifetime of a room's lease; a room renews it every third of it and stops if it cannot.
+    /// Lifetime of the node's lease (one row per node, renewed five times per lifetime); the
+    /// node's rooms stop acting 4/5 of it after the last renewal granted, and another node may
+    /// take them once it has run out. A killed node's rooms serve again elsewhere within about
+    /// this plus a sweep (a quarter of it).
     #[serde(with = "duration_text")]
     pub lease_ttl: Duration,
 }
@@ -323,7 +326,7 @@ impl Default for ClusterSettings {
             cookie: None,
             heartbeat_interval: Duration::from_millis(500),
             heartbeat_timeout: Duration::from_secs(2),
-            lease_ttl: Duration::from_secs(4),
+            lease_ttl: Duration::from_millis(1200),
         }
     }
 }

@@ -16,6 +16,7 @@ pub mod evidence;
 pub mod http;
 pub mod ice;
 pub mod lobby;
+pub mod node_lease;
 pub mod notifications;
 pub mod routing;
 pub mod server;

@@ -278,6 +278,12 @@ async fn local_join(app: &App, room: &RoomId, request: JoinRequest) -> Result<(P
     Err(last)
 }
 
+/// Starts `room` on this node (or finds it running here), as a join or the orphan sweep would:
+/// in a cluster it takes the room's ownership first.
+pub async fn host_here(app: &App, room: &RoomId) -> Result<(), RouteError> {
+    resolve(app, room).await.map(|_| ())
+}
+
 /// The room's actor on this node, started if needed.
 async fn resolve(app: &App, room: &RoomId) -> Result<LocalRoom, RouteError> {
     let asked = app

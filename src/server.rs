@@ -29,6 +29,7 @@ use std::sync::atomic::AtomicBool;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 use switchboard_actors::ConnId;
+use switchboard_actors::node_lease::NodeLease;
 use switchboard_actors::ports::{RoomPolicy, RoomStore};
 use switchboard_actors::quality::FallbackPolicy;
 use switchboard_actors::restart_policy::RestartPolicy;
@@ -275,6 +276,7 @@ pub async fn start(mut config: Config, listener: TcpListener) -> anyhow::Result<
     }
     let edge = Arc::new(EdgeRouter::new(&config.node_id));
     let live_rooms = Arc::new(AtomicUsize::new(0));
+    let node_lease = Arc::new(NodeLease::new());
     let ctx = Arc::new(RoomContext {
         store: Arc::new(store.clone()),
         edge: edge.clone(),
@@ -287,9 +289,11 @@ pub async fn start(mut config: Config, listener: TcpListener) -> anyhow::Result<
                 fallback_after: config.rooms.fallback_after,
                 recover_after: config.rooms.recover_after,
             },
-            lease: config
-                .clustered()
-                .then(|| LeaseSettings { node_id: config.node_id.clone(), ttl: config.cluster.lease_ttl }),
+            lease: config.clustered().then(|| LeaseSettings {
+                node_id: config.node_id.clone(),
+                lease: node_lease.clone(),
+                check_every: crate::node_lease::room_check_every(config.cluster.lease_ttl),
+            }),
         },
         live_rooms: live_rooms.clone(),
     });
@@ -304,7 +308,7 @@ pub async fn start(mut config: Config, listener: TcpListener) -> anyhow::Result<
         Actor::spawn(None, RoomSupervisor, RoomSupervisorArgs { ctx, policy: RestartPolicy::default() }).await?;
     let addr = listener.local_addr()?;
     let hello = hello_source(&config, &secret, addr, &edge, &live_rooms);
-    let cluster = match start_cluster(&config, hello.clone(), &store).await {
+    let cluster = match start_cluster(&config, hello.clone(), &store, &node_lease).await {
         Ok(cluster) => cluster,
         Err(e) => {
             rooms.stop(None);
@@ -384,6 +388,7 @@ pub async fn start(mut config: Config, listener: TcpListener) -> anyhow::Result<
         metrics,
         cluster,
         hello,
+        node_lease: node_lease.clone(),
         draining,
         successor,
         bus,
@@ -446,7 +451,7 @@ pub async fn start(mut config: Config, listener: TcpListener) -> anyhow::Result<
     let beats = app.cluster.is_some().then(|| {
         let app = app.clone();
         tokio::spawn(async move {
-            tokio::join!(beat(app.clone()), sweep_orphans(app));
+            tokio::join!(crate::node_lease::keep(app.clone()), sweep_orphans(app));
         })
     });
     let upkeep = telemetry::spawn_upkeep(app.metrics.clone());
@@ -578,15 +583,8 @@ async fn drain(app: &App, deadline: Instant) {
             }
             continue;
         };
-        // However long the hand-off of the rooms before it took, the successor finds this
-        // room's lease unclaimed for a whole lifetime.
-        if let Some(fence) = &carry.lease {
-            match app.store.extend_handed_lease(fence, app.config.cluster.lease_ttl).await {
-                Ok(true) => {}
-                Ok(false) => tracing::warn!(room_id = %room, "a handed-over lease was taken before its successor"),
-                Err(e) => tracing::warn!(room_id = %room, error = %e, "handed-over lease not extended"),
-            }
-        }
+        // The room stays owned by this node (its lease is still renewed while it drains) until
+        // the successor takes it over from the carry, however long the rooms before it take.
         let host: ActorRef<HostMsg> = cell.into();
         let _ = host.cast(HostMsg::Adopt(room.to_string(), Bincode(carry)));
         touched.insert(target.clone());
@@ -626,30 +624,40 @@ fn successor_of(me: &str, view: Option<LiveView>) -> Successor {
     })
 }
 
-/// Keeps this node's claim on its id alive in the database.
-async fn beat(app: Arc<App>) {
-    let me = (app.hello)();
-    let incarnation = me.incarnation.to_string();
-    let mut ticker = tokio::time::interval(app.config.cluster.heartbeat_interval);
-    loop {
-        ticker.tick().await;
-        match app.store.beat(&me.node_id, &incarnation).await {
-            Ok(true) => {}
-            Ok(false) => tracing::error!(node_id = %me.node_id, "another process has taken this node's id"),
-            Err(e) => tracing::warn!(error = %e, "node heartbeat not recorded"),
-        }
-    }
-}
-
 /// Takes over the rooms placed on this node whose owner died with sessions in them, without
 /// waiting for someone to speak: the room starts here, adopts its sessions as disconnected
 /// (they can resume; after the grace period they leave, and the call ends as it should).
+///
+/// Cheap while nothing happens: each tick reads the node leases (one row per node); the
+/// orphan search over the sessions runs only for a while after a node's lease ran out or its
+/// term changed (long enough for the membership to mark the node down, so that placement gives
+/// its rooms to the survivors), and as a backstop every few seconds.
 async fn sweep_orphans(app: Arc<App>) {
-    let every = app.config.cluster.lease_ttl.max(Duration::from_millis(500));
+    let ttl = app.config.cluster.lease_ttl;
+    let every = (ttl / 4).max(Duration::from_millis(100));
+    let hot_for = app.config.cluster.heartbeat_timeout + ttl * 2;
+    let backstop = Duration::from_secs(5).max(ttl * 2);
     let mut ticker = tokio::time::interval(every);
+    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut seen: std::collections::HashMap<String, (i64, bool)> = std::collections::HashMap::new();
+    let mut hot_until = Instant::now() + hot_for;
+    let mut last_full = Instant::now();
     loop {
         ticker.tick().await;
-        if !app.is_shutting_down() {
+        if app.is_shutting_down() {
+            continue;
+        }
+        if let Ok(nodes) = app.store.node_leases().await {
+            for (node, term, live) in nodes {
+                let before = seen.insert(node, (term, live));
+                if before.is_some_and(|(t, l)| t != term || (l && !live)) {
+                    hot_until = Instant::now() + hot_for;
+                }
+            }
+        }
+        let now = Instant::now();
+        if now < hot_until || now.duration_since(last_full) >= backstop {
+            last_full = now;
             crate::routing::adopt_orphans(&app).await;
         }
     }
@@ -682,7 +690,12 @@ fn hello_source(
 
 /// Joins the cluster when configured: waits (up to the heartbeat timeout) for a first peer,
 /// and refuses to go on if another live node already has this node's id.
-async fn start_cluster(config: &Config, hello: HelloSource, store: &Store) -> anyhow::Result<Option<Cluster>> {
+async fn start_cluster(
+    config: &Config,
+    hello: HelloSource,
+    store: &Store,
+    node_lease: &NodeLease,
+) -> anyhow::Result<Option<Cluster>> {
     let Some(addr) = config.cluster.addr else { return Ok(None) };
     let node_id = NodeId::parse(&config.node_id).map_err(|e| anyhow::anyhow!(e))?;
     let cfg = ClusterConfig {
@@ -695,18 +708,22 @@ async fn start_cluster(config: &Config, hello: HelloSource, store: &Store) -> an
     };
     let cluster = Cluster::start(cfg, hello.clone()).await?;
     let me = hello();
+    let asked = Instant::now();
     let claimed = store
         .claim_node(
             &me.node_id,
             &me.incarnation.to_string(),
             &cluster.addr().to_string(),
             &me.http_addr,
-            config.cluster.heartbeat_timeout,
+            config.cluster.lease_ttl,
         )
         .await;
-    if let Err(e) = claimed {
-        cluster.shutdown().await;
-        return Err(e.into());
+    match claimed {
+        Ok(term) => node_lease.begin(term, crate::node_lease::valid_until(asked, config.cluster.lease_ttl)),
+        Err(e) => {
+            cluster.shutdown().await;
+            return Err(e.into());
+        }
     }
     if config.cluster.seeds.is_empty() {
         return Ok(Some(cluster));

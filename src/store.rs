@@ -7,6 +7,8 @@
 
 use sqlx::any::{AnyPoolOptions, AnyRow};
 use sqlx::{Any, AnyPool, Executor, Row, Transaction};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 use switchboard_actors::ids::{ConnId, PeerId, RoomId};
 use switchboard_actors::media::MediaState;
@@ -31,6 +33,18 @@ pub struct Store {
     pool: AnyPool,
     backend: Backend,
     node_id: String,
+    ownership: Arc<OwnershipWrites>,
+}
+
+/// What keeping the cluster's ownership has written through this store so far: node lease
+/// rows (claims, renewals, new terms) and room ownership rows (taken, handed over, released).
+/// A room's own writes, which check its fence inside their transaction, are not counted.
+#[derive(Debug, Default)]
+pub struct OwnershipWrites {
+    /// Writes of this node's row in `cluster_nodes`.
+    pub node_rows: AtomicU64,
+    /// Writes of rows in `room_leases`.
+    pub room_rows: AtomicU64,
 }
 
 mod appointments;
@@ -90,12 +104,27 @@ impl Store {
             .await
             .map_err(|e| anyhow::anyhow!("cannot open database: {e}"))?;
         MIGRATOR.run(&pool).await.map_err(|e| anyhow::anyhow!("migrations failed: {e}"))?;
-        Ok(Store { pool, backend, node_id: node_id.to_owned() })
+        Ok(Store { pool, backend, node_id: node_id.to_owned(), ownership: Arc::default() })
     }
 
     /// Which backend.
     pub fn backend(&self) -> Backend {
         self.backend
+    }
+
+    /// Ownership writes so far (node rows, room rows).
+    pub fn ownership_writes(&self) -> (u64, u64) {
+        (self.ownership.node_rows.load(Ordering::Relaxed), self.ownership.room_rows.load(Ordering::Relaxed))
+    }
+
+    fn counted_ownership_write(&self) {
+        self.ownership.room_rows.fetch_add(1, Ordering::Relaxed);
+        metrics::counter!("switchboard_ownership_writes_total", "table" => "room_leases").increment(1);
+    }
+
+    fn counted_node_write(&self) {
+        self.ownership.node_rows.fetch_add(1, Ordering::Relaxed);
+        metrics::counter!("switchboard_ownership_writes_total", "table" => "cluster_nodes").increment(1);
     }
 
     /// The database's clock in unix milliseconds, as SQL: leases expire by one clock, the
@@ -113,11 +142,17 @@ impl Store {
         let Some(f) = fence else { return Ok(()) };
         let sql = format!(
             "UPDATE room_leases SET node_id = node_id \
-             WHERE room_id = $1 AND node_id = $2 AND epoch = $3 AND expires_at >= {}",
-            self.db_now()
+             WHERE room_id = $1 AND node_id = $2 AND epoch = $3 AND node_term = $4 AND {}",
+            self.owned("room_leases")
         );
-        let held =
-            sqlx::query(&sql).bind(f.room.as_str()).bind(&f.node).bind(f.epoch).execute(&mut **tx).await.map_err(db)?;
+        let held = sqlx::query(&sql)
+            .bind(f.room.as_str())
+            .bind(&f.node)
+            .bind(f.epoch)
+            .bind(f.term)
+            .execute(&mut **tx)
+            .await
+            .map_err(db)?;
         if held.rows_affected() == 1 { Ok(()) } else { Err(StoreError::Fenced(f.room.to_string())) }
     }
 
@@ -204,16 +239,12 @@ impl RoomStore for Store {
         call_stats::record_quality(self, room, peer, sample, quality, fence).await
     }
 
-    async fn acquire_lease(&self, room: &RoomId, node: &str, ttl: Duration) -> Result<Result<i64, String>, StoreError> {
-        room_leases::acquire_lease(self, room, node, ttl).await
+    async fn acquire_lease(&self, room: &RoomId, node: &str, term: i64) -> Result<Result<i64, String>, StoreError> {
+        room_leases::acquire_lease(self, room, node, term).await
     }
 
-    async fn renew_lease(&self, fence: &Fence, ttl: Duration) -> Result<bool, StoreError> {
-        room_leases::renew_lease(self, fence, ttl).await
-    }
-
-    async fn transfer_lease(&self, from: &Fence, node: &str, ttl: Duration) -> Result<Option<i64>, StoreError> {
-        room_leases::transfer_lease(self, from, node, ttl).await
+    async fn transfer_lease(&self, from: &Fence, node: &str, term: i64) -> Result<Option<i64>, StoreError> {
+        room_leases::transfer_lease(self, from, node, term).await
     }
 
     async fn release_lease(&self, fence: &Fence) -> Result<(), StoreError> {

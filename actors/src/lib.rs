@@ -9,6 +9,7 @@ pub mod call_status;
 pub mod error;
 pub mod ids;
 pub mod media;
+pub mod node_lease;
 pub mod outbox;
 pub mod participant;
 pub mod ports;

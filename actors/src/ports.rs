@@ -6,7 +6,7 @@ use crate::media::MediaState;
 use crate::protocol::{ChatMessage, FrameKind};
 use crate::quality::{Quality, StatsSample};
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 use thiserror::Error;
 
 /// A serialized server-to-client message on its way to a connection.
@@ -69,16 +69,21 @@ pub enum StoreError {
     Fenced(String),
 }
 
-/// The proof of ownership every write of a clustered room carries: the room's lease as this
-/// node acquired it. A write whose fence is stale is refused, so a node that lost a room
-/// (frozen, partitioned) can never change it again.
+/// The proof of ownership every write of a clustered room carries: the room's ownership row
+/// as this node acquired it, under this node's lease term. A write whose fence is stale (a
+/// newer epoch, or the node's lease at that term has run out) is refused, so a node that lost a
+/// room (frozen, partitioned) can never change it again.
 #[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct Fence {
     /// The room.
     pub room: RoomId,
     /// The owning node.
     pub node: String,
-    /// Lease epoch: rises with every new owner.
+    /// The owning node's lease term when it took the room: the room is owned while that
+    /// term's node lease is live.
+    #[serde(default)]
+    pub term: i64,
+    /// Ownership epoch: rises with every new owner.
     pub epoch: i64,
 }
 
@@ -190,17 +195,17 @@ pub trait RoomStore: Send + Sync + 'static {
         quality: &Quality,
         fence: Option<&Fence>,
     ) -> Result<(), StoreError>;
-    /// Takes the room's lease for `node` if nobody holds a live one; returns the new epoch,
-    /// or `None` with the current holder's node id when another node holds it.
-    async fn acquire_lease(&self, room: &RoomId, node: &str, ttl: Duration) -> Result<Result<i64, String>, StoreError>;
-    /// Extends a held lease; `false` when it is no longer held at this epoch.
-    async fn renew_lease(&self, fence: &Fence, ttl: Duration) -> Result<bool, StoreError>;
-    /// Gives a lease up (clean stop), so the next owner need not wait for it to expire.
+    /// Takes ownership of the room for `node` at lease `term` if nobody owns it now (no row, a
+    /// released row, or one whose node lease has run out); returns the new epoch, or the
+    /// current owner's node id. Written once per change of hands: an owned room costs no
+    /// writes while its node's lease is renewed.
+    async fn acquire_lease(&self, room: &RoomId, node: &str, term: i64) -> Result<Result<i64, String>, StoreError>;
+    /// Gives ownership up (clean stop), so the next owner need not wait.
     async fn release_lease(&self, fence: &Fence) -> Result<(), StoreError>;
-    /// Takes over the lease `from` held (a hand-off: the previous owner kept it live so that
-    /// nobody else could start the room in between) for `node`, with the next epoch; `None`
-    /// when `from` is no longer the lease (someone else took the room since).
-    async fn transfer_lease(&self, from: &Fence, node: &str, ttl: Duration) -> Result<Option<i64>, StoreError>;
+    /// Takes over the ownership `from` held (a hand-off: the previous owner kept it so that
+    /// nobody else could start the room in between) for `node` at `term`, with the next epoch;
+    /// `None` when `from` is no longer the owner (someone else took the room since).
+    async fn transfer_lease(&self, from: &Fence, node: &str, term: i64) -> Result<Option<i64>, StoreError>;
 }
 
 /// Current time in unix milliseconds.

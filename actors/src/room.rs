@@ -11,6 +11,7 @@ use crate::call_status::{CallStatus, CallTransition};
 use crate::error::{ErrorCode, RoomError};
 use crate::ids::{ConnId, PeerId, RoomId, UserId, random_id};
 use crate::media::{ControlAction, MediaState};
+use crate::node_lease::NodeLease;
 use crate::outbox::{Outbox, REPLAY_FRAMES};
 use crate::participant::{Participant, Recorder};
 use crate::ports::{CallChange, Edge, Fence, Frame, RoomPolicy, RoomStore, StoreError, StoredParticipant, now_ms};
@@ -40,7 +41,7 @@ mod tests;
 use admin::{AdminAction, AdminDone};
 use continuity::{absorb, carry, disconnected, resume, seq_sync};
 use in_call::{chat, control, end_call, set_overlay, stats};
-use lease::{lose_lease, renew_lease};
+use lease::{check_lease, lose_lease};
 use membership::{
     PendingLeave, after_presence_change, idle_check, join, leave, record_leave, retry_leaves, store_refusal,
 };
@@ -54,7 +55,8 @@ pub struct RoomConfig {
     pub chat_history: u32,
     /// How long an empty room stays up.
     pub idle_timeout: Duration,
-    /// In a cluster, rooms act only while they hold a lease; `None` on a single node.
+    /// In a cluster, rooms act only while they own the room under this node's live lease;
+    /// `None` on a single node.
     pub lease: Option<LeaseSettings>,
     /// When a peer falls back to audio only, and back.
     pub fallback: FallbackPolicy,
@@ -62,13 +64,16 @@ pub struct RoomConfig {
     pub resume_grace: Duration,
 }
 
-/// How a clustered room holds its lease.
+/// How a clustered room holds its ownership: under this node's lease.
 #[derive(Clone, Debug)]
 pub struct LeaseSettings {
-    /// This node's id (the lease holder).
+    /// This node's id (the owner it writes).
     pub node_id: String,
-    /// Lease lifetime; renewed every third of it.
-    pub ttl: Duration,
+    /// The node's lease, kept by the node (the room only reads it).
+    pub lease: Arc<NodeLease>,
+    /// How often a room looks after sessions adopted from the store whose connections have not
+    /// answered yet (no database work).
+    pub check_every: Duration,
 }
 
 /// A room could not start here because another node holds its lease.
@@ -281,8 +286,8 @@ pub enum RoomMsg {
     Absorb(Carry),
     /// Fault injection for tests and chaos runs: the room panics.
     InjectFault,
-    /// Renew the lease (a timer sends it every third of the lease's lifetime).
-    RenewLease,
+    /// Check the node lease and ask again the connections of adopted sessions (a timer).
+    LeaseCheck,
     /// Try again to record leaves the database refused (a timer sends it).
     RetryLeaves,
     /// A session's connection dropped without `leave`: keep it, resumable, for the grace period.
@@ -436,9 +441,11 @@ pub struct RoomState {
     empty_since: Option<Instant>,
     /// The lease this room holds, in a cluster.
     fence: Option<Fence>,
-    /// The room must not act after this instant unless it renews (local monotonic clock, so a
-    /// process that was frozen notices it lost the lease before doing anything).
-    lease_valid_until: Option<Instant>,
+    /// Whether this instance still owns the room: set at start, cleared when the ownership is
+    /// lost or handed over. It may act only while the node lease also holds the fence's term
+    /// (read on the local monotonic clock, so a process that was frozen notices before doing
+    /// anything).
+    held: bool,
     /// Wall-clock time just after the lease was granted.
     lease_since_ms: i64,
     /// Leaves that happened while the database was unreachable, oldest first, still to record.
@@ -463,7 +470,10 @@ impl Actor for Room {
         state.present.store(0, Ordering::Relaxed);
         state.table.lock().open = false;
         // A clean stop hands the lease back so the next owner need not wait for it to expire.
-        if let (Some(fence), Some(_)) = (&state.fence, state.lease_valid_until) {
+        if let Some(fence) = &state.fence
+            && state.held
+            && !state.lapsed()
+        {
             let _ = state.ctx.store.release_lease(fence).await;
         }
         Ok(())
@@ -475,8 +485,8 @@ impl Actor for Room {
         message: RoomMsg,
         state: &mut RoomState,
     ) -> Result<(), ActorProcessingErr> {
-        if state.lease_valid_until.is_some_and(|until| Instant::now() > until) {
-            lose_lease(&myself, state, "lease not renewed in time");
+        if state.lapsed() {
+            lose_lease(&myself, state, "the node's lease ran out");
             return Ok(());
         }
         match message {
@@ -545,14 +555,14 @@ impl Actor for Room {
                 let mut handed = carry(state);
                 // The lease goes with the carry, unreleased: until the next instance takes it
                 // over, nobody can start the room from the store without what is carried.
-                if state.lease_valid_until.take().is_some() {
+                if std::mem::take(&mut state.held) {
                     handed.lease = state.fence.clone();
                 }
                 let _ = reply.send(handed);
                 myself.stop(Some("handoff".into()));
             }
             RoomMsg::InjectFault => panic!("fault injected into room {}", state.id),
-            RoomMsg::RenewLease => Box::pin(renew_lease(&myself, state)).await,
+            RoomMsg::LeaseCheck => Box::pin(check_lease(&myself, state)).await,
             RoomMsg::RetryLeaves => Box::pin(retry_leaves(&myself, state)).await,
             RoomMsg::Echo { from, body, kind } => state.send_to_peer(&from, &Body::new(body, kind), None),
             RoomMsg::Notify { body } => state.broadcast(Body::new(body, FrameKind::Other), None),
@@ -603,33 +613,37 @@ impl Actor for Room {
 async fn start_room(myself: ActorRef<RoomMsg>, args: RoomArgs) -> Result<RoomState, ActorProcessingErr> {
     let ctx = args.ctx;
     let mut fence = None;
-    let mut lease_valid_until = None;
     let mut lease_since_ms = 0;
     if let Some(lease) = &ctx.config.lease {
-        let asked = Instant::now();
+        let Some(term) = lease.lease.current() else {
+            return Err("this node holds no live node lease".into());
+        };
         let handed = match args.carry.as_ref().and_then(|c| c.lease.as_ref()) {
             Some(from) if from.room == args.room_id => {
-                ctx.store.transfer_lease(from, &lease.node_id, lease.ttl).await?.map(Ok)
+                ctx.store.transfer_lease(from, &lease.node_id, term).await?.map(Ok)
             }
             _ => None,
         };
         let acquired = match handed {
             Some(epoch) => epoch,
-            None => ctx.store.acquire_lease(&args.room_id, &lease.node_id, lease.ttl).await?,
+            None => ctx.store.acquire_lease(&args.room_id, &lease.node_id, term).await?,
         };
         match acquired {
             Ok(epoch) => {
-                fence = Some(Fence { room: args.room_id.clone(), node: lease.node_id.clone(), epoch });
-                lease_valid_until = Some(asked + lease.ttl * 4 / 5);
+                fence = Some(Fence { room: args.room_id.clone(), node: lease.node_id.clone(), term, epoch });
                 lease_since_ms = now_ms();
-                myself.send_interval(lease.ttl / 3, || RoomMsg::RenewLease);
+                myself.send_interval(lease.check_every, || RoomMsg::LeaseCheck);
             }
             Err(holder) => return Err(Box::new(RoomElsewhere(holder))),
         }
     }
     let stored = ctx.store.load_room(&args.room_id, &ctx.config.default_policy, ctx.config.chat_history).await?;
     let table = Arc::new(RelayTable::new(args.room_id.clone(), ctx.edge.clone()));
-    table.lock().valid_until = lease_valid_until;
+    table.lock().lease = match (&ctx.config.lease, &fence) {
+        (Some(lease), Some(fence)) => Some((lease.lease.clone(), fence.term)),
+        _ => None,
+    };
+    let held = fence.is_some();
     let mut state = RoomState {
         id: args.room_id,
         ctx: ctx.clone(),
@@ -643,7 +657,7 @@ async fn start_room(myself: ActorRef<RoomMsg>, args: RoomArgs) -> Result<RoomSta
         present: args.present,
         empty_since: None,
         fence,
-        lease_valid_until,
+        held,
         lease_since_ms,
         pending_leaves: VecDeque::new(),
         retry_backoff: Duration::from_millis(200),
@@ -715,6 +729,15 @@ async fn start_room(myself: ActorRef<RoomMsg>, args: RoomArgs) -> Result<RoomSta
 impl RoomState {
     fn member(&self, peer: &PeerId) -> Option<&Member> {
         self.members.iter().find(|m| &m.info.peer_id == peer)
+    }
+
+    /// In a cluster: the room still thinks it owns itself, but the node lease no longer holds
+    /// the term it took the room at. It must stop without another write or delivery.
+    fn lapsed(&self) -> bool {
+        match (&self.ctx.config.lease, &self.fence) {
+            (Some(lease), Some(fence)) => self.held && !lease.lease.holds(fence.term),
+            _ => false,
+        }
     }
 
     fn member_mut(&mut self, peer: &PeerId) -> Option<&mut Member> {
@@ -821,7 +844,7 @@ fn info(state: &RoomState, with_hidden: bool) -> RoomInfo {
         participants,
         max_participants: state.policy.max_participants,
         invitees: state.policy.invitees.clone(),
-        lease: state.fence.as_ref().filter(|_| state.lease_valid_until.is_some()).map(|f| HeldLease {
+        lease: state.fence.as_ref().filter(|_| state.held && !state.lapsed()).map(|f| HeldLease {
             epoch: f.epoch,
             since_ms: state.lease_since_ms,
             checked_at_ms: now_ms(),

@@ -1,5 +1,6 @@
-//! The `cluster_nodes` table: one row per node id, claimed by one process at a time and
-//! kept by its heartbeat.
+//! The `cluster_nodes` table: one row per node id, claimed by one process at a time, holding
+//! the node's lease: a term (rising with every new process and every lapse) and its expiry on
+//! the database's clock. The lease is what makes a node's rooms owned (see `room_leases`).
 
 use super::{Store, col, db};
 use std::time::Duration;
@@ -8,7 +9,7 @@ use switchboard_actors::ports::{StoreError, now_ms};
 /// Why a node could not claim its id.
 #[derive(Debug, thiserror::Error)]
 pub enum ClaimError {
-    /// Another process with this id is beating.
+    /// Another process with this id keeps its lease.
     #[error("node id {node_id:?} is already live in the cluster (at {cluster_addr}); choose another --node-id")]
     Live {
         /// The id.
@@ -22,101 +23,140 @@ pub enum ClaimError {
 }
 
 impl Store {
-    /// Claims `node_id` for this process. A row left by a process that stopped beating (a
-    /// crash) is taken over after `liveness_wait` without a beat; a row that keeps beating
-    /// means the id is live elsewhere.
+    /// Claims `node_id` for this process with a new lease term, valid for `ttl`, and returns
+    /// the term. A row whose lease has run out (its process crashed, or stopped cleanly) is
+    /// taken at once; a live lease is waited out once, and if it is still renewed after that,
+    /// the id is live elsewhere.
     pub async fn claim_node(
         &self,
         node_id: &str,
         incarnation: &str,
         cluster_addr: &str,
         http_addr: &str,
-        liveness_wait: Duration,
-    ) -> Result<(), ClaimError> {
-        let now = now_ms();
-        let inserted = sqlx::query(
-            "INSERT INTO cluster_nodes (node_id, incarnation, cluster_addr, http_addr, beats, seen_at) \
-             VALUES ($1, $2, $3, $4, 0, $5) ON CONFLICT (node_id) DO NOTHING",
-        )
-        .bind(node_id)
-        .bind(incarnation)
-        .bind(cluster_addr)
-        .bind(http_addr)
-        .bind(now)
-        .execute(&self.pool)
-        .await
-        .map_err(db)?;
+        ttl: Duration,
+    ) -> Result<i64, ClaimError> {
+        let sql = format!(
+            "INSERT INTO cluster_nodes (node_id, incarnation, cluster_addr, http_addr, beats, seen_at, term, lease_until) \
+             VALUES ($1, $2, $3, $4, 0, $5, 1, {} + $6) ON CONFLICT (node_id) DO NOTHING",
+            self.db_now()
+        );
+        let inserted = sqlx::query(&sql)
+            .bind(node_id)
+            .bind(incarnation)
+            .bind(cluster_addr)
+            .bind(http_addr)
+            .bind(now_ms())
+            .bind(ttl.as_millis() as i64)
+            .execute(&self.pool)
+            .await
+            .map_err(db)?;
         if inserted.rows_affected() == 1 {
-            return Ok(());
+            self.counted_node_write();
+            return Ok(1);
         }
-        let beats = |s: &Store| {
-            let s = s.clone();
-            let node_id = node_id.to_owned();
-            async move {
-                let row = sqlx::query("SELECT beats, incarnation, cluster_addr FROM cluster_nodes WHERE node_id = $1")
-                    .bind(&node_id)
-                    .fetch_optional(&s.pool)
-                    .await
-                    .map_err(db)?;
-                row.map(|r| Ok::<_, StoreError>((col::<i64>(&r, 0)?, col::<String>(&r, 1)?, col::<String>(&r, 2)?)))
-                    .transpose()
-            }
-        };
-        let before = beats(self).await?;
-        tokio::time::sleep(liveness_wait).await;
-        let after = beats(self).await?;
-        match (before, after) {
-            (Some((b0, inc0, _)), Some((b1, inc1, addr))) if b0 != b1 || inc0 != inc1 => {
-                Err(ClaimError::Live { node_id: node_id.to_owned(), cluster_addr: addr })
-            }
-            (_, Some((b1, inc1, addr))) => {
-                let taken = sqlx::query(
-                    "UPDATE cluster_nodes SET incarnation = $1, cluster_addr = $2, http_addr = $3, beats = 0, seen_at = $4 \
-                     WHERE node_id = $5 AND incarnation = $6 AND beats = $7",
-                )
+        for attempt in 0..2 {
+            let sql = format!(
+                "UPDATE cluster_nodes SET incarnation = $1, cluster_addr = $2, http_addr = $3, beats = 0, seen_at = $4, \
+                 term = term + 1, lease_until = {now} + $5 WHERE node_id = $6 AND lease_until < {now} RETURNING term",
+                now = self.db_now()
+            );
+            let taken = sqlx::query(&sql)
                 .bind(incarnation)
                 .bind(cluster_addr)
                 .bind(http_addr)
                 .bind(now_ms())
+                .bind(ttl.as_millis() as i64)
                 .bind(node_id)
-                .bind(&inc1)
-                .bind(b1)
-                .execute(&self.pool)
+                .fetch_optional(&self.pool)
                 .await
                 .map_err(db)?;
-                if taken.rows_affected() == 1 {
-                    Ok(())
-                } else {
-                    Err(ClaimError::Live { node_id: node_id.to_owned(), cluster_addr: addr })
-                }
+            if let Some(row) = taken {
+                self.counted_node_write();
+                return Ok(col::<i64>(&row, 0)?);
             }
-            // The row went away while we watched (its owner stopped cleanly): claim afresh.
-            (_, None) => Box::pin(self.claim_node(node_id, incarnation, cluster_addr, http_addr, liveness_wait)).await,
+            let sql =
+                format!("SELECT cluster_addr, lease_until - {} FROM cluster_nodes WHERE node_id = $1", self.db_now());
+            let row = sqlx::query(&sql).bind(node_id).fetch_optional(&self.pool).await.map_err(db)?;
+            let Some(row) = row else { continue };
+            let (addr, left_ms): (String, i64) = (col(&row, 0)?, col(&row, 1)?);
+            if attempt == 1 {
+                return Err(ClaimError::Live { node_id: node_id.to_owned(), cluster_addr: addr });
+            }
+            // Wait the lease out: a crashed process's runs out, a live one's is renewed.
+            tokio::time::sleep(Duration::from_millis(left_ms.clamp(0, ttl.as_millis() as i64) as u64 + 50)).await;
         }
+        Err(ClaimError::Live { node_id: node_id.to_owned(), cluster_addr: String::new() })
     }
 
-    /// One heartbeat of this node's claim; `false` when another process has taken the id.
-    pub async fn beat(&self, node_id: &str, incarnation: &str) -> Result<bool, StoreError> {
-        let done = sqlx::query(
-            "UPDATE cluster_nodes SET beats = beats + 1, seen_at = $1 WHERE node_id = $2 AND incarnation = $3",
-        )
-        .bind(now_ms())
-        .bind(node_id)
-        .bind(incarnation)
-        .execute(&self.pool)
-        .await
-        .map_err(db)?;
+    /// Renews this process's node lease at `term` for `ttl`; `false` when the term is over
+    /// (the lease ran out first, or another process has the id).
+    pub async fn renew_node_lease(
+        &self,
+        node_id: &str,
+        incarnation: &str,
+        term: i64,
+        ttl: Duration,
+    ) -> Result<bool, StoreError> {
+        let sql = format!(
+            "UPDATE cluster_nodes SET beats = beats + 1, seen_at = $1, lease_until = {now} + $2 \
+             WHERE node_id = $3 AND incarnation = $4 AND term = $5 AND lease_until >= {now}",
+            now = self.db_now()
+        );
+        let done = sqlx::query(&sql)
+            .bind(now_ms())
+            .bind(ttl.as_millis() as i64)
+            .bind(node_id)
+            .bind(incarnation)
+            .bind(term)
+            .execute(&self.pool)
+            .await
+            .map_err(db)?;
+        self.counted_node_write();
         Ok(done.rows_affected() == 1)
     }
 
-    /// Gives the id back at a clean shutdown, so a restart does not wait.
+    /// Starts a new term of this process's node lease, valid for `ttl`: every room owned under
+    /// an older term is unowned from now on. `None` when another process has taken the id.
+    pub async fn new_node_term(
+        &self,
+        node_id: &str,
+        incarnation: &str,
+        ttl: Duration,
+    ) -> Result<Option<i64>, StoreError> {
+        let sql = format!(
+            "UPDATE cluster_nodes SET term = term + 1, seen_at = $1, lease_until = {} + $2 \
+             WHERE node_id = $3 AND incarnation = $4 RETURNING term",
+            self.db_now()
+        );
+        let row = sqlx::query(&sql)
+            .bind(now_ms())
+            .bind(ttl.as_millis() as i64)
+            .bind(node_id)
+            .bind(incarnation)
+            .fetch_optional(&self.pool)
+            .await
+            .map_err(db)?;
+        self.counted_node_write();
+        row.map(|r| col::<i64>(&r, 0)).transpose()
+    }
+
+    /// Every node's lease as the database sees it now: (node, term, live).
+    pub async fn node_leases(&self) -> Result<Vec<(String, i64, bool)>, StoreError> {
+        let sql = format!("SELECT node_id, term, lease_until - {} FROM cluster_nodes ORDER BY node_id", self.db_now());
+        let rows = sqlx::query(&sql).fetch_all(&self.pool).await.map_err(db)?;
+        rows.iter().map(|r| Ok((col(r, 0)?, col(r, 1)?, col::<i64>(r, 2)? >= 0))).collect()
+    }
+
+    /// Gives the lease up at a clean shutdown, so a restart (or the other nodes' takeover of
+    /// anything left) does not wait. The row stays so that terms never repeat.
     pub async fn release_node(&self, node_id: &str, incarnation: &str) -> Result<(), StoreError> {
-        sqlx::query("DELETE FROM cluster_nodes WHERE node_id = $1 AND incarnation = $2")
+        sqlx::query("UPDATE cluster_nodes SET lease_until = 0 WHERE node_id = $1 AND incarnation = $2")
             .bind(node_id)
             .bind(incarnation)
             .execute(&self.pool)
             .await
             .map_err(db)?;
+        self.counted_node_write();
         Ok(())
     }
 }

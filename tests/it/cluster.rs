@@ -194,19 +194,16 @@ fn a_cluster_on_sqlite_is_refused() {
     assert!(text.contains("a cluster needs PostgreSQL"), "{text}");
 }
 
-/// A config file with short cluster timings, for the fencing test.
+/// The cluster tests' config file: the default cluster timings (failover must meet its
+/// targets on them, untuned), written out so that a test can add to it.
 fn fast_config(dir: &std::path::Path) -> String {
-    let path = dir.join("fast.toml");
-    std::fs::write(
-        &path,
-        "[cluster]\nheartbeat_interval = \"200ms\"\nheartbeat_timeout = \"800ms\"\nlease_ttl = \"1s\"\n",
-    )
-    .expect("config");
+    let path = dir.join("cluster.toml");
+    std::fs::write(&path, "[cluster]\n").expect("config");
     path.to_str().expect("path").to_owned()
 }
 
-/// Three members n1, n2, n3 (n1 the seed) with short cluster timings ([`fast_config`]), once
-/// every one sees all three up. Each comes with its data directory; the config's directory
+/// Three members n1, n2, n3 (n1 the seed) on the default cluster timings, once every one sees
+/// all three up. Each comes with its data directory; the config's directory
 /// is returned to outlive them.
 pub(crate) async fn fast_trio(db: &str) -> (tempfile::TempDir, [(Node, tempfile::TempDir); 3]) {
     let cfg_dir = tempfile::tempdir().expect("tempdir");
@@ -437,7 +434,7 @@ async fn a_killed_owners_room_comes_back_on_a_survivor() {
     }
     let (text, took) = served.expect("the room serves again within 10 s");
     assert!(took < Duration::from_secs(5), "re-homed in {took:?}");
-    eprintln!("room serving again {took:?} after kill -9 (lease ttl 1 s)");
+    eprintln!("room serving again {took:?} after kill -9 (default settings)");
     let got = bob.recv_type("chat").await;
     assert_eq!(got["message"]["text"], text, "bob, on another survivor, is still in the room");
     alice.send(json!({"type": "offer", "peerId": bob.peer_id, "sdp": "renegotiate"})).await;

@@ -13,6 +13,7 @@ mod grants;
 mod http_api;
 mod lobby;
 mod outage;
+mod ownership;
 mod quality;
 mod receipts;
 mod restart;

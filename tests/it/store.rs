@@ -107,37 +107,61 @@ async fn exercise(url: &str) {
     store.close().await;
 }
 
-/// Leases: one live holder, epochs rise with each new owner, stale fences are refused.
+/// Ownership under node leases: one live owner, epochs rise with each new owner, stale fences
+/// are refused, and a room's row is live exactly while its node's lease at its term is.
 async fn leases(store: &Store) {
     let room = RoomId::new("lease-room");
     let policy = RoomPolicy { max_participants: 4, invitees: None };
     store.load_room(&room, &policy, 1).await.expect("room");
     let ttl = Duration::from_millis(400);
-    let e1 = store.acquire_lease(&room, "node-a", ttl).await.expect("db").expect("free lease");
+    let claim = |node: &'static str, inc: &'static str| {
+        let store = store.clone();
+        async move { store.claim_node(node, inc, "127.0.0.1:1", "127.0.0.1:2", ttl).await.expect("claim") }
+    };
+    let (ta, tb, tc) = (claim("node-a", "a1").await, claim("node-b", "b1").await, claim("node-c", "c1").await);
+    let e1 = store.acquire_lease(&room, "node-a", ta).await.expect("db").expect("free room");
     assert_eq!(
-        store.acquire_lease(&room, "node-b", ttl).await.expect("db"),
+        store.acquire_lease(&room, "node-b", tb).await.expect("db"),
         Err("node-a".to_owned()),
-        "held by node-a"
+        "owned by node-a"
     );
-    let fence_a = Fence { room: room.clone(), node: "node-a".into(), epoch: e1 };
-    assert!(store.renew_lease(&fence_a, ttl).await.expect("db"));
+    assert_eq!(
+        store.acquire_lease(&room, "node-b", tb + 1).await.expect("db"),
+        Err("node-a".to_owned()),
+        "a term not held"
+    );
+    let fence_a = Fence { room: room.clone(), node: "node-a".into(), term: ta, epoch: e1 };
     store.append_chat(&chat(&room, 1, "fenced ok"), Some(&fence_a)).await.expect("a write with the live fence");
+    let (nodes_before, rooms_before) = store.ownership_writes();
 
-    // node-a goes silent; once the lease expires node-b takes over with a higher epoch.
+    // Renewing node leases writes node rows only: the room's row is not touched.
+    for _ in 0..3 {
+        assert!(store.renew_node_lease("node-a", "a1", ta, ttl).await.expect("db"));
+        assert!(store.renew_node_lease("node-b", "b1", tb, ttl).await.expect("db"));
+    }
+    assert!(!store.renew_node_lease("node-a", "other", ta, ttl).await.expect("db"), "another process's renewal");
+    let (nodes_after, rooms_after) = store.ownership_writes();
+    assert_eq!((nodes_after - nodes_before, rooms_after - rooms_before), (7, 0));
+
+    // node-a goes silent; once its node lease runs out node-b takes the room with a higher epoch.
     let mut e2 = None;
     for _ in 0..100 {
-        if let Ok(epoch) = store.acquire_lease(&room, "node-b", ttl).await.expect("db") {
+        assert!(store.renew_node_lease("node-b", "b1", tb, ttl).await.expect("db"));
+        if let Ok(epoch) = store.acquire_lease(&room, "node-b", tb).await.expect("db") {
             e2 = Some(epoch);
             break;
         }
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
-    let e2 = e2.expect("takeover after expiry");
+    let e2 = e2.expect("takeover after node-a's lease ran out");
     assert!(e2 > e1, "epochs rise: {e1} then {e2}");
-    let fence_b = Fence { room: room.clone(), node: "node-b".into(), epoch: e2 };
+    let fence_b = Fence { room: room.clone(), node: "node-b".into(), term: tb, epoch: e2 };
 
-    // The old owner wakes up: every write and renewal it tries is refused.
-    assert!(!store.renew_lease(&fence_a, ttl).await.expect("db"), "stale renewal refused");
+    // The old owner wakes up: its renewal is refused, and so is every write it tries, even
+    // under a new term of its node lease.
+    assert!(!store.renew_node_lease("node-a", "a1", ta, ttl).await.expect("db"), "a lapsed term is not renewed");
+    let ta2 = store.new_node_term("node-a", "a1", ttl).await.expect("db").expect("own row");
+    assert!(ta2 > ta);
     let stale = store.append_chat(&chat(&room, 2, "stale"), Some(&fence_a)).await;
     assert!(matches!(stale, Err(StoreError::Fenced(_))), "stale write refused: {stale:?}");
     let stale = store.record_media(&PeerId::new("p1"), &MediaState::initial(), Some(&fence_a)).await;
@@ -145,37 +169,39 @@ async fn leases(store: &Store) {
     assert_eq!(store.chat("lease-room", None, 10).await.expect("chat").len(), 1, "nothing stale was written");
     store.append_chat(&chat(&room, 2, "new owner"), Some(&fence_b)).await.expect("the new owner writes");
 
-    // A hand-off: node-b keeps its lease live and node-c takes it over with the next epoch;
-    // nobody else could take it in between, and the handed fence works only once.
-    let e3 = store.transfer_lease(&fence_b, "node-c", ttl).await.expect("db").expect("handed over");
+    // A hand-off: node-b keeps the room and node-c takes it over with the next epoch; nobody
+    // else could take it in between, and the handed fence works only once.
+    assert!(store.renew_node_lease("node-c", "c1", tc, ttl).await.is_ok());
+    let tc = match store.renew_node_lease("node-c", "c1", tc, ttl).await.expect("db") {
+        true => tc,
+        false => store.new_node_term("node-c", "c1", ttl).await.expect("db").expect("own row"),
+    };
+    assert!(store.renew_node_lease("node-b", "b1", tb, ttl).await.expect("db"));
+    let e3 = store.transfer_lease(&fence_b, "node-c", tc).await.expect("db").expect("handed over");
     assert!(e3 > e2);
     assert_eq!(store.lease_holder("lease-room").await.expect("db").as_deref(), Some("node-c"));
-    assert_eq!(store.transfer_lease(&fence_b, "node-d", ttl).await.expect("db"), None, "a stale hand-off");
-    assert!(!store.renew_lease(&fence_b, ttl).await.expect("db"), "the giver no longer holds it");
-    let fence_c = Fence { room: room.clone(), node: "node-c".into(), epoch: e3 };
+    assert_eq!(store.transfer_lease(&fence_b, "node-a", ta2).await.expect("db"), None, "a stale hand-off");
+    let fence_c = Fence { room: room.clone(), node: "node-c".into(), term: tc, epoch: e3 };
 
     // A clean release frees the room at once.
     store.release_lease(&fence_c).await.expect("release");
-    let e5 = store.acquire_lease(&room, "node-e", ttl).await.expect("db").expect("released lease");
-    let fence_e = Fence { room: room.clone(), node: "node-e".into(), epoch: e5 };
+    assert_eq!(store.lease_holder("lease-room").await.expect("db"), None);
+    let e5 = store.acquire_lease(&room, "node-a", ta2).await.expect("db").expect("released room");
+    assert!(e5 > e3);
 
-    // A lease handed over in a drain that took longer than its lifetime: once it has run out,
-    // node-e (which stopped the room and carries its state) gives it a lifetime again, for its
-    // successor to take over; nobody else could have taken it in between.
-    let mut expired = false;
-    for _ in 0..100 {
-        if store.lease_holder("lease-room").await.expect("db").is_none() {
-            expired = true;
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-    assert!(expired, "node-e's lease runs out");
-    assert!(store.extend_handed_lease(&fence_e, ttl).await.expect("db"), "an unclaimed lease is extended");
-    assert_eq!(store.lease_holder("lease-room").await.expect("db").as_deref(), Some("node-e"));
-    assert_eq!(store.acquire_lease(&room, "node-f", ttl).await.expect("db"), Err("node-e".to_owned()));
-    // One that was taken meanwhile is not: a stale fence extends nothing.
-    assert!(!store.extend_handed_lease(&fence_c, ttl).await.expect("db"), "a stale fence");
+    // A new term of node-a's lease leaves its rooms unowned at once, before the old term's
+    // lease would have run out: anyone (node-a included, at its new term) may take them.
+    let ta3 = store.new_node_term("node-a", "a1", ttl).await.expect("db").expect("own row");
+    assert_eq!(store.lease_holder("lease-room").await.expect("db"), None, "the old term's rooms are unowned");
+    let e6 = store.acquire_lease(&room, "node-a", ta3).await.expect("db").expect("taken at the new term");
+    assert!(e6 > e5);
+
+    // A clean stop gives the node lease up: the next process with the id claims it at once,
+    // with a higher term, and the rooms of the old one are unowned.
+    store.release_node("node-a", "a1").await.expect("release node");
+    assert_eq!(store.lease_holder("lease-room").await.expect("db"), None);
+    let ta4 = claim("node-a", "a2").await;
+    assert!(ta4 > ta3, "terms never repeat: {ta3} then {ta4}");
 }
 
 #[tokio::test]

@@ -16,6 +16,7 @@
 
 use crate::error::ErrorCode;
 use crate::ids::{ConnId, PeerId, RoomId};
+use crate::node_lease::NodeLease;
 use crate::outbox::{Outbox, REPLAY_FRAMES};
 use crate::ports::{Edge, Frame, NO_ROUTE};
 use crate::protocol::{Body, RelayKind, ServerMessage};
@@ -36,8 +37,9 @@ pub struct Table {
     pub room: RoomId,
     /// False once the instance stopped or lost its lease: the fast path must not use it.
     pub open: bool,
-    /// In a cluster, the instant after which the room may no longer act (its lease).
-    pub valid_until: Option<Instant>,
+    /// In a cluster, the node lease and the term the room is owned at: the room may act only
+    /// while the lease holds that term.
+    pub lease: Option<(Arc<NodeLease>, i64)>,
     /// One per session in the room.
     pub sessions: Vec<Session>,
 }
@@ -140,7 +142,7 @@ pub enum RelayBody<'a> {
 impl RelayTable {
     /// An empty, open table delivering through `edge`.
     pub fn new(room: RoomId, edge: Arc<dyn Edge>) -> RelayTable {
-        RelayTable { inner: Mutex::new(Table { room, open: true, valid_until: None, sessions: Vec::new() }), edge }
+        RelayTable { inner: Mutex::new(Table { room, open: true, lease: None, sessions: Vec::new() }), edge }
     }
 
     /// The table, locked. Held only for synchronous work (never across an await).
@@ -154,7 +156,7 @@ impl RelayTable {
         // numbering.
         let Some(body) = req.body() else { return Relayed::ToRoom };
         let mut t = self.lock();
-        if !t.open || t.valid_until.is_some_and(|until| Instant::now() > until) {
+        if !t.open || t.lease.as_ref().is_some_and(|(lease, term)| !lease.holds(*term)) {
             return Relayed::ToRoom;
         }
         match t.session(req.from) {

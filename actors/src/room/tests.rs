@@ -78,16 +78,13 @@ impl RoomStore for MemoryStore {
     ) -> Result<(), StoreError> {
         Ok(())
     }
-    async fn acquire_lease(&self, _: &RoomId, _: &str, _: Duration) -> Result<Result<i64, String>, StoreError> {
+    async fn acquire_lease(&self, _: &RoomId, _: &str, _: i64) -> Result<Result<i64, String>, StoreError> {
         Ok(Ok(1))
-    }
-    async fn renew_lease(&self, _: &Fence, _: Duration) -> Result<bool, StoreError> {
-        Ok(true)
     }
     async fn release_lease(&self, _: &Fence) -> Result<(), StoreError> {
         Ok(())
     }
-    async fn transfer_lease(&self, from: &Fence, _: &str, _: Duration) -> Result<Option<i64>, StoreError> {
+    async fn transfer_lease(&self, from: &Fence, _: &str, _: i64) -> Result<Option<i64>, StoreError> {
         Ok(Some(from.epoch + 1))
     }
 }
