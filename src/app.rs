@@ -36,6 +36,8 @@ pub struct App {
     pub hello: switchboard_cluster::node_agent::HelloSource,
     /// This node's lease, in a cluster (its rooms are owned under it).
     pub node_lease: Arc<NodeLease>,
+    /// The nodes as the database shows them (leases, cordons), for placement.
+    pub nodes: crate::placement::NodeView,
     /// Where a room goes when this node gives it up.
     pub successor: Successor,
     /// The event bus.
@@ -69,6 +71,8 @@ pub struct AppParts {
     pub hello: switchboard_cluster::node_agent::HelloSource,
     /// This node's lease.
     pub node_lease: Arc<NodeLease>,
+    /// The nodes as the database shows them.
+    pub nodes: crate::placement::NodeView,
     /// Set when the node begins to shut down or drain (shared with the room host).
     pub draining: Arc<AtomicBool>,
     /// Where a room goes when this node gives it up.
@@ -106,6 +110,7 @@ impl App {
             cluster: p.cluster,
             hello: p.hello,
             node_lease: p.node_lease,
+            nodes: p.nodes,
             successor: p.successor,
             bus: p.bus,
             evidence: p.evidence,

@@ -53,6 +53,8 @@ pub fn router(app: Arc<App>) -> Router {
         .route("/readyz", get(readyz))
         .route("/api/cluster", get(get_cluster))
         .route("/api/cluster/hosted", get(get_hosted))
+        .route("/api/cluster/nodes/{id}/cordon", post(cordon))
+        .route("/api/cluster/nodes/{id}/uncordon", post(uncordon))
         .layer(axum::middleware::from_fn_with_state(origins.clone(), cors::layer))
         .layer(axum::Extension(origins))
         .with_state(app)
@@ -448,6 +450,22 @@ async fn get_cluster(
     };
     let next =
         (page.len() == limit).then(|| page.last().and_then(|r| r["roomId"].as_str()).map(str::to_owned)).flatten();
+    // Each member with what placement sees of it: its load, its node lease, its cordon, and
+    // whether it takes new rooms now.
+    let takers: Vec<String> = crate::placement::candidates(&app).into_iter().map(|(n, _)| n.to_string()).collect();
+    let members: Vec<Value> = members
+        .into_iter()
+        .map(|m| {
+            let mut v = serde_json::to_value(&m).unwrap_or(Value::Null);
+            let state = app.nodes.get(&m.node_id);
+            v["load"] = json!(switchboard_cluster::load_score(m.rooms.unwrap_or(0), m.connections.unwrap_or(0)));
+            v["leaseLive"] = json!(state.as_ref().map(|s| s.live));
+            v["leaseTerm"] = json!(state.as_ref().map(|s| s.term));
+            v["cordoned"] = json!(state.as_ref().is_some_and(|s| s.cordoned));
+            v["takesRooms"] = json!(takers.contains(&m.node_id));
+            v
+        })
+        .collect();
     Ok(Json(json!({
         "nodeId": me.node_id,
         "clustered": app.cluster.is_some(),
@@ -456,6 +474,37 @@ async fn get_cluster(
         "nextRooms": next,
     }))
     .into_response())
+}
+
+/// `POST /api/cluster/nodes/{id}/cordon`: the node takes no new rooms (new or orphaned) and
+/// keeps those it has, until uncordoned. Any node answers for any node; recorded in the
+/// database, so every node's placement follows within a sweep.
+async fn cordon(State(app): State<Arc<App>>, headers: HeaderMap, Path(id): Path<String>) -> Result<Response, ApiError> {
+    set_cordon(app, headers, id, true).await
+}
+
+/// `POST /api/cluster/nodes/{id}/uncordon`: the node takes rooms again.
+async fn uncordon(
+    State(app): State<Arc<App>>,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+) -> Result<Response, ApiError> {
+    set_cordon(app, headers, id, false).await
+}
+
+async fn set_cordon(app: Arc<App>, headers: HeaderMap, id: String, cordoned: bool) -> Result<Response, ApiError> {
+    authorize_operator(&app, &headers)?;
+    if app.cluster.is_none() {
+        return Err(ApiError(StatusCode::CONFLICT, "not_clustered", "this node is not in a cluster".into()));
+    }
+    if !app.store.set_cordoned(&id, cordoned).await.map_err(internal)? {
+        return Err(ApiError(StatusCode::NOT_FOUND, "node_not_found", "no node has this id".into()));
+    }
+    if let Ok(states) = app.store.node_states().await {
+        app.nodes.update(states);
+    }
+    tracing::info!(node_id = %id, cordoned, "node cordon changed");
+    Ok(Json(json!({"nodeId": id, "cordoned": cordoned})).into_response())
 }
 
 /// The rooms whose actors run on this node and still hold their lease, each as the room

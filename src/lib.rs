@@ -18,6 +18,7 @@ pub mod ice;
 pub mod lobby;
 pub mod node_lease;
 pub mod notifications;
+pub mod placement;
 pub mod routing;
 pub mod server;
 pub mod singleton;

@@ -16,7 +16,6 @@ use switchboard_actors::room::relay_table::{RelayBody, RelayRequest, RelayTable,
 use switchboard_actors::room::{JoinRequest, RelayPayload, RoomMsg};
 use switchboard_actors::room_supervisor::RoomSupervisorMsg;
 use switchboard_actors::{ConnId, ErrorCode, PeerId, RoomId};
-use switchboard_cluster::NodeId;
 use switchboard_cluster::routing::{
     AdminCmd, HostMsg, JoinCmd, ResumeCmd, RoomCmd, host_group, local_admin, local_resume,
 };
@@ -101,37 +100,33 @@ fn unavailable() -> RouteError {
 /// this node while it drains).
 async fn owner_of(app: &App, room: &RoomId) -> String {
     let me = &app.config.node_id;
-    let Some(cluster) = &app.cluster else { return me.clone() };
+    if app.cluster.is_none() {
+        return me.clone();
+    }
     match app.store.lease_holder(room.as_str()).await {
         Ok(Some(holder)) => not_while_draining(app, room, holder),
-        _ => {
-            // Only nodes whose room host is reachable right now can take a room.
-            let draining = app.is_shutting_down();
-            let live: Vec<NodeId> = cluster
-                .live_nodes()
-                .into_iter()
-                .filter(|n| {
-                    if n.as_str() == me {
-                        !draining
-                    } else {
-                        !ractor::pg::get_members(&host_group(n.as_str())).is_empty()
-                    }
-                })
-                .collect();
-            switchboard_cluster::place(room.as_str(), &live).map(NodeId::to_string).unwrap_or_else(|| me.clone())
-        }
+        _ => crate::placement::choose(app, room.as_str()),
     }
 }
 
-/// Starts here the orphaned rooms (open sessions, no live lease) that placement gives to this
-/// node. Returns how many were started.
-pub async fn adopt_orphans(app: &App) -> usize {
+/// Starts here the orphaned rooms (open sessions, no live owner) that placement gives to this
+/// node. Nodes that see different loads may each think the other should take a room: a room
+/// still orphaned after a few sweeps is taken by either of its two candidates (the ownership
+/// row lets only one win). `sightings` counts, across sweeps, how often each was seen orphaned.
+/// Returns how many were started.
+pub async fn adopt_orphans(app: &App, sightings: &mut std::collections::HashMap<String, u32>) -> usize {
+    const PATIENCE: u32 = 3;
     let Ok(rooms) = app.store.orphaned_rooms("", 200).await else { return 0 };
+    sightings.retain(|room, _| rooms.contains(room));
     let mut adopted = 0;
     for room in rooms {
+        let seen = sightings.entry(room.clone()).or_default();
+        *seen += 1;
+        let patient = *seen > PATIENCE && crate::placement::is_candidate(app, &room);
         let room = RoomId::new(room);
-        if owner_of(app, &room).await == app.config.node_id && resolve(app, &room).await.is_ok() {
+        if (patient || owner_of(app, &room).await == app.config.node_id) && resolve(app, &room).await.is_ok() {
             adopted += 1;
+            sightings.remove(room.as_str());
             metrics::counter!("switchboard_orphan_rooms_adopted_total").increment(1);
             tracing::info!(room_id = %room, "took over an orphaned room");
         }

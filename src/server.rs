@@ -389,6 +389,7 @@ pub async fn start(mut config: Config, listener: TcpListener) -> anyhow::Result<
         cluster,
         hello,
         node_lease: node_lease.clone(),
+        nodes: Default::default(),
         draining,
         successor,
         bus,
@@ -640,6 +641,7 @@ async fn sweep_orphans(app: Arc<App>) {
     let mut ticker = tokio::time::interval(every);
     ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut seen: std::collections::HashMap<String, (i64, bool)> = std::collections::HashMap::new();
+    let mut sightings = std::collections::HashMap::new();
     let mut hot_until = Instant::now() + hot_for;
     let mut last_full = Instant::now();
     loop {
@@ -647,18 +649,19 @@ async fn sweep_orphans(app: Arc<App>) {
         if app.is_shutting_down() {
             continue;
         }
-        if let Ok(nodes) = app.store.node_leases().await {
-            for (node, term, live) in nodes {
-                let before = seen.insert(node, (term, live));
-                if before.is_some_and(|(t, l)| t != term || (l && !live)) {
+        if let Ok(nodes) = app.store.node_states().await {
+            for n in &nodes {
+                let before = seen.insert(n.node_id.clone(), (n.term, n.live));
+                if before.is_some_and(|(t, l)| t != n.term || (l && !n.live)) {
                     hot_until = Instant::now() + hot_for;
                 }
             }
+            app.nodes.update(nodes);
         }
         let now = Instant::now();
         if now < hot_until || now.duration_since(last_full) >= backstop {
             last_full = now;
-            crate::routing::adopt_orphans(&app).await;
+            crate::routing::adopt_orphans(&app, &mut sightings).await;
         }
     }
 }

@@ -65,7 +65,7 @@ mod webhooks;
 
 pub use audit::AuditEntry;
 pub use call_stats::{CallQuality, LevelSeconds};
-pub use cluster_nodes::ClaimError;
+pub use cluster_nodes::{ClaimError, NodeState};
 pub use events::{EventRow, Pending};
 pub use rooms::RoomRow;
 pub use service_leases::{LeaseKeeper, ServiceLease};

@@ -20,4 +20,4 @@ mod heartbeat;
 pub use membership::{Cluster, ClusterConfig, ClusterError, LiveView, MemberState, MemberView};
 pub use node_agent::NodeHello;
 pub use node_id::NodeId;
-pub use placement::place;
+pub use placement::{Candidate, load_score, place, place_by_load};

@@ -6,6 +6,19 @@ use super::{Store, col, db};
 use std::time::Duration;
 use switchboard_actors::ports::{StoreError, now_ms};
 
+/// A node as the database sees it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct NodeState {
+    /// Node id.
+    pub node_id: String,
+    /// Its lease term.
+    pub term: i64,
+    /// Whether its lease is live now.
+    pub live: bool,
+    /// Whether an operator cordoned it.
+    pub cordoned: bool,
+}
+
 /// Why a node could not claim its id.
 #[derive(Debug, thiserror::Error)]
 pub enum ClaimError {
@@ -140,11 +153,36 @@ impl Store {
         row.map(|r| col::<i64>(&r, 0)).transpose()
     }
 
-    /// Every node's lease as the database sees it now: (node, term, live).
-    pub async fn node_leases(&self) -> Result<Vec<(String, i64, bool)>, StoreError> {
-        let sql = format!("SELECT node_id, term, lease_until - {} FROM cluster_nodes ORDER BY node_id", self.db_now());
+    /// Every node as the database sees it now: its lease term, whether that lease is live, and
+    /// whether an operator cordoned it.
+    pub async fn node_states(&self) -> Result<Vec<NodeState>, StoreError> {
+        let sql = format!(
+            "SELECT node_id, term, lease_until - {}, cordoned FROM cluster_nodes ORDER BY node_id",
+            self.db_now()
+        );
         let rows = sqlx::query(&sql).fetch_all(&self.pool).await.map_err(db)?;
-        rows.iter().map(|r| Ok((col(r, 0)?, col(r, 1)?, col::<i64>(r, 2)? >= 0))).collect()
+        rows.iter()
+            .map(|r| {
+                Ok(NodeState {
+                    node_id: col(r, 0)?,
+                    term: col(r, 1)?,
+                    live: col::<i64>(r, 2)? >= 0,
+                    cordoned: col::<i64>(r, 3)? != 0,
+                })
+            })
+            .collect()
+    }
+
+    /// Cordons (or uncordons) a node: a cordoned node takes no new rooms and keeps its own.
+    /// False when no node has that id.
+    pub async fn set_cordoned(&self, node_id: &str, cordoned: bool) -> Result<bool, StoreError> {
+        let done = sqlx::query("UPDATE cluster_nodes SET cordoned = $1 WHERE node_id = $2")
+            .bind(i64::from(cordoned))
+            .bind(node_id)
+            .execute(&self.pool)
+            .await
+            .map_err(db)?;
+        Ok(done.rows_affected() == 1)
     }
 
     /// Gives the lease up at a clean shutdown, so a restart (or the other nodes' takeover of

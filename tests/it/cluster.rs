@@ -821,3 +821,83 @@ async fn job_reaching(node: &Node, path: &str, token: &str, state: &str) -> Valu
     }
     job
 }
+
+/// The node the room map says owns `room`, once it has an owner.
+async fn owner_in_map(node: &Node, room: &str) -> String {
+    for _ in 0..100 {
+        let v: Value = crate::support::get_json(&node.url("/api/cluster?limit=1000")).await;
+        if let Some(r) = v["rooms"].as_array().and_then(|r| r.iter().find(|x| x["roomId"] == room)) {
+            return r["nodeId"].as_str().expect("node").to_owned();
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    panic!("{room} has no owner in the room map");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn placement_prefers_the_idle_node_and_skips_a_cordoned_one() {
+    let Some(db) = fresh_postgres("placement_prefers_the_idle_node_and_skips_a_cordoned_one").await else { return };
+    let (n1, _d1) = member(&db, "n1", &[], &[]);
+    // n1 alone carries twelve rooms with a client each.
+    let mut busy = Vec::new();
+    for i in 0..12 {
+        busy.push(join_at(n1.addr, &format!("u{i}"), &format!("busy-{i}")).await.0);
+    }
+    // n2 joins, idle: the power of two choices gives it every new room while it is the less
+    // loaded of the two candidates (with two nodes, each room's candidates are both).
+    let (n2, _d2) = member(&db, "n2", &[&n1], &[]);
+    until(&n1, "n2 up", |v| v.get("n2").map(String::as_str) == Some("up")).await;
+    until(&n2, "n1 up", |v| v.get("n1").map(String::as_str) == Some("up")).await;
+    let mut fresh = Vec::new();
+    for i in 0..6 {
+        let room = format!("fresh-{i}");
+        fresh.push(join_at(n1.addr, &format!("f{i}"), &room).await.0);
+        assert_eq!(owner_in_map(&n1, &room).await, "n2", "{room} goes to the idle node");
+    }
+    let v: Value = crate::support::get_json(&n1.url("/api/cluster")).await;
+    let member = |id: &str| v["members"].as_array().and_then(|m| m.iter().find(|x| x["nodeId"] == id).cloned());
+    let n2_view = member("n2").expect("n2 listed");
+    assert_eq!(n2_view["takesRooms"], true, "{v}");
+    assert_eq!(n2_view["leaseLive"], true, "{v}");
+    assert!(member("n1").expect("n1")["load"].as_u64() > n2_view["load"].as_u64(), "{v}");
+
+    // Cordoned (asked on n1, about n2): n2 keeps its rooms and takes no new one.
+    let cordoned: Value = reqwest::Client::new()
+        .post(n1.url("/api/cluster/nodes/n2/cordon"))
+        .send()
+        .await
+        .expect("cordon")
+        .json()
+        .await
+        .expect("json");
+    assert_eq!(cordoned, serde_json::json!({"nodeId": "n2", "cordoned": true}));
+    let missing = reqwest::Client::new().post(n1.url("/api/cluster/nodes/nobody/cordon")).send().await.expect("post");
+    assert_eq!(missing.status(), 404);
+    // Every node's placement follows within a sweep (n1's at once: it was asked).
+    let mut seen = false;
+    for _ in 0..100 {
+        let v: Value = crate::support::get_json(&n2.url("/api/cluster")).await;
+        if v["members"].as_array().is_some_and(|m| m.iter().any(|x| x["nodeId"] == "n2" && x["cordoned"] == true)) {
+            seen = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(seen, "n2 sees its cordon within 5 s");
+    for i in 0..4 {
+        let room = format!("after-cordon-{i}");
+        fresh.push(join_at(n2.addr, &format!("c{i}"), &room).await.0);
+        assert_eq!(owner_in_map(&n1, &room).await, "n1", "{room} avoids the cordoned node");
+    }
+    assert_eq!(owner_in_map(&n1, "fresh-0").await, "n2", "a cordoned node keeps its rooms");
+    let v: Value = crate::support::get_json(&n2.url("/api/cluster")).await;
+    let n2_view = v["members"].as_array().and_then(|m| m.iter().find(|x| x["nodeId"] == "n2").cloned()).expect("n2");
+    assert_eq!((n2_view["cordoned"].clone(), n2_view["takesRooms"].clone()), (Value::Bool(true), Value::Bool(false)));
+
+    // Uncordoned, it takes rooms again.
+    let back = reqwest::Client::new().post(n1.url("/api/cluster/nodes/n2/uncordon")).send().await.expect("uncordon");
+    assert_eq!(back.status(), 200);
+    fresh.push(join_at(n1.addr, "back", "after-uncordon").await.0);
+    assert_eq!(owner_in_map(&n1, "after-uncordon").await, "n2");
+    drop((busy, fresh));
+}

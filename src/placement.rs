@@ -1,0 +1,88 @@
+//! Where a new or orphaned room goes: to a live, non-draining, non-cordoned node, by load.
+//!
+//! The candidates are the members that are up, whose node lease the database holds live (a
+//! frozen node's runs out before the heartbeat calls it down), that an operator has not
+//! cordoned, and whose room host is reachable (this node only while it does not drain). Among
+//! them, each room's two rendezvous candidates are compared and the second takes the room when
+//! it is clearly less loaded (rooms and connections, from the heartbeats), else the first: the
+//! power of two choices, with a margin so that nearly equal nodes keep the plain rendezvous
+//! choice every node agrees on. A node that just
+//! joined, with nothing on it, takes new rooms until it carries its share. The choice is a
+//! hint; the ownership rows decide.
+
+use crate::app::App;
+use crate::store::NodeState;
+use std::collections::HashMap;
+use std::sync::Mutex;
+use switchboard_cluster::routing::host_group;
+use switchboard_cluster::{Candidate, NodeId, load_score, place_by_load};
+
+/// The nodes as the database last showed them (refreshed by the orphan sweep, a few times a
+/// second, and at once by a cordon).
+#[derive(Default)]
+pub struct NodeView {
+    states: Mutex<HashMap<String, NodeState>>,
+}
+
+impl NodeView {
+    /// Replaces what is known.
+    pub fn update(&self, states: Vec<NodeState>) {
+        let mut map = self.states.lock().unwrap_or_else(|p| p.into_inner());
+        map.clear();
+        map.extend(states.into_iter().map(|s| (s.node_id.clone(), s)));
+    }
+
+    /// What is known of `node`.
+    pub fn get(&self, node: &str) -> Option<NodeState> {
+        self.states.lock().unwrap_or_else(|p| p.into_inner()).get(node).cloned()
+    }
+
+    fn may_take_rooms(&self, node: &str) -> bool {
+        // Unknown (not read yet): the membership alone decides.
+        self.get(node).is_none_or(|s| s.live && !s.cordoned)
+    }
+}
+
+/// The nodes that may take a room now, with their loads; this node first when it may.
+pub fn candidates(app: &App) -> Vec<(NodeId, u64)> {
+    let me = (app.hello)();
+    let Some(cluster) = &app.cluster else {
+        return NodeId::parse(&me.node_id).map(|n| vec![(n, 0)]).unwrap_or_default();
+    };
+    let live = cluster.live_nodes();
+    let loads: HashMap<String, u64> = cluster
+        .members(&me)
+        .into_iter()
+        .map(|m| (m.node_id, load_score(m.rooms.unwrap_or(0), m.connections.unwrap_or(0))))
+        .collect();
+    let draining = app.is_shutting_down();
+    live.into_iter()
+        .filter(|n| {
+            let reachable = match n.as_str() == me.node_id {
+                true => !draining,
+                false => !ractor::pg::get_members(&host_group(n.as_str())).is_empty(),
+            };
+            reachable && app.nodes.may_take_rooms(n.as_str())
+        })
+        .map(|n| {
+            let load = loads.get(n.as_str()).copied().unwrap_or(0);
+            (n, load)
+        })
+        .collect()
+}
+
+/// The node a room nobody owns should go to; this node when no other may take it.
+pub fn choose(app: &App, room: &str) -> String {
+    let nodes = candidates(app);
+    let list: Vec<Candidate<'_>> = nodes.iter().map(|(node, load)| Candidate { node, load: *load }).collect();
+    place_by_load(room, &list).map(NodeId::to_string).unwrap_or_else(|| app.config.node_id.clone())
+}
+
+/// Whether this node is one of the room's two rendezvous candidates (so that it may take an
+/// orphan that the other candidate, seeing other loads, leaves alone).
+pub fn is_candidate(app: &App, room: &str) -> bool {
+    let nodes = candidates(app);
+    switchboard_cluster::placement::candidates(room, nodes.iter().map(|(n, _)| n))
+        .iter()
+        .any(|n| n.as_str() == app.config.node_id)
+}
