@@ -37,7 +37,7 @@ pub struct App {
     /// This node's lease, in a cluster (its rooms are owned under it).
     pub node_lease: Arc<NodeLease>,
     /// The nodes as the database shows them (leases, cordons), for placement.
-    pub nodes: crate::placement::NodeView,
+    pub nodes: Arc<crate::placement::NodeView>,
     /// Where a room goes when this node gives it up.
     pub successor: Successor,
     /// The event bus.
@@ -72,7 +72,7 @@ pub struct AppParts {
     /// This node's lease.
     pub node_lease: Arc<NodeLease>,
     /// The nodes as the database shows them.
-    pub nodes: crate::placement::NodeView,
+    pub nodes: Arc<crate::placement::NodeView>,
     /// Set when the node begins to shut down or drain (shared with the room host).
     pub draining: Arc<AtomicBool>,
     /// Where a room goes when this node gives it up.

@@ -81,6 +81,19 @@ pub enum Command {
         #[arg(long)]
         force: bool,
     },
+    /// Write a cluster CA (`ca.pem`, `ca-key.pem`) and a certificate and key per node
+    /// (`NODE.pem`, `NODE-key.pem`) for mutual TLS between the nodes.
+    ClusterCerts {
+        /// The folder to write them to.
+        #[arg(long, default_value = "./data/cluster-tls")]
+        out: PathBuf,
+        /// Node ids, comma-separated.
+        #[arg(long, value_delimiter = ',', required = true)]
+        nodes: Vec<String>,
+        /// Replace files that exist.
+        #[arg(long)]
+        force: bool,
+    },
     /// Mint a token offline with the node's signing secret.
     Token {
         /// Config options.
@@ -287,6 +300,15 @@ pub struct Common {
     /// Cluster members to dial, comma-separated `host:port`.
     #[arg(long, env = "SWITCHBOARD_SEEDS", value_delimiter = ',')]
     pub seeds: Option<Vec<String>>,
+    /// This node's certificate for the links between nodes (PEM), issued by --cluster-ca.
+    #[arg(long, env = "SWITCHBOARD_CLUSTER_TLS_CERT")]
+    pub cluster_tls_cert: Option<PathBuf>,
+    /// Its private key (PEM).
+    #[arg(long, env = "SWITCHBOARD_CLUSTER_TLS_KEY")]
+    pub cluster_tls_key: Option<PathBuf>,
+    /// The cluster's CA certificate (PEM): only nodes with a certificate it issued are linked.
+    #[arg(long, env = "SWITCHBOARD_CLUSTER_CA")]
+    pub cluster_ca: Option<PathBuf>,
     /// The event bus's MQTT broker, `mqtt://host:port` (default: one embedded in the node).
     #[arg(long, env = "SWITCHBOARD_MQTT_URL")]
     pub mqtt_url: Option<String>,
@@ -332,6 +354,16 @@ impl Common {
         }
         if let Some(v) = &self.seeds {
             config.cluster.seeds = v.iter().filter(|s| !s.is_empty()).cloned().collect();
+        }
+        let path = |v: &PathBuf| Some(v.clone()).filter(|p| !p.as_os_str().is_empty());
+        if let Some(v) = &self.cluster_tls_cert {
+            config.cluster.tls_cert = path(v);
+        }
+        if let Some(v) = &self.cluster_tls_key {
+            config.cluster.tls_key = path(v);
+        }
+        if let Some(v) = &self.cluster_ca {
+            config.cluster.ca = path(v);
         }
         if let Some(v) = &self.mqtt_url {
             config.bus.mqtt_url = Some(v.clone()).filter(|u| !u.is_empty());

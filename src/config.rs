@@ -316,6 +316,12 @@ pub struct ClusterSettings {
     /// this plus a sweep (a quarter of it).
     #[serde(with = "duration_text")]
     pub lease_ttl: Duration,
+    /// This node's certificate for the links between nodes (PEM), issued by `ca`.
+    pub tls_cert: Option<PathBuf>,
+    /// Its private key (PEM).
+    pub tls_key: Option<PathBuf>,
+    /// The cluster's CA certificate (PEM): only nodes with a certificate it issued are linked.
+    pub ca: Option<PathBuf>,
 }
 
 impl Default for ClusterSettings {
@@ -327,6 +333,9 @@ impl Default for ClusterSettings {
             heartbeat_interval: Duration::from_millis(500),
             heartbeat_timeout: Duration::from_secs(2),
             lease_ttl: Duration::from_millis(1200),
+            tls_cert: None,
+            tls_key: None,
+            ca: None,
         }
     }
 }
@@ -576,6 +585,17 @@ impl Config {
         self.turn.enabled.unwrap_or(!self.clustered())
     }
 
+    /// The cluster's TLS files, when all three are set.
+    pub fn cluster_tls_files(&self) -> Option<crate::tls::cluster::ClusterTlsFiles> {
+        let c = &self.cluster;
+        match (&c.tls_cert, &c.tls_key, &c.ca) {
+            (Some(cert), Some(key), Some(ca)) => {
+                Some(crate::tls::cluster::ClusterTlsFiles { cert: cert.clone(), key: key.clone(), ca: ca.clone() })
+            }
+            _ => None,
+        }
+    }
+
     /// The cluster cookie in effect.
     pub fn cluster_cookie(&self) -> String {
         self.cluster.cookie.clone().unwrap_or_else(|| DEV_COOKIE.to_owned())
@@ -695,6 +715,16 @@ impl Config {
                     bail!("cluster.cookie: the development cookie is refused outside dev mode")
                 }
                 _ => {}
+            }
+            let c = &self.cluster;
+            match (&c.tls_cert, &c.tls_key, &c.ca) {
+                (None, None, None) if !self.dev_mode() => bail!(
+                    "a cluster outside dev mode needs TLS between its nodes: set cluster.tls_cert, cluster.tls_key \
+                     and cluster.ca (--cluster-tls-cert, --cluster-tls-key, --cluster-ca; \
+                     `switchboard cluster-certs` makes a CA and node certificates); plain links are for dev mode only"
+                ),
+                (None, None, None) | (Some(_), Some(_), Some(_)) => {}
+                _ => bail!("cluster.tls_cert, cluster.tls_key and cluster.ca go together: set all three or none"),
             }
             if self.cluster.lease_ttl < Duration::from_millis(300) {
                 bail!("cluster.lease_ttl must be at least 300ms");
@@ -906,6 +936,13 @@ mod tests {
         let err = c.validate().expect_err("cookie required").to_string();
         assert!(err.contains("cluster.cookie"), "{err}");
         c.cluster.cookie = Some("a-long-enough-cluster-cookie".into());
+        let err = c.validate().expect_err("TLS required outside dev mode").to_string();
+        assert!(err.contains("cluster.tls_cert") && err.contains("--cluster-ca"), "{err}");
+        c.cluster.tls_cert = Some("node.pem".into());
+        let err = c.validate().expect_err("all three").to_string();
+        assert!(err.contains("go together"), "{err}");
+        c.cluster.tls_key = Some("node-key.pem".into());
+        c.cluster.ca = Some("ca.pem".into());
         c.validate().expect("valid");
         let mut s = Config::default();
         s.cluster.seeds = vec!["127.0.0.1:7001".into()];

@@ -63,6 +63,20 @@ async fn run() -> anyhow::Result<()> {
             println!("accept the browser's warning once, or add {cert} to a client's trusted roots.");
             println!("It is for this machine only; a public address needs a certificate from a real authority.");
         }
+        Command::ClusterCerts { out, nodes, force } => {
+            for n in &nodes {
+                switchboard_cluster::NodeId::parse(n).map_err(|e| anyhow::anyhow!("--nodes {n:?}: {e}"))?;
+            }
+            switchboard::tls::cluster::write_cluster_certs(&out, &nodes, force)?;
+            let d = out.display();
+            println!("wrote a cluster CA and a certificate per node into {d}, valid for two years:");
+            println!("  {d}/ca.pem (give it to every node), {d}/ca-key.pem (keep it offline: it issues members)");
+            for n in &nodes {
+                println!(
+                    "  {n}: --cluster-tls-cert {d}/{n}.pem --cluster-tls-key {d}/{n}-key.pem --cluster-ca {d}/ca.pem"
+                );
+            }
+        }
         Command::Token { common, user, room, name, ttl, admin } => {
             let config = common.load()?;
             println!("{}", mint_offline(&config, token_request(user, room, name, ttl, admin))?);

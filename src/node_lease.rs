@@ -88,7 +88,7 @@ async fn new_term(app: &App, lease: &NodeLease, node_id: &str, incarnation: &str
                 return;
             }
             Err(e) => {
-                if attempt % 20 == 0 {
+                if attempt.is_multiple_of(20) {
                     tracing::warn!(error = %e, "new node lease term not written yet");
                 }
                 tokio::time::sleep(renew_every(ttl)).await;

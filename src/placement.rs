@@ -37,6 +37,13 @@ impl NodeView {
         self.states.lock().unwrap_or_else(|p| p.into_inner()).get(node).cloned()
     }
 
+    /// The cluster addresses of the nodes whose lease is live (what the dialer keeps linked
+    /// when links are made by this node alone, over TLS).
+    pub fn live_addresses(&self) -> Vec<String> {
+        let map = self.states.lock().unwrap_or_else(|p| p.into_inner());
+        map.values().filter(|s| s.live && !s.cluster_addr.is_empty()).map(|s| s.cluster_addr.clone()).collect()
+    }
+
     fn may_take_rooms(&self, node: &str) -> bool {
         // Unknown (not read yet): the membership alone decides.
         self.get(node).is_none_or(|s| s.live && !s.cordoned)

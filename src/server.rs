@@ -277,6 +277,7 @@ pub async fn start(mut config: Config, listener: TcpListener) -> anyhow::Result<
     let edge = Arc::new(EdgeRouter::new(&config.node_id));
     let live_rooms = Arc::new(AtomicUsize::new(0));
     let node_lease = Arc::new(NodeLease::new());
+    let nodes = Arc::new(crate::placement::NodeView::default());
     let ctx = Arc::new(RoomContext {
         store: Arc::new(store.clone()),
         edge: edge.clone(),
@@ -308,7 +309,7 @@ pub async fn start(mut config: Config, listener: TcpListener) -> anyhow::Result<
         Actor::spawn(None, RoomSupervisor, RoomSupervisorArgs { ctx, policy: RestartPolicy::default() }).await?;
     let addr = listener.local_addr()?;
     let hello = hello_source(&config, &secret, addr, &edge, &live_rooms);
-    let cluster = match start_cluster(&config, hello.clone(), &store, &node_lease).await {
+    let cluster = match start_cluster(&config, hello.clone(), &store, &node_lease, &nodes).await {
         Ok(cluster) => cluster,
         Err(e) => {
             rooms.stop(None);
@@ -389,7 +390,7 @@ pub async fn start(mut config: Config, listener: TcpListener) -> anyhow::Result<
         cluster,
         hello,
         node_lease: node_lease.clone(),
-        nodes: Default::default(),
+        nodes: nodes.clone(),
         draining,
         successor,
         bus,
@@ -649,14 +650,17 @@ async fn sweep_orphans(app: Arc<App>) {
         if app.is_shutting_down() {
             continue;
         }
-        if let Ok(nodes) = app.store.node_states().await {
-            for n in &nodes {
-                let before = seen.insert(n.node_id.clone(), (n.term, n.live));
-                if before.is_some_and(|(t, l)| t != n.term || (l && !n.live)) {
-                    hot_until = Instant::now() + hot_for;
+        match app.store.node_states().await {
+            Ok(nodes) => {
+                for n in &nodes {
+                    let before = seen.insert(n.node_id.clone(), (n.term, n.live));
+                    if before.is_some_and(|(t, l)| t != n.term || (l && !n.live)) {
+                        hot_until = Instant::now() + hot_for;
+                    }
                 }
+                app.nodes.update(nodes);
             }
-            app.nodes.update(nodes);
+            Err(e) => tracing::warn!(error = %e, "node states not read"),
         }
         let now = Instant::now();
         if now < hot_until || now.duration_since(last_full) >= backstop {
@@ -698,6 +702,7 @@ async fn start_cluster(
     hello: HelloSource,
     store: &Store,
     node_lease: &NodeLease,
+    nodes: &Arc<crate::placement::NodeView>,
 ) -> anyhow::Result<Option<Cluster>> {
     let Some(addr) = config.cluster.addr else { return Ok(None) };
     let node_id = NodeId::parse(&config.node_id).map_err(|e| anyhow::anyhow!(e))?;
@@ -708,6 +713,14 @@ async fn start_cluster(
         cookie: config.cluster_cookie(),
         heartbeat_interval: config.cluster.heartbeat_interval,
         heartbeat_timeout: config.cluster.heartbeat_timeout,
+        tls: match config.cluster_tls_files() {
+            Some(files) => Some(files.load()?),
+            None => None,
+        },
+        peers: config.cluster_tls_files().map(|_| {
+            let nodes = nodes.clone();
+            Arc::new(move || nodes.live_addresses()) as switchboard_cluster::PeerSource
+        }),
     };
     let cluster = Cluster::start(cfg, hello.clone()).await?;
     let me = hello();

@@ -10,6 +10,7 @@ use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
+pub mod cluster;
 pub mod dev_cert;
 
 /// Why a certificate or key could not be used.
@@ -88,9 +89,13 @@ fn read(key: &'static str, path: &Path) -> Result<Vec<u8>, TlsError> {
 }
 
 fn read_chain(path: &Path) -> Result<Vec<CertificateDer<'static>>, TlsError> {
-    const KEY: &str = "http.tls_cert";
-    let pem = read(KEY, path)?;
-    let bad = |what: String| TlsError::Pem { key: KEY, path: path.to_path_buf(), what };
+    read_certs("http.tls_cert", path)
+}
+
+/// The PEM certificates in `path` (at least one); errors name the config `key`.
+pub(crate) fn read_certs(key: &'static str, path: &Path) -> Result<Vec<CertificateDer<'static>>, TlsError> {
+    let pem = read(key, path)?;
+    let bad = |what: String| TlsError::Pem { key, path: path.to_path_buf(), what };
     let chain = CertificateDer::pem_slice_iter(&pem)
         .collect::<Result<Vec<_>, _>>()
         .map_err(|e| bad(format!("not a valid PEM certificate file: {e}")))?;
@@ -101,10 +106,14 @@ fn read_chain(path: &Path) -> Result<Vec<CertificateDer<'static>>, TlsError> {
 }
 
 fn read_key(path: &Path) -> Result<PrivateKeyDer<'static>, TlsError> {
-    const KEY: &str = "http.tls_key";
-    let pem = read(KEY, path)?;
+    read_private_key("http.tls_key", path)
+}
+
+/// The PEM private key in `path`; errors name the config `key`.
+pub(crate) fn read_private_key(key: &'static str, path: &Path) -> Result<PrivateKeyDer<'static>, TlsError> {
+    let pem = read(key, path)?;
     PrivateKeyDer::from_pem_slice(&pem).map_err(|e| TlsError::Pem {
-        key: KEY,
+        key,
         path: path.to_path_buf(),
         what: match e {
             rustls::pki_types::pem::Error::NoItemsFound => "holds no PEM private key".into(),

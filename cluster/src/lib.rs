@@ -14,10 +14,10 @@ pub mod placement;
 pub mod routing;
 pub mod wire;
 
-mod dialer;
+pub mod dialer;
 mod heartbeat;
 
-pub use membership::{Cluster, ClusterConfig, ClusterError, LiveView, MemberState, MemberView};
+pub use membership::{Cluster, ClusterConfig, ClusterError, ClusterTls, LiveView, MemberState, MemberView, PeerSource};
 pub use node_agent::NodeHello;
 pub use node_id::NodeId;
 pub use placement::{Candidate, load_score, place, place_by_load};

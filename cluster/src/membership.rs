@@ -13,7 +13,9 @@ use crate::node_agent::{HelloSource, NodeAgent, NodeHello};
 use crate::node_id::NodeId;
 use ractor::{Actor, ActorId, ActorRef};
 use ractor_cluster::node::{NodeConnectionMode, NodeServerSessionInformation};
-use ractor_cluster::{NodeEventSubscription, NodeServer, NodeServerMessage, NodeSessionMessage};
+use ractor_cluster::{
+    IncomingEncryptionMode, NodeEventSubscription, NodeServer, NodeServerMessage, NodeSessionMessage,
+};
 use serde::Serialize;
 use std::collections::{BTreeMap, HashMap};
 use std::net::SocketAddr;
@@ -23,7 +25,7 @@ use thiserror::Error;
 use tokio::task::JoinHandle;
 
 /// How a node joins and watches the cluster.
-#[derive(Clone, Debug)]
+#[derive(Clone)]
 pub struct ClusterConfig {
     /// This node.
     pub node_id: NodeId,
@@ -37,7 +39,39 @@ pub struct ClusterConfig {
     pub heartbeat_interval: Duration,
     /// Silence after which a peer is down.
     pub heartbeat_timeout: Duration,
+    /// Mutual TLS on every link, when set: the listener accepts only peers with a certificate
+    /// the acceptor trusts, and the dialer presents this node's. Links are then made by this
+    /// node's dialer only (seeds and [`ClusterConfig::peers`]), never by ractor's transitive
+    /// dials, which would be plain TCP.
+    pub tls: Option<ClusterTls>,
+    /// More addresses to dial, read on every round of the dialer (the members the database
+    /// knows, say): with TLS the mesh is formed from these and the seeds.
+    pub peers: Option<PeerSource>,
 }
+
+/// Both ends of the cluster's TLS.
+#[derive(Clone)]
+pub struct ClusterTls {
+    /// For links other nodes open to this one (asks for and checks their certificate).
+    pub acceptor: tokio_rustls::TlsAcceptor,
+    /// For links this node opens (presents its certificate, checks theirs).
+    pub connector: tokio_rustls::TlsConnector,
+}
+
+impl std::fmt::Debug for ClusterConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // The cookie is a secret: never printed.
+        f.debug_struct("ClusterConfig")
+            .field("node_id", &self.node_id)
+            .field("addr", &self.addr)
+            .field("seeds", &self.seeds)
+            .field("tls", &self.tls.is_some())
+            .finish_non_exhaustive()
+    }
+}
+
+/// Addresses the dialer should also keep linked.
+pub type PeerSource = Arc<dyn Fn() -> Vec<String> + Send + Sync>;
 
 /// Failure to start the cluster layer.
 #[derive(Debug, Error)]
@@ -264,13 +298,17 @@ impl Cluster {
     /// Starts the node server, the agent, the seed dialer and the heartbeat.
     pub async fn start(cfg: ClusterConfig, hello: HelloSource) -> Result<Cluster, ClusterError> {
         let addr = resolve_port(cfg.addr)?;
+        let (encryption, mode) = match &cfg.tls {
+            Some(tls) => (IncomingEncryptionMode::Tls(tls.acceptor.clone()), NodeConnectionMode::Isolated),
+            None => (IncomingEncryptionMode::Raw, NodeConnectionMode::Transitive),
+        };
         let server = NodeServer::new(
             addr.port(),
             cfg.cookie.clone(),
             cfg.node_id.to_string(),
             addr.ip().to_string(),
-            None,
-            Some(NodeConnectionMode::Transitive),
+            Some(encryption),
+            Some(mode),
         )
         .with_listen_addr(addr.ip());
         let (node, _) = Actor::spawn(None, server, ()).await.map_err(|e| ClusterError::Start(e.to_string()))?;
@@ -284,7 +322,16 @@ impl Cluster {
         let (agent, _) =
             Actor::spawn(None, NodeAgent, hello.clone()).await.map_err(|e| ClusterError::Start(e.to_string()))?;
         let tasks = vec![
-            tokio::spawn(dialer::run(node.clone(), table.clone(), cfg.seeds.clone())),
+            tokio::spawn(dialer::run(
+                node.clone(),
+                table.clone(),
+                dialer::Dialing {
+                    seeds: cfg.seeds.clone(),
+                    peers: cfg.peers.clone(),
+                    tls: cfg.tls.as_ref().map(|t| t.connector.clone()),
+                    me: addr,
+                },
+            )),
             tokio::spawn(heartbeat::run(table.clone(), hello, cfg.heartbeat_interval, cfg.heartbeat_timeout)),
         ];
         tracing::info!(node_id = %cfg.node_id, cluster_addr = %addr, seeds = ?cfg.seeds, "cluster listener up");

@@ -17,6 +17,8 @@ pub struct NodeState {
     pub live: bool,
     /// Whether an operator cordoned it.
     pub cordoned: bool,
+    /// Its cluster address.
+    pub cluster_addr: String,
 }
 
 /// Why a node could not claim its id.
@@ -157,7 +159,7 @@ impl Store {
     /// whether an operator cordoned it.
     pub async fn node_states(&self) -> Result<Vec<NodeState>, StoreError> {
         let sql = format!(
-            "SELECT node_id, term, lease_until - {}, cordoned FROM cluster_nodes ORDER BY node_id",
+            "SELECT node_id, term, lease_until - {}, cordoned, cluster_addr FROM cluster_nodes ORDER BY node_id",
             self.db_now()
         );
         let rows = sqlx::query(&sql).fetch_all(&self.pool).await.map_err(db)?;
@@ -168,6 +170,7 @@ impl Store {
                     term: col(r, 1)?,
                     live: col::<i64>(r, 2)? >= 0,
                     cordoned: col::<i64>(r, 3)? != 0,
+                    cluster_addr: col(r, 4)?,
                 })
             })
             .collect()

@@ -53,7 +53,7 @@ pub fn write(dir: &Path, force: bool) -> Result<DevCert, TlsError> {
     Ok(out)
 }
 
-fn write_file(path: &Path, content: &str, force: bool, private: bool) -> Result<(), TlsError> {
+pub(crate) fn write_file(path: &Path, content: &str, force: bool, private: bool) -> Result<(), TlsError> {
     use std::io::Write;
     let fail = |source| TlsError::Write { path: path.to_path_buf(), source };
     let mut options = std::fs::OpenOptions::new();

@@ -13,7 +13,13 @@ pub(crate) fn member(db: &str, id: &str, seeds: &[&Node], env: &[(&str, &str)]) 
 }
 
 /// Like [`member`], with more `serve` flags (`--config` with short timings, say).
-fn member_with(db: &str, id: &str, seeds: &[&Node], env: &[(&str, &str)], extra: &[&str]) -> (Node, tempfile::TempDir) {
+pub(crate) fn member_with(
+    db: &str,
+    id: &str,
+    seeds: &[&Node],
+    env: &[(&str, &str)],
+    extra: &[&str],
+) -> (Node, tempfile::TempDir) {
     let dir = tempfile::tempdir().expect("tempdir");
     let seeds: Vec<String> =
         seeds.iter().map(|n| n.cluster_addr.expect("seed has a cluster address").to_string()).collect();
@@ -50,7 +56,7 @@ pub(crate) async fn until(node: &Node, what: &str, want: impl Fn(&BTreeMap<Strin
     panic!("{what}: not reached in 15 s; last view {:?}\n{}", view(node).await, node.log());
 }
 
-fn states(pairs: &[(&str, &str)]) -> BTreeMap<String, String> {
+pub(crate) fn states(pairs: &[(&str, &str)]) -> BTreeMap<String, String> {
     pairs.iter().map(|(a, b)| (a.to_string(), b.to_string())).collect()
 }
 

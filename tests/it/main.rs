@@ -8,6 +8,7 @@ mod bad_input;
 mod cli;
 mod client;
 mod cluster;
+mod cluster_tls;
 mod events_bus;
 mod grants;
 mod http_api;

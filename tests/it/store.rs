@@ -119,6 +119,13 @@ async fn leases(store: &Store) {
         async move { store.claim_node(node, inc, "127.0.0.1:1", "127.0.0.1:2", ttl).await.expect("claim") }
     };
     let (ta, tb, tc) = (claim("node-a", "a1").await, claim("node-b", "b1").await, claim("node-c", "c1").await);
+    assert!(store.set_cordoned("node-b", true).await.expect("db"));
+    assert!(!store.set_cordoned("node-z", true).await.expect("db"), "no such node");
+    let states = store.node_states().await.expect("db");
+    let b = states.iter().find(|s| s.node_id == "node-b").expect("node-b");
+    assert!(b.live && b.cordoned && b.term == tb && b.cluster_addr == "127.0.0.1:1", "{b:?}");
+    assert!(states.iter().filter(|s| s.node_id != "node-b").all(|s| s.live && !s.cordoned));
+    store.set_cordoned("node-b", false).await.expect("db");
     let e1 = store.acquire_lease(&room, "node-a", ta).await.expect("db").expect("free room");
     assert_eq!(
         store.acquire_lease(&room, "node-b", tb).await.expect("db"),
