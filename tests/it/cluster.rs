@@ -907,3 +907,40 @@ async fn placement_prefers_the_idle_node_and_skips_a_cordoned_one() {
     assert_eq!(owner_in_map(&n1, "after-uncordon").await, "n2");
     drop((busy, fresh));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_malformed_frame_on_a_cluster_link_closes_only_that_link() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let Some(db) = fresh_postgres("a_malformed_frame_on_a_cluster_link_closes_only_that_link").await else { return };
+    let (n1, _d1) = member(&db, "n1", &[], &[]);
+    let (n2, _d2) = member(&db, "n2", &[&n1], &[]);
+    let both_up = states(&[("n1", "up"), ("n2", "up")]);
+    until(&n1, "both up", |v| *v == both_up).await;
+    let (mut alice, _) = join_at(n1.addr, "alice", "after-garbage").await;
+    let (mut bob, _) = join_at(n2.addr, "bob", "after-garbage").await;
+    alice.recv_type("peer_joined").await;
+
+    // Two strangers on n1's cluster port: one announces a frame far past the limit, the other
+    // sends a frame of the right length that is not the protocol's protobuf.
+    let port = n1.cluster_addr.expect("cluster address");
+    let mut frames = vec![(1u64 << 40).to_be_bytes().to_vec()];
+    let mut garbage = 16u64.to_be_bytes().to_vec();
+    garbage.extend_from_slice(&[0xff; 16]);
+    frames.push(garbage);
+    for (i, frame) in frames.into_iter().enumerate() {
+        let before = n1.log().matches("Closing cluster stream after framing error").count();
+        let mut stranger = tokio::net::TcpStream::connect(port).await.expect("connect");
+        stranger.write_all(&frame).await.expect("write");
+        let mut buf = [0u8; 64];
+        let read = tokio::time::timeout(crate::support::WAIT, stranger.read(&mut buf)).await.expect("closed in time");
+        assert!(matches!(read, Ok(0) | Err(_)), "frame {i}: the node closes the link: {read:?}");
+        n1.await_log("Closing cluster stream after framing error", before).await;
+    }
+
+    // Only those links closed: n1 and n2 still see each other, and the call goes on across them.
+    assert_eq!(view(&n1).await, both_up);
+    assert_eq!(view(&n2).await, both_up);
+    alice.send(serde_json::json!({"type": "offer", "peerId": bob.peer_id, "sdp": "still here"})).await;
+    assert_eq!(bob.recv_type("offer").await["sdp"], "still here");
+    assert!(!n1.log().contains("panicked"), "{}", n1.log());
+}
