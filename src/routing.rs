@@ -9,11 +9,9 @@
 use crate::app::App;
 use ractor::rpc::CallResult;
 use ractor::{ActorRef, MessagingErr};
-use std::sync::Arc;
 use std::time::Duration;
 use switchboard_actors::room::admin::{AdminAction, AdminDone};
-use switchboard_actors::room::relay_table::{RelayBody, RelayRequest, RelayTable, Relayed};
-use switchboard_actors::room::{JoinRequest, RelayPayload, RoomMsg};
+use switchboard_actors::room::{JoinRequest, RoomMsg};
 use switchboard_actors::room_supervisor::RoomSupervisorMsg;
 use switchboard_actors::{ConnId, ErrorCode, PeerId, RoomId};
 use switchboard_cluster::routing::{
@@ -24,64 +22,16 @@ use switchboard_cluster::wire::Bincode;
 /// An error for the client: code and sentence.
 pub type RouteError = (ErrorCode, String);
 
-/// A room instance on this node: its actor, and its relay table (the one-hop path).
-pub struct LocalRoom {
-    /// The Room actor.
-    pub actor: ActorRef<RoomMsg>,
-    /// Its sessions' delivery state.
-    pub table: Arc<RelayTable>,
-}
-
-impl LocalRoom {
-    /// Casts `msg` to the actor, counting it in the sender's session first so that the sender's
-    /// later relays wait behind it (see `relay_table`).
-    fn cast(&self, msg: RoomMsg) -> Result<(), Box<MessagingErr<RoomMsg>>> {
-        let from = counted_sender(&msg).cloned();
-        if let Some(from) = &from {
-            self.table.queued_at_room(from);
-        }
-        let sent = self.actor.cast(msg).map_err(Box::new);
-        if sent.is_err()
-            && let Some(from) = &from
-        {
-            self.table.handled(from);
-        }
-        sent
-    }
-}
-
-/// The sender of a message the room answers with frames in its session's sequence.
-fn counted_sender(msg: &RoomMsg) -> Option<&PeerId> {
-    match msg {
-        RoomMsg::Relay { from, .. }
-        | RoomMsg::Control { from, .. }
-        | RoomMsg::Overlay { from, .. }
-        | RoomMsg::Chat { from, .. }
-        | RoomMsg::EndCall { from, .. }
-        | RoomMsg::Stats { from, .. } => Some(from),
-        _ => None,
-    }
-}
+pub use switchboard_actors::room::local::LocalRoom;
 
 /// Relays an offer, answer or candidate in one hop when its room is on this node: the
 /// sender's task makes the room's relay decision through the room's table and hands the frame
 /// to the target's connection. False when it must go to the Room actor instead.
 pub fn relay_here(handle: &RoomHandle, msg: &RoomMsg) -> bool {
-    let (RoomHandle::Local(local), RoomMsg::Relay { from, to, kind, payload, reference, received_at, again }) =
-        (handle, msg)
-    else {
-        return false;
-    };
-    if !reachable(handle) {
-        return false;
+    match handle {
+        RoomHandle::Local(local) => local.relay(msg),
+        RoomHandle::Remote(_) => false,
     }
-    let payload = match payload {
-        RelayPayload::Sdp(sdp) => RelayBody::Sdp(sdp),
-        RelayPayload::Candidate(candidate) => RelayBody::Candidate(candidate),
-    };
-    let reference = reference.as_ref();
-    let req = RelayRequest { from, to, kind: *kind, payload, reference, received_at: *received_at, again: *again };
-    local.table.relay_from_edge(&req) == Relayed::Done
 }
 
 /// How a connection reaches its room.
@@ -89,7 +39,45 @@ pub enum RoomHandle {
     /// The room's instance on this node.
     Local(LocalRoom),
     /// The room lives on another node.
-    Remote(String),
+    Remote(RemoteRoom),
+}
+
+impl RoomHandle {
+    /// The handle of a room on `node`.
+    pub fn remote(node: impl Into<String>) -> RoomHandle {
+        RoomHandle::Remote(RemoteRoom::new(node.into()))
+    }
+}
+
+/// A room on another node: the node, and its room host as last found (so that a message
+/// costs no process-group lookup; the reference is found again once its link is gone).
+pub struct RemoteRoom {
+    /// The owner's node id.
+    pub node: String,
+    host: std::sync::Mutex<Option<ActorRef<HostMsg>>>,
+}
+
+impl RemoteRoom {
+    fn new(node: String) -> RemoteRoom {
+        let host = find_host(&node);
+        RemoteRoom { node, host: std::sync::Mutex::new(host) }
+    }
+
+    /// The owner's room host, if it can be reached now.
+    fn host(&self) -> Option<ActorRef<HostMsg>> {
+        let mut cached = self.host.lock().unwrap_or_else(|p| p.into_inner());
+        let live = cached
+            .as_ref()
+            .is_some_and(|h| matches!(h.get_status(), ractor::ActorStatus::Running | ractor::ActorStatus::Starting));
+        if !live {
+            *cached = find_host(&self.node);
+        }
+        cached.clone()
+    }
+}
+
+fn find_host(node: &str) -> Option<ActorRef<HostMsg>> {
+    ractor::pg::get_members(&host_group(node)).into_iter().next().map(ActorRef::from)
 }
 
 fn unavailable() -> RouteError {
@@ -172,7 +160,7 @@ pub async fn join(app: &App, room: &RoomId, request: JoinRequest) -> Result<(Pee
         let outcome = if target == me {
             local_join(app, room, clone_request(&request)).await.map(|(peer, actor)| (peer, RoomHandle::Local(actor)))
         } else {
-            remote_join(room, &target, &request).await.map(|peer| (peer, RoomHandle::Remote(target.clone())))
+            remote_join(room, &target, &request).await.map(|peer| (peer, RoomHandle::remote(target.clone())))
         };
         match outcome {
             Err((ErrorCode::RoomElsewhere, message)) => {
@@ -317,8 +305,9 @@ pub async fn send(
             if app.cluster.is_some() {
                 let owner = owner_of(app, room).await;
                 if owner != app.config.node_id {
-                    send_remote(&owner, room, conn, &msg)?;
-                    *handle = RoomHandle::Remote(owner);
+                    let remote = RemoteRoom::new(owner);
+                    send_remote(&remote, room, conn, &msg)?;
+                    *handle = RoomHandle::Remote(remote);
                     return Ok(());
                 }
             }
@@ -327,26 +316,25 @@ pub async fn send(
             *handle = RoomHandle::Local(again);
             Ok(())
         }
-        RoomHandle::Remote(node) => {
-            if ractor::pg::get_members(&host_group(node)).is_empty() {
+        RoomHandle::Remote(remote) => {
+            if remote.host().is_none() {
                 // The owner is gone: find where the room is (or should be) now.
                 return reroute(app, handle, room, conn, "", msg).await;
             }
-            send_remote(node, room, conn, &msg)
+            send_remote(remote, room, conn, &msg)
         }
     }
 }
 
-fn send_remote(node: &str, room: &RoomId, conn: &ConnId, msg: &RoomMsg) -> Result<(), RouteError> {
+fn send_remote(remote: &RemoteRoom, room: &RoomId, conn: &ConnId, msg: &RoomMsg) -> Result<(), RouteError> {
     let Some(cmd) = RoomCmd::from_room_msg(msg) else { return Ok(()) };
-    let Some(cell) = ractor::pg::get_members(&host_group(node)).into_iter().next() else {
+    let Some(host) = remote.host() else {
         return Err((
             ErrorCode::RoomUnavailable,
-            format!("the node serving the room ({node}) is unreachable; try again"),
+            format!("the node serving the room ({}) is unreachable; try again", remote.node),
         ));
     };
-    let host: ActorRef<HostMsg> = cell.into();
-    metrics::counter!("switchboard_cross_node_messages_total").increment(1);
+    crate::telemetry::hot().cross_node_messages.increment(1);
     host.cast(HostMsg::ToRoom(room.to_string(), conn.to_string(), Bincode(cmd))).map_err(|_| unavailable())
 }
 
@@ -357,7 +345,7 @@ pub async fn handle_for(app: &App, room: &RoomId, node: &str) -> RoomHandle {
     {
         return RoomHandle::Local(local);
     }
-    RoomHandle::Remote(node.to_owned())
+    RoomHandle::remote(node)
 }
 
 /// Finds the room again (the live lease, else `hint`, else placement) and sends `msg` there:
@@ -382,8 +370,9 @@ pub async fn reroute(
         *handle = RoomHandle::Local(local);
         return Ok(());
     }
-    send_remote(&target, room, conn, &msg)?;
-    *handle = RoomHandle::Remote(target);
+    let remote = RemoteRoom::new(target);
+    send_remote(&remote, room, conn, &msg)?;
+    *handle = RoomHandle::Remote(remote);
     Ok(())
 }
 
@@ -428,7 +417,7 @@ async fn resume_once(app: &App, room: &RoomId, cmd: ResumeCmd) -> Result<RoomHan
     let host: ActorRef<HostMsg> = cell.into();
     metrics::counter!("switchboard_cross_node_messages_total").increment(1);
     match host.call(|reply| HostMsg::Resume(Bincode(cmd), reply), Some(Duration::from_secs(10))).await {
-        Ok(CallResult::Success(Bincode(Ok(_)))) => Ok(RoomHandle::Remote(owner)),
+        Ok(CallResult::Success(Bincode(Ok(_)))) => Ok(RoomHandle::remote(owner)),
         Ok(CallResult::Success(Bincode(Err(e)))) => Err(e),
         _ => Err(("unavailable".into(), "the room did not answer; try again".into())),
     }
@@ -440,7 +429,7 @@ async fn resume_once(app: &App, room: &RoomId, cmd: ResumeCmd) -> Result<RoomHan
 pub fn try_send(handle: &RoomHandle, room: &RoomId, conn: &ConnId, msg: RoomMsg) -> bool {
     match handle {
         RoomHandle::Local(local) => local.cast(msg).is_ok(),
-        RoomHandle::Remote(node) => send_remote(node, room, conn, &msg).is_ok(),
+        RoomHandle::Remote(remote) => send_remote(remote, room, conn, &msg).is_ok(),
     }
 }
 
@@ -450,7 +439,7 @@ pub fn reachable(handle: &RoomHandle) -> bool {
         RoomHandle::Local(local) => {
             matches!(local.actor.get_status(), ractor::ActorStatus::Running | ractor::ActorStatus::Starting)
         }
-        RoomHandle::Remote(node) => !ractor::pg::get_members(&host_group(node)).is_empty(),
+        RoomHandle::Remote(remote) => remote.host().is_some(),
     }
 }
 
@@ -470,13 +459,14 @@ pub async fn relocate(app: &App, handle: &mut RoomHandle, room: &RoomId) -> Resu
         *handle = RoomHandle::Local(resolve(app, room).await?);
         return Ok(());
     }
-    if ractor::pg::get_members(&host_group(&target)).is_empty() {
+    let remote = RemoteRoom::new(target);
+    if remote.host().is_none() {
         return Err((
             ErrorCode::RoomUnavailable,
-            format!("the room's node ({target}) is unreachable; try again shortly"),
+            format!("the room's node ({}) is unreachable; try again shortly", remote.node),
         ));
     }
-    *handle = RoomHandle::Remote(target);
+    *handle = RoomHandle::Remote(remote);
     Ok(())
 }
 

@@ -34,6 +34,8 @@ pub fn metrics() -> PrometheusHandle {
 pub struct HotMetrics {
     /// `switchboard_relay_seconds`.
     pub relay_seconds: Histogram,
+    /// `switchboard_cross_node_messages_total`.
+    pub cross_node_messages: Counter,
     messages: Vec<(&'static str, Counter)>,
 }
 
@@ -54,7 +56,11 @@ pub fn hot() -> &'static HotMetrics {
             .iter()
             .map(|&kind| (kind, metrics::counter!("switchboard_signaling_messages_total", "type" => kind)))
             .collect();
-        HotMetrics { relay_seconds: metrics::histogram!("switchboard_relay_seconds"), messages }
+        HotMetrics {
+            relay_seconds: metrics::histogram!("switchboard_relay_seconds"),
+            cross_node_messages: metrics::counter!("switchboard_cross_node_messages_total"),
+            messages,
+        }
     })
 }
 

@@ -33,6 +33,7 @@ pub mod admin;
 mod continuity;
 mod in_call;
 mod lease;
+pub mod local;
 mod membership;
 pub mod relay_table;
 #[cfg(test)]

@@ -16,6 +16,7 @@ use ractor::{Actor, ActorProcessingErr, ActorRef, RpcReplyPort};
 use ractor_cluster::RactorClusterMessage;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
+use std::collections::HashMap;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
@@ -24,6 +25,7 @@ use switchboard_actors::media::ControlAction;
 use switchboard_actors::ports::{Edge, Frame};
 use switchboard_actors::protocol::{FrameKind, Overlay, RelayKind, ServerMessage};
 use switchboard_actors::room::admin::{AdminAction, AdminDone};
+use switchboard_actors::room::local::LocalRoom;
 use switchboard_actors::room::{Carry, JoinRequest, RelayPayload, RoomMsg};
 use switchboard_actors::room_supervisor::RoomSupervisorMsg;
 use switchboard_actors::{ErrorCode, RoomError};
@@ -352,47 +354,43 @@ pub type Successor = Arc<dyn Fn(&str) -> Option<String> + Send + Sync>;
 
 impl Actor for RoomHost {
     type Msg = HostMsg;
-    type State = RoomHostArgs;
+    type State = HostState;
     type Arguments = RoomHostArgs;
 
-    async fn pre_start(
-        &self,
-        myself: ActorRef<HostMsg>,
-        args: RoomHostArgs,
-    ) -> Result<RoomHostArgs, ActorProcessingErr> {
+    async fn pre_start(&self, myself: ActorRef<HostMsg>, args: RoomHostArgs) -> Result<HostState, ActorProcessingErr> {
         ractor::pg::join(host_group(&args.node_id), vec![myself.get_cell()]);
-        Ok(args)
+        Ok(HostState { args, rooms: HashMap::new(), inserted: 0 })
     }
 
     async fn handle(
         &self,
         _myself: ActorRef<HostMsg>,
         msg: HostMsg,
-        state: &mut RoomHostArgs,
+        state: &mut HostState,
     ) -> Result<(), ActorProcessingErr> {
         match msg {
             HostMsg::Join(cmd, reply) => {
-                if state.draining.load(Ordering::Acquire) {
+                if state.args.draining.load(Ordering::Acquire) {
                     let refusal = ("room_elsewhere".to_owned(), "this node is draining; the room is moving".to_owned());
                     let _ = reply.send(Bincode(Err(refusal)));
                     return Ok(());
                 }
                 // The join waits on the room (a database write); it runs apart so the host
                 // keeps taking other commands meanwhile.
-                let rooms = state.rooms.clone();
+                let rooms = state.args.rooms.clone();
                 tokio::spawn(async move {
                     let _ = reply.send(Bincode(remote_join(rooms, cmd.0).await));
                 });
             }
             HostMsg::Resume(cmd, reply) => {
-                let rooms = state.rooms.clone();
-                let may_start = !state.draining.load(Ordering::Acquire);
+                let rooms = state.args.rooms.clone();
+                let may_start = !state.args.draining.load(Ordering::Acquire);
                 tokio::spawn(async move {
                     let _ = reply.send(Bincode(local_resume(rooms, cmd.0, may_start).await));
                 });
             }
             HostMsg::Admin(cmd, reply) => {
-                let rooms = state.rooms.clone();
+                let rooms = state.args.rooms.clone();
                 tokio::spawn(async move {
                     let AdminCmd { room, action } = cmd.0;
                     let _ = reply.send(Bincode(local_admin(&rooms, RoomId::new(room), action).await));
@@ -400,9 +398,10 @@ impl Actor for RoomHost {
             }
             HostMsg::ToRoom(room, conn, cmd) => to_local_room(state, RoomId::new(room), ConnId::new(conn), cmd.0).await,
             HostMsg::Adopt(room, carry) => {
-                if !state.draining.load(Ordering::Acquire) {
+                if !state.args.draining.load(Ordering::Acquire) {
                     let room = RoomId::new(room);
                     let asked = state
+                        .args
                         .rooms
                         .call(
                             |reply| RoomSupervisorMsg::Adopt { room: room.clone(), carry: carry.0, reply },
@@ -486,14 +485,61 @@ async fn remote_join(rooms: ActorRef<RoomSupervisorMsg>, cmd: JoinCmd) -> JoinOu
 /// Hands a command to the local room, starting the room here when this node should own it
 /// (its owner died or handed it off); bounces it back to the sender's node when another node
 /// owns the room.
-async fn to_local_room(state: &RoomHostArgs, room: RoomId, conn: ConnId, cmd: RoomCmd) {
+/// What the room host keeps: its arguments, and the rooms it reached lately.
+pub struct HostState {
+    args: RoomHostArgs,
+    /// Room instances found for commands from other nodes, so that a message costs no lookup
+    /// on the supervisor: an entry is dropped when its instance stopped (a cast bounces, or the
+    /// table is closed) and found again.
+    rooms: HashMap<RoomId, LocalRoom>,
+    inserted: u64,
+}
+
+async fn to_local_room(state: &mut HostState, room: RoomId, conn: ConnId, cmd: RoomCmd) {
+    let Some(msg) = cmd.into_room_msg() else { return };
+    // The fast path: a room found before, still running.
+    let msg = match state.rooms.get(&room) {
+        Some(local) if local.running() => {
+            if local.relay(&msg) {
+                return;
+            }
+            match local.cast(msg).map_err(|e| *e) {
+                Ok(()) => return,
+                Err(ractor::MessagingErr::SendErr(msg)) => msg,
+                Err(_) => return,
+            }
+        }
+        _ => msg,
+    };
+    state.rooms.remove(&room);
+    let found = find_local_room(&state.args, &room).await;
+    let local = match found {
+        Ok(local) => local,
+        Err(hint) => {
+            let Some(cmd) = RoomCmd::from_room_msg(&msg) else { return };
+            return bounce(&state.args, room, conn, cmd, hint.unwrap_or_default());
+        }
+    };
+    if !local.relay(&msg) {
+        let _ = local.cast(msg);
+    }
+    state.inserted += 1;
+    if state.inserted.is_multiple_of(1024) {
+        state.rooms.retain(|_, l| l.running());
+    }
+    state.rooms.insert(room, local);
+}
+
+/// The room's instance here, with its relay table; started if nobody runs it. `Err` with where
+/// the room should go instead (when this node drains), if known.
+async fn find_local_room(state: &RoomHostArgs, room: &RoomId) -> Result<LocalRoom, Option<String>> {
     let found = state
         .rooms
         .call(|reply| RoomSupervisorMsg::Lookup { room: room.clone(), reply }, Some(Duration::from_secs(5)))
         .await;
     let actor = match found {
-        Ok(CallResult::Success(Some(actor))) => Ok(actor),
-        _ if state.draining.load(Ordering::Acquire) => Err((state.successor)(room.as_str())),
+        Ok(CallResult::Success(Some(actor))) => actor,
+        _ if state.draining.load(Ordering::Acquire) => return Err((state.successor)(room.as_str())),
         _ => match state
             .rooms
             .call(|reply| RoomSupervisorMsg::Resolve { room: room.clone(), reply }, Some(Duration::from_secs(10)))
@@ -503,18 +549,15 @@ async fn to_local_room(state: &RoomHostArgs, room: RoomId, conn: ConnId, cmd: Ro
                 // A command for a room that is not running here started it: its previous
                 // owner died or gave it up.
                 metrics::counter!("switchboard_rehomes_total", "cause" => "on_demand").increment(1);
-                Ok(actor)
+                actor
             }
-            Ok(CallResult::Success(Err(e))) if e.code == ErrorCode::RoomElsewhere => Err(None),
-            _ => Err(None),
+            _ => return Err(None),
         },
     };
-    let actor = match actor {
-        Ok(actor) => actor,
-        Err(hint) => return bounce(state, room, conn, cmd, hint.unwrap_or_default()),
-    };
-    if let Some(msg) = cmd.into_room_msg() {
-        let _ = actor.cast(msg);
+    // Asked once per instance, never per message.
+    match actor.call(RoomMsg::Table, Some(Duration::from_secs(10))).await {
+        Ok(CallResult::Success(table)) => Ok(LocalRoom { actor, table }),
+        _ => Err(None),
     }
 }
 

@@ -20,12 +20,38 @@ pub struct EdgeRouter {
     /// The open connections of each user (most users have one), for what is sent to a person
     /// rather than to a session (notifications).
     users: RwLock<HashMap<String, Vec<ConnId>>>,
+    /// Other nodes' edge links as last found, so that a frame for another node's connection
+    /// costs no process-group lookup (found again once the link to that node is gone).
+    links: RwLock<HashMap<String, ActorRef<EdgeMsg>>>,
 }
 
 impl EdgeRouter {
     /// The router of node `node_id`.
     pub fn new(node_id: &str) -> EdgeRouter {
-        EdgeRouter { node_id: node_id.to_owned(), connections: RwLock::default(), users: RwLock::default() }
+        EdgeRouter {
+            node_id: node_id.to_owned(),
+            connections: RwLock::default(),
+            users: RwLock::default(),
+            links: RwLock::default(),
+        }
+    }
+
+    /// Node `node`'s edge link, if it can be reached now.
+    fn link(&self, node: &str) -> Option<ActorRef<EdgeMsg>> {
+        let live = |l: &ActorRef<EdgeMsg>| {
+            matches!(l.get_status(), ractor::ActorStatus::Running | ractor::ActorStatus::Starting)
+        };
+        if let Some(link) = self.links.read().unwrap_or_else(|p| p.into_inner()).get(node).filter(|l| live(l)) {
+            return Some(link.clone());
+        }
+        let found: Option<ActorRef<EdgeMsg>> =
+            ractor::pg::get_members(&edge_group(node)).into_iter().next().map(ActorRef::from);
+        let mut links = self.links.write().unwrap_or_else(|p| p.into_inner());
+        match &found {
+            Some(link) => links.insert(node.to_owned(), link.clone()),
+            None => links.remove(node),
+        };
+        found
     }
 
     fn is_remote<'a>(&self, conn: &'a ConnId) -> Option<&'a str> {
@@ -70,8 +96,7 @@ impl EdgeRouter {
     /// unreachable.
     pub fn set_grants(&self, conn: &ConnId, grants: &str) -> bool {
         if let Some(node) = self.is_remote(conn) {
-            let Some(cell) = ractor::pg::get_members(&edge_group(node)).into_iter().next() else { return false };
-            let link: ActorRef<EdgeMsg> = cell.into();
+            let Some(link) = self.link(node) else { return false };
             return link.cast(EdgeMsg::Grants(conn.to_string(), grants.to_owned())).is_ok();
         }
         self.set_local_grants(conn, grants)
@@ -143,8 +168,7 @@ impl EdgeRouter {
     /// should join `room`.
     pub fn paired(&self, conn: &ConnId, lobby: &str, room: &str) {
         if let Some(node) = self.is_remote(conn) {
-            if let Some(cell) = ractor::pg::get_members(&edge_group(node)).into_iter().next() {
-                let link: ActorRef<EdgeMsg> = cell.into();
+            if let Some(link) = self.link(node) {
                 let _ = link.cast(EdgeMsg::Paired(conn.to_string(), lobby.to_owned(), room.to_owned()));
             }
             return;
@@ -177,9 +201,8 @@ impl EdgeRouter {
 impl Edge for EdgeRouter {
     fn deliver(&self, conn: &ConnId, frame: Frame) -> bool {
         if let Some(node) = self.is_remote(conn) {
-            let Some(cell) = ractor::pg::get_members(&edge_group(node)).into_iter().next() else { return false };
-            let link: ActorRef<EdgeMsg> = cell.into();
-            metrics::counter!("switchboard_cross_node_messages_total").increment(1);
+            let Some(link) = self.link(node) else { return false };
+            crate::telemetry::hot().cross_node_messages.increment(1);
             let msg = match frame.seq {
                 Some(seq) => EdgeMsg::Numbered(conn.to_string(), seq, frame.body.to_string(), frame.kind.to_u8()),
                 None => EdgeMsg::Deliver(conn.to_string(), frame.body.to_string()),
@@ -194,8 +217,7 @@ impl Edge for EdgeRouter {
 
     fn reattach(&self, conn: &ConnId, room: &RoomId) {
         if let Some(node) = self.is_remote(conn) {
-            if let Some(cell) = ractor::pg::get_members(&edge_group(node)).into_iter().next() {
-                let link: ActorRef<EdgeMsg> = cell.into();
+            if let Some(link) = self.link(node) {
                 let _ = link.cast(EdgeMsg::Moved(conn.to_string(), room.to_string(), self.node_id.clone()));
             }
             return;
@@ -205,8 +227,7 @@ impl Edge for EdgeRouter {
 
     fn receipt(&self, conn: &ConnId, msg_id: &str) {
         if let Some(node) = self.is_remote(conn) {
-            if let Some(cell) = ractor::pg::get_members(&edge_group(node)).into_iter().next() {
-                let link: ActorRef<EdgeMsg> = cell.into();
+            if let Some(link) = self.link(node) {
                 let _ = link.cast(EdgeMsg::Receipt(conn.to_string(), msg_id.to_owned()));
             }
             return;
@@ -218,7 +239,7 @@ impl Edge for EdgeRouter {
 
     fn route(&self, conn: &ConnId) -> u64 {
         let Some(node) = self.is_remote(conn) else { return LOCAL_ROUTE };
-        match ractor::pg::get_members(&edge_group(node)).first().map(|cell| cell.get_id()) {
+        match self.link(node).map(|link| link.get_id()) {
             // The node's edge link as this node's cluster session with it knows it: every new
             // session (after the link closed) numbers its remote actors afresh.
             Some(ActorId::Remote { node_id, pid }) => 1 + ((node_id << 32) ^ pid) % (u64::MAX - 2),
@@ -231,7 +252,7 @@ impl Edge for EdgeRouter {
         // Another node's connection counts as open while that node is reachable; if it is not,
         // its sessions leave when it is declared down.
         match self.is_remote(conn) {
-            Some(node) => !ractor::pg::get_members(&edge_group(node)).is_empty(),
+            Some(node) => self.link(node).is_some(),
             None => self.read().contains_key(conn),
         }
     }
