@@ -16,6 +16,7 @@ pub mod node;
 pub mod pacer;
 pub mod relay;
 pub mod report;
+pub mod scale;
 pub mod snapshot;
 pub mod wire;
 
@@ -27,6 +28,9 @@ use report::{Report, Run};
 
 /// Runs one benchmark command.
 pub async fn run(which: BenchKind) -> Result<()> {
+    if let BenchKind::ScaleClients { server, rooms, tag, sources } = &which {
+        return scale::clients(*server, *rooms, tag, *sources).await;
+    }
     // Both ends of every connection are on this machine.
     let fds = node::raise_fd_limit(250_000);
     let mut report = Report::new();
@@ -37,9 +41,11 @@ pub async fn run(which: BenchKind) -> Result<()> {
         | BenchKind::Join { common, .. }
         | BenchKind::Lobby { common, .. }
         | BenchKind::Idle { common, .. }
+        | BenchKind::Scale { common, .. }
         | BenchKind::Snapshot { common, .. }
         | BenchKind::Events { common, .. }
         | BenchKind::Suite { common, .. } => common.clone(),
+        BenchKind::ScaleClients { .. } => unreachable!("handled above"),
     };
     match which {
         BenchKind::Relay { pairs, rate, seconds, ids, receipts, cross_node, common } => {
@@ -73,6 +79,10 @@ pub async fn run(which: BenchKind) -> Result<()> {
                 report.runs.last().map(Run::print);
             }
         }
+        BenchKind::Scale { nodes, rooms, common } => {
+            report.runs.push(scale::scale(nodes, rooms, common.sources, &common.serve).await?);
+        }
+        BenchKind::ScaleClients { .. } => {}
         BenchKind::Snapshot { rate, seconds, width, height, common } => {
             let node = BenchNode::start(&common.serve)?;
             report.runs.push(snapshot::snapshots(&node, rate, seconds, width, height).await?);

@@ -199,6 +199,36 @@ pub enum BenchKind {
         #[command(flatten)]
         common: BenchCommon,
     },
+    /// The cluster at scale: nodes on this machine, rooms with one participant per node;
+    /// join latency, ownership writes, memory per node, and failover after kill -9 and SIGSTOP
+    /// (pass `-- --database-url postgres://...`).
+    Scale {
+        /// Nodes (at least 3).
+        #[arg(long, default_value_t = 3)]
+        nodes: usize,
+        /// Rooms, each with one participant on every node.
+        #[arg(long, default_value_t = 10_000)]
+        rooms: usize,
+        /// Shared options.
+        #[command(flatten)]
+        common: BenchCommon,
+    },
+    /// One client process of `bench scale` (started by it).
+    #[command(hide = true)]
+    ScaleClients {
+        /// The node to connect to.
+        #[arg(long)]
+        server: SocketAddr,
+        /// Rooms to join.
+        #[arg(long)]
+        rooms: usize,
+        /// Users are `TAG-<room>`.
+        #[arg(long)]
+        tag: String,
+        /// Loopback source addresses.
+        #[arg(long, default_value_t = 4)]
+        sources: usize,
+    },
     /// Server memory per idle joined WebSocket connection.
     Idle {
         /// Connections to open; several (comma-separated) run one after another.

@@ -569,8 +569,8 @@ async fn drain(app: &App, deadline: Instant) {
     };
     let mut touched = std::collections::BTreeSet::new();
     let count = handed.len();
-    // Every room goes to its successor first, before anything slower: a room's lease is not
-    // renewed once it is handed over, and the successor takes it over from the carry.
+    // Every room goes to its successor first, before anything slower: the successor takes the
+    // room's ownership over from the carry.
     let mut adopted = Vec::new();
     for (room, carry) in handed {
         let host = (app.successor)(room.as_str())

@@ -101,6 +101,11 @@ impl BenchNode {
         self.child.id()
     }
 
+    /// Sends the node a signal (`KILL`, `STOP`, `CONT`).
+    pub fn signal(&self, name: &str) {
+        let _ = Command::new("kill").arg(format!("-{name}")).arg(self.pid().to_string()).status();
+    }
+
     /// CPU time the node has used so far.
     pub fn cpu(&self) -> Result<Duration> {
         cpu_time(&self.pid().to_string())

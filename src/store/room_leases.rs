@@ -27,6 +27,13 @@ impl Store {
         row.map(|r| col::<String>(&r, 0)).transpose()
     }
 
+    /// How many rooms `node` owns now.
+    pub async fn owned_by(&self, node: &str) -> Result<i64, StoreError> {
+        let sql = format!("SELECT COUNT(*) FROM room_leases l WHERE l.node_id = $1 AND {}", self.owned("l"));
+        let row = sqlx::query(&sql).bind(node).fetch_one(&self.pool).await.map_err(db)?;
+        col::<i64>(&row, 0)
+    }
+
     /// Rooms with open sessions and no live owner: their owner died (or the whole cluster
     /// stopped, or a single node crashed) and nobody has taken them over yet. At most `limit`,
     /// in room order after `after`.
