@@ -80,16 +80,17 @@ pub fn candidates(app: &App) -> Vec<(NodeId, u64)> {
 
 /// The node a room nobody owns should go to; this node when no other may take it.
 pub fn choose(app: &App, room: &str) -> String {
-    let nodes = candidates(app);
-    let list: Vec<Candidate<'_>> = nodes.iter().map(|(node, load)| Candidate { node, load: *load }).collect();
-    place_by_load(room, &list).map(NodeId::to_string).unwrap_or_else(|| app.config.node_id.clone())
+    choose_among(&candidates(app), room).unwrap_or(&app.config.node_id).to_owned()
 }
 
-/// Whether this node is one of the room's two rendezvous candidates (so that it may take an
+/// [`choose`] over candidates read once (for many rooms at a time); `None` without any.
+pub fn choose_among<'a>(nodes: &'a [(NodeId, u64)], room: &str) -> Option<&'a str> {
+    let list: Vec<Candidate<'_>> = nodes.iter().map(|(node, load)| Candidate { node, load: *load }).collect();
+    place_by_load(room, &list).map(NodeId::as_str)
+}
+
+/// Whether node `me` is one of the room's two rendezvous candidates (so that it may take an
 /// orphan that the other candidate, seeing other loads, leaves alone).
-pub fn is_candidate(app: &App, room: &str) -> bool {
-    let nodes = candidates(app);
-    switchboard_cluster::placement::candidates(room, nodes.iter().map(|(n, _)| n))
-        .iter()
-        .any(|n| n.as_str() == app.config.node_id)
+pub fn is_candidate_among(nodes: &[(NodeId, u64)], room: &str, me: &str) -> bool {
+    switchboard_cluster::placement::candidates(room, nodes.iter().map(|(n, _)| n)).iter().any(|n| n.as_str() == me)
 }

@@ -7,6 +7,7 @@
 //! have moved.
 
 use crate::app::App;
+use futures_util::StreamExt;
 use ractor::rpc::CallResult;
 use ractor::{ActorRef, MessagingErr};
 use std::time::Duration;
@@ -98,28 +99,50 @@ async fn owner_of(app: &App, room: &RoomId) -> String {
 }
 
 /// Starts here the orphaned rooms (open sessions, no live owner) that placement gives to this
-/// node. Nodes that see different loads may each think the other should take a room: a room
-/// still orphaned after a few sweeps is taken by either of its two candidates (the ownership
-/// row lets only one win). `sightings` counts, across sweeps, how often each was seen orphaned.
-/// Returns how many were started.
+/// node, sixteen at a time. Nodes that see different loads may each think the other should
+/// take a room: a room still orphaned after a few sweeps is taken by either of its two
+/// candidates (the ownership row lets only one win). `sightings` counts, across sweeps, how
+/// often each was seen orphaned. Returns how many were started.
 pub async fn adopt_orphans(app: &App, sightings: &mut std::collections::HashMap<String, u32>) -> usize {
     const PATIENCE: u32 = 3;
-    let Ok(rooms) = app.store.orphaned_rooms("", 200).await else { return 0 };
-    sightings.retain(|room, _| rooms.contains(room));
-    let mut adopted = 0;
-    for room in rooms {
-        let seen = sightings.entry(room.clone()).or_default();
-        *seen += 1;
-        let patient = *seen > PATIENCE && crate::placement::is_candidate(app, &room);
-        let room = RoomId::new(room);
-        if (patient || owner_of(app, &room).await == app.config.node_id) && resolve(app, &room).await.is_ok() {
-            adopted += 1;
-            sightings.remove(room.as_str());
-            metrics::counter!("switchboard_orphan_rooms_adopted_total").increment(1);
-            tracing::info!(room_id = %room, "took over an orphaned room");
+    const MOST: usize = 20_000;
+    let nodes = crate::placement::candidates(app);
+    let me = app.config.node_id.as_str();
+    let mut mine = Vec::new();
+    let mut seen_now = std::collections::HashSet::new();
+    let mut after = String::new();
+    while seen_now.len() < MOST {
+        let rooms = match app.store.orphaned_rooms(&after, 500).await {
+            Ok(rooms) if !rooms.is_empty() => rooms,
+            _ => break,
+        };
+        after = rooms.last().cloned().unwrap_or_default();
+        for room in rooms {
+            let seen = sightings.entry(room.clone()).or_default();
+            *seen += 1;
+            let patient = *seen > PATIENCE && crate::placement::is_candidate_among(&nodes, &room, me);
+            if patient || crate::placement::choose_among(&nodes, &room).is_none_or(|n| n == me) {
+                mine.push(room.clone());
+            }
+            seen_now.insert(room);
         }
     }
-    adopted
+    sightings.retain(|room, _| seen_now.contains(room));
+    let adopted: Vec<String> = futures_util::stream::iter(mine)
+        .map(|room| async move { resolve(app, &RoomId::new(&room)).await.is_ok().then_some(room) })
+        .buffer_unordered(16)
+        .filter_map(std::future::ready)
+        .collect()
+        .await;
+    for room in &adopted {
+        sightings.remove(room);
+        tracing::debug!(room_id = %room, "took over an orphaned room");
+    }
+    if !adopted.is_empty() {
+        metrics::counter!("switchboard_orphan_rooms_adopted_total").increment(adopted.len() as u64);
+        tracing::info!(rooms = adopted.len(), "took over orphaned rooms");
+    }
+    adopted.len()
 }
 
 /// A single node that starts again after a crash: the rooms that still have open sessions

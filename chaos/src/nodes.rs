@@ -73,6 +73,17 @@ impl Cluster {
             launch,
             http: reqwest::Client::builder().timeout(Duration::from_secs(2)).build()?,
         };
+        // The links between the nodes are mutual TLS, as outside dev mode: a cluster CA and a
+        // certificate per node, made once for the run.
+        let ids: Vec<String> = (1..=n).map(|i| format!("n{i}")).collect();
+        let made = Command::new(&cluster.launch.binary)
+            .args(["cluster-certs", "--nodes", &ids.join(","), "--force", "--out"])
+            .arg(cluster.launch.work_dir.join("cluster-tls"))
+            .output()
+            .context("making the cluster's certificates")?;
+        if !made.status.success() {
+            bail!("cluster-certs failed: {}", String::from_utf8_lossy(&made.stderr));
+        }
         for i in 1..=n {
             let id = format!("n{i}");
             let data_dir = cluster.launch.work_dir.join(&id);
@@ -119,6 +130,13 @@ impl Cluster {
         if !seeds.is_empty() {
             cmd.args(["--seeds", &seeds.join(",")]);
         }
+        let certs = self.launch.work_dir.join("cluster-tls");
+        cmd.arg("--cluster-tls-cert")
+            .arg(certs.join(format!("{}.pem", node.id)))
+            .arg("--cluster-tls-key")
+            .arg(certs.join(format!("{}-key.pem", node.id)))
+            .arg("--cluster-ca")
+            .arg(certs.join("ca.pem"));
         let mut child = cmd.spawn().with_context(|| format!("start {}", self.launch.binary.display()))?;
         let (tx, rx) = std::sync::mpsc::channel();
         let pipes: [Box<dyn std::io::Read + Send>; 2] =

@@ -1,11 +1,12 @@
 //! The single-owner invariant, observed from outside: every node is asked, over and over,
-//! which rooms it serves (`GET /api/cluster/hosted`; a room asked checks its lease first and
-//! stops rather than answer if it lost it). Each answer says, on the host's wall clock, when
-//! the room's lease was granted (no later than `sinceMs`) and when the room last checked it
-//! (`checkedAtMs`). Two owners at once means: a node still serving a room at a time after
-//! another node was granted a newer lease of it (or two nodes serving the same epoch).
-//! Overlaps shorter than one lease grant's round trip to the database are below what this
-//! can see.
+//! which rooms it serves (`GET /api/cluster/hosted`; a room asked checks first that its node's
+//! lease still holds the term it took the room under, and stops rather than answer if not).
+//! Each answer says, on the host's wall clock, when the room's ownership was granted (no later
+//! than `sinceMs`) and when the room last checked it (`checkedAtMs`). Two owners at once means: a node still serving a room at a time after
+//! another node was granted a newer ownership of it (or two nodes serving the same epoch).
+//! Overlaps shorter than one grant's round trip to the database are below what this can see;
+//! so is a room that acts between polls without being asked (the database's fencing covers
+//! its writes, the node lease's local deadline its deliveries).
 
 use crate::nodes::Directory;
 use serde_json::Value;

@@ -216,7 +216,12 @@ pub async fn scale(nodes: usize, rooms: usize, sources: usize, serve: &[String])
     for (i, (m, r)) in rss.iter().zip(&hosted).enumerate() {
         run.add(&format!("s{}_rss_mib", i + 1), round2(*m)).add(&format!("s{}_rooms", i + 1), *r);
     }
-    run.add("kill_all_owned_again_s", after_kill.map_or(-1.0, |d| round2(d.as_secs_f64())))
-        .add("freeze_all_owned_again_s", after_freeze.map_or(-1.0, |d| round2(d.as_secs_f64())));
+    for (what, outcome) in [("kill", &after_kill), ("freeze", &after_freeze)] {
+        if let Err(e) = outcome {
+            eprintln!("{what}: {e:#}");
+        }
+    }
+    run.add("kill_all_owned_again_s", after_kill.as_ref().map_or(-1.0, |d| round2(d.as_secs_f64())))
+        .add("freeze_all_owned_again_s", after_freeze.as_ref().map_or(-1.0, |d| round2(d.as_secs_f64())));
     Ok(run)
 }

@@ -252,6 +252,7 @@ async fn a_frozen_owner_is_fenced_off_when_it_wakes() {
     assert_eq!(alice.recv_type("peer_joined").await["participant"]["userId"], "carol");
 
     // Freeze the owner past its lease; n2 takes the room over.
+    let room_rows_before = room_row_writes(&n1).await;
     n1.freeze(true);
     let mut dave = None;
     for _ in 0..100 {
@@ -309,6 +310,20 @@ async fn a_frozen_owner_is_fenced_off_when_it_wakes() {
     assert_eq!(v["members"][0]["rooms"], 0, "n1 serves none of its old rooms: {v}");
     assert_eq!(v["rooms"][0]["nodeId"], "n2", "the room map names the new owner: {v}");
     assert_eq!(v["rooms"][0]["epoch"], 2, "one takeover, one epoch: {v}");
+    // Woken, n1 wrote no ownership row (it released nothing it no longer held), and began a
+    // new term of its node lease instead of reviving the lapsed one.
+    assert_eq!(room_row_writes(&n1).await, room_rows_before, "the fenced node wrote no room ownership row");
+    let own = v["members"][0].clone();
+    assert!(own["leaseTerm"].as_i64() > Some(1), "a new term after the lapse: {own}");
+}
+
+/// The room ownership rows node `n` has written so far (its own count, from `/metrics`).
+async fn room_row_writes(n: &Node) -> f64 {
+    let text = reqwest::Client::new().get(n.url("/metrics")).send().await.expect("get").text().await.expect("text");
+    text.lines()
+        .find(|l| l.starts_with("switchboard_ownership_writes_total{table=\"room_leases\"}"))
+        .and_then(|l| l.rsplit(' ').next()?.parse().ok())
+        .unwrap_or(0.0)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
