@@ -510,6 +510,15 @@ impl RunningServer {
         }
         // The cluster links close last, so peers see this node leave after its clients did.
         if let Some(cluster) = &app.cluster {
+            // Rooms handed over stay this node's until their successors take them (with what
+            // was carried): the node lease is kept, renewed, until none is left or a few
+            // seconds have passed, so that no other node starts one afresh from the store.
+            let waited = Instant::now();
+            while waited.elapsed() < Duration::from_secs(5)
+                && app.store.owned_by(&app.config.node_id).await.is_ok_and(|n| n > 0)
+            {
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
             if let Some(beats) = self.beats.take() {
                 beats.abort();
             }

@@ -638,7 +638,17 @@ async fn start_room(myself: ActorRef<RoomMsg>, args: RoomArgs) -> Result<RoomSta
             Err(holder) => return Err(Box::new(RoomElsewhere(holder))),
         }
     }
-    let stored = ctx.store.load_room(&args.room_id, &ctx.config.default_policy, ctx.config.chat_history).await?;
+    let stored = match ctx.store.load_room(&args.room_id, &ctx.config.default_policy, ctx.config.chat_history).await {
+        Ok(stored) => stored,
+        Err(e) => {
+            // Taken but not started: give the room back, so that the next try (here or on
+            // another node) need not wait for this node's lease to run out.
+            if let Some(fence) = &fence {
+                let _ = ctx.store.release_lease(fence).await;
+            }
+            return Err(e.into());
+        }
+    };
     let table = Arc::new(RelayTable::new(args.room_id.clone(), ctx.edge.clone()));
     table.lock().lease = match (&ctx.config.lease, &fence) {
         (Some(lease), Some(fence)) => Some((lease.lease.clone(), fence.term)),

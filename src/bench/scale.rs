@@ -44,14 +44,23 @@ pub async fn clients(server: SocketAddr, rooms: usize, tag: &str, sources: usize
     let mut latencies = Latencies::default();
     let mut conns = Vec::new();
     let mut failed = 0;
+    let mut why: std::collections::BTreeMap<String, usize> = std::collections::BTreeMap::new();
     for j in joined {
         match j {
             Ok((j, took)) => {
                 latencies.push(took);
                 conns.push(j.conn);
             }
-            Err(_) => failed += 1,
+            Err(e) => {
+                failed += 1;
+                let text = format!("{e:#}");
+                let code = text.split("\"code\":\"").nth(1).and_then(|r| r.split('"').next()).unwrap_or(&text);
+                *why.entry(code.chars().take(80).collect()).or_default() += 1;
+            }
         }
+    }
+    if !why.is_empty() {
+        eprintln!("{tag}: joins that failed, by error: {why:?}");
     }
     let p = latencies.summary();
     let line = serde_json::json!({

@@ -50,10 +50,11 @@ async fn ownership_writes_do_not_grow_with_idle_rooms() {
     assert_eq!((few_rooms, many_rooms), (0, 0), "an owned room costs no writes while nothing changes hands");
     let renewals =
         (window.as_millis() / switchboard::node_lease::renew_every(app.config.cluster.lease_ttl).as_millis()) as u64;
+    // However many rooms, the node's own row is written on the renewal schedule and no more
+    // (a loaded machine may renew less often, never more); a per-room cost would be thousands.
     for n in [few_nodes, many_nodes] {
-        assert!(n.abs_diff(renewals) <= 3, "node lease renewals only (about {renewals}): {n}");
+        assert!((1..=renewals + 3).contains(&n), "node lease renewals only (at most about {renewals}): {n}");
     }
-    assert!(few_nodes.abs_diff(many_nodes) <= 3, "independent of the room count: {few_nodes} vs {many_nodes}");
     let owned = app.store.live_leases("", 2000).await.expect("room map");
     assert_eq!(owned.len(), 1000, "every room is still owned, by this node");
     assert!(owned.iter().all(|(_, node, _)| node == &app.config.node_id));
