@@ -339,24 +339,26 @@ pub async fn send(
             *handle = RoomHandle::Local(again);
             Ok(())
         }
-        RoomHandle::Remote(remote) => {
-            if remote.host().is_none() {
-                // The owner is gone: find where the room is (or should be) now.
-                return reroute(app, handle, room, conn, "", msg).await;
-            }
-            send_remote(remote, room, conn, &msg)
-        }
+        RoomHandle::Remote(remote) => match remote.host() {
+            Some(host) => cast_to_host(&host, room, conn, &msg),
+            // The owner is gone: find where the room is (or should be) now.
+            None => reroute(app, handle, room, conn, "", msg).await,
+        },
     }
 }
 
 fn send_remote(remote: &RemoteRoom, room: &RoomId, conn: &ConnId, msg: &RoomMsg) -> Result<(), RouteError> {
-    let Some(cmd) = RoomCmd::from_room_msg(msg) else { return Ok(()) };
-    let Some(host) = remote.host() else {
-        return Err((
+    match remote.host() {
+        Some(host) => cast_to_host(&host, room, conn, msg),
+        None => Err((
             ErrorCode::RoomUnavailable,
             format!("the node serving the room ({}) is unreachable; try again", remote.node),
-        ));
-    };
+        )),
+    }
+}
+
+fn cast_to_host(host: &ActorRef<HostMsg>, room: &RoomId, conn: &ConnId, msg: &RoomMsg) -> Result<(), RouteError> {
+    let Some(cmd) = RoomCmd::from_room_msg(msg) else { return Ok(()) };
     crate::telemetry::hot().cross_node_messages.increment(1);
     host.cast(HostMsg::ToRoom(room.to_string(), conn.to_string(), Bincode(cmd))).map_err(|_| unavailable())
 }

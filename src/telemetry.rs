@@ -99,7 +99,19 @@ fn describe() {
         "switchboard_orphan_rooms_adopted_total",
         "rooms taken over by this node after their owner died with sessions in them"
     );
-    describe_counter!("switchboard_lease_renew_failures_total", "lease renewals that failed on a database error");
+    describe_counter!(
+        "switchboard_node_lease_renew_failures_total",
+        "node lease renewals that failed (database error or timeout)"
+    );
+    describe_counter!(
+        "switchboard_node_lease_lapses_total",
+        "node lease terms that lapsed and were replaced by a new one"
+    );
+    describe_counter!("switchboard_ownership_writes_total", "writes of node lease and room ownership rows, by table");
+    describe_counter!(
+        "switchboard_cluster_undecodable_payloads_total",
+        "payloads from other nodes that could not be decoded and were dropped"
+    );
     describe_counter!("switchboard_rehomes_total", "rooms started here after another node lost or gave them up");
     describe_counter!("switchboard_cross_node_messages_total", "commands and frames sent to another node");
     describe_counter!("switchboard_routing_misses_total", "commands that reached a node not serving their room");

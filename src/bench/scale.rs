@@ -71,10 +71,7 @@ pub async fn clients(server: SocketAddr, rooms: usize, tag: &str, sources: usize
     std::io::stdout().flush()?;
     // Keep reading so that no socket buffer fills; stop when the parent closes stdin.
     for conn in conns {
-        tokio::spawn(async move {
-            let mut conn = conn;
-            while conn.expect_any(&["__never__"]).await.is_ok() {}
-        });
+        tokio::spawn(conn.drain());
     }
     tokio::task::spawn_blocking(|| {
         let mut sink = String::new();

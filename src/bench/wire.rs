@@ -195,6 +195,12 @@ impl Conn {
         Ok(())
     }
 
+    /// Reads and discards frames until the connection closes: an idle client that keeps its
+    /// socket drained.
+    pub async fn drain(mut self) {
+        while let Ok(Incoming::Text) = self.reader.next().await {}
+    }
+
     /// The next frame whose type is one of `kinds` (an `error` fails).
     pub async fn expect_any(&mut self, kinds: &[&str]) -> Result<serde_json::Value> {
         loop {

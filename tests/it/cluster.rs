@@ -313,7 +313,15 @@ async fn a_frozen_owner_is_fenced_off_when_it_wakes() {
     // Woken, n1 wrote no ownership row (it released nothing it no longer held), and began a
     // new term of its node lease instead of reviving the lapsed one.
     assert_eq!(room_row_writes(&n1).await, room_rows_before, "the fenced node wrote no room ownership row");
-    let own = v["members"][0].clone();
+    // n1's view of the database follows within a sweep: wait for it (bounded).
+    let mut own = v["members"][0].clone();
+    for _ in 0..100 {
+        if own["leaseTerm"].as_i64() > Some(1) {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        own = crate::support::get_json(&n1.url("/api/cluster")).await["members"][0].clone();
+    }
     assert!(own["leaseTerm"].as_i64() > Some(1), "a new term after the lapse: {own}");
 }
 
