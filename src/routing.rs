@@ -12,7 +12,7 @@ use ractor::rpc::CallResult;
 use ractor::{ActorRef, MessagingErr};
 use std::time::Duration;
 use switchboard_actors::room::admin::{AdminAction, AdminDone};
-use switchboard_actors::room::{JoinRequest, RoomMsg};
+use switchboard_actors::room::{JoinRequest, RoomMsg, Taken};
 use switchboard_actors::room_supervisor::RoomSupervisorMsg;
 use switchboard_actors::{ConnId, ErrorCode, PeerId, RoomId};
 use switchboard_cluster::routing::{
@@ -112,7 +112,8 @@ pub async fn adopt_orphans(app: &App, sightings: &mut std::collections::HashMap<
     let mut seen_now = std::collections::HashSet::new();
     let mut after = String::new();
     while seen_now.len() < MOST {
-        let rooms = match app.store.orphaned_rooms(&after, 500).await {
+        // Large pages: each page's query reads the open sessions after `after` again.
+        let rooms = match app.store.orphaned_rooms(&after, 5_000).await {
             Ok(rooms) if !rooms.is_empty() => rooms,
             _ => break,
         };
@@ -128,12 +129,7 @@ pub async fn adopt_orphans(app: &App, sightings: &mut std::collections::HashMap<
         }
     }
     sightings.retain(|room, _| seen_now.contains(room));
-    let adopted: Vec<String> = futures_util::stream::iter(mine)
-        .map(|room| async move { resolve(app, &RoomId::new(&room)).await.is_ok().then_some(room) })
-        .buffer_unordered(16)
-        .filter_map(std::future::ready)
-        .collect()
-        .await;
+    let adopted = take_over(app, mine).await;
     for room in &adopted {
         sightings.remove(room);
         tracing::debug!(room_id = %room, "took over an orphaned room");
@@ -143,6 +139,48 @@ pub async fn adopt_orphans(app: &App, sightings: &mut std::collections::HashMap<
         tracing::info!(rooms = adopted.len(), "took over orphaned rooms");
     }
     adopted.len()
+}
+
+/// Takes the orphaned `rooms` chosen for this node in a batch (their ownership in one
+/// statement per few hundred, their state in four queries per few hundred) and starts each
+/// from what was read; returns the rooms that serve here now. A room someone took meanwhile is
+/// left to them; one taken but not read starts the usual way.
+async fn take_over(app: &App, rooms: Vec<String>) -> Vec<String> {
+    let Some(term) = app.node_lease.current() else { return Vec::new() };
+    if rooms.is_empty() {
+        return Vec::new();
+    }
+    let taken = match app.store.take_rooms(&rooms, &app.config.node_id, term).await {
+        Ok(taken) => taken,
+        Err(e) => {
+            tracing::warn!(error = %e, rooms = rooms.len(), "orphaned rooms not taken");
+            return Vec::new();
+        }
+    };
+    let ids: Vec<String> = taken.iter().map(|(room, _)| room.clone()).collect();
+    let mut loaded = app.store.load_rooms(&ids, app.config.rooms.chat_history).await.unwrap_or_else(|e| {
+        tracing::warn!(error = %e, rooms = ids.len(), "taken rooms not read in a batch; each reads its own");
+        Default::default()
+    });
+    let starts = taken.into_iter().map(|(room, epoch)| {
+        let stored = loaded.remove(&room);
+        async move {
+            let id = RoomId::new(&room);
+            let started = match stored {
+                Some(stored) => {
+                    let taken = Box::new(Taken { term, epoch, stored });
+                    let asked = app
+                        .rooms
+                        .call(|reply| RoomSupervisorMsg::Take { room: id, taken, reply }, Some(Duration::from_secs(10)))
+                        .await;
+                    matches!(asked, Ok(CallResult::Success(Ok(_))))
+                }
+                None => resolve(app, &id).await.is_ok(),
+            };
+            started.then_some(room)
+        }
+    });
+    futures_util::stream::iter(starts).buffer_unordered(256).filter_map(std::future::ready).collect().await
 }
 
 /// A single node that starts again after a crash: the rooms that still have open sessions

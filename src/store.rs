@@ -31,6 +31,10 @@ pub enum Backend {
 #[derive(Clone)]
 pub struct Store {
     pool: AnyPool,
+    /// The node lease's own connections (PostgreSQL; the main pool on SQLite): its renewals and
+    /// the reads of the other nodes' leases never wait behind room work, however busy the main
+    /// pool is (a takeover of thousands of rooms, a burst of joins).
+    lease_pool: AnyPool,
     backend: Backend,
     node_id: String,
     ownership: Arc<OwnershipWrites>,
@@ -61,6 +65,7 @@ mod rooms;
 mod service_leases;
 mod sessions;
 mod snapshots;
+mod takeover;
 mod webhooks;
 
 pub use audit::AuditEntry;
@@ -104,7 +109,16 @@ impl Store {
             .await
             .map_err(|e| anyhow::anyhow!("cannot open database: {e}"))?;
         MIGRATOR.run(&pool).await.map_err(|e| anyhow::anyhow!("migrations failed: {e}"))?;
-        Ok(Store { pool, backend, node_id: node_id.to_owned(), ownership: Arc::default() })
+        let lease_pool = match backend {
+            Backend::Sqlite => pool.clone(),
+            Backend::Postgres => AnyPoolOptions::new()
+                .max_connections(2)
+                .acquire_timeout(Duration::from_secs(5))
+                .connect(url)
+                .await
+                .map_err(|e| anyhow::anyhow!("cannot open database: {e}"))?,
+        };
+        Ok(Store { pool, lease_pool, backend, node_id: node_id.to_owned(), ownership: Arc::default() })
     }
 
     /// Which backend.
@@ -171,6 +185,7 @@ impl Store {
 
     /// Closes the pool.
     pub async fn close(&self) {
+        self.lease_pool.close().await;
         self.pool.close().await;
     }
 }

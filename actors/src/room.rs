@@ -107,6 +107,21 @@ pub struct RoomArgs {
     pub present: Arc<AtomicUsize>,
     /// What the previous instance handed over, when a draining node gave the room up.
     pub carry: Option<Carry>,
+    /// The room's ownership and state, already taken and read for it (a takeover of many
+    /// rooms at once): the start does no database work of its own.
+    pub taken: Option<Box<Taken>>,
+}
+
+/// A room taken over in a batch: its ownership (the node lease term and the epoch it was
+/// taken at) and its state as read right after.
+#[derive(Debug)]
+pub struct Taken {
+    /// The node lease term the room was taken at.
+    pub term: i64,
+    /// The room's new epoch.
+    pub epoch: i64,
+    /// What the store holds for it.
+    pub stored: crate::ports::StoredRoom,
 }
 
 /// What a room instance hands to the next one when its node drains: each session's numbered
@@ -619,8 +634,11 @@ async fn start_room(myself: ActorRef<RoomMsg>, args: RoomArgs) -> Result<RoomSta
         let Some(term) = lease.lease.current() else {
             return Err("this node holds no live node lease".into());
         };
-        let handed = match args.carry.as_ref().and_then(|c| c.lease.as_ref()) {
-            Some(from) if from.room == args.room_id => {
+        let handed = match (&args.taken, args.carry.as_ref().and_then(|c| c.lease.as_ref())) {
+            // Taken at an earlier term: that term's rooms are not this node's any more.
+            (Some(taken), _) if taken.term != term => return Err("the room was taken under a lapsed lease".into()),
+            (Some(taken), _) => Some(Ok(taken.epoch)),
+            (None, Some(from)) if from.room == args.room_id => {
                 ctx.store.transfer_lease(from, &lease.node_id, term).await?.map(Ok)
             }
             _ => None,
@@ -638,7 +656,11 @@ async fn start_room(myself: ActorRef<RoomMsg>, args: RoomArgs) -> Result<RoomSta
             Err(holder) => return Err(Box::new(RoomElsewhere(holder))),
         }
     }
-    let stored = match ctx.store.load_room(&args.room_id, &ctx.config.default_policy, ctx.config.chat_history).await {
+    let loaded = match args.taken {
+        Some(taken) => Ok(taken.stored),
+        None => ctx.store.load_room(&args.room_id, &ctx.config.default_policy, ctx.config.chat_history).await,
+    };
+    let stored = match loaded {
         Ok(stored) => stored,
         Err(e) => {
             // Taken but not started: give the room back, so that the next try (here or on

@@ -4,11 +4,17 @@
 //!
 //! ractor's default supervision stops the parent when a child exits; this supervisor
 //! overrides it. It is the root of the actor tree of a node; nothing supervises it.
+//!
+//! Rooms start side by side: a start (taking the room's ownership, loading it) runs in a task
+//! of its own, at most [`MAX_STARTING`] at once, while the supervisor keeps answering. Whoever
+//! asks for a room that is starting waits for that start; nobody is turned away because a
+//! start is under way. When a node takes over thousands of rooms at once, this is what keeps
+//! the takeover within seconds.
 
 use crate::error::{ErrorCode, RoomError};
 use crate::ids::RoomId;
 use crate::restart_policy::{RestartDecision, RestartPolicy, RestartTracker};
-use crate::room::{Carry, Room, RoomArgs, RoomContext, RoomElsewhere, RoomMsg};
+use crate::room::{Carry, Room, RoomArgs, RoomContext, RoomElsewhere, RoomMsg, Taken};
 use ractor::rpc::CallResult;
 use ractor::{Actor, ActorCell, ActorProcessingErr, ActorRef, ActorStatus, RpcReplyPort, SupervisionEvent};
 use std::collections::HashMap;
@@ -27,8 +33,16 @@ pub struct RoomSupervisorArgs {
     pub policy: RestartPolicy,
 }
 
+/// Room starts that may run at once (each holds one database connection at a time).
+pub const MAX_STARTING: usize = 8;
+
+type ResolveReply = RpcReplyPort<Result<ActorRef<RoomMsg>, RoomError>>;
+
 enum Slot {
     Running(ActorRef<RoomMsg>),
+    /// Being started by a task of its own; these wait for it (with what each would hand the
+    /// room, for an adoption that came in while it started).
+    Starting(Vec<(ResolveReply, Option<Carry>)>),
     /// Failed; restarts when the backoff elapses.
     Restarting,
 }
@@ -44,6 +58,12 @@ pub struct RoomSupervisorState {
     ctx: Arc<RoomContext>,
     policy: RestartPolicy,
     rooms: HashMap<RoomId, Entry>,
+    /// Bounds the starts under way.
+    starts: Arc<tokio::sync::Semaphore>,
+    /// Times a shutdown or hand-off waited for starts in a row.
+    deferrals: u32,
+    /// Rooms in [`Slot::Starting`].
+    starting: usize,
 }
 
 /// Counts for `/metrics`.
@@ -92,6 +112,23 @@ pub enum RoomSupervisorMsg {
         /// The answer.
         reply: RpcReplyPort<Result<ActorRef<RoomMsg>, RoomError>>,
     },
+    /// Start a room whose ownership and state were taken for it (a batch takeover). A room
+    /// that runs or starts here already keeps its instance, and `taken` is dropped.
+    Take {
+        /// Which room.
+        room: RoomId,
+        /// Its ownership and state.
+        taken: Box<Taken>,
+        /// The answer.
+        reply: RpcReplyPort<Result<ActorRef<RoomMsg>, RoomError>>,
+    },
+    /// A start task finished (sent by the task).
+    Started {
+        /// Which room.
+        room: RoomId,
+        /// The room's actor, or why it did not start.
+        result: Result<ActorRef<RoomMsg>, RoomError>,
+    },
 }
 
 // Local only: never crosses nodes (the cluster feature turns off ractor's blanket impl).
@@ -107,7 +144,15 @@ impl Actor for RoomSupervisor {
         _myself: ActorRef<Self::Msg>,
         args: RoomSupervisorArgs,
     ) -> Result<Self::State, ActorProcessingErr> {
-        Ok(RoomSupervisorState { ctx: args.ctx, policy: args.policy, rooms: HashMap::new() })
+        let starts = Arc::new(tokio::sync::Semaphore::new(MAX_STARTING));
+        Ok(RoomSupervisorState {
+            ctx: args.ctx,
+            policy: args.policy,
+            rooms: HashMap::new(),
+            starts,
+            deferrals: 0,
+            starting: 0,
+        })
     }
 
     async fn handle(
@@ -117,12 +162,10 @@ impl Actor for RoomSupervisor {
         state: &mut Self::State,
     ) -> Result<(), ActorProcessingErr> {
         match message {
-            RoomSupervisorMsg::Resolve { room, reply } => {
-                let _ = reply.send(resolve(&myself, state, room, None).await);
-            }
-            RoomSupervisorMsg::Adopt { room, carry, reply } => {
-                let _ = reply.send(resolve(&myself, state, room, Some(carry)).await);
-            }
+            RoomSupervisorMsg::Resolve { room, reply } => resolve(&myself, state, room, None, None, reply),
+            RoomSupervisorMsg::Adopt { room, carry, reply } => resolve(&myself, state, room, Some(carry), None, reply),
+            RoomSupervisorMsg::Take { room, taken, reply } => resolve(&myself, state, room, None, Some(taken), reply),
+            RoomSupervisorMsg::Started { room, result } => started(state, room, result),
             RoomSupervisorMsg::Lookup { room, reply } => {
                 let found = match state.rooms.get(&room).map(|e| &e.slot) {
                     Some(Slot::Running(r)) if is_alive(r) => Some(r.clone()),
@@ -139,6 +182,14 @@ impl Actor for RoomSupervisor {
                 let _ = reply.send(ids.collect());
             }
             RoomSupervisorMsg::Restart(room) => restart(&myself, state, room).await,
+            // Starts under way finish first, so that the rooms they start are stopped (or
+            // handed over) too: the message comes back after them (bounded).
+            RoomSupervisorMsg::Shutdown(reply) if deferred(state) => {
+                myself.send_after(START_WAIT, move || RoomSupervisorMsg::Shutdown(reply));
+            }
+            RoomSupervisorMsg::Handoff(reply) if deferred(state) => {
+                myself.send_after(START_WAIT, move || RoomSupervisorMsg::Handoff(reply));
+            }
             RoomSupervisorMsg::Shutdown(reply) => {
                 shutdown(state).await;
                 let _ = reply.send(());
@@ -174,9 +225,24 @@ impl Actor for RoomSupervisor {
     }
 }
 
+/// How long a shutdown or hand-off waits before it looks again at starts under way.
+const START_WAIT: Duration = Duration::from_millis(20);
+
+/// Whether a shutdown or hand-off should wait for starts under way (at most 5 s in all).
+fn deferred(state: &mut RoomSupervisorState) -> bool {
+    let starting = state.rooms.values().any(|e| matches!(e.slot, Slot::Starting(_)));
+    if starting && state.deferrals < 250 {
+        state.deferrals += 1;
+        return true;
+    }
+    state.deferrals = 0;
+    false
+}
+
+/// Rooms this node serves (running, or failed and waiting for their restart). Not a scan: the
+/// supervisor handles a message per room start, and a node may host thousands.
 fn publish_count(state: &RoomSupervisorState) {
-    let running = state.rooms.values().filter(|e| matches!(e.slot, Slot::Running(_))).count();
-    state.ctx.live_rooms.store(running, Ordering::Relaxed);
+    state.ctx.live_rooms.store(state.rooms.len() - state.starting, Ordering::Relaxed);
 }
 
 fn is_alive(room: &ActorRef<RoomMsg>) -> bool {
@@ -196,14 +262,8 @@ fn forget(state: &mut RoomSupervisorState, cell: &ActorCell) {
     }
 }
 
-async fn spawn_room(
-    myself: &ActorRef<RoomSupervisorMsg>,
-    state: &RoomSupervisorState,
-    room: &RoomId,
-    present: Arc<AtomicUsize>,
-    carry: Option<Carry>,
-) -> Result<ActorRef<RoomMsg>, RoomError> {
-    let args = RoomArgs { room_id: room.clone(), ctx: state.ctx.clone(), present, carry };
+async fn spawn_room(myself: &ActorRef<RoomSupervisorMsg>, args: RoomArgs) -> Result<ActorRef<RoomMsg>, RoomError> {
+    let room = args.room_id.clone();
     match Actor::spawn_linked(None, Room, args, myself.get_cell()).await {
         Ok((actor, _)) => Ok(actor),
         Err(ractor::SpawnErr::StartupFailed(e)) if e.downcast_ref::<RoomElsewhere>().is_some() => {
@@ -217,32 +277,75 @@ async fn spawn_room(
     }
 }
 
-async fn resolve(
+/// Answers with the room's actor: at once when it runs, after its start otherwise (started
+/// here in a task of its own when nobody has started it yet).
+fn resolve(
     myself: &ActorRef<RoomSupervisorMsg>,
     state: &mut RoomSupervisorState,
     room: RoomId,
     carry: Option<Carry>,
-) -> Result<ActorRef<RoomMsg>, RoomError> {
-    match state.rooms.get(&room).map(|e| &e.slot) {
+    taken: Option<Box<Taken>>,
+    reply: ResolveReply,
+) {
+    match state.rooms.get_mut(&room).map(|e| &mut e.slot) {
         Some(Slot::Running(r)) if is_alive(r) => {
             // Started here already (a message got here before the hand-off did): it takes
             // what the previous instance handed over for the sessions it has sent nothing yet.
             if let Some(carry) = carry {
                 let _ = r.cast(RoomMsg::Absorb(carry));
             }
-            return Ok(r.clone());
+            let _ = reply.send(Ok(r.clone()));
+            return;
+        }
+        Some(Slot::Starting(waiting)) => {
+            waiting.push((reply, carry));
+            return;
         }
         Some(Slot::Restarting) => {
-            return Err(RoomError::new(ErrorCode::RoomUnavailable, "the room is restarting; try again shortly"));
+            let _ = reply
+                .send(Err(RoomError::new(ErrorCode::RoomUnavailable, "the room is restarting; try again shortly")));
+            return;
         }
         // A room that stopped (idle) and whose exit has not been processed yet is replaced.
         _ => {}
     }
     let present = Arc::new(AtomicUsize::new(0));
-    let actor = spawn_room(myself, state, &room, present.clone(), carry).await?;
     let restarts = state.rooms.remove(&room).map(|e| e.restarts).unwrap_or_default();
-    state.rooms.insert(room, Entry { slot: Slot::Running(actor.clone()), restarts, present });
-    Ok(actor)
+    let entry = Entry { slot: Slot::Starting(vec![(reply, None)]), restarts, present: present.clone() };
+    state.starting += 1;
+    state.rooms.insert(room.clone(), entry);
+    // A room taken in a batch does no database work to start: it need not wait its turn.
+    let bounded = taken.is_none();
+    let args = RoomArgs { room_id: room.clone(), ctx: state.ctx.clone(), present, carry, taken };
+    let (supervisor, starts) = (myself.clone(), state.starts.clone());
+    tokio::spawn(async move {
+        let permit = if bounded { Some(starts.acquire_owned().await) } else { None };
+        let result = match permit {
+            Some(Err(_)) => Err(RoomError::new(ErrorCode::RoomUnavailable, "the node is stopping")),
+            _ => spawn_room(&supervisor, args).await,
+        };
+        let _ = supervisor.cast(RoomSupervisorMsg::Started { room, result });
+    });
+}
+
+/// A start finished: the room runs (or not), and everyone who waited for it hears.
+fn started(state: &mut RoomSupervisorState, room: RoomId, result: Result<ActorRef<RoomMsg>, RoomError>) {
+    let Some(entry) = state.rooms.get_mut(&room) else { return };
+    let Slot::Starting(waiting) = &mut entry.slot else { return };
+    let waiting = std::mem::take(waiting);
+    state.starting -= 1;
+    match &result {
+        Ok(actor) => entry.slot = Slot::Running(actor.clone()),
+        Err(_) => {
+            state.rooms.remove(&room);
+        }
+    }
+    for (reply, carry) in waiting {
+        if let (Ok(actor), Some(carry)) = (&result, carry) {
+            let _ = actor.cast(RoomMsg::Absorb(carry));
+        }
+        let _ = reply.send(result.clone());
+    }
 }
 
 fn on_failure(myself: &ActorRef<RoomSupervisorMsg>, state: &mut RoomSupervisorState, cell: &ActorCell, err: &str) {
@@ -267,7 +370,8 @@ fn on_failure(myself: &ActorRef<RoomSupervisorMsg>, state: &mut RoomSupervisorSt
 
 async fn restart(myself: &ActorRef<RoomSupervisorMsg>, state: &mut RoomSupervisorState, room: RoomId) {
     let Some(present) = state.rooms.get(&room).map(|e| e.present.clone()) else { return };
-    match spawn_room(myself, state, &room, present, None).await {
+    let args = RoomArgs { room_id: room.clone(), ctx: state.ctx.clone(), present, carry: None, taken: None };
+    match spawn_room(myself, args).await {
         Ok(actor) => {
             if let Some(entry) = state.rooms.get_mut(&room) {
                 entry.slot = Slot::Running(actor);
@@ -312,7 +416,7 @@ async fn shutdown(state: &mut RoomSupervisorState) {
         .values()
         .filter_map(|e| match &e.slot {
             Slot::Running(r) => Some(r.clone()),
-            Slot::Restarting => None,
+            Slot::Starting(_) | Slot::Restarting => None,
         })
         .collect();
     for room in rooms {
@@ -326,7 +430,7 @@ async fn handoff(state: &mut RoomSupervisorState) -> Vec<(RoomId, Carry)> {
         .iter()
         .filter_map(|(id, e)| match &e.slot {
             Slot::Running(r) => Some((id.clone(), r.clone())),
-            Slot::Restarting => None,
+            Slot::Starting(_) | Slot::Restarting => None,
         })
         .collect();
     let mut handed = Vec::new();

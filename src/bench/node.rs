@@ -3,7 +3,7 @@
 //! refuse the generator), and the CPU and memory readings of it and of the generator.
 
 use anyhow::{Context, Result, anyhow};
-use std::io::BufRead;
+use std::io::{BufRead, Write};
 use std::net::SocketAddr;
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
@@ -78,8 +78,15 @@ impl BenchNode {
         let (tx, rx) = std::sync::mpsc::channel();
         // The node prints where it listens in its first log line; the rest is drained so the
         // pipe never fills.
+        // With `SWITCHBOARD_BENCH_LOG=<dir>`, each node's log is also kept in `<dir>/node-<pid>.log`.
+        let mut log = std::env::var_os("SWITCHBOARD_BENCH_LOG").and_then(|d| {
+            std::fs::File::create(std::path::Path::new(&d).join(format!("node-{}.log", child.id()))).ok()
+        });
         std::thread::spawn(move || {
             for line in std::io::BufReader::new(stdout).lines().map_while(Result::ok) {
+                if let Some(file) = log.as_mut() {
+                    let _ = writeln!(file, "{line}");
+                }
                 if let Some(addr) = line.split("ws://").nth(1).and_then(|r| r.split("/ws/signal").next()) {
                     let cluster = line
                         .split("cluster_addr=")

@@ -54,8 +54,16 @@ pub async fn clients(server: SocketAddr, rooms: usize, tag: &str, sources: usize
             Err(e) => {
                 failed += 1;
                 let text = format!("{e:#}");
-                let code = text.split("\"code\":\"").nth(1).and_then(|r| r.split('"').next()).unwrap_or(&text);
-                *why.entry(code.chars().take(80).collect()).or_default() += 1;
+                let field = |name: &str| {
+                    let start = format!("\"{name}\":\"");
+                    text.split(start.as_str()).nth(1).and_then(|r| r.split('"').next()).map(str::to_owned)
+                };
+                let reason = match (field("code"), field("message")) {
+                    (Some(code), Some(message)) => format!("{code}: {message}"),
+                    (Some(code), None) => code,
+                    _ => text.clone(),
+                };
+                *why.entry(reason.chars().take(120).collect()).or_default() += 1;
             }
         }
     }
@@ -109,6 +117,29 @@ async fn until_rehomed(store: &Store, node: &str, limit: Duration) -> Result<Dur
         }
         if started.elapsed() > limit {
             return Err(anyhow!("rooms still orphaned {limit:?} after the fault"));
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// How long until the `survivors` run `rooms` room actors between them (bounded by `limit`).
+async fn until_serving(
+    http: &reqwest::Client,
+    survivors: &[BenchNode],
+    rooms: usize,
+    limit: Duration,
+) -> Result<Duration> {
+    let started = Instant::now();
+    loop {
+        let mut serving = 0;
+        for node in survivors {
+            serving += rooms_of(http, node).await.unwrap_or(0);
+        }
+        if serving >= rooms as u64 {
+            return Ok(started.elapsed());
+        }
+        if started.elapsed() > limit {
+            return Err(anyhow!("{serving} of {rooms} rooms running {limit:?} after the fault"));
         }
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
@@ -194,12 +225,21 @@ pub async fn scale(nodes: usize, rooms: usize, sources: usize, serve: &[String])
     let store = Store::open(&url, 2, "scale-bench").await?;
     // kill -9 of the last node, then SIGSTOP of the one before: time until every room with
     // participants has an owner again.
+    // Also timed: until the survivors' room actors run all the rooms again.
     let killed = started.len() - 1;
+    let killed_id = format!("s{}", killed + 1);
     started[killed].signal("KILL");
-    let after_kill = until_rehomed(&store, &format!("s{}", killed + 1), Duration::from_secs(60)).await;
+    let (after_kill, kill_serving) = tokio::join!(
+        until_rehomed(&store, &killed_id, Duration::from_secs(60)),
+        until_serving(&http, &started[..killed], rooms, Duration::from_secs(60)),
+    );
     let frozen = started.len() - 2;
+    let frozen_id = format!("s{}", frozen + 1);
     started[frozen].signal("STOP");
-    let after_freeze = until_rehomed(&store, &format!("s{}", frozen + 1), Duration::from_secs(60)).await;
+    let (after_freeze, freeze_serving) = tokio::join!(
+        until_rehomed(&store, &frozen_id, Duration::from_secs(60)),
+        until_serving(&http, &started[..frozen], rooms, Duration::from_secs(60)),
+    );
     started[frozen].signal("CONT");
     for child in &mut children {
         drop(child.stdin.take());
@@ -227,7 +267,10 @@ pub async fn scale(nodes: usize, rooms: usize, sources: usize, serve: &[String])
             eprintln!("{what}: {e:#}");
         }
     }
-    run.add("kill_all_owned_again_s", after_kill.as_ref().map_or(-1.0, |d| round2(d.as_secs_f64())))
-        .add("freeze_all_owned_again_s", after_freeze.as_ref().map_or(-1.0, |d| round2(d.as_secs_f64())));
+    let secs = |d: &Result<Duration>| d.as_ref().map_or(-1.0, |d| round2(d.as_secs_f64()));
+    run.add("kill_all_owned_again_s", secs(&after_kill))
+        .add("kill_all_serving_again_s", secs(&kill_serving))
+        .add("freeze_all_owned_again_s", secs(&after_freeze))
+        .add("freeze_all_serving_again_s", secs(&freeze_serving));
     Ok(run)
 }

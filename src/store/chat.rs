@@ -46,7 +46,7 @@ pub(super) async fn append_chat(store: &Store, m: &ChatMessage, fence: Option<&F
     tx.commit().await.map_err(db)
 }
 
-fn chat_row(r: &AnyRow) -> Result<ChatMessage, StoreError> {
+pub(super) fn chat_row(r: &AnyRow) -> Result<ChatMessage, StoreError> {
     Ok(ChatMessage {
         id: col(r, 0)?,
         room_id: RoomId::new(col::<String>(r, 1)?),

@@ -62,7 +62,7 @@ impl Store {
             .bind(http_addr)
             .bind(now_ms())
             .bind(ttl.as_millis() as i64)
-            .execute(&self.pool)
+            .execute(&self.lease_pool)
             .await
             .map_err(db)?;
         if inserted.rows_affected() == 1 {
@@ -82,7 +82,7 @@ impl Store {
                 .bind(now_ms())
                 .bind(ttl.as_millis() as i64)
                 .bind(node_id)
-                .fetch_optional(&self.pool)
+                .fetch_optional(&self.lease_pool)
                 .await
                 .map_err(db)?;
             if let Some(row) = taken {
@@ -91,7 +91,7 @@ impl Store {
             }
             let sql =
                 format!("SELECT cluster_addr, lease_until - {} FROM cluster_nodes WHERE node_id = $1", self.db_now());
-            let row = sqlx::query(&sql).bind(node_id).fetch_optional(&self.pool).await.map_err(db)?;
+            let row = sqlx::query(&sql).bind(node_id).fetch_optional(&self.lease_pool).await.map_err(db)?;
             let Some(row) = row else { continue };
             let (addr, left_ms): (String, i64) = (col(&row, 0)?, col(&row, 1)?);
             if attempt == 1 {
@@ -123,7 +123,7 @@ impl Store {
             .bind(node_id)
             .bind(incarnation)
             .bind(term)
-            .execute(&self.pool)
+            .execute(&self.lease_pool)
             .await
             .map_err(db)?;
         self.counted_node_write();
@@ -148,7 +148,7 @@ impl Store {
             .bind(ttl.as_millis() as i64)
             .bind(node_id)
             .bind(incarnation)
-            .fetch_optional(&self.pool)
+            .fetch_optional(&self.lease_pool)
             .await
             .map_err(db)?;
         self.counted_node_write();
@@ -162,7 +162,7 @@ impl Store {
             "SELECT node_id, term, lease_until - {}, cordoned, cluster_addr FROM cluster_nodes ORDER BY node_id",
             self.db_now()
         );
-        let rows = sqlx::query(&sql).fetch_all(&self.pool).await.map_err(db)?;
+        let rows = sqlx::query(&sql).fetch_all(&self.lease_pool).await.map_err(db)?;
         rows.iter()
             .map(|r| {
                 Ok(NodeState {

@@ -89,21 +89,7 @@ pub(super) async fn load_room(
     .fetch_all(&store.pool)
     .await
     .map_err(db)?;
-    let participants = rows
-        .iter()
-        .map(|r| {
-            Ok(StoredParticipant {
-                peer_id: PeerId::new(col::<String>(r, 0)?),
-                user_id: UserId::new(col::<String>(r, 1)?),
-                display_name: col(r, 2)?,
-                conn_id: ConnId::new(col::<String>(r, 3)?),
-                media: serde_json::from_str(&col::<String>(r, 4)?).unwrap_or_else(|_| MediaState::initial()),
-                joined_at: col(r, 5)?,
-                resume_token: col::<Option<String>>(r, 6)?.unwrap_or_default(),
-                hidden: col::<i64>(r, 7)? != 0,
-            })
-        })
-        .collect::<Result<Vec<_>, StoreError>>()?;
+    let participants = rows.iter().map(|r| participant_row(r, 0)).collect::<Result<Vec<_>, StoreError>>()?;
     let next: AnyRow = sqlx::query("SELECT COALESCE(MAX(seq), 0) + 1 FROM chat_messages WHERE room_id = $1")
         .bind(room.as_str())
         .fetch_one(&store.pool)
@@ -124,7 +110,22 @@ pub(super) async fn load_room(
     })
 }
 
-fn room_row(r: &AnyRow) -> Result<RoomRow, StoreError> {
+/// A session row as a participant, its columns from `base` on: id, user_id, display_name,
+/// conn_id, media, joined_at, resume_token, hidden.
+pub(super) fn participant_row(r: &AnyRow, base: usize) -> Result<StoredParticipant, StoreError> {
+    Ok(StoredParticipant {
+        peer_id: PeerId::new(col::<String>(r, base)?),
+        user_id: UserId::new(col::<String>(r, base + 1)?),
+        display_name: col(r, base + 2)?,
+        conn_id: ConnId::new(col::<String>(r, base + 3)?),
+        media: serde_json::from_str(&col::<String>(r, base + 4)?).unwrap_or_else(|_| MediaState::initial()),
+        joined_at: col(r, base + 5)?,
+        resume_token: col::<Option<String>>(r, base + 6)?.unwrap_or_default(),
+        hidden: col::<i64>(r, base + 7)? != 0,
+    })
+}
+
+pub(super) fn room_row(r: &AnyRow) -> Result<RoomRow, StoreError> {
     let invitees: Option<String> = col(r, 3)?;
     let invitees = invitees
         .map(|s| serde_json::from_str::<Vec<String>>(&s))

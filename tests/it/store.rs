@@ -104,7 +104,68 @@ async fn exercise(url: &str) {
     store.record_join(&room, &participant("p3", "carol"), Some(&open2), None).await.expect("join 3");
     assert_eq!(other.reconcile(true).await.expect("reconcile"), (0, 0));
     leases(&store).await;
+    takeover(&store).await;
     store.close().await;
+}
+
+/// A batch takeover: the rooms of a node whose lease ended are taken in one call with higher
+/// epochs, a room with a live owner is left alone, nothing is taken twice, and the batch read
+/// gives what `load_room` gives for each room.
+async fn takeover(store: &Store) {
+    let ttl = Duration::from_secs(30);
+    let claim = |node: &'static str| {
+        let store = store.clone();
+        async move { store.claim_node(node, "i1", "127.0.0.1:1", "127.0.0.1:2", ttl).await.expect("claim") }
+    };
+    let (t_dead, t_taker, t_live) = (claim("node-t1").await, claim("node-t2").await, claim("node-t3").await);
+    let policy = RoomPolicy { max_participants: 6, invitees: None };
+    let rooms: Vec<RoomId> = (0..4).map(|i| RoomId::new(format!("batch-{i}"))).collect();
+    let mut epochs = Vec::new();
+    for (i, room) in rooms.iter().enumerate() {
+        store.load_room(room, &policy, 10).await.expect("room");
+        let (node, term) = if i == 2 { ("node-t3", t_live) } else { ("node-t1", t_dead) };
+        let epoch = store.acquire_lease(room, node, term).await.expect("db").expect("free room");
+        let fence = Fence { room: room.clone(), node: node.into(), term, epoch };
+        store.record_join(room, &participant(&format!("b{i}a"), "alice"), None, Some(&fence)).await.expect("join");
+        store.record_join(room, &participant(&format!("b{i}b"), "bob"), None, Some(&fence)).await.expect("join");
+        for seq in 1..=(i as i64 + 1) {
+            store.append_chat(&chat(room, seq, &format!("hello {seq}")), Some(&fence)).await.expect("chat");
+        }
+        epochs.push(epoch);
+    }
+    // node-t1's lease ends (a new term: its old term's rooms are unowned at once).
+    store.new_node_term("node-t1", "i1", ttl).await.expect("db").expect("own row");
+    let ids: Vec<String> = rooms.iter().map(|r| r.to_string()).chain(["batch-0".into()]).collect();
+    let mut taken = store.take_rooms(&ids, "node-t2", t_taker).await.expect("take");
+    taken.sort();
+    let names: Vec<&str> = taken.iter().map(|(r, _)| r.as_str()).collect();
+    assert_eq!(names, ["batch-0", "batch-1", "batch-3"], "the live owner's room is left alone");
+    for (room, epoch) in &taken {
+        let i: usize = room["batch-".len()..].parse().expect("index");
+        assert!(*epoch > epochs[i], "{room}: epoch {epoch} after {}", epochs[i]);
+        assert_eq!(store.lease_holder(room).await.expect("db").as_deref(), Some("node-t2"));
+    }
+    assert!(store.take_rooms(&ids, "node-t2", t_taker).await.expect("take").is_empty(), "nothing is taken twice");
+    assert!(store.take_rooms(&ids, "node-t2", t_taker + 1).await.expect("take").is_empty(), "a term not held");
+    let read = store.load_rooms(&ids, 2).await.expect("load");
+    assert_eq!(read.len(), 4);
+    for room in &rooms {
+        let one = store.load_room(room, &policy, 2).await.expect("load one");
+        let batch = &read[room.as_str()];
+        let peers = |r: &switchboard_actors::ports::StoredRoom| {
+            r.participants.iter().map(|p| (p.peer_id.to_string(), p.conn_id.to_string())).collect::<Vec<_>>()
+        };
+        assert_eq!(peers(batch), peers(&one), "{room}");
+        assert_eq!(batch.participants.len(), 2);
+        let texts = |r: &switchboard_actors::ports::StoredRoom| {
+            r.recent_chat.iter().map(|m| (m.seq, m.text.clone())).collect::<Vec<_>>()
+        };
+        assert_eq!(texts(batch), texts(&one), "{room}");
+        assert_eq!(batch.next_chat_seq, one.next_chat_seq, "{room}");
+        assert_eq!(batch.policy.max_participants, 6);
+    }
+    assert_eq!(read["batch-3"].recent_chat.len(), 2, "the two latest of four");
+    assert_eq!(read["batch-3"].next_chat_seq, 5);
 }
 
 /// Ownership under node leases: one live owner, epochs rise with each new owner, stale fences

@@ -156,7 +156,7 @@ fn config() -> RoomConfig {
 }
 
 async fn start_room(ctx: Arc<RoomContext>, room_id: &RoomId) -> ActorRef<RoomMsg> {
-    let args = RoomArgs { room_id: room_id.clone(), ctx, present: Arc::default(), carry: None };
+    let args = RoomArgs { room_id: room_id.clone(), ctx, present: Arc::default(), carry: None, taken: None };
     Actor::spawn(None, Room, args).await.expect("room starts").0
 }
 
