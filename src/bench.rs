@@ -28,8 +28,9 @@ use report::{Report, Run};
 
 /// Runs one benchmark command.
 pub async fn run(which: BenchKind) -> Result<()> {
-    if let BenchKind::ScaleClients { server, rooms, tag, sources } = &which {
-        return scale::clients(*server, *rooms, tag, *sources).await;
+    if let BenchKind::ScaleClients { server, rooms, tag, sources, room_prefix, secret } = &which {
+        let secret = secret.as_deref().unwrap_or(node::BENCH_SECRET);
+        return scale::clients(*server, *rooms, tag, *sources, room_prefix, secret).await;
     }
     // Both ends of every connection are on this machine.
     let fds = node::raise_fd_limit(250_000);

@@ -228,6 +228,12 @@ pub enum BenchKind {
         /// Loopback source addresses.
         #[arg(long, default_value_t = 4)]
         sources: usize,
+        /// Rooms are `PREFIX<n>`.
+        #[arg(long, default_value = "scale-")]
+        room_prefix: String,
+        /// The nodes' token secret (default: the benchmark's own).
+        #[arg(long, env = "SWITCHBOARD_BENCH_SECRET", hide_env_values = true)]
+        secret: Option<String>,
     },
     /// Server memory per idle joined WebSocket connection.
     Idle {

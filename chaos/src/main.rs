@@ -11,6 +11,7 @@
 mod client;
 mod db;
 mod faults;
+mod idle;
 mod ledger;
 mod nodes;
 mod owners;
@@ -49,6 +50,10 @@ struct Args {
     /// Rooms with a real WebRTC call (default: the suite's).
     #[arg(long)]
     webrtc_rooms: Option<usize>,
+    /// Idle rooms beside them, each with a silent participant on every node (a run at size:
+    /// the survivors of a fault take thousands of rooms over).
+    #[arg(long, default_value_t = 0)]
+    idle_rooms: usize,
     /// Milliseconds between two messages of one client.
     #[arg(long, default_value_t = 100)]
     interval_ms: u64,
@@ -129,6 +134,7 @@ async fn main() -> Result<()> {
             nodes: args.nodes.max(2),
             rooms: args.rooms.unwrap_or(rooms),
             webrtc_rooms: args.webrtc_rooms.unwrap_or(webrtc_rooms),
+            idle_rooms: args.idle_rooms,
             interval: Duration::from_millis(args.interval_ms.max(10)),
             binary: binary.clone(),
             database_url: args.database_url.clone(),

@@ -6,7 +6,8 @@
 //! another node was granted a newer ownership of it (or two nodes serving the same epoch).
 //! Overlaps shorter than one grant's round trip to the database are below what this can see;
 //! so is a room that acts between polls without being asked (the database's fencing covers
-//! its writes, the node lease's local deadline its deliveries).
+//! its writes, the node lease's local deadline its deliveries). Only the checked rooms
+//! (`chaos-...`) are asked, not the idle ones of a run at size.
 
 use crate::nodes::Directory;
 use serde_json::Value;
@@ -36,7 +37,9 @@ impl Owners {
         let http = reqwest::Client::builder().timeout(Duration::from_millis(800)).build().expect("http client");
         loop {
             for (node, addr) in directory.live() {
-                let Ok(resp) = http.get(format!("http://{addr}/api/cluster/hosted")).send().await else { continue };
+                let Ok(resp) = http.get(format!("http://{addr}/api/cluster/hosted?prefix=chaos-")).send().await else {
+                    continue;
+                };
                 let Ok(v) = resp.json::<Value>().await else { continue };
                 self.record(&node, &v);
             }

@@ -39,6 +39,8 @@ pub struct Report {
     pub nodes: usize,
     pub rooms: usize,
     pub webrtc_rooms: usize,
+    /// Silent rooms beside the checked ones (a run at size).
+    pub idle_rooms: usize,
     pub clients: usize,
     pub duration_s: f64,
     pub faults_s: f64,

@@ -3,6 +3,7 @@
 
 use crate::client::{self, Command, Handle};
 use crate::faults::{Fault, Kind, schedule};
+use crate::idle::IdleClients;
 use crate::ledger::Ledger;
 use crate::nodes::{Cluster, Launch};
 use crate::owners::Owners;
@@ -25,6 +26,7 @@ pub struct Options {
     pub nodes: usize,
     pub rooms: usize,
     pub webrtc_rooms: usize,
+    pub idle_rooms: usize,
     pub interval: Duration,
     pub binary: PathBuf,
     pub database_url: String,
@@ -52,6 +54,19 @@ pub async fn run(opts: &Options) -> Result<Report> {
     let mut cluster = Cluster::start(launch, opts.nodes).await?;
     let ledger = Arc::new(Ledger::new());
     let stop_sending = Arc::new(AtomicBool::new(false));
+    let idle = match opts.idle_rooms {
+        0 => None,
+        n => {
+            let joined = Instant::now();
+            let idle = IdleClients::start(&opts.binary, &cluster.directory.live(), n, opts.seed).await?;
+            println!(
+                "  {n} idle rooms joined through {} nodes in {:.1} s",
+                idle.processes(),
+                joined.elapsed().as_secs_f64()
+            );
+            Some(idle)
+        }
+    };
 
     // Two clients per room, each streaming numbered offers to the other.
     let mut clients: Vec<Handle> = Vec::new();
@@ -195,6 +210,7 @@ pub async fn run(opts: &Options) -> Result<Report> {
             violations.push(format!("WebRTC call: {}", json!(w)));
         }
     }
+    drop(idle);
     cluster.save_logs(&work_dir.join("logs"))?;
     cluster.stop_all();
     let passed = invariants.iter().all(|(_, ok)| *ok);
@@ -208,6 +224,7 @@ pub async fn run(opts: &Options) -> Result<Report> {
         nodes: opts.nodes,
         rooms: opts.rooms,
         webrtc_rooms: opts.webrtc_rooms,
+        idle_rooms: opts.idle_rooms,
         clients: clients.len(),
         duration_s: started.elapsed().as_secs_f64(),
         faults_s: faults_done.duration_since(warm).as_secs_f64(),

@@ -29,7 +29,12 @@ pub struct Joined {
 impl Dialer {
     /// A dialer to `server` from `sources` loopback addresses (127.0.0.1, .2, ...).
     pub fn new(server: SocketAddr, sources: usize) -> Dialer {
-        let authority = Authority::new(BENCH_SECRET.as_bytes(), &AuthConfig::default());
+        Dialer::with_secret(server, sources, BENCH_SECRET)
+    }
+
+    /// The same, for nodes that check tokens against `secret`.
+    pub fn with_secret(server: SocketAddr, sources: usize, secret: &str) -> Dialer {
+        let authority = Authority::new(secret.as_bytes(), &AuthConfig::default());
         Dialer { server, authority, sources: sources.clamp(1, 250), next: AtomicUsize::new(0) }
     }
 

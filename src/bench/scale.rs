@@ -24,9 +24,16 @@ use std::time::{Duration, Instant};
 /// `bench scale-clients`: joins `rooms` rooms on `server` as users of `tag`, prints one JSON
 /// line (joined, failed, p50 and p99 of the joins), then keeps the connections, reading what
 /// arrives, until its standard input closes.
-pub async fn clients(server: SocketAddr, rooms: usize, tag: &str, sources: usize) -> Result<()> {
+pub async fn clients(
+    server: SocketAddr,
+    rooms: usize,
+    tag: &str,
+    sources: usize,
+    room_prefix: &str,
+    secret: &str,
+) -> Result<()> {
     super::node::raise_fd_limit(250_000);
-    let dial = Arc::new(Dialer::new(server, sources));
+    let dial = Arc::new(Dialer::with_secret(server, sources, secret));
     let started = Instant::now();
     let joined: Vec<Result<(super::dialer::Joined, Duration)>> = futures_util::stream::iter(0..rooms)
         .map(|r| {
@@ -34,7 +41,7 @@ pub async fn clients(server: SocketAddr, rooms: usize, tag: &str, sources: usize
             let user = format!("{tag}-{r}");
             async move {
                 let asked = Instant::now();
-                let j = dial.join(&user, &format!("scale-{r}")).await?;
+                let j = dial.join(&user, &format!("{room_prefix}{r}")).await?;
                 Ok((j, asked.elapsed()))
             }
         })
