@@ -323,7 +323,8 @@ pub async fn start(mut config: Config, listener: TcpListener) -> anyhow::Result<
     };
     let cluster_addr = cluster.as_ref().map(|c| c.addr().to_string());
     let draining = Arc::new(AtomicBool::new(false));
-    let successor = successor_of(&config.node_id, cluster.as_ref().map(Cluster::live_view));
+    let app_cell: Arc<std::sync::OnceLock<std::sync::Weak<App>>> = Arc::default();
+    let successor = successor_of(&config.node_id, cluster.as_ref().map(Cluster::live_view), app_cell.clone());
     if cluster.is_some() {
         // The two remotable actors through which other nodes reach this node's rooms and
         // connections.
@@ -397,6 +398,7 @@ pub async fn start(mut config: Config, listener: TcpListener) -> anyhow::Result<
         evidence,
         signing_key,
     }));
+    let _ = app_cell.set(Arc::downgrade(&app));
     let publisher = app.config.bus.publish_outbox.then(|| {
         let settings = PublisherSettings {
             cluster: app.config.bus.cluster_name.clone(),
@@ -625,10 +627,18 @@ async fn drain(app: &App, deadline: Instant) {
     tracing::info!(rooms = count, "rooms handed off");
 }
 
-/// Where a room goes when this node gives it up: placement over the other live members.
-fn successor_of(me: &str, view: Option<LiveView>) -> Successor {
+/// Where a room goes when this node gives it up: placement (lease-live, not cordoned, by load)
+/// over the other members.
+fn successor_of(me: &str, view: Option<LiveView>, app: Arc<std::sync::OnceLock<std::sync::Weak<App>>>) -> Successor {
     let me = me.to_owned();
     Arc::new(move |room: &str| {
+        // Where placement would put the room now (live, not cordoned, by load), this draining
+        // node left out; the rendezvous choice over the live members before the node is built.
+        if let Some(app) = app.get().and_then(std::sync::Weak::upgrade) {
+            let others: Vec<_> =
+                crate::placement::candidates(&app).into_iter().filter(|(n, _)| n.as_str() != me).collect();
+            return crate::placement::choose_among(&others, room).map(str::to_owned);
+        }
         let view = view.as_ref()?;
         let others: Vec<NodeId> = view.live_nodes().into_iter().filter(|n| n.as_str() != me).collect();
         switchboard_cluster::place(room, &others).map(NodeId::to_string)

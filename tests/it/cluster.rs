@@ -392,6 +392,19 @@ async fn a_draining_node_hands_its_rooms_over_and_the_call_goes_on() {
     let mut carol = join_at(n3.addr, "carol", &room).await.0;
     alice.send(json!({"type": "offer", "peerId": bob.peer_id, "sdp": "before"})).await;
     assert_eq!(bob.recv_type("offer").await["sdp"], "before");
+    // n2 is cordoned: the drain hands the room to n1, the only node that takes rooms.
+    let cordon = reqwest::Client::new().post(n1.url("/api/cluster/nodes/n2/cordon")).send().await.expect("cordon");
+    assert_eq!(cordon.status(), 200);
+    let mut seen = false;
+    for _ in 0..100 {
+        let v: Value = crate::support::get_json(&n3.url("/api/cluster")).await;
+        if v["members"].as_array().is_some_and(|m| m.iter().any(|x| x["nodeId"] == "n2" && x["cordoned"] == true)) {
+            seen = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(seen, "n3 sees n2's cordon within 5 s");
 
     // SIGTERM the owner: its own client is told to go elsewhere, the node exits cleanly.
     let status = n3.terminate();
@@ -410,7 +423,7 @@ async fn a_draining_node_hands_its_rooms_over_and_the_call_goes_on() {
     assert_eq!(alice.recv_type("answer").await["sdp"], "answer-after-drain");
 
     let lease = lease_of(&n1, &room).await;
-    assert!(lease["nodeId"] == "n1" || lease["nodeId"] == "n2", "the room moved to a live node: {lease}");
+    assert_eq!(lease["nodeId"], "n1", "the room moved to the live node that is not cordoned: {lease}");
     assert!(lease["epoch"].as_i64() > Some(1), "a new owner, a new epoch: {lease}");
 }
 
