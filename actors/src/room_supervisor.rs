@@ -165,7 +165,7 @@ impl Actor for RoomSupervisor {
             RoomSupervisorMsg::Resolve { room, reply } => resolve(&myself, state, room, None, None, reply),
             RoomSupervisorMsg::Adopt { room, carry, reply } => resolve(&myself, state, room, Some(carry), None, reply),
             RoomSupervisorMsg::Take { room, taken, reply } => resolve(&myself, state, room, None, Some(taken), reply),
-            RoomSupervisorMsg::Started { room, result } => started(state, room, result),
+            RoomSupervisorMsg::Started { room, result } => started(&myself, state, room, result),
             RoomSupervisorMsg::Lookup { room, reply } => {
                 let found = match state.rooms.get(&room).map(|e| &e.slot) {
                     Some(Slot::Running(r)) if is_alive(r) => Some(r.clone()),
@@ -328,8 +328,16 @@ fn resolve(
     });
 }
 
-/// A start finished: the room runs (or not), and everyone who waited for it hears.
-fn started(state: &mut RoomSupervisorState, room: RoomId, result: Result<ActorRef<RoomMsg>, RoomError>) {
+/// A start finished: the room runs (or not), and everyone who waited for it hears. A hand-off
+/// that came in while a plain start was under way does not share that start's failure (it
+/// failed, say, because the draining owner still held the room, which the hand-off's carry
+/// takes over): it starts the room again with its carry.
+fn started(
+    myself: &ActorRef<RoomSupervisorMsg>,
+    state: &mut RoomSupervisorState,
+    room: RoomId,
+    result: Result<ActorRef<RoomMsg>, RoomError>,
+) {
     let Some(entry) = state.rooms.get_mut(&room) else { return };
     let Slot::Starting(waiting) = &mut entry.slot else { return };
     let waiting = std::mem::take(waiting);
@@ -341,10 +349,16 @@ fn started(state: &mut RoomSupervisorState, room: RoomId, result: Result<ActorRe
         }
     }
     for (reply, carry) in waiting {
-        if let (Ok(actor), Some(carry)) = (&result, carry) {
-            let _ = actor.cast(RoomMsg::Absorb(carry));
+        match (&result, carry) {
+            (Ok(actor), Some(carry)) => {
+                let _ = actor.cast(RoomMsg::Absorb(carry));
+                let _ = reply.send(result.clone());
+            }
+            (Err(_), Some(carry)) => resolve(myself, state, room.clone(), Some(carry), None, reply),
+            _ => {
+                let _ = reply.send(result.clone());
+            }
         }
-        let _ = reply.send(result.clone());
     }
 }
 
