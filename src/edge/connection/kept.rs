@@ -317,8 +317,15 @@ pub(super) async fn to_room(myself: &Mailbox, state: &mut ConnectionState, msg: 
     }
 }
 
-/// Re-sends a bounced command to wherever its room is now. A command bounces at most a few
-/// times in a row; then the client is told to try again.
+/// Bounces in a row after which a command that is not kept (no `id`) waits before it goes
+/// again, and after which it is given up.
+const REROUTES_AT_ONCE: u32 = 3;
+const REROUTES_AT_MOST: u32 = 10;
+
+/// Re-sends a bounced command to wherever its room is now. A room being handed over bounces
+/// what reaches its old node until its successor has taken it: a command that keeps bouncing
+/// waits a little longer each time (off the connection's loop), and after a few tries the
+/// client is told to try again (never about the edge's own messages, such as receipts).
 pub(super) async fn reroute(myself: &Mailbox, state: &mut ConnectionState, room: RoomId, hint: String, msg: RoomMsg) {
     let Some(j) = state.joined.as_mut() else { return };
     if j.room_id != room {
@@ -326,7 +333,20 @@ pub(super) async fn reroute(myself: &Mailbox, state: &mut ConnectionState, room:
     }
     let reference = reference_of(&msg).cloned();
     state.reroutes += 1;
-    let sent = if state.reroutes > 3 {
+    if reference.is_none() && (REROUTES_AT_ONCE..REROUTES_AT_MOST).contains(&state.reroutes) {
+        let delay = Duration::from_millis(20 * u64::from(state.reroutes));
+        myself.send_after(delay, move || ConnectionMsg::Reroute { room, hint, msg: Box::new(msg) });
+        return;
+    }
+    let from_client = matches!(
+        msg,
+        RoomMsg::Relay { .. }
+            | RoomMsg::Control { .. }
+            | RoomMsg::Overlay { .. }
+            | RoomMsg::Chat { .. }
+            | RoomMsg::EndCall { .. }
+    );
+    let sent = if state.reroutes > REROUTES_AT_MOST || (reference.is_some() && state.reroutes > REROUTES_AT_ONCE) {
         state.reroutes = 0;
         let _ = routing::relocate(&state.app, &mut j.room, &j.room_id).await;
         Err((ErrorCode::RoomUnavailable, "the room is moving; try again".to_owned()))
@@ -339,7 +359,9 @@ pub(super) async fn reroute(myself: &Mailbox, state: &mut ConnectionState, room:
     if sent.is_ok() && reference.is_some() {
         Box::pin(resend_pending(state)).await;
     }
-    if let Err((code, message)) = sent {
+    if let Err((code, message)) = sent
+        && from_client
+    {
         let (code, message) = while_moving(code, message);
         send_error(myself, state, code, &message, reference.as_ref()).await;
     }
