@@ -395,16 +395,7 @@ async fn a_draining_node_hands_its_rooms_over_and_the_call_goes_on() {
     // n2 is cordoned: the drain hands the room to n1, the only node that takes rooms.
     let cordon = reqwest::Client::new().post(n1.url("/api/cluster/nodes/n2/cordon")).send().await.expect("cordon");
     assert_eq!(cordon.status(), 200);
-    let mut seen = false;
-    for _ in 0..100 {
-        let v: Value = crate::support::get_json(&n3.url("/api/cluster")).await;
-        if v["members"].as_array().is_some_and(|m| m.iter().any(|x| x["nodeId"] == "n2" && x["cordoned"] == true)) {
-            seen = true;
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    assert!(seen, "n3 sees n2's cordon within 5 s");
+    sees_cordon(&n3, "n2").await;
 
     // SIGTERM the owner: its own client is told to go elsewhere, the node exits cleanly.
     let status = n3.terminate();
@@ -425,6 +416,18 @@ async fn a_draining_node_hands_its_rooms_over_and_the_call_goes_on() {
     let lease = lease_of(&n1, &room).await;
     assert_eq!(lease["nodeId"], "n1", "the room moved to the live node that is not cordoned: {lease}");
     assert!(lease["epoch"].as_i64() > Some(1), "a new owner, a new epoch: {lease}");
+}
+
+/// Waits (at most 5 s) until `node`'s `/api/cluster` shows `cordoned` cordoned.
+async fn sees_cordon(node: &Node, cordoned: &str) {
+    for _ in 0..100 {
+        let v: Value = crate::support::get_json(&node.url("/api/cluster")).await;
+        if v["members"].as_array().is_some_and(|m| m.iter().any(|x| x["nodeId"] == cordoned && x["cordoned"] == true)) {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    panic!("{cordoned}'s cordon not seen within 5 s");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -916,16 +919,7 @@ async fn placement_prefers_the_idle_node_and_skips_a_cordoned_one() {
     let missing = reqwest::Client::new().post(n1.url("/api/cluster/nodes/nobody/cordon")).send().await.expect("post");
     assert_eq!(missing.status(), 404);
     // Every node's placement follows within a sweep (n1's at once: it was asked).
-    let mut seen = false;
-    for _ in 0..100 {
-        let v: Value = crate::support::get_json(&n2.url("/api/cluster")).await;
-        if v["members"].as_array().is_some_and(|m| m.iter().any(|x| x["nodeId"] == "n2" && x["cordoned"] == true)) {
-            seen = true;
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    assert!(seen, "n2 sees its cordon within 5 s");
+    sees_cordon(&n2, "n2").await;
     for i in 0..4 {
         let room = format!("after-cordon-{i}");
         fresh.push(join_at(n2.addr, &format!("c{i}"), &room).await.0);
