@@ -230,8 +230,7 @@ const START_WAIT: Duration = Duration::from_millis(20);
 
 /// Whether a shutdown or hand-off should wait for starts under way (at most 5 s in all).
 fn deferred(state: &mut RoomSupervisorState) -> bool {
-    let starting = state.rooms.values().any(|e| matches!(e.slot, Slot::Starting(_)));
-    if starting && state.deferrals < 250 {
+    if state.starting > 0 && state.deferrals < 250 {
         state.deferrals += 1;
         return true;
     }

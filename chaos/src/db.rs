@@ -2,6 +2,7 @@
 //! the end, once every client has left: no session left open, no session nobody was given,
 //! every call ended, and the events outbox telling the same story as the tables.
 
+use crate::idle::PREFIX;
 use anyhow::{Context, Result};
 use sqlx::{Connection, Row};
 use std::collections::{BTreeMap, BTreeSet};
@@ -36,11 +37,12 @@ pub async fn check(url: &str, given: &BTreeMap<String, Vec<String>>, within: Dur
     let started = Instant::now();
     let mut problems = Vec::new();
     loop {
-        let open: i64 =
-            sqlx::query("SELECT COUNT(*) FROM sessions WHERE left_at IS NULL AND room_id NOT LIKE 'idle-%'")
-                .fetch_one(&mut conn)
-                .await?
-                .try_get(0)?;
+        let open: i64 = sqlx::query(&format!(
+            "SELECT COUNT(*) FROM sessions WHERE left_at IS NULL AND room_id NOT LIKE '{PREFIX}%'"
+        ))
+        .fetch_one(&mut conn)
+        .await?
+        .try_get(0)?;
         if open == 0 {
             break;
         }
@@ -51,8 +53,9 @@ pub async fn check(url: &str, given: &BTreeMap<String, Vec<String>>, within: Dur
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
 
-    let rows =
-        sqlx::query("SELECT id, room_id FROM sessions WHERE room_id NOT LIKE 'idle-%'").fetch_all(&mut conn).await?;
+    let rows = sqlx::query(&format!("SELECT id, room_id FROM sessions WHERE room_id NOT LIKE '{PREFIX}%'"))
+        .fetch_all(&mut conn)
+        .await?;
     let stored: BTreeSet<String> = rows.iter().map(|r| r.get::<String, _>(0)).collect();
     let handed: BTreeSet<String> = given.values().flatten().cloned().collect();
     for s in handed.difference(&stored) {
@@ -62,22 +65,23 @@ pub async fn check(url: &str, given: &BTreeMap<String, Vec<String>>, within: Dur
         problems.push(format!("session {s} is in the database but no client was given it"));
     }
 
-    let open_calls: Vec<(String, String)> =
-        sqlx::query("SELECT room_id, status FROM call_sessions WHERE status <> 'ended' AND room_id NOT LIKE 'idle-%'")
-            .fetch_all(&mut conn)
-            .await?
-            .iter()
-            .map(|r| (r.get(0), r.get(1)))
-            .collect();
+    let open_calls: Vec<(String, String)> = sqlx::query(&format!(
+        "SELECT room_id, status FROM call_sessions WHERE status <> 'ended' AND room_id NOT LIKE '{PREFIX}%'"
+    ))
+    .fetch_all(&mut conn)
+    .await?
+    .iter()
+    .map(|r| (r.get(0), r.get(1)))
+    .collect();
     for (room, status) in open_calls {
         problems.push(format!("a call in {room} is still {status} after everyone left"));
     }
 
     // The outbox: per room, as many sessions closed as created, as many leaves as joins, and
     // one join per session row.
-    let events = sqlx::query(
-        "SELECT room_id, kind, COUNT(*) FROM events WHERE room_id NOT LIKE 'idle-%' GROUP BY room_id, kind",
-    )
+    let events = sqlx::query(&format!(
+        "SELECT room_id, kind, COUNT(*) FROM events WHERE room_id NOT LIKE '{PREFIX}%' GROUP BY room_id, kind"
+    ))
     .fetch_all(&mut conn)
     .await?;
     let mut counts: BTreeMap<String, BTreeMap<String, i64>> = BTreeMap::new();

@@ -55,7 +55,7 @@ impl IdleClients {
         Ok(clients)
     }
 
-    /// Connections held.
+    /// Client processes running (one per node).
     pub fn processes(&self) -> usize {
         self.children.len()
     }

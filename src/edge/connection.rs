@@ -79,6 +79,9 @@ pub struct ConnectionState {
     left: Option<Joined>,
     /// Bounced commands re-sent since the room last delivered something.
     reroutes: u32,
+    /// The same for the edge's own messages (receipts, numbering shifts, echoes), counted apart
+    /// so that they never use up a client's command's tries.
+    own_reroutes: u32,
     /// Added to the room's frame numbers after the room restarted or moved (see `write_numbered`).
     seq_offset: i64,
     /// Closed for abuse (flood, oversized frame): its session ends instead of waiting for a resume.
@@ -205,6 +208,7 @@ pub fn run(app: Arc<App>, claims: Claims, socket: WebSocket) -> impl Future<Outp
         joined: None,
         left: None,
         reroutes: 0,
+        own_reroutes: 0,
         seq_offset: 0,
         abusive: false,
         dropped: false,
@@ -311,6 +315,7 @@ async fn handle(myself: &Mailbox, state: &mut ConnectionState, message: Connecti
         ConnectionMsg::Deliver(frame) => {
             myself.written(frame.body.len());
             state.reroutes = 0;
+            state.own_reroutes = 0;
             match frame.seq {
                 Some(seq) => write_numbered(myself, state, seq, &frame.body, frame.kind).await,
                 None => write(myself, state, &frame.body).await,

@@ -317,27 +317,24 @@ pub(super) async fn to_room(myself: &Mailbox, state: &mut ConnectionState, msg: 
     }
 }
 
-/// Bounces in a row after which a command that is not kept (no `id`) waits before it goes
-/// again, and after which it is given up.
+/// Bounces in a row after which a client's command is given up (the client is told to try
+/// again), and after which the edge's own messages wait before they go again.
 const REROUTES_AT_ONCE: u32 = 3;
+/// Bounces in a row after which the edge's own messages are given up.
 const REROUTES_AT_MOST: u32 = 10;
 
-/// Re-sends a bounced command to wherever its room is now. A room being handed over bounces
-/// what reaches its old node until its successor has taken it: a command that keeps bouncing
-/// waits a little longer each time (off the connection's loop), and after a few tries the
-/// client is told to try again (never about the edge's own messages, such as receipts).
+/// Re-sends a bounced command to wherever its room is now. A client's command bounces at most
+/// a few times in a row; then the client is told to try again (a kept one goes again with the
+/// others kept once the room is found). The edge's own messages (receipts, numbering shifts,
+/// echoes) are never the client's business: while a room is handed over they keep bouncing
+/// off its old node until the successor has taken it, so they wait a little longer each time
+/// (off the connection's loop), and are dropped after a few more tries.
 pub(super) async fn reroute(myself: &Mailbox, state: &mut ConnectionState, room: RoomId, hint: String, msg: RoomMsg) {
     let Some(j) = state.joined.as_mut() else { return };
     if j.room_id != room {
         return;
     }
     let reference = reference_of(&msg).cloned();
-    state.reroutes += 1;
-    if reference.is_none() && (REROUTES_AT_ONCE..REROUTES_AT_MOST).contains(&state.reroutes) {
-        let delay = Duration::from_millis(20 * u64::from(state.reroutes));
-        myself.send_after(delay, move || ConnectionMsg::Reroute { room, hint, msg: Box::new(msg) });
-        return;
-    }
     let from_client = matches!(
         msg,
         RoomMsg::Relay { .. }
@@ -345,9 +342,20 @@ pub(super) async fn reroute(myself: &Mailbox, state: &mut ConnectionState, room:
             | RoomMsg::Overlay { .. }
             | RoomMsg::Chat { .. }
             | RoomMsg::EndCall { .. }
+            | RoomMsg::Stats { .. }
     );
-    let sent = if state.reroutes > REROUTES_AT_MOST || (reference.is_some() && state.reroutes > REROUTES_AT_ONCE) {
-        state.reroutes = 0;
+    let (tries, limit) = match from_client {
+        true => (&mut state.reroutes, REROUTES_AT_ONCE),
+        false => (&mut state.own_reroutes, REROUTES_AT_MOST),
+    };
+    *tries += 1;
+    if !from_client && *tries >= REROUTES_AT_ONCE && *tries <= REROUTES_AT_MOST {
+        let delay = Duration::from_millis(20 * u64::from(*tries));
+        myself.send_after(delay, move || ConnectionMsg::Reroute { room, hint, msg: Box::new(msg) });
+        return;
+    }
+    let sent = if *tries > limit {
+        *tries = 0;
         let _ = routing::relocate(&state.app, &mut j.room, &j.room_id).await;
         Err((ErrorCode::RoomUnavailable, "the room is moving; try again".to_owned()))
     } else if reference.is_some() {
