@@ -32,6 +32,8 @@ pub struct App {
     pub dev_mode: bool,
     /// Cluster membership, when this node is a member.
     pub cluster: Option<switchboard_cluster::Cluster>,
+    /// The links to the other nodes (to nobody outside a cluster).
+    pub links: switchboard_cluster::Links,
     /// What this node tells its peers about itself.
     pub hello: switchboard_cluster::node_agent::HelloSource,
     /// This node's lease, in a cluster (its rooms are owned under it).
@@ -99,6 +101,10 @@ impl App {
     /// Assembles the state.
     pub fn new(p: AppParts) -> App {
         let dev_mode = p.config.dev_mode();
+        let links = match &p.cluster {
+            Some(cluster) => cluster.links(),
+            None => switchboard_cluster::Links::detached(&p.config.node_id),
+        };
         App {
             config: p.config,
             authority: p.authority,
@@ -107,6 +113,7 @@ impl App {
             edge: p.edge,
             metrics: p.metrics,
             dev_mode,
+            links,
             cluster: p.cluster,
             hello: p.hello,
             node_lease: p.node_lease,

@@ -333,6 +333,10 @@ pub struct Common {
     /// Cluster listener address; makes this node a cluster member.
     #[arg(long, env = "SWITCHBOARD_CLUSTER_ADDR")]
     pub cluster_addr: Option<std::net::SocketAddr>,
+    /// Where this node takes node links (relayed messages between nodes); default: the
+    /// cluster address's host, any free port.
+    #[arg(long, env = "SWITCHBOARD_CLUSTER_LINK_ADDR")]
+    pub cluster_link_addr: Option<std::net::SocketAddr>,
     /// Cluster members to dial, comma-separated `host:port`.
     #[arg(long, env = "SWITCHBOARD_SEEDS", value_delimiter = ',')]
     pub seeds: Option<Vec<String>>,
@@ -387,6 +391,9 @@ impl Common {
         }
         if let Some(v) = self.cluster_addr {
             config.cluster.addr = Some(v);
+        }
+        if let Some(v) = self.cluster_link_addr {
+            config.cluster.link_addr = Some(v);
         }
         if let Some(v) = &self.seeds {
             config.cluster.seeds = v.iter().filter(|s| !s.is_empty()).cloned().collect();

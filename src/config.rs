@@ -300,6 +300,9 @@ impl Default for BusConfig {
 pub struct ClusterSettings {
     /// Cluster listener; setting it makes this node a cluster member.
     pub addr: Option<SocketAddr>,
+    /// Where this node takes node links (relayed messages between nodes); unset: the cluster
+    /// listener's host, any free port (told to the peers in the heartbeat).
+    pub link_addr: Option<SocketAddr>,
     /// Other members to dial (`host:port`), usually one or two stable nodes.
     pub seeds: Vec<String>,
     /// Shared secret of the cluster handshake. Outside dev mode it must be set.
@@ -328,6 +331,7 @@ impl Default for ClusterSettings {
     fn default() -> Self {
         Self {
             addr: None,
+            link_addr: None,
             seeds: Vec::new(),
             cookie: None,
             heartbeat_interval: Duration::from_millis(500),

@@ -45,40 +45,27 @@ pub enum RoomHandle {
 
 impl RoomHandle {
     /// The handle of a room on `node`.
-    pub fn remote(node: impl Into<String>) -> RoomHandle {
-        RoomHandle::Remote(RemoteRoom::new(node.into()))
+    pub fn remote(app: &App, node: impl Into<String>) -> RoomHandle {
+        RoomHandle::Remote(RemoteRoom::new(app, node.into()))
     }
 }
 
-/// A room on another node: the node, and its room host as last found (so that a message
-/// costs no process-group lookup; the reference is found again once its link is gone).
+/// A room on another node: the node, and the links that reach it.
 pub struct RemoteRoom {
     /// The owner's node id.
     pub node: String,
-    host: std::sync::Mutex<Option<ActorRef<HostMsg>>>,
+    links: switchboard_cluster::Links,
 }
 
 impl RemoteRoom {
-    fn new(node: String) -> RemoteRoom {
-        let host = find_host(&node);
-        RemoteRoom { node, host: std::sync::Mutex::new(host) }
+    fn new(app: &App, node: String) -> RemoteRoom {
+        RemoteRoom { node, links: app.links.clone() }
     }
 
-    /// The owner's room host, if it can be reached now.
-    fn host(&self) -> Option<ActorRef<HostMsg>> {
-        let mut cached = self.host.lock().unwrap_or_else(|p| p.into_inner());
-        let live = cached
-            .as_ref()
-            .is_some_and(|h| matches!(h.get_status(), ractor::ActorStatus::Running | ractor::ActorStatus::Starting));
-        if !live {
-            *cached = find_host(&self.node);
-        }
-        cached.clone()
+    /// Whether the owner can be reached now.
+    fn reachable(&self) -> bool {
+        self.links.reachable(&self.node)
     }
-}
-
-fn find_host(node: &str) -> Option<ActorRef<HostMsg>> {
-    ractor::pg::get_members(&host_group(node)).into_iter().next().map(ActorRef::from)
 }
 
 fn unavailable() -> RouteError {
@@ -221,7 +208,7 @@ pub async fn join(app: &App, room: &RoomId, request: JoinRequest) -> Result<(Pee
         let outcome = if target == me {
             local_join(app, room, clone_request(&request)).await.map(|(peer, actor)| (peer, RoomHandle::Local(actor)))
         } else {
-            remote_join(room, &target, &request).await.map(|peer| (peer, RoomHandle::remote(target.clone())))
+            remote_join(room, &target, &request).await.map(|peer| (peer, RoomHandle::remote(app, target.clone())))
         };
         match outcome {
             Err((ErrorCode::RoomElsewhere, message)) => {
@@ -366,7 +353,7 @@ pub async fn send(
             if app.cluster.is_some() {
                 let owner = owner_of(app, room).await;
                 if owner != app.config.node_id {
-                    let remote = RemoteRoom::new(owner);
+                    let remote = RemoteRoom::new(app, owner);
                     send_remote(&remote, room, conn, &msg)?;
                     *handle = RoomHandle::Remote(remote);
                     return Ok(());
@@ -377,28 +364,22 @@ pub async fn send(
             *handle = RoomHandle::Local(again);
             Ok(())
         }
-        RoomHandle::Remote(remote) => match remote.host() {
-            Some(host) => cast_to_host(&host, room, conn, &msg),
-            // The owner is gone: find where the room is (or should be) now.
-            None => reroute(app, handle, room, conn, "", msg).await,
-        },
+        RoomHandle::Remote(remote) if remote.reachable() => send_remote(remote, room, conn, &msg),
+        // The owner is gone: find where the room is (or should be) now.
+        RoomHandle::Remote(_) => reroute(app, handle, room, conn, "", msg).await,
     }
 }
 
 fn send_remote(remote: &RemoteRoom, room: &RoomId, conn: &ConnId, msg: &RoomMsg) -> Result<(), RouteError> {
-    match remote.host() {
-        Some(host) => cast_to_host(&host, room, conn, msg),
-        None => Err((
-            ErrorCode::RoomUnavailable,
-            format!("the node serving the room ({}) is unreachable; try again", remote.node),
-        )),
+    if !matches!(msg, RoomMsg::Relay { .. }) && RoomCmd::from_room_msg(msg).is_none() {
+        // Never crosses nodes.
+        return Ok(());
     }
-}
-
-fn cast_to_host(host: &ActorRef<HostMsg>, room: &RoomId, conn: &ConnId, msg: &RoomMsg) -> Result<(), RouteError> {
-    let Some(cmd) = RoomCmd::from_room_msg(msg) else { return Ok(()) };
-    crate::telemetry::hot().cross_node_messages.increment(1);
-    host.cast(HostMsg::ToRoom(room.to_string(), conn.to_string(), Bincode(cmd))).map_err(|_| unavailable())
+    if remote.links.to_room(&remote.node, room, conn, msg) {
+        crate::telemetry::hot().cross_node_messages.increment(1);
+        return Ok(());
+    }
+    Err((ErrorCode::RoomUnavailable, format!("the node serving the room ({}) is unreachable; try again", remote.node)))
 }
 
 /// The handle of a room known to live on `node`.
@@ -408,7 +389,7 @@ pub async fn handle_for(app: &App, room: &RoomId, node: &str) -> RoomHandle {
     {
         return RoomHandle::Local(local);
     }
-    RoomHandle::remote(node)
+    RoomHandle::remote(app, node)
 }
 
 /// Finds the room again (the live lease, else `hint`, else placement) and sends `msg` there:
@@ -433,7 +414,7 @@ pub async fn reroute(
         *handle = RoomHandle::Local(local);
         return Ok(());
     }
-    let remote = RemoteRoom::new(target);
+    let remote = RemoteRoom::new(app, target);
     send_remote(&remote, room, conn, &msg)?;
     *handle = RoomHandle::Remote(remote);
     Ok(())
@@ -480,7 +461,7 @@ async fn resume_once(app: &App, room: &RoomId, cmd: ResumeCmd) -> Result<RoomHan
     let host: ActorRef<HostMsg> = cell.into();
     metrics::counter!("switchboard_cross_node_messages_total").increment(1);
     match host.call(|reply| HostMsg::Resume(Bincode(cmd), reply), Some(Duration::from_secs(10))).await {
-        Ok(CallResult::Success(Bincode(Ok(_)))) => Ok(RoomHandle::remote(owner)),
+        Ok(CallResult::Success(Bincode(Ok(_)))) => Ok(RoomHandle::remote(app, owner)),
         Ok(CallResult::Success(Bincode(Err(e)))) => Err(e),
         _ => Err(("unavailable".into(), "the room did not answer; try again".into())),
     }
@@ -502,7 +483,7 @@ pub fn reachable(handle: &RoomHandle) -> bool {
         RoomHandle::Local(local) => {
             matches!(local.actor.get_status(), ractor::ActorStatus::Running | ractor::ActorStatus::Starting)
         }
-        RoomHandle::Remote(remote) => remote.host().is_some(),
+        RoomHandle::Remote(remote) => remote.reachable(),
     }
 }
 
@@ -522,8 +503,8 @@ pub async fn relocate(app: &App, handle: &mut RoomHandle, room: &RoomId) -> Resu
         *handle = RoomHandle::Local(resolve(app, room).await?);
         return Ok(());
     }
-    let remote = RemoteRoom::new(target);
-    if remote.host().is_none() {
+    let remote = RemoteRoom::new(app, target);
+    if !remote.reachable() {
         return Err((
             ErrorCode::RoomUnavailable,
             format!("the room's node ({}) is unreachable; try again shortly", remote.node),

@@ -35,11 +35,12 @@ use switchboard_actors::quality::FallbackPolicy;
 use switchboard_actors::restart_policy::RestartPolicy;
 use switchboard_actors::room::{LeaseSettings, RoomConfig, RoomContext};
 use switchboard_actors::room_supervisor::{RoomSupervisor, RoomSupervisorArgs, RoomSupervisorMsg};
+use switchboard_cluster::link::Receiver;
 use switchboard_cluster::node_agent::HelloSource;
 use switchboard_cluster::node_agent::{AgentMsg, agent_group};
 use switchboard_cluster::routing::{
-    EdgeLink, EdgeLinkArgs, EdgeMsg, HostMsg, Moved, Paired, Reroute, RoomHost, RoomHostArgs, SetGrants, ToUser,
-    edge_group, host_group, node_of,
+    EdgeLinkArgs, EdgeMsg, HostMsg, Moved, Paired, Reroute, RoomHost, RoomHostArgs, SetGrants, ToUser, host_group,
+    node_of,
 };
 use switchboard_cluster::wire::Bincode;
 use switchboard_cluster::{Cluster, ClusterConfig, LiveView, NodeHello, NodeId};
@@ -308,7 +309,28 @@ pub async fn start(mut config: Config, listener: TcpListener) -> anyhow::Result<
     let (rooms, _) =
         Actor::spawn(None, RoomSupervisor, RoomSupervisorArgs { ctx, policy: RestartPolicy::default() }).await?;
     let addr = listener.local_addr()?;
-    let hello = hello_source(&config, &secret, addr, &edge, &live_rooms);
+    let link_listener = match config.cluster.addr {
+        Some(cluster) => {
+            let at = config.cluster.link_addr.unwrap_or(SocketAddr::new(cluster.ip(), 0));
+            let bound =
+                TcpListener::bind(at).await.map_err(|e| anyhow::anyhow!("cannot bind the node link on {at}: {e}"));
+            match bound {
+                Ok(bound) => Some(bound),
+                Err(e) => {
+                    rooms.stop(None);
+                    bus.shutdown().await;
+                    if let Some(broker) = broker {
+                        broker.stop().await;
+                    }
+                    store.close().await;
+                    return Err(e);
+                }
+            }
+        }
+        None => None,
+    };
+    let link_addr = link_listener.as_ref().and_then(|l| l.local_addr().ok());
+    let hello = hello_source(&config, &secret, addr, link_addr, &edge, &live_rooms);
     let cluster = match start_cluster(&config, hello.clone(), &store, &node_lease, &nodes).await {
         Ok(cluster) => cluster,
         Err(e) => {
@@ -325,17 +347,20 @@ pub async fn start(mut config: Config, listener: TcpListener) -> anyhow::Result<
     let draining = Arc::new(AtomicBool::new(false));
     let app_cell: Arc<std::sync::OnceLock<std::sync::Weak<App>>> = Arc::default();
     let successor = successor_of(&config.node_id, cluster.as_ref().map(Cluster::live_view), app_cell.clone());
-    if cluster.is_some() {
-        // The two remotable actors through which other nodes reach this node's rooms and
-        // connections.
-        let host = RoomHostArgs {
+    if let (Some(cluster), Some(link_listener)) = (&cluster, link_listener) {
+        // Other nodes reach this node's rooms and connections through the room host (calls
+        // that wait for an answer) and the node link (everything else).
+        let links = cluster.links();
+        edge.link_up(links.clone());
+        let host = Arc::new(RoomHostArgs {
             node_id: config.node_id.clone(),
             rooms: rooms.clone(),
             edge: edge.clone(),
             draining: draining.clone(),
             successor: successor.clone(),
-        };
-        Actor::spawn(None, RoomHost, host).await?;
+            links: links.clone(),
+        });
+        Actor::spawn(None, RoomHost, host.clone()).await?;
         let local = edge.clone();
         let reroute: Reroute = Arc::new(move |conn, room, hint, msg| local.reroute(&conn, room, hint, msg));
         let local = edge.clone();
@@ -348,7 +373,7 @@ pub async fn start(mut config: Config, listener: TcpListener) -> anyhow::Result<
         let grants: SetGrants = Arc::new(move |conn, grants| {
             local.set_local_grants(&conn, &grants);
         });
-        let link = EdgeLinkArgs {
+        let link = Arc::new(EdgeLinkArgs {
             node_id: config.node_id.clone(),
             edge: edge.clone(),
             reroute,
@@ -356,8 +381,8 @@ pub async fn start(mut config: Config, listener: TcpListener) -> anyhow::Result<
             paired,
             to_user,
             grants,
-        };
-        Actor::spawn(None, EdgeLink, link).await?;
+        });
+        links.serve(link_listener, Receiver { host, edge: link });
     }
     let evidence = match &config.evidence.url {
         Some(url) => {
@@ -570,10 +595,9 @@ async fn wait_for_clients(app: &App, deadline: Instant) {
 async fn drain(app: &App, deadline: Instant) {
     app.edge.goaway_all("node draining");
     wait_for_clients(app, deadline).await;
-    // This node's connections are gone: leaving the edge group tells the other nodes so, and
-    // the rooms that move keep those sessions as disconnected (resumable elsewhere).
-    let group = edge_group(&app.config.node_id);
-    ractor::pg::leave(group.clone(), ractor::pg::get_local_members(&group));
+    // This node's connections are gone: telling the other nodes so makes the rooms that move
+    // keep those sessions as disconnected (resumable elsewhere).
+    app.links.announce_edge_gone();
     let handed = match app.rooms.call(RoomSupervisorMsg::Handoff, Some(Duration::from_secs(15))).await {
         Ok(CallResult::Success(rooms)) => rooms,
         _ => Vec::new(),
@@ -609,15 +633,15 @@ async fn drain(app: &App, deadline: Instant) {
         for conn in app.store.open_connections(room.as_str()).await.unwrap_or_default() {
             let conn = ConnId::new(conn);
             let Some(node) = node_of(&conn).map(str::to_owned) else { continue };
-            if let Some(cell) = ractor::pg::get_members(&edge_group(&node)).into_iter().next() {
-                let link: ActorRef<EdgeMsg> = cell.into();
-                let _ = link.cast(EdgeMsg::Moved(conn.to_string(), room.to_string(), target.clone()));
+            if app.links.to_edge(&node, &EdgeMsg::Moved(conn.clone(), room.clone(), target.clone())) {
                 touched.insert(node);
             }
         }
     }
-    // A round trip to every node told anything: the casts before it have arrived when it
-    // answers (one session per pair of nodes, in order), so none is lost as the links close.
+    // Everything sent on the node links is written out (the links close after it, so the
+    // peers read it all), and a round trip to every node told anything: the hand-offs before
+    // it have arrived when it answers (one session per pair of nodes, in order).
+    app.links.flushed(Duration::from_secs(2)).await;
     for node in touched {
         if let Some(cell) = ractor::pg::get_members(&agent_group(&node)).into_iter().next() {
             let agent: ActorRef<AgentMsg> = cell.into();
@@ -694,6 +718,7 @@ fn hello_source(
     config: &Config,
     secret: &[u8],
     http: SocketAddr,
+    link: Option<SocketAddr>,
     edge: &Arc<EdgeRouter>,
     live_rooms: &Arc<AtomicUsize>,
 ) -> HelloSource {
@@ -701,6 +726,7 @@ fn hello_source(
         node_id: config.node_id.clone(),
         cluster_addr: config.cluster.addr.map(|a| a.to_string()).unwrap_or_default(),
         http_addr: http.to_string(),
+        link_addr: link.map(|a| a.to_string()).unwrap_or_default(),
         secret_fingerprint: secret_fingerprint(secret),
         incarnation: rand::random(),
         rooms: 0,

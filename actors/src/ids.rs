@@ -21,6 +21,11 @@ macro_rules! string_id {
             pub fn as_str(&self) -> &str {
                 &self.0
             }
+
+            /// The shared text behind the id (cloning it costs no allocation).
+            pub fn as_arc(&self) -> &Arc<str> {
+                &self.0
+            }
         }
 
         impl fmt::Display for $name {
@@ -38,6 +43,12 @@ macro_rules! string_id {
         impl From<&str> for $name {
             fn from(s: &str) -> Self {
                 Self::new(s)
+            }
+        }
+
+        impl From<Arc<str>> for $name {
+            fn from(s: Arc<str>) -> Self {
+                Self(s)
             }
         }
 

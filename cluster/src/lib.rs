@@ -7,6 +7,7 @@
 //! debounces session flaps, and a heartbeat (an RPC to each peer's [`NodeAgent`]) that marks
 //! a silent peer down within a configured timeout.
 
+pub mod link;
 pub mod membership;
 pub mod node_agent;
 pub mod node_id;
@@ -17,6 +18,7 @@ pub mod wire;
 pub mod dialer;
 mod heartbeat;
 
+pub use link::Links;
 pub use membership::{Cluster, ClusterConfig, ClusterError, ClusterTls, LiveView, MemberState, MemberView, PeerSource};
 pub use node_agent::NodeHello;
 pub use node_id::NodeId;

@@ -124,6 +124,8 @@ pub struct MemberView {
     pub cluster_addr: String,
     /// HTTP address, once known.
     pub http_addr: Option<String>,
+    /// Node link address, once known.
+    pub link_addr: Option<String>,
     /// State.
     pub state: MemberState,
     /// Whether this is the node answering.
@@ -148,6 +150,7 @@ impl MemberView {
             node_id: me.node_id.clone(),
             cluster_addr,
             http_addr: Some(me.http_addr.clone()),
+            link_addr: Some(me.link_addr.clone()),
             state: MemberState::Up,
             is_self: true,
             last_heartbeat: None,
@@ -292,6 +295,7 @@ pub struct Cluster {
     table: SharedTable,
     tasks: Vec<JoinHandle<()>>,
     addr: SocketAddr,
+    links: crate::link::Links,
 }
 
 impl Cluster {
@@ -335,7 +339,14 @@ impl Cluster {
             tokio::spawn(heartbeat::run(table.clone(), hello, cfg.heartbeat_interval, cfg.heartbeat_timeout)),
         ];
         tracing::info!(node_id = %cfg.node_id, cluster_addr = %addr, seeds = ?cfg.seeds, "cluster listener up");
-        Ok(Cluster { node, agent, table, tasks, addr })
+        let links =
+            crate::link::Links::new(cfg.node_id.as_str(), cfg.cookie.clone(), cfg.tls.clone(), Some(table.clone()));
+        Ok(Cluster { node, agent, table, tasks, addr, links })
+    }
+
+    /// This node's links to the others.
+    pub fn links(&self) -> crate::link::Links {
+        self.links.clone()
     }
 
     /// The cluster address in use (the chosen port when 0 was configured).
@@ -356,6 +367,7 @@ impl Cluster {
             node_id: id.clone(),
             cluster_addr: m.cluster_addr.clone(),
             http_addr: m.hello.as_ref().map(|h| h.http_addr.clone()),
+            link_addr: m.hello.as_ref().map(|h| h.link_addr.clone()),
             state: m.state,
             is_self: false,
             last_heartbeat: m.last_ok_unix_ms,

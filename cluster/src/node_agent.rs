@@ -21,6 +21,8 @@ pub struct NodeHello {
     pub cluster_addr: String,
     /// HTTP and WebSocket address.
     pub http_addr: String,
+    /// Where it takes node links (see [`crate::link`]); empty when it takes none.
+    pub link_addr: String,
     /// Proof of the token signing secret without revealing it (an HMAC of a fixed text).
     pub secret_fingerprint: String,
     /// Random per process start: tells a restarted node from the one before.

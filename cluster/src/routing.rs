@@ -1,15 +1,15 @@
-//! Cross-node routing: the two remotable actors every node runs, and what they carry.
+//! Cross-node routing: what crosses between nodes, and where it lands.
 //!
-//! - [`RoomHost`] (process group `host:{node}`) takes commands for rooms this node owns: a
-//!   join (an RPC, answered with the new peer id) or any other room message, and hands them to
-//!   the local room supervisor.
-//! - [`EdgeLink`] (process group `edge:{node}`) takes frames rooms elsewhere deliver to this
-//!   node's connections.
+//! - [`RoomHost`] (the remotable actor in process group `host:{node}`) answers the calls that
+//!   wait for an answer: a join (answered with the new peer id), a resume, an operator's
+//!   command, and takes rooms handed off by a draining node.
+//! - Every other room command and every frame for a connection crosses on the node link
+//!   ([`crate::link`]): its reader hands a room command to the room through a [`RoomDoor`]
+//!   and an [`EdgeMsg`] to this node's connections through [`EdgeLinkArgs::handle`].
 //!
-//! Rooms and connections stay local-only actors; only ids and bincode payloads cross nodes.
-//! Messages between two nodes travel on one TCP session and each actor handles its mailbox in
-//! order, so the messages of one sender to one room keep their order.
+//! Rooms and connections stay local-only actors; only ids and payloads cross nodes.
 
+use crate::link::Links;
 use crate::wire::Bincode;
 use ractor::rpc::CallResult;
 use ractor::{Actor, ActorProcessingErr, ActorRef, RpcReplyPort};
@@ -33,11 +33,6 @@ use switchboard_actors::{ErrorCode, RoomError};
 /// The process group of a node's room host.
 pub fn host_group(node: &str) -> String {
     format!("host:{node}")
-}
-
-/// The process group of a node's edge link.
-pub fn edge_group(node: &str) -> String {
-    format!("edge:{node}")
 }
 
 /// A join forwarded to the owner's node.
@@ -248,8 +243,6 @@ pub enum HostMsg {
     /// A join for a room this node should own; answers with the outcome.
     #[rpc]
     Join(Bincode<JoinCmd>, RpcReplyPort<Bincode<JoinOutcome>>),
-    /// Any other command for a room: (room, sending connection, command).
-    ToRoom(String, String, Bincode<RoomCmd>),
     /// Take over a room handed off by a draining node: start it here from the database and
     /// what its previous instance handed over.
     Adopt(String, Bincode<Carry>),
@@ -305,31 +298,31 @@ pub struct ResumeCmd {
     pub last_seq: u64,
 }
 
-/// Messages of a node's edge link.
-#[derive(RactorClusterMessage)]
+/// What a room elsewhere (or a node) sends to this node's connections, on the node link.
+#[derive(Debug)]
 pub enum EdgeMsg {
     /// A frame for one of this node's connections: (connection, JSON body without `seq`).
-    Deliver(String, String),
+    Deliver(ConnId, Arc<str>),
+    /// A frame the room numbered in the session's sequence: (connection, seq, JSON body with
+    /// its `seq`, what it is).
+    Numbered(ConnId, u64, Arc<str>, FrameKind),
+    /// A delivery receipt for one of this node's connections: (connection, message id).
+    Receipt(ConnId, String),
     /// A command of one of this node's connections reached a node that does not serve its
     /// room: (connection, room, node to try, command). The connection finds the room again
     /// and re-sends it.
-    Bounce(String, String, String, Bincode<RoomCmd>),
+    Bounce(ConnId, RoomId, String, RoomCmd),
     /// A room one of this node's connections is in has moved, or runs in a new instance:
     /// (connection, room, node).
-    Moved(String, String, String),
-    /// A frame the room numbered in the session's sequence: (connection, seq, JSON body with
-    /// its `seq`, [`FrameKind`] as a byte).
-    Numbered(String, u64, String, u8),
-    /// A delivery receipt for one of this node's connections: (connection, message id).
-    Receipt(String, String),
+    Moved(ConnId, RoomId, String),
     /// One of this node's connections waiting in a lobby was paired: (connection, lobby,
     /// room to join).
-    Paired(String, String, String),
+    Paired(ConnId, String, String),
     /// A frame for every connection of a user on this node, in or out of a room: (user, JSON
     /// body without `seq`).
     ToUser(String, String),
     /// New grants for one of this node's connections: (connection, grants as JSON).
-    Grants(String, String),
+    Grants(ConnId, String),
 }
 
 /// The room host actor.
@@ -347,6 +340,8 @@ pub struct RoomHostArgs {
     pub draining: Arc<AtomicBool>,
     /// Where a room should go when this node gives it up (placement over the other members).
     pub successor: Successor,
+    /// The links to the other nodes (bounced commands go back on them).
+    pub links: Links,
 }
 
 /// Picks the node a room should move to when this node gives it up.
@@ -354,54 +349,57 @@ pub type Successor = Arc<dyn Fn(&str) -> Option<String> + Send + Sync>;
 
 impl Actor for RoomHost {
     type Msg = HostMsg;
-    type State = HostState;
-    type Arguments = RoomHostArgs;
+    type State = Arc<RoomHostArgs>;
+    type Arguments = Arc<RoomHostArgs>;
 
-    async fn pre_start(&self, myself: ActorRef<HostMsg>, args: RoomHostArgs) -> Result<HostState, ActorProcessingErr> {
+    async fn pre_start(
+        &self,
+        myself: ActorRef<HostMsg>,
+        args: Arc<RoomHostArgs>,
+    ) -> Result<Arc<RoomHostArgs>, ActorProcessingErr> {
         ractor::pg::join(host_group(&args.node_id), vec![myself.get_cell()]);
-        Ok(HostState { args, rooms: HashMap::new(), inserted: 0 })
+        Ok(args)
     }
 
     async fn handle(
         &self,
         _myself: ActorRef<HostMsg>,
         msg: HostMsg,
-        state: &mut HostState,
+        args: &mut Arc<RoomHostArgs>,
     ) -> Result<(), ActorProcessingErr> {
+        let state = &**args;
         match msg {
             HostMsg::Join(cmd, reply) => {
-                if state.args.draining.load(Ordering::Acquire) {
+                if state.draining.load(Ordering::Acquire) {
                     let refusal = ("room_elsewhere".to_owned(), "this node is draining; the room is moving".to_owned());
                     let _ = reply.send(Bincode(Err(refusal)));
                     return Ok(());
                 }
                 // The join waits on the room (a database write); it runs apart so the host
                 // keeps taking other commands meanwhile.
-                let rooms = state.args.rooms.clone();
+                let rooms = state.rooms.clone();
                 tokio::spawn(async move {
                     let _ = reply.send(Bincode(remote_join(rooms, cmd.0).await));
                 });
             }
             HostMsg::Resume(cmd, reply) => {
-                let rooms = state.args.rooms.clone();
-                let may_start = !state.args.draining.load(Ordering::Acquire);
+                let rooms = state.rooms.clone();
+                let may_start = !state.draining.load(Ordering::Acquire);
                 tokio::spawn(async move {
                     let _ = reply.send(Bincode(local_resume(rooms, cmd.0, may_start).await));
                 });
             }
             HostMsg::Admin(cmd, reply) => {
-                let rooms = state.args.rooms.clone();
+                let rooms = state.rooms.clone();
                 tokio::spawn(async move {
                     let AdminCmd { room, action } = cmd.0;
                     let _ = reply.send(Bincode(local_admin(&rooms, RoomId::new(room), action).await));
                 });
             }
-            HostMsg::ToRoom(room, conn, cmd) => to_local_room(state, RoomId::new(room), ConnId::new(conn), cmd.0).await,
             HostMsg::Adopt(room, carry) => {
-                if !state.args.draining.load(Ordering::Acquire) {
+                if !state.draining.load(Ordering::Acquire) {
                     let room = RoomId::new(room);
                     let asked = state
-                        .args
                         .rooms
                         .call(
                             |reply| RoomSupervisorMsg::Adopt { room: room.clone(), carry: carry.0, reply },
@@ -482,52 +480,57 @@ async fn remote_join(rooms: ActorRef<RoomSupervisorMsg>, cmd: JoinCmd) -> JoinOu
     }
 }
 
-/// Hands a command to the local room, starting the room here when this node should own it
-/// (its owner died or handed it off); bounces it back to the sender's node when another node
-/// owns the room.
-/// What the room host keeps: its arguments, and the rooms it reached lately.
-pub struct HostState {
-    args: RoomHostArgs,
-    /// Room instances found for commands from other nodes, so that a message costs no lookup
-    /// on the supervisor: an entry is dropped when its instance stopped (a cast bounces, or the
-    /// table is closed) and found again.
+/// Where the node link's reader hands room commands: the rooms reached lately, so that a
+/// message costs no lookup on the supervisor. An entry is dropped when its instance stopped (a
+/// cast bounces, or the table is closed) and found again. One per link, owned by its reader.
+pub struct RoomDoor {
+    args: Arc<RoomHostArgs>,
     rooms: HashMap<RoomId, LocalRoom>,
     inserted: u64,
 }
 
-async fn to_local_room(state: &mut HostState, room: RoomId, conn: ConnId, cmd: RoomCmd) {
-    let Some(msg) = cmd.into_room_msg() else { return };
-    // The fast path: a room found before, still running.
-    let msg = match state.rooms.get(&room) {
-        Some(local) if local.running() => {
-            if local.relay(&msg) {
-                return;
-            }
-            match local.cast(msg).map_err(|e| *e) {
-                Ok(()) => return,
-                Err(ractor::MessagingErr::SendErr(msg)) => msg,
-                Err(_) => return,
-            }
-        }
-        _ => msg,
-    };
-    state.rooms.remove(&room);
-    let found = find_local_room(&state.args, &room).await;
-    let local = match found {
-        Ok(local) => local,
-        Err(hint) => {
-            let Some(cmd) = RoomCmd::from_room_msg(&msg) else { return };
-            return bounce(&state.args, room, conn, cmd, hint.unwrap_or_default());
-        }
-    };
-    if !local.relay(&msg) {
-        let _ = local.cast(msg);
+impl RoomDoor {
+    /// A door with no room found yet.
+    pub fn new(args: Arc<RoomHostArgs>) -> RoomDoor {
+        RoomDoor { args, rooms: HashMap::new(), inserted: 0 }
     }
-    state.inserted += 1;
-    if state.inserted.is_multiple_of(1024) {
-        state.rooms.retain(|_, l| l.running());
+
+    /// Hands a command to the local room: an offer, answer or candidate through the room's
+    /// relay table, the rest to the Room actor. The room is started here when this node should
+    /// own it (its owner died or handed it off); the command is bounced back to the sender's
+    /// node when this node drains.
+    pub async fn deliver(&mut self, room: RoomId, conn: ConnId, msg: RoomMsg) {
+        // The fast path: a room found before, still running.
+        let msg = match self.rooms.get(&room) {
+            Some(local) if local.running() => {
+                if local.relay(&msg) {
+                    return;
+                }
+                match local.cast(msg).map_err(|e| *e) {
+                    Ok(()) => return,
+                    Err(ractor::MessagingErr::SendErr(msg)) => msg,
+                    Err(_) => return,
+                }
+            }
+            _ => msg,
+        };
+        self.rooms.remove(&room);
+        let local = match find_local_room(&self.args, &room).await {
+            Ok(local) => local,
+            Err(hint) => {
+                let Some(cmd) = RoomCmd::from_room_msg(&msg) else { return };
+                return bounce(&self.args, room, conn, cmd, hint.unwrap_or_default());
+            }
+        };
+        if !local.relay(&msg) {
+            let _ = local.cast(msg);
+        }
+        self.inserted += 1;
+        if self.inserted.is_multiple_of(1024) {
+            self.rooms.retain(|_, l| l.running());
+        }
+        self.rooms.insert(room, local);
     }
-    state.rooms.insert(room, local);
 }
 
 /// The room's instance here, with its relay table; started if nobody runs it. `Err` with where
@@ -563,13 +566,11 @@ async fn find_local_room(state: &RoomHostArgs, room: &RoomId) -> Result<LocalRoo
 
 fn bounce(state: &RoomHostArgs, room: RoomId, conn: ConnId, cmd: RoomCmd, hint: String) {
     metrics::counter!("switchboard_routing_misses_total").increment(1);
-    let link = node_of(&conn).and_then(|node| ractor::pg::get_members(&edge_group(node)).into_iter().next());
-    match link {
-        Some(cell) => {
-            let link: ActorRef<EdgeMsg> = cell.into();
-            let _ = link.cast(EdgeMsg::Bounce(conn.to_string(), room.to_string(), hint, Bincode(cmd)));
-        }
-        None => {
+    let node = node_of(&conn).map(str::to_owned).unwrap_or_default();
+    let bounced = EdgeMsg::Bounce(conn.clone(), room, hint, cmd);
+    match state.links.to_edge(&node, &bounced) {
+        true => {}
+        false => {
             let body = ServerMessage::Error {
                 code: ErrorCode::RoomUnavailable.as_str(),
                 message: "the room is moving; try again",
@@ -581,14 +582,11 @@ fn bounce(state: &RoomHostArgs, room: RoomId, conn: ConnId, cmd: RoomCmd, hint: 
     }
 }
 
-/// The edge link actor.
-pub struct EdgeLink;
-
 /// Re-sends a bounced command from the connection that sent it: (connection, room, node to
 /// try, message).
 pub type Reroute = Arc<dyn Fn(ConnId, RoomId, String, RoomMsg) + Send + Sync>;
 
-/// What the edge link needs.
+/// What the node link needs to hand [`EdgeMsg`]s to this node's connections.
 pub struct EdgeLinkArgs {
     /// This node.
     pub node_id: String,
@@ -619,48 +617,27 @@ pub type Paired = Arc<dyn Fn(ConnId, String, String) + Send + Sync>;
 /// Re-points a connection at its room's new node: (connection, room, node).
 pub type Moved = Arc<dyn Fn(ConnId, RoomId, String) + Send + Sync>;
 
-impl Actor for EdgeLink {
-    type Msg = EdgeMsg;
-    type State = EdgeLinkArgs;
-    type Arguments = EdgeLinkArgs;
-
-    async fn pre_start(
-        &self,
-        myself: ActorRef<EdgeMsg>,
-        args: EdgeLinkArgs,
-    ) -> Result<EdgeLinkArgs, ActorProcessingErr> {
-        ractor::pg::join(edge_group(&args.node_id), vec![myself.get_cell()]);
-        Ok(args)
-    }
-
-    async fn handle(
-        &self,
-        _myself: ActorRef<EdgeMsg>,
-        msg: EdgeMsg,
-        state: &mut EdgeLinkArgs,
-    ) -> Result<(), ActorProcessingErr> {
+impl EdgeLinkArgs {
+    /// Hands `msg` to this node's connections.
+    pub fn handle(&self, msg: EdgeMsg) {
         match msg {
             EdgeMsg::Deliver(conn, body) => {
-                let frame = Frame { body: body.into(), received_at: None, seq: None, kind: FrameKind::Other };
-                state.edge.deliver(&ConnId::new(conn), frame);
+                self.edge.deliver(&conn, Frame { body, received_at: None, seq: None, kind: FrameKind::Other });
             }
             EdgeMsg::Numbered(conn, seq, body, kind) => {
-                let frame =
-                    Frame { body: body.into(), received_at: None, seq: Some(seq), kind: FrameKind::from_u8(kind) };
-                state.edge.deliver(&ConnId::new(conn), frame);
+                self.edge.deliver(&conn, Frame { body, received_at: None, seq: Some(seq), kind });
             }
-            EdgeMsg::Moved(conn, room, node) => (state.moved)(ConnId::new(conn), RoomId::new(room), node),
-            EdgeMsg::Receipt(conn, msg_id) => state.edge.receipt(&ConnId::new(conn), &msg_id),
-            EdgeMsg::Paired(conn, lobby, room) => (state.paired)(ConnId::new(conn), lobby, room),
-            EdgeMsg::ToUser(user, body) => (state.to_user)(user, body),
-            EdgeMsg::Grants(conn, grants) => (state.grants)(ConnId::new(conn), grants),
+            EdgeMsg::Moved(conn, room, node) => (self.moved)(conn, room, node),
+            EdgeMsg::Receipt(conn, msg_id) => self.edge.receipt(&conn, &msg_id),
+            EdgeMsg::Paired(conn, lobby, room) => (self.paired)(conn, lobby, room),
+            EdgeMsg::ToUser(user, body) => (self.to_user)(user, body),
+            EdgeMsg::Grants(conn, grants) => (self.grants)(conn, grants),
             EdgeMsg::Bounce(conn, room, hint, cmd) => {
-                if let Some(msg) = cmd.0.into_room_msg() {
-                    (state.reroute)(ConnId::new(conn), RoomId::new(room), hint, msg);
+                if let Some(msg) = cmd.into_room_msg() {
+                    (self.reroute)(conn, room, hint, msg);
                 }
             }
         }
-        Ok(())
     }
 }
 

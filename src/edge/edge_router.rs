@@ -1,28 +1,28 @@
 //! Edge router: the directory of this node's open connections. Rooms deliver frames through
 //! it by connection id, so a room never holds a connection's actor reference and a restarted
-//! room finds its participants' connections again from the ids in the store.
+//! room finds its participants' connections again from the ids in the store. Frames for other
+//! nodes' connections go on the node link to their node.
 
 use super::connection::ConnectionMsg;
 use super::mailbox::Mailbox;
-use ractor::{ActorId, ActorRef};
 use std::collections::HashMap;
-use std::sync::RwLock;
+use std::sync::{OnceLock, RwLock};
 use switchboard_actors::ports::{Edge, Frame, LOCAL_ROUTE, NO_ROUTE};
 use switchboard_actors::room::RoomMsg;
 use switchboard_actors::{ConnId, RoomId};
-use switchboard_cluster::routing::{EdgeMsg, edge_group, node_of};
+use switchboard_cluster::Links;
+use switchboard_cluster::routing::{EdgeMsg, node_of};
 
-/// Open connections of this node by id; frames for other nodes' connections go to their
-/// node's edge link (process group `edge:{node}`).
+/// Open connections of this node by id; frames for other nodes' connections go on the node
+/// link to their node.
 pub struct EdgeRouter {
     node_id: String,
     connections: RwLock<HashMap<ConnId, Mailbox>>,
     /// The open connections of each user (most users have one), for what is sent to a person
     /// rather than to a session (notifications).
     users: RwLock<HashMap<String, Vec<ConnId>>>,
-    /// Other nodes' edge links as last found, so that a frame for another node's connection
-    /// costs no process-group lookup (found again once the link to that node is gone).
-    links: RwLock<HashMap<String, ActorRef<EdgeMsg>>>,
+    /// The links to the other nodes, once the cluster is up (none outside a cluster).
+    links: OnceLock<Links>,
 }
 
 impl EdgeRouter {
@@ -32,26 +32,18 @@ impl EdgeRouter {
             node_id: node_id.to_owned(),
             connections: RwLock::default(),
             users: RwLock::default(),
-            links: RwLock::default(),
+            links: OnceLock::new(),
         }
     }
 
-    /// Node `node`'s edge link, if it can be reached now.
-    fn link(&self, node: &str) -> Option<ActorRef<EdgeMsg>> {
-        let live = |l: &ActorRef<EdgeMsg>| {
-            matches!(l.get_status(), ractor::ActorStatus::Running | ractor::ActorStatus::Starting)
-        };
-        if let Some(link) = self.links.read().unwrap_or_else(|p| p.into_inner()).get(node).filter(|l| live(l)) {
-            return Some(link.clone());
-        }
-        let found: Option<ActorRef<EdgeMsg>> =
-            ractor::pg::get_members(&edge_group(node)).into_iter().next().map(ActorRef::from);
-        let mut links = self.links.write().unwrap_or_else(|p| p.into_inner());
-        match &found {
-            Some(link) => links.insert(node.to_owned(), link.clone()),
-            None => links.remove(node),
-        };
-        found
+    /// Connects the router to the other nodes (once, when the cluster is up).
+    pub fn link_up(&self, links: Links) {
+        let _ = self.links.set(links);
+    }
+
+    /// Sends `msg` to `node`'s connections; false when it cannot be reached.
+    fn to_node(&self, node: &str, msg: &EdgeMsg) -> bool {
+        self.links.get().is_some_and(|links| links.to_edge(node, msg))
     }
 
     fn is_remote<'a>(&self, conn: &'a ConnId) -> Option<&'a str> {
@@ -80,14 +72,10 @@ impl EdgeRouter {
     /// node: each numbers it in its own sequence (in a room, the session's).
     pub fn to_user(&self, user: &str, body: &str) {
         self.to_local_user(user, body);
-        let me = edge_group(&self.node_id);
-        for group in ractor::pg::which_groups() {
-            if group.starts_with("edge:") && group != me {
-                for cell in ractor::pg::get_members(&group) {
-                    let link: ActorRef<EdgeMsg> = cell.into();
-                    let _ = link.cast(EdgeMsg::ToUser(user.to_owned(), body.to_owned()));
-                }
-            }
+        let Some(links) = self.links.get() else { return };
+        let msg = EdgeMsg::ToUser(user.to_owned(), body.to_owned());
+        for node in links.peers() {
+            links.to_edge(&node, &msg);
         }
     }
 
@@ -96,8 +84,7 @@ impl EdgeRouter {
     /// unreachable.
     pub fn set_grants(&self, conn: &ConnId, grants: &str) -> bool {
         if let Some(node) = self.is_remote(conn) {
-            let Some(link) = self.link(node) else { return false };
-            return link.cast(EdgeMsg::Grants(conn.to_string(), grants.to_owned())).is_ok();
+            return self.to_node(node, &EdgeMsg::Grants(conn.clone(), grants.to_owned()));
         }
         self.set_local_grants(conn, grants)
     }
@@ -168,9 +155,7 @@ impl EdgeRouter {
     /// should join `room`.
     pub fn paired(&self, conn: &ConnId, lobby: &str, room: &str) {
         if let Some(node) = self.is_remote(conn) {
-            if let Some(link) = self.link(node) {
-                let _ = link.cast(EdgeMsg::Paired(conn.to_string(), lobby.to_owned(), room.to_owned()));
-            }
+            self.to_node(node, &EdgeMsg::Paired(conn.clone(), lobby.to_owned(), room.to_owned()));
             return;
         }
         if let Some(actor) = self.read().get(conn) {
@@ -201,13 +186,12 @@ impl EdgeRouter {
 impl Edge for EdgeRouter {
     fn deliver(&self, conn: &ConnId, frame: Frame) -> bool {
         if let Some(node) = self.is_remote(conn) {
-            let Some(link) = self.link(node) else { return false };
             crate::telemetry::hot().cross_node_messages.increment(1);
             let msg = match frame.seq {
-                Some(seq) => EdgeMsg::Numbered(conn.to_string(), seq, frame.body.to_string(), frame.kind.to_u8()),
-                None => EdgeMsg::Deliver(conn.to_string(), frame.body.to_string()),
+                Some(seq) => EdgeMsg::Numbered(conn.clone(), seq, frame.body, frame.kind),
+                None => EdgeMsg::Deliver(conn.clone(), frame.body),
             };
-            return link.cast(msg).is_ok();
+            return self.to_node(node, &msg);
         }
         match self.read().get(conn) {
             Some(mailbox) => mailbox.deliver(frame),
@@ -217,9 +201,7 @@ impl Edge for EdgeRouter {
 
     fn reattach(&self, conn: &ConnId, room: &RoomId) {
         if let Some(node) = self.is_remote(conn) {
-            if let Some(link) = self.link(node) {
-                let _ = link.cast(EdgeMsg::Moved(conn.to_string(), room.to_string(), self.node_id.clone()));
-            }
+            self.to_node(node, &EdgeMsg::Moved(conn.clone(), room.clone(), self.node_id.clone()));
             return;
         }
         self.moved(conn, room.clone(), self.node_id.clone());
@@ -227,9 +209,7 @@ impl Edge for EdgeRouter {
 
     fn receipt(&self, conn: &ConnId, msg_id: &str) {
         if let Some(node) = self.is_remote(conn) {
-            if let Some(link) = self.link(node) {
-                let _ = link.cast(EdgeMsg::Receipt(conn.to_string(), msg_id.to_owned()));
-            }
+            self.to_node(node, &EdgeMsg::Receipt(conn.clone(), msg_id.to_owned()));
             return;
         }
         if let Some(mailbox) = self.read().get(conn) {
@@ -239,20 +219,15 @@ impl Edge for EdgeRouter {
 
     fn route(&self, conn: &ConnId) -> u64 {
         let Some(node) = self.is_remote(conn) else { return LOCAL_ROUTE };
-        match self.link(node).map(|link| link.get_id()) {
-            // The node's edge link as this node's cluster session with it knows it: every new
-            // session (after the link closed) numbers its remote actors afresh.
-            Some(ActorId::Remote { node_id, pid }) => 1 + ((node_id << 32) ^ pid) % (u64::MAX - 2),
-            Some(ActorId::Local(pid)) => 1 + pid % (u64::MAX - 2),
-            None => NO_ROUTE,
-        }
+        // The link's number changes whenever what was sent on it may have been lost.
+        self.links.get().and_then(|links| links.route(node)).unwrap_or(NO_ROUTE)
     }
 
     fn is_connected(&self, conn: &ConnId) -> bool {
         // Another node's connection counts as open while that node is reachable; if it is not,
         // its sessions leave when it is declared down.
         match self.is_remote(conn) {
-            Some(node) => self.link(node).is_some(),
+            Some(node) => self.links.get().is_some_and(|links| links.edge_open(node)),
             None => self.read().contains_key(conn),
         }
     }

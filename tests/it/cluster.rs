@@ -974,3 +974,70 @@ async fn a_malformed_frame_on_a_cluster_link_closes_only_that_link() {
     assert_eq!(bob.recv_type("offer").await["sdp"], "still here");
     assert!(!n1.log().contains("panicked"), "{}", n1.log());
 }
+
+/// Node `node`'s node link address, as it tells it in `/api/cluster`.
+pub(crate) async fn link_addr(node: &Node) -> std::net::SocketAddr {
+    let v: Value = crate::support::get_json(&node.url("/api/cluster")).await;
+    let me = v["members"].as_array().expect("members").iter().find(|m| m["isSelf"] == true).expect("self").clone();
+    me["linkAddr"].as_str().expect("link address").parse().expect("socket address")
+}
+
+/// Whether `stream` is closed by the other end within the tests' wait.
+pub(crate) async fn closed_by_peer<S: tokio::io::AsyncRead + Unpin>(stream: &mut S) -> bool {
+    use tokio::io::AsyncReadExt;
+    let mut buf = [0u8; 256];
+    for _ in 0..64 {
+        match tokio::time::timeout(crate::support::WAIT, stream.read(&mut buf)).await {
+            Ok(Ok(0)) | Ok(Err(_)) => return true,
+            Ok(Ok(_)) => continue,
+            Err(_) => return false,
+        }
+    }
+    false
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_malformed_record_on_a_node_link_closes_only_that_link() {
+    use switchboard_cluster::link::handshake;
+    use tokio::io::AsyncWriteExt;
+    let Some(db) = fresh_postgres("a_malformed_record_on_a_node_link_closes_only_that_link").await else { return };
+    let (n1, _d1) = member(&db, "n1", &[], &[]);
+    let (n2, _d2) = member(&db, "n2", &[&n1], &[]);
+    let both_up = states(&[("n1", "up"), ("n2", "up")]);
+    until(&n1, "both up", |v| *v == both_up).await;
+    let (mut alice, _) = join_at(n1.addr, "alice", "after-bad-record").await;
+    let (mut bob, _) = join_at(n2.addr, "bob", "after-bad-record").await;
+    alice.recv_type("peer_joined").await;
+    let link = link_addr(&n1).await;
+    let cookie = switchboard::config::DEV_COOKIE;
+
+    // A stranger without the cookie is refused at the handshake.
+    let before = n1.log().matches("refused a node link").count();
+    let mut stranger = tokio::net::TcpStream::connect(link).await.expect("connect");
+    assert!(handshake::dial(&mut stranger, "n9", "n1", "not-the-cluster-cookie").await.is_ok(), "the proof is sent");
+    assert!(closed_by_peer(&mut stranger).await, "a wrong proof closes the link");
+    n1.await_log("refused a node link", before).await;
+
+    // Peers that know the cookie, then send what is not a record: a length past the bound, an
+    // unknown tag, and a frame for a connection never named. Each link is closed.
+    let records: [&[u8]; 3] = [&[0xff, 0xff, 0xff, 0x7f], &[1, 0, 0, 0, 0xee], &[5, 0, 0, 0, 6, 9, 0, 0, 0, b'{']];
+    for (i, record) in records.into_iter().enumerate() {
+        let before = n1.log().matches("closed a node link that sent a malformed record").count();
+        let mut peer = tokio::net::TcpStream::connect(link).await.expect("connect");
+        handshake::dial(&mut peer, "n9", "n1", cookie).await.expect("handshake");
+        peer.write_all(record).await.expect("write");
+        assert!(closed_by_peer(&mut peer).await, "record {i}: the node closes the link");
+        n1.await_log("closed a node link that sent a malformed record", before).await;
+    }
+
+    // Only those links closed: the call goes on across n1 and n2, both ways.
+    assert_eq!(view(&n1).await, both_up);
+    alice.send(serde_json::json!({"type": "offer", "peerId": bob.peer_id, "sdp": "still here"})).await;
+    assert_eq!(bob.recv_type("offer").await["sdp"], "still here");
+    bob.send(serde_json::json!({"type": "answer", "peerId": alice.peer_id, "sdp": "and back"})).await;
+    assert_eq!(alice.recv_type("answer").await["sdp"], "and back");
+    let metrics = reqwest::Client::new().get(n1.url("/metrics")).send().await.expect("get").text().await.expect("text");
+    assert!(metrics.contains("switchboard_cluster_links_refused_total"), "{metrics}");
+    assert!(metrics.contains(r#"switchboard_cluster_links_closed_total{side="in",cause="malformed"} 3"#), "{metrics}");
+    assert!(!n1.log().contains("panicked"), "{}", n1.log());
+}

@@ -6,7 +6,9 @@
 use crate::cluster::{join_at, member_with, states, until};
 use crate::support::{Node, fresh_postgres};
 use std::path::Path;
-use switchboard::tls::cluster::write_cluster_certs;
+use switchboard::tls::cluster::{ClusterTlsFiles, write_cluster_certs};
+use switchboard_cluster::dialer::CLUSTER_SERVER_NAME;
+use tokio_rustls::rustls::pki_types::ServerName;
 
 fn tls_member(db: &str, id: &str, seeds: &[&Node], certs: &Path) -> (Node, tempfile::TempDir) {
     let file = |name: String| certs.join(name).to_str().expect("path").to_owned();
@@ -38,6 +40,43 @@ async fn nodes_link_over_mutual_tls_and_refuse_strangers() {
     alice.recv_type("peer_joined").await;
     alice.send(serde_json::json!({"type": "offer", "peerId": bob.peer_id, "sdp": "v=0 over tls"})).await;
     assert_eq!(bob.recv_type("offer").await["sdp"], "v=0 over tls");
+
+    // The node link is under the same TLS: a peer that knows the cookie but dials in plain
+    // TCP, or over TLS with a certificate of another CA, is refused; one of ours is let in.
+    let link = crate::cluster::link_addr(&n1).await;
+    let cookie = switchboard::config::DEV_COOKIE;
+    let refusals = || n1.log().matches("refused a node link").count();
+    let before = refusals();
+    let mut plain = tokio::net::TcpStream::connect(link).await.expect("connect");
+    let _ = switchboard_cluster::link::handshake::dial(&mut plain, "n9", "n1", cookie).await;
+    assert!(crate::cluster::closed_by_peer(&mut plain).await, "a plain link is closed");
+    n1.await_log("refused a node link", before).await;
+    let file = |dir: &Path, name: &str| dir.join(name);
+    let theirs_tls = ClusterTlsFiles {
+        cert: file(theirs.path(), "n4.pem"),
+        key: file(theirs.path(), "n4-key.pem"),
+        ca: file(theirs.path(), "ca.pem"),
+    }
+    .load()
+    .expect("their TLS");
+    let before = refusals();
+    let tcp = tokio::net::TcpStream::connect(link).await.expect("connect");
+    let name = ServerName::try_from(CLUSTER_SERVER_NAME).expect("name");
+    // Their certificate is checked by n1 (and n1's by them): the handshake fails either way.
+    if let Ok(mut tls) = theirs_tls.connector.connect(name.clone(), tcp).await {
+        assert!(crate::cluster::closed_by_peer(&mut tls).await, "a stranger's TLS link is closed");
+    }
+    n1.await_log("refused a node link", before).await;
+    let ours_tls = ClusterTlsFiles {
+        cert: file(ours.path(), "n3.pem"),
+        key: file(ours.path(), "n3-key.pem"),
+        ca: file(ours.path(), "ca.pem"),
+    }
+    .load()
+    .expect("our TLS");
+    let tcp = tokio::net::TcpStream::connect(link).await.expect("connect");
+    let mut tls = ours_tls.connector.connect(name, tcp).await.expect("our certificate is accepted");
+    switchboard_cluster::link::handshake::dial(&mut tls, "n3", "n1", cookie).await.expect("and the cookie");
 
     // A node whose certificate another CA issued is refused at the handshake.
     let before = n1.log().matches("Error establishing secure socket").count();

@@ -1,0 +1,107 @@
+//! Links other nodes open to this one: the accept loop, and one reader task per link that
+//! decodes records and hands each straight to its room (through the room's relay table when
+//! it can) or to this node's connections, with no actor in between.
+//!
+//! A link whose handshake fails is refused; a link that sends a malformed record is closed and
+//! counted (`switchboard_cluster_links_closed_total{side="in",cause="malformed"}`). Either way
+//! only that link is affected: the peer dials again, every other link goes on.
+
+use super::codec::{Decoder, Record, next_record};
+use super::{Io, Links, handshake};
+use crate::routing::{EdgeLinkArgs, RoomDoor, RoomHostArgs};
+use std::sync::Arc;
+use tokio::io::AsyncReadExt;
+use tokio::net::TcpListener;
+
+/// Where a link's records go on this node.
+#[derive(Clone)]
+pub struct Receiver {
+    /// Rooms this node serves.
+    pub host: Arc<RoomHostArgs>,
+    /// This node's connections.
+    pub edge: Arc<EdgeLinkArgs>,
+}
+
+pub(crate) async fn serve(listener: TcpListener, links: Links, receiver: Receiver) {
+    loop {
+        let (tcp, from) = match listener.accept().await {
+            Ok(accepted) => accepted,
+            Err(e) => {
+                tracing::warn!(error = %e, "node link accept failed");
+                tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+                continue;
+            }
+        };
+        let _ = tcp.set_nodelay(true);
+        let (links, receiver) = (links.clone(), receiver.clone());
+        tokio::spawn(async move {
+            let stream: Box<dyn Io> = match &links.0.tls {
+                None => Box::new(tcp),
+                Some(tls) => {
+                    let accepted = tokio::time::timeout(handshake::HANDSHAKE_TIMEOUT, tls.acceptor.accept(tcp)).await;
+                    match accepted {
+                        Ok(Ok(tls)) => Box::new(tls),
+                        Ok(Err(e)) => return refused(&from, &e.to_string()),
+                        Err(_) => return refused(&from, "TLS handshake timed out"),
+                    }
+                }
+            };
+            let mut stream = stream;
+            let peer = match handshake::accept(&mut stream, &links.0.me, &links.0.cookie).await {
+                Ok(peer) => peer,
+                Err(e) => return refused(&from, &e),
+            };
+            links.edge_back(&peer);
+            match read(stream, &receiver, &links, &peer).await {
+                Ok(()) => {
+                    metrics::counter!("switchboard_cluster_links_closed_total", "side" => "in", "cause" => "closed")
+                        .increment(1)
+                }
+                Err(Closed::Io(e)) => {
+                    tracing::debug!(node_id = %peer, error = %e, "node link from a peer broke");
+                    metrics::counter!("switchboard_cluster_links_closed_total", "side" => "in", "cause" => "io")
+                        .increment(1)
+                }
+                Err(Closed::Malformed(e)) => {
+                    tracing::warn!(node_id = %peer, error = %e, "closed a node link that sent a malformed record");
+                    metrics::counter!("switchboard_cluster_links_closed_total", "side" => "in", "cause" => "malformed")
+                        .increment(1)
+                }
+            }
+        });
+    }
+}
+
+fn refused(from: &std::net::SocketAddr, why: &str) {
+    tracing::warn!(peer = %from, reason = %why, "refused a node link");
+    metrics::counter!("switchboard_cluster_links_refused_total").increment(1);
+}
+
+enum Closed {
+    Io(String),
+    Malformed(String),
+}
+
+async fn read(mut stream: Box<dyn Io>, receiver: &Receiver, links: &Links, peer: &str) -> Result<(), Closed> {
+    let mut door = RoomDoor::new(receiver.host.clone());
+    let mut decoder = Decoder::default();
+    let mut buf = bytes::BytesMut::with_capacity(64 * 1024);
+    loop {
+        while let Some(body) = next_record(&mut buf).map_err(|e| Closed::Malformed(e.to_string()))? {
+            match decoder.decode(&body).map_err(|e| Closed::Malformed(e.to_string()))? {
+                Some(Record::ToRoom { room, conn, msg }) => door.deliver(room, conn, msg).await,
+                Some(Record::ToEdge(msg)) => receiver.edge.handle(msg),
+                Some(Record::EdgeGone) => links.edge_gone(peer),
+                None => {}
+            }
+        }
+        if buf.capacity() - buf.len() < 16 * 1024 {
+            buf.reserve(64 * 1024);
+        }
+        match stream.read_buf(&mut buf).await {
+            Ok(0) => return Ok(()),
+            Ok(_) => {}
+            Err(e) => return Err(Closed::Io(e.to_string())),
+        }
+    }
+}
