@@ -591,7 +591,8 @@ impl Actor for Room {
                 }
             }
             RoomMsg::SeqSync { peer, conn, last_seq, seq_offset } => {
-                seq_sync(state, &peer, &conn, last_seq, seq_offset)
+                seq_sync(state, &peer, &conn, last_seq, seq_offset);
+                state.table.handled(&peer);
             }
             RoomMsg::Disconnected { peer, conn, seq_shift } => {
                 disconnected(&myself, state, &peer, &conn, seq_shift).await?

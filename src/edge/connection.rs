@@ -356,6 +356,7 @@ async fn handle(myself: &Mailbox, state: &mut ConnectionState, message: Connecti
         }
         ConnectionMsg::LobbyTimeout { attempt } => Box::pin(lobby::lobby_timeout(myself, state, attempt)).await,
         ConnectionMsg::Moved { room, node } => {
+            tracing::debug!(conn_id = %state.conn_id, room_id = %room, node_id = %node, "room found again");
             if let Some(j) = state.joined.as_mut()
                 && j.room_id == room
             {

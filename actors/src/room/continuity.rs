@@ -125,6 +125,7 @@ pub(super) fn seq_sync(state: &mut RoomState, peer: &PeerId, conn: &ConnId, last
             s.outbox.shift(shift);
         }
         let came_back = !s.connected;
+        tracing::debug!(peer_id = %peer, last_seq, adopted = s.adopted, connected = s.connected, "seq sync");
         s.adopted = false;
         s.connected = true;
         // A stalled session (the link to its connection changed) gets everything after the

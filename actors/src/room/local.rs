@@ -60,9 +60,11 @@ impl LocalRoom {
     }
 }
 
-/// The sender of a message the room answers with frames in its session's sequence.
+/// The sender of a message the room answers with frames in its session's sequence, or (a
+/// `SeqSync`) that must reach the actor before the session's next relay does.
 fn counted_sender(msg: &RoomMsg) -> Option<&PeerId> {
     match msg {
+        RoomMsg::SeqSync { peer, .. } => Some(peer),
         RoomMsg::Relay { from, .. }
         | RoomMsg::Control { from, .. }
         | RoomMsg::Overlay { from, .. }

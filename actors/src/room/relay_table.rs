@@ -272,6 +272,9 @@ impl Table {
     /// before is acknowledged again instead: re-sending is how clients make delivery reliable,
     /// and it must not deliver twice.
     pub fn first_time(&mut self, edge: &dyn Edge, from: &PeerId, reference: Option<&Value>) -> bool {
+        if self.sender_unsynced(from, reference) {
+            return false;
+        }
         let Some(id) = reference.map(Value::to_string) else { return true };
         let Some(s) = self.session_mut(from) else { return true };
         if !s.seen_ids.insert(id) {
@@ -283,10 +286,25 @@ impl Table {
         true
     }
 
+    /// Whether a kept message (one with an `id`) comes from a session this instance adopted
+    /// and whose connection has not told it yet how far its client has counted. Such a message
+    /// is not taken (nor acknowledged): the connection may still hold older messages that a
+    /// dead instance acknowledged and never delivered, and it sends those again first, in
+    /// order, once it finds this instance (its `SeqSync` ends the adoption). Taking the newer
+    /// one now would let it overtake them; unacknowledged, it simply goes again behind them.
+    fn sender_unsynced(&self, from: &PeerId, reference: Option<&Value>) -> bool {
+        let unsynced = reference.is_some() && self.session(from).is_some_and(|s| s.adopted);
+        if unsynced {
+            tracing::debug!(peer_id = %from, "a kept message before the session's count; not taken");
+            metrics::counter!("switchboard_unsynced_messages_deferred_total").increment(1);
+        }
+        unsynced
+    }
+
     /// The relay decision, for both paths: drops repeats, refuses unknown targets, delivers
     /// `body` (from [`RelayRequest::body`]) and acknowledges.
     pub fn relay(&mut self, edge: &dyn Edge, req: &RelayRequest<'_>, body: &Body) {
-        if self.session(req.from).is_none() {
+        if self.session(req.from).is_none() || self.sender_unsynced(req.from, req.reference) {
             return;
         }
         if !self.first_time(edge, req.from, req.reference) {

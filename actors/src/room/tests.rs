@@ -447,3 +447,55 @@ async fn a_restarted_room_takes_its_sessions_back_from_the_store() {
     assert_eq!(kept.map(|k| k.0), Some(false), "bob is away");
     assert!(kept.is_some_and(|k| k.1 > 1), "the relay was kept for bob");
 }
+
+#[tokio::test]
+async fn a_restarted_room_takes_no_kept_message_from_a_sender_before_its_count() {
+    let mut h = Harness::new("unit-unsynced").await;
+    let (alice, a_conn) = h.join("alice").await;
+    let (bob, b_conn) = h.join("bob").await;
+    h.frame(&a_conn, "peer_joined").await;
+    h.room.kill();
+    h.room = start_room(h.ctx.clone(), &h.room_id).await;
+    // Reached the way this node's connections and the node link reach it.
+    let local = crate::room::local::LocalRoom { actor: h.room.clone(), table: h.table().await };
+    let offer = |sdp: &str, id: u64| relay(alice.clone(), bob.clone(), sdp, Some(id));
+    // Alice's connection still holds message 1, acknowledged by the dead instance and never
+    // delivered; it sends 1 again once it knows the room is new. Her newer message 2, sent
+    // before that, must not be taken: it would overtake 1.
+    assert!(local.relay(&offer("v=0 two", 2)), "taken on the one-hop path");
+    let adopted = |p: &PeerId| local.table.lock().session(p).is_some_and(|s| s.adopted);
+    assert!(adopted(&alice), "alice's session waits for her count");
+    // Her connection found the new instance: its count, then what it kept, in order. The
+    // relays right behind the count must not overtake it on the one-hop path.
+    let sync = |peer: &PeerId, conn: &ConnId| RoomMsg::SeqSync {
+        peer: peer.clone(),
+        conn: conn.clone(),
+        last_seq: 3,
+        seq_offset: 0,
+    };
+    local.cast(sync(&bob, &b_conn)).expect("cast");
+    local.cast(sync(&alice, &a_conn)).expect("cast");
+    for (sdp, id) in [("v=0 one", 1), ("v=0 two", 2)] {
+        if !local.relay(&offer(sdp, id)) {
+            local.cast(offer(sdp, id)).expect("cast");
+        }
+    }
+    let one = h.frame(&b_conn, "offer").await;
+    let two = h.frame(&b_conn, "offer").await;
+    assert_eq!((one["sdp"].as_str(), two["sdp"].as_str()), (Some("v=0 one"), Some("v=0 two")), "sender order kept");
+    assert_eq!(two["seq"].as_u64(), one["seq"].as_u64().map(|s| s + 1));
+    // Each acknowledged once: the early 2 was neither taken nor acknowledged.
+    let mut acks = Vec::new();
+    for _ in 0..2 {
+        acks.push(h.frame(&a_conn, "ack").await["ref"].as_u64());
+    }
+    assert_eq!(acks, vec![Some(1), Some(2)]);
+    h.forget_seen();
+    assert!(!adopted(&alice));
+    let three = offer("v=0 three", 3);
+    if !local.relay(&three) {
+        local.cast(three).expect("cast");
+    }
+    assert_eq!(h.frame(&b_conn, "offer").await["sdp"], "v=0 three");
+    assert!(h.backlog.iter().all(|s| !matches!(s, Seen::Frame(_, v) if v["type"] == "ack" && v["ref"] == 2)));
+}
