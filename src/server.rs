@@ -245,6 +245,17 @@ async fn start_webhooks(app: &App) -> anyhow::Result<Option<Singleton>> {
     Ok(Some(Singleton::spawn(app.store.clone(), lease, app.config.node_id.clone(), w.lease_ttl, work)))
 }
 
+/// Stops what a start that failed part-way had set up: the rooms, the bus, the embedded broker
+/// and the database pool.
+async fn abandon_start(rooms: &ActorRef<RoomSupervisorMsg>, bus: &Bus, broker: Option<EmbeddedBroker>, store: &Store) {
+    rooms.stop(None);
+    bus.shutdown().await;
+    if let Some(broker) = broker {
+        broker.stop().await;
+    }
+    store.close().await;
+}
+
 /// Starts a node on an already bound listener.
 pub async fn start(mut config: Config, listener: TcpListener) -> anyhow::Result<RunningServer> {
     config.validate()?;
@@ -317,12 +328,7 @@ pub async fn start(mut config: Config, listener: TcpListener) -> anyhow::Result<
             match bound {
                 Ok(bound) => Some(bound),
                 Err(e) => {
-                    rooms.stop(None);
-                    bus.shutdown().await;
-                    if let Some(broker) = broker {
-                        broker.stop().await;
-                    }
-                    store.close().await;
+                    abandon_start(&rooms, &bus, broker, &store).await;
                     return Err(e);
                 }
             }
@@ -334,12 +340,7 @@ pub async fn start(mut config: Config, listener: TcpListener) -> anyhow::Result<
     let cluster = match start_cluster(&config, hello.clone(), &store, &node_lease, &nodes).await {
         Ok(cluster) => cluster,
         Err(e) => {
-            rooms.stop(None);
-            bus.shutdown().await;
-            if let Some(broker) = broker {
-                broker.stop().await;
-            }
-            store.close().await;
+            abandon_start(&rooms, &bus, broker, &store).await;
             return Err(e);
         }
     };

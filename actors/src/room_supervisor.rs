@@ -64,6 +64,8 @@ pub struct RoomSupervisorState {
     deferrals: u32,
     /// Rooms in [`Slot::Starting`].
     starting: usize,
+    /// The room of each running instance, for supervision events (which name the actor).
+    by_actor: HashMap<ractor::ActorId, RoomId>,
 }
 
 /// Counts for `/metrics`.
@@ -152,6 +154,7 @@ impl Actor for RoomSupervisor {
             starts,
             deferrals: 0,
             starting: 0,
+            by_actor: HashMap::new(),
         })
     }
 
@@ -248,11 +251,21 @@ fn is_alive(room: &ActorRef<RoomMsg>) -> bool {
     matches!(room.get_status(), ActorStatus::Starting | ActorStatus::Running | ActorStatus::Upgrading)
 }
 
-fn room_of(state: &RoomSupervisorState, cell: &ActorCell) -> Option<RoomId> {
-    state.rooms.iter().find_map(|(id, e)| match &e.slot {
-        Slot::Running(r) if r.get_id() == cell.get_id() => Some(id.clone()),
-        _ => None,
-    })
+/// The room whose instance `cell` was, told once per instance (at its end: supervision
+/// events come when an instance stops or fails), and only while the room still runs it.
+fn room_of(state: &mut RoomSupervisorState, cell: &ActorCell) -> Option<RoomId> {
+    let id = state.by_actor.remove(&cell.get_id())?;
+    let current =
+        state.rooms.get(&id).is_some_and(|e| matches!(&e.slot, Slot::Running(r) if r.get_id() == cell.get_id()));
+    current.then_some(id)
+}
+
+/// Marks `actor` as the running instance of `room`.
+fn running(state: &mut RoomSupervisorState, room: &RoomId, actor: ActorRef<RoomMsg>) {
+    if let Some(entry) = state.rooms.get_mut(room) {
+        state.by_actor.insert(actor.get_id(), room.clone());
+        entry.slot = Slot::Running(actor);
+    }
 }
 
 fn forget(state: &mut RoomSupervisorState, cell: &ActorCell) {
@@ -342,7 +355,7 @@ fn started(
     let waiting = std::mem::take(waiting);
     state.starting -= 1;
     match &result {
-        Ok(actor) => entry.slot = Slot::Running(actor.clone()),
+        Ok(actor) => running(state, &room, actor.clone()),
         Err(_) => {
             state.rooms.remove(&room);
         }
@@ -386,9 +399,7 @@ async fn restart(myself: &ActorRef<RoomSupervisorMsg>, state: &mut RoomSuperviso
     let args = RoomArgs { room_id: room.clone(), ctx: state.ctx.clone(), present, carry: None, taken: None };
     match spawn_room(myself, args).await {
         Ok(actor) => {
-            if let Some(entry) = state.rooms.get_mut(&room) {
-                entry.slot = Slot::Running(actor);
-            }
+            running(state, &room, actor);
             tracing::info!(room_id = %room, "room restarted");
         }
         Err(e) if e.code == ErrorCode::RoomElsewhere => {
