@@ -231,6 +231,7 @@ async fn serve(mut state: Box<ConnectionState>, myself: Mailbox, mut inbox: Inbo
     // The token's timer (see `grants`): part of this loop, not a task of its own, and set again
     // only when the token or its phase changed.
     let mut armed = (state.claims.exp, state.token_warned);
+    let mut woken_by_receipts = false;
     let token_timer = tokio::time::sleep_until(grants::deadline(&state));
     tokio::pin!(token_timer);
     while !myself.is_stopping() {
@@ -263,6 +264,10 @@ async fn serve(mut state: Box<ConnectionState>, myself: Mailbox, mut inbox: Inbo
         }
         if state.unflushed && !myself.is_stopping() {
             flush(&myself, &mut state).await;
+        }
+        if woken_by_receipts != kept::wants_receipts(&state) {
+            woken_by_receipts = !woken_by_receipts;
+            myself.wake_on_receipts(woken_by_receipts);
         }
         if armed != (state.claims.exp, state.token_warned) {
             armed = (state.claims.exp, state.token_warned);

@@ -213,7 +213,7 @@ impl Edge for EdgeRouter {
             return;
         }
         if let Some(mailbox) = self.read().get(conn) {
-            mailbox.cast(ConnectionMsg::Receipt(msg_id.to_owned()));
+            mailbox.receipt(msg_id.to_owned());
         }
     }
 

@@ -48,7 +48,12 @@ struct Shared {
     overflow: Notify,
     /// The task should stop after the message it is handling.
     stopping: AtomicBool,
+    /// Receipts wake the task (see [`Mailbox::receipt`]).
+    wake_on_receipt: AtomicBool,
 }
+
+/// Receipts that may wait unseen in the queue before one wakes the task anyway.
+const QUIET_RECEIPTS: usize = 32;
 
 impl Mailbox {
     /// A mailbox that lets at most `limit` bytes of frames wait, and its receiving side.
@@ -62,6 +67,7 @@ impl Mailbox {
             overflowed: AtomicBool::new(false),
             overflow: Notify::new(),
             stopping: AtomicBool::new(false),
+            wake_on_receipt: AtomicBool::new(false),
         };
         let shared = Arc::new(shared);
         (Mailbox { shared: shared.clone() }, Inbox { shared })
@@ -88,6 +94,24 @@ impl Mailbox {
             return !self.shared.closed.load(Ordering::Relaxed);
         }
         self.shared.push(ConnectionMsg::Deliver(frame))
+    }
+
+    /// Queues a receipt for one of this connection's relayed messages (`id`, JSON text). It
+    /// wakes the task only when the task asked for that ([`wake_on_receipts`]): most receipts
+    /// change nothing the client sees, so they wait for the task's next turn (its client's next
+    /// message, or its retry timer within a second), which saves a wake-up per relayed message.
+    /// A backlog of more than a few wakes it anyway. False when the task is gone.
+    ///
+    /// [`wake_on_receipts`]: Self::wake_on_receipts
+    pub fn receipt(&self, id: String) -> bool {
+        let wake = self.shared.wake_on_receipt.load(Ordering::Relaxed);
+        self.shared.push_quietly(ConnectionMsg::Receipt(id), wake)
+    }
+
+    /// Whether receipts should wake the task: a client waits for a `delivered`, or kept
+    /// messages wait for receipts to make room.
+    pub fn wake_on_receipts(&self, wake: bool) {
+        self.shared.wake_on_receipt.store(wake, Ordering::Relaxed);
     }
 
     /// The task wrote (or dropped) a queued frame of `size` bytes.
@@ -145,6 +169,22 @@ impl Shared {
         true
     }
 
+    /// Queues `msg`, waking the task only when `wake` or when many wait.
+    fn push_quietly(&self, msg: ConnectionMsg, wake: bool) -> bool {
+        if self.closed.load(Ordering::Relaxed) {
+            return false;
+        }
+        let waiting = {
+            let mut queue = self.lock();
+            queue.push_back(msg);
+            queue.len()
+        };
+        if wake || waiting > QUIET_RECEIPTS {
+            self.arrived.notify_one();
+        }
+        true
+    }
+
     fn lock(&self) -> std::sync::MutexGuard<'_, VecDeque<ConnectionMsg>> {
         self.queue.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
     }
@@ -177,5 +217,85 @@ impl Inbox {
     pub fn close(&mut self) {
         self.shared.closed.store(true, Ordering::Relaxed);
         self.shared.lock().clear();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::pin::pin;
+    use std::task::{Context, Wake, Waker};
+
+    /// Counts the wake-ups of a task waiting on its inbox.
+    struct Wakes(AtomicUsize);
+
+    impl Wake for Wakes {
+        fn wake(self: Arc<Self>) {
+            self.0.fetch_add(1, Ordering::SeqCst);
+        }
+    }
+
+    /// Whether a task waiting on an empty inbox is woken by `push`, and what it then takes.
+    fn woken_by(push: impl FnOnce(&Mailbox)) -> (bool, Vec<ConnectionMsg>) {
+        let (mailbox, mut inbox) = Mailbox::channel(1 << 20);
+        let wakes = Arc::new(Wakes(AtomicUsize::new(0)));
+        let waker = Waker::from(wakes.clone());
+        let mut cx = Context::from_waker(&waker);
+        {
+            let mut waiting = pin!(inbox.recv());
+            assert!(waiting.as_mut().poll(&mut cx).is_pending(), "the inbox starts empty");
+            push(&mailbox);
+        }
+        let woken = wakes.0.load(Ordering::SeqCst) > 0;
+        let taken = std::iter::from_fn(|| inbox.try_recv()).collect();
+        (woken, taken)
+    }
+
+    fn receipts(taken: &[ConnectionMsg]) -> usize {
+        taken.iter().filter(|m| matches!(m, ConnectionMsg::Receipt(_))).count()
+    }
+
+    #[test]
+    fn a_receipt_waits_for_the_tasks_next_turn() {
+        let (woken, taken) = woken_by(|m| assert!(m.receipt("7".into())));
+        assert!(!woken);
+        assert_eq!(receipts(&taken), 1, "the receipt is queued, not lost");
+    }
+
+    #[test]
+    fn a_receipt_wakes_the_task_when_it_asked() {
+        let (woken, taken) = woken_by(|m| {
+            m.wake_on_receipts(true);
+            m.receipt("7".into());
+        });
+        assert!(woken);
+        assert_eq!(receipts(&taken), 1);
+    }
+
+    #[test]
+    fn a_backlog_of_receipts_wakes_the_task() {
+        let (woken, taken) = woken_by(|m| {
+            for i in 0..=QUIET_RECEIPTS {
+                m.receipt(i.to_string());
+            }
+        });
+        assert!(woken);
+        assert_eq!(receipts(&taken), QUIET_RECEIPTS + 1);
+    }
+
+    #[test]
+    fn a_frame_always_wakes_the_task() {
+        let frame = Frame { seq: None, body: Arc::from("{}"), kind: Default::default(), received_at: None };
+        let (woken, taken) = woken_by(|m| assert!(m.deliver(frame)));
+        assert!(woken);
+        assert!(matches!(taken.as_slice(), [ConnectionMsg::Deliver(_)]));
+    }
+
+    #[test]
+    fn nothing_is_queued_once_the_task_is_gone() {
+        let (mailbox, mut inbox) = Mailbox::channel(1 << 20);
+        inbox.close();
+        assert!(!mailbox.receipt("7".into()));
+        assert!(inbox.try_recv().is_none());
     }
 }

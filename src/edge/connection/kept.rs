@@ -58,6 +58,13 @@ pub(super) const RECEIPT_OVERDUE: Duration = Duration::from_secs(3);
 /// Overdue messages sent again per timer tick.
 const OVERDUE_PER_TICK: usize = 16;
 
+/// Whether receipts must be taken as they come (see [`Mailbox::receipt`]): the client asked
+/// for a `delivered`, or the receipt limit holds kept messages back. Otherwise they wait for
+/// the task's next turn.
+pub(super) fn wants_receipts(state: &ConnectionState) -> bool {
+    state.unreceipted.len() >= MAX_UNRECEIPTED || state.unreceipted.iter().any(|u| u.receipt)
+}
+
 /// Drops an answered message (acknowledged or refused) from the ones kept for re-sending;
 /// true when it was the one on its way (the next may go).
 pub(super) fn forget_acknowledged(state: &mut ConnectionState, body: &str) -> bool {
