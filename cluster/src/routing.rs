@@ -482,39 +482,17 @@ async fn remote_join(rooms: ActorRef<RoomSupervisorMsg>, cmd: JoinCmd) -> JoinOu
 
 /// Where the node link's reader hands room commands: the rooms reached lately, so that a
 /// message costs no lookup on the supervisor. An entry is dropped when its instance stopped (a
-/// cast bounces, or the table is closed) and found again. A room not known yet is found (looked
-/// up, or started) by a task of its own, and what comes for it meanwhile waits in order for
-/// that task, so that one room starting does not hold up the link's other rooms. One per link,
-/// owned by its reader.
+/// cast bounces, or the table is closed) and found again. One per link, owned by its reader.
 pub struct RoomDoor {
     args: Arc<RoomHostArgs>,
     rooms: HashMap<RoomId, LocalRoom>,
-    finding: HashMap<RoomId, Finding>,
     inserted: u64,
 }
-
-/// A room being found off the link's reader.
-struct Finding {
-    shared: Arc<std::sync::Mutex<Found>>,
-    task: tokio::task::JoinHandle<()>,
-}
-
-/// What a finding task shares with the reader.
-#[derive(Default)]
-struct Found {
-    /// Commands that came for the room while it was being found, oldest first.
-    waiting: Vec<(ConnId, RoomMsg)>,
-    /// The room, once found, or (`Err`) where it should go instead, if known.
-    result: Option<Result<LocalRoom, Option<String>>>,
-}
-
-/// Commands that may wait for one room being found; past this the link's reader waits too.
-const MAX_WAITING: usize = 4096;
 
 impl RoomDoor {
     /// A door with no room found yet.
     pub fn new(args: Arc<RoomHostArgs>) -> RoomDoor {
-        RoomDoor { args, rooms: HashMap::new(), finding: HashMap::new(), inserted: 0 }
+        RoomDoor { args, rooms: HashMap::new(), inserted: 0 }
     }
 
     /// Hands a command to the local room: an offer, answer or candidate through the room's
@@ -537,77 +515,21 @@ impl RoomDoor {
             _ => msg,
         };
         self.rooms.remove(&room);
-        let Some(finding) = self.finding.get_mut(&room) else {
-            return self.find(room, conn, msg);
-        };
-        let full = {
-            let found = lock(&finding.shared);
-            found.result.is_none() && found.waiting.len() >= MAX_WAITING
-        };
-        if full {
-            let _ = (&mut finding.task).await;
-        }
-        let result = {
-            let mut found = lock(&finding.shared);
-            if found.result.is_none() && !finding.task.is_finished() {
-                found.waiting.push((conn, msg));
-                return;
+        let local = match find_local_room(&self.args, &room).await {
+            Ok(local) => local,
+            Err(hint) => {
+                let Some(cmd) = RoomCmd::from_room_msg(&msg) else { return };
+                return bounce(&self.args, room, conn, cmd, hint.unwrap_or_default());
             }
-            found.result.take()
         };
-        self.finding.remove(&room);
-        // No result from a task that ended: it failed; find the room again.
-        let Some(result) = result else { return self.find(room, conn, msg) };
-        hand(&self.args, &result, room.clone(), conn, msg);
-        if let Ok(local) = result {
-            self.keep(room, local);
+        if !local.relay(&msg) {
+            let _ = local.cast(msg);
         }
-    }
-
-    /// Starts finding `room` off the reader, with `msg` the first command waiting for it.
-    fn find(&mut self, room: RoomId, conn: ConnId, msg: RoomMsg) {
-        let shared = Arc::new(std::sync::Mutex::new(Found { waiting: vec![(conn, msg)], result: None }));
-        let (args, found, id) = (self.args.clone(), shared.clone(), room.clone());
-        let task = tokio::spawn(async move {
-            let result = find_local_room(&args, &id).await;
-            // Under the lock, so that what the reader adds from now on comes after these.
-            let mut found = lock(&found);
-            for (conn, msg) in std::mem::take(&mut found.waiting) {
-                hand(&args, &result, id.clone(), conn, msg);
-            }
-            found.result = Some(result);
-        });
-        self.finding.insert(room, Finding { shared, task });
-    }
-
-    fn keep(&mut self, room: RoomId, local: LocalRoom) {
         self.inserted += 1;
         if self.inserted.is_multiple_of(1024) {
             self.rooms.retain(|_, l| l.running());
-            // Found rooms nothing came for since: found again if something does.
-            self.finding.retain(|_, f| lock(&f.shared).result.is_none());
         }
         self.rooms.insert(room, local);
-    }
-}
-
-fn lock(found: &std::sync::Mutex<Found>) -> std::sync::MutexGuard<'_, Found> {
-    found.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
-}
-
-/// Hands one command to the room found for it, or bounces it towards where the room should go.
-fn hand(args: &RoomHostArgs, found: &Result<LocalRoom, Option<String>>, room: RoomId, conn: ConnId, msg: RoomMsg) {
-    match found {
-        Ok(local) => {
-            if !local.relay(&msg) {
-                let _ = local.cast(msg);
-            }
-        }
-        Err(hint) => {
-            if let Some(cmd) = RoomCmd::from_room_msg(&msg) {
-                bounce(args, room, conn, cmd, hint.clone().unwrap_or_default());
-            }
-        }
     }
 }
 
