@@ -138,6 +138,9 @@ pub struct MemberView {
     pub rooms: Option<u64>,
     /// Its open connections (from its last heartbeat).
     pub connections: Option<u64>,
+    /// Its process's incarnation (from its last heartbeat): a node restarted under the same id
+    /// has a new one.
+    pub incarnation: Option<u64>,
     /// Why it is refused, if it is.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub refused_because: Option<String>,
@@ -157,6 +160,7 @@ impl MemberView {
             rtt_ms: None,
             rooms: Some(me.rooms),
             connections: Some(me.connections),
+            incarnation: Some(me.incarnation),
             refused_because: None,
         }
     }
@@ -374,6 +378,7 @@ impl Cluster {
             rtt_ms: m.rtt.map(|d| d.as_secs_f64() * 1000.0),
             rooms: m.hello.as_ref().map(|h| h.rooms),
             connections: m.hello.as_ref().map(|h| h.connections),
+            incarnation: m.hello.as_ref().map(|h| h.incarnation),
             refused_because: m.refused_because.clone(),
         }));
         out

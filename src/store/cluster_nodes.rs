@@ -15,6 +15,8 @@ pub struct NodeState {
     pub term: i64,
     /// Whether its lease is live now.
     pub live: bool,
+    /// The process that holds it (random per process start, as in its heartbeat's hello).
+    pub incarnation: String,
     /// Whether an operator cordoned it.
     pub cordoned: bool,
     /// Its cluster address.
@@ -159,7 +161,7 @@ impl Store {
     /// whether an operator cordoned it.
     pub async fn node_states(&self) -> Result<Vec<NodeState>, StoreError> {
         let sql = format!(
-            "SELECT node_id, term, lease_until - {}, cordoned, cluster_addr FROM cluster_nodes ORDER BY node_id",
+            "SELECT node_id, term, lease_until - {}, cordoned, cluster_addr, incarnation FROM cluster_nodes ORDER BY node_id",
             self.db_now()
         );
         let rows = sqlx::query(&sql).fetch_all(&self.lease_pool).await.map_err(db)?;
@@ -171,6 +173,7 @@ impl Store {
                     live: col::<i64>(r, 2)? >= 0,
                     cordoned: col::<i64>(r, 3)? != 0,
                     cluster_addr: col(r, 4)?,
+                    incarnation: col(r, 5)?,
                 })
             })
             .collect()
