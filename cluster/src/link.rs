@@ -175,6 +175,14 @@ fn reachable_in(t: &crate::membership::Table, node: &str) -> bool {
 }
 
 impl Inner {
+    /// Whether the heartbeat has declared `node` down (it went silent: it died, or it is
+    /// frozen and may wake up with records it queued before).
+    pub(crate) fn is_down(&self, node: &str) -> bool {
+        self.table
+            .as_ref()
+            .is_some_and(|table| lock(table).members.get(node).is_some_and(|m| m.state == MemberState::Down))
+    }
+
     pub(crate) fn reachable(&self, node: &str) -> bool {
         match &self.table {
             Some(table) => reachable_in(&lock(table), node),

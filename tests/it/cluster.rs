@@ -268,6 +268,19 @@ async fn a_frozen_owner_is_fenced_off_when_it_wakes() {
     // The sessions of n1's clients came along as disconnected, resumable from another node.
     assert_eq!(joined["peers"].as_array().map(Vec::len), Some(3), "{joined}");
 
+    // n2 cuts off the link n1 writes to it once its heartbeat declares n1 down, so that n1,
+    // waking, cannot deliver there what it had queued before the freeze.
+    let (cut, labels) = ("switchboard_cluster_links_closed_total", ["side=\"in\"", "cause=\"peer_down\""]);
+    let mut closed = counter(&n2, cut, &labels).await;
+    for _ in 0..100 {
+        if closed >= 1.0 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        closed = counter(&n2, cut, &labels).await;
+    }
+    assert!(closed >= 1.0, "n2 closed n1's link when it declared n1 down");
+
     // The old owner wakes up believing it owns the room. It must neither deliver nor write:
     // its room stops at the first message, and the sessions of its clients follow the room
     // to n2 (refused, then sent again by their edge, until n1 can reach n2).
@@ -327,9 +340,16 @@ async fn a_frozen_owner_is_fenced_off_when_it_wakes() {
 
 /// The room ownership rows node `n` has written so far (its own count, from `/metrics`).
 async fn room_row_writes(n: &Node) -> f64 {
+    counter(n, "switchboard_ownership_writes_total", &["table=\"room_leases\""]).await
+}
+
+/// The counter `name` of node `n` with these labels (`key="value"`, in any order), 0 when not
+/// printed yet.
+async fn counter(n: &Node, name: &str, labels: &[&str]) -> f64 {
     let text = reqwest::Client::new().get(n.url("/metrics")).send().await.expect("get").text().await.expect("text");
     text.lines()
-        .find(|l| l.starts_with("switchboard_ownership_writes_total{table=\"room_leases\"}"))
+        .filter(|l| l.strip_prefix(name).is_some_and(|rest| rest.starts_with('{')))
+        .find(|l| labels.iter().all(|label| l.contains(label)))
         .and_then(|l| l.rsplit(' ').next()?.parse().ok())
         .unwrap_or(0.0)
 }

@@ -4,7 +4,9 @@
 //!
 //! A link whose handshake fails is refused; a link that sends a malformed record is closed and
 //! counted (`switchboard_cluster_links_closed_total{side="in",cause="malformed"}`). Either way
-//! only that link is affected: the peer dials again, every other link goes on.
+//! only that link is affected: the peer dials again, every other link goes on. A link from a
+//! peer the heartbeat has declared down is closed (and a new one refused) until the peer
+//! answers again: a node that was frozen must not deliver, on waking, what it queued before.
 
 use super::codec::{Decoder, Record, next_record};
 use super::{Io, Links, handshake};
@@ -51,6 +53,12 @@ pub(crate) async fn serve(listener: TcpListener, links: Links, receiver: Receive
                 Ok(peer) => peer,
                 Err(e) => return refused(&from, &e),
             };
+            if links.0.is_down(&peer) {
+                // Until its heartbeat answers again, a peer that went silent is not heard: what it
+                // sends now was queued before it went silent (see `read`).
+                tracing::debug!(node_id = %peer, "refused a node link from a peer that is down");
+                return;
+            }
             links.edge_back(&peer);
             match read(stream, &receiver, &links, &peer).await {
                 Ok(()) => {
@@ -67,6 +75,11 @@ pub(crate) async fn serve(listener: TcpListener, links: Links, receiver: Receive
                     metrics::counter!("switchboard_cluster_links_closed_total", "side" => "in", "cause" => "malformed")
                         .increment(1)
                 }
+                Err(Closed::PeerDown) => {
+                    tracing::info!(node_id = %peer, "closed the node link from a peer declared down");
+                    metrics::counter!("switchboard_cluster_links_closed_total", "side" => "in", "cause" => "peer_down")
+                        .increment(1)
+                }
             }
         });
     }
@@ -80,7 +93,12 @@ fn refused(from: &std::net::SocketAddr, why: &str) {
 enum Closed {
     Io(String),
     Malformed(String),
+    /// The heartbeat declared the peer down.
+    PeerDown,
 }
+
+/// How often a link's reader checks, while nothing comes, that its peer is not down.
+const DOWN_CHECK: std::time::Duration = std::time::Duration::from_millis(100);
 
 async fn read(mut stream: Box<dyn Io>, receiver: &Receiver, links: &Links, peer: &str) -> Result<(), Closed> {
     let mut door = RoomDoor::new(receiver.host.clone());
@@ -98,10 +116,20 @@ async fn read(mut stream: Box<dyn Io>, receiver: &Receiver, links: &Links, peer:
         if buf.capacity() - buf.len() < 16 * 1024 {
             buf.reserve(64 * 1024);
         }
-        match stream.read_buf(&mut buf).await {
-            Ok(0) => return Ok(()),
-            Ok(_) => {}
-            Err(e) => return Err(Closed::Io(e.to_string())),
+        // A peer the heartbeat declared down is cut off at once: a frozen node that wakes up
+        // would otherwise write here what it queued before its freeze (frames its rooms had
+        // numbered, since sent again by their new instances), and connections would see them
+        // after the new ones. Its link goes down, what it had not written is dropped, and it
+        // dials again once it answers heartbeats.
+        let read = tokio::time::timeout(DOWN_CHECK, stream.read_buf(&mut buf)).await;
+        if links.0.is_down(peer) {
+            return Err(Closed::PeerDown);
+        }
+        match read {
+            Err(_) => {}
+            Ok(Ok(0)) => return Ok(()),
+            Ok(Ok(_)) => {}
+            Ok(Err(e)) => return Err(Closed::Io(e.to_string())),
         }
     }
 }
