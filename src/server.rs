@@ -770,9 +770,8 @@ async fn start_cluster(
     };
     let cluster = Cluster::start(cfg, hello.clone()).await?;
     let me = hello();
-    let asked = Instant::now();
     let claimed = store
-        .claim_node(
+        .claim_node_at(
             &me.node_id,
             &me.incarnation.to_string(),
             &cluster.addr().to_string(),
@@ -781,7 +780,10 @@ async fn start_cluster(
         )
         .await;
     match claimed {
-        Ok(term) => node_lease.begin(term, crate::node_lease::valid_until(asked, config.cluster.lease_ttl)),
+        // Valid from when the claim was sent: a restarted node first waits its predecessor's
+        // lease out, and a lease counted from before that wait would seem lapsed at once (its
+        // rooms would not start until the next renewal began a new term).
+        Ok((term, asked)) => node_lease.begin(term, crate::node_lease::valid_until(asked, config.cluster.lease_ttl)),
         Err(e) => {
             cluster.shutdown().await;
             return Err(e.into());

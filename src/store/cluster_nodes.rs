@@ -52,6 +52,21 @@ impl Store {
         http_addr: &str,
         ttl: Duration,
     ) -> Result<i64, ClaimError> {
+        self.claim_node_at(node_id, incarnation, cluster_addr, http_addr, ttl).await.map(|(term, _)| term)
+    }
+
+    /// [`claim_node`](Self::claim_node), with when the statement that claimed the id was sent:
+    /// the lease is valid for `ttl` from then (not from the call, which may have waited out a
+    /// predecessor's lease first).
+    pub async fn claim_node_at(
+        &self,
+        node_id: &str,
+        incarnation: &str,
+        cluster_addr: &str,
+        http_addr: &str,
+        ttl: Duration,
+    ) -> Result<(i64, std::time::Instant), ClaimError> {
+        let asked = std::time::Instant::now();
         let sql = format!(
             "INSERT INTO cluster_nodes (node_id, incarnation, cluster_addr, http_addr, beats, seen_at, term, lease_until) \
              VALUES ($1, $2, $3, $4, 0, $5, 1, {} + $6) ON CONFLICT (node_id) DO NOTHING",
@@ -69,9 +84,10 @@ impl Store {
             .map_err(db)?;
         if inserted.rows_affected() == 1 {
             self.counted_node_write();
-            return Ok(1);
+            return Ok((1, asked));
         }
         for attempt in 0..2 {
+            let asked = std::time::Instant::now();
             let sql = format!(
                 "UPDATE cluster_nodes SET incarnation = $1, cluster_addr = $2, http_addr = $3, beats = 0, seen_at = $4, \
                  term = term + 1, lease_until = {now} + $5 WHERE node_id = $6 AND lease_until < {now} RETURNING term",
@@ -89,7 +105,7 @@ impl Store {
                 .map_err(db)?;
             if let Some(row) = taken {
                 self.counted_node_write();
-                return Ok(col::<i64>(&row, 0)?);
+                return Ok((col::<i64>(&row, 0)?, asked));
             }
             let sql =
                 format!("SELECT cluster_addr, lease_until - {} FROM cluster_nodes WHERE node_id = $1", self.db_now());

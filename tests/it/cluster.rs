@@ -348,10 +348,42 @@ async fn room_row_writes(n: &Node) -> f64 {
 async fn counter(n: &Node, name: &str, labels: &[&str]) -> f64 {
     let text = reqwest::Client::new().get(n.url("/metrics")).send().await.expect("get").text().await.expect("text");
     text.lines()
-        .filter(|l| l.strip_prefix(name).is_some_and(|rest| rest.starts_with('{')))
+        .filter(|l| l.strip_prefix(name).is_some_and(|rest| rest.starts_with('{') || rest.starts_with(' ')))
         .find(|l| labels.iter().all(|label| l.contains(label)))
         .and_then(|l| l.rsplit(' ').next()?.parse().ok())
         .unwrap_or(0.0)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_restarted_right_after_a_crash_holds_its_lease_from_its_claim() {
+    let name = "a_node_restarted_right_after_a_crash_holds_its_lease_from_its_claim";
+    let Some(db) = fresh_postgres(name).await else { return };
+    // A node lease long enough that the new process starts well inside its predecessor's.
+    let cfg_dir = tempfile::tempdir().expect("tempdir");
+    let cfg = cfg_dir.path().join("cluster.toml");
+    std::fs::write(&cfg, "[cluster]\nlease_ttl = \"4s\"\n").expect("config");
+    let args = ["--config", cfg.to_str().expect("path")];
+    let (n1, _d1) = member_with(&db, "n1", &[], &[], &args);
+    let (mut n2, _d2) = member_with(&db, "n2", &[&n1], &[], &args);
+    let both_up = states(&[("n1", "up"), ("n2", "up")]);
+    until(&n2, "n1 and n2 up", |v| *v == both_up).await;
+    n2.kill();
+    // Started again at once, it waits its predecessor's lease out before it can claim the id;
+    // its own lease then counts from the claim, not from before the wait (else it would seem
+    // lapsed at once, and the node would refuse rooms until a new term).
+    let (n2, _d2b) = member_with(&db, "n2", &[&n1], &[], &args);
+    let writes = ["table=\"cluster_nodes\""];
+    let mut written = 0.0;
+    for _ in 0..300 {
+        written = counter(&n2, "switchboard_ownership_writes_total", &writes).await;
+        if written >= 4.0 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(written >= 4.0, "the claim and a few renewals: {written}");
+    let lapses = counter(&n2, "switchboard_node_lease_lapses_total", &[]).await;
+    assert_eq!(lapses, 0.0, "the restarted node's lease never lapsed\n{}", n2.log());
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
