@@ -116,6 +116,10 @@ pub(super) fn seq_sync(state: &mut RoomState, peer: &PeerId, conn: &ConnId, last
         let mut t = table.lock();
         let Some(s) = t.session_mut(peer) else { return };
         if &s.conn != conn || (s.connected && !s.adopted && !s.stalled) {
+            tracing::debug!(
+                peer_id = %peer, last_seq, session_conn = %s.conn, adopted = s.adopted, connected = s.connected,
+                "seq sync not taken (another connection's, or the session is in step)"
+            );
             return;
         }
         // The client's last frame in this room's numbers.

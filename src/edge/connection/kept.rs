@@ -341,6 +341,18 @@ pub(super) async fn reroute(myself: &Mailbox, state: &mut ConnectionState, room:
     if j.room_id != room {
         return;
     }
+    // A count goes again as the count of now: the client has gone on counting since it was
+    // first sent, and an instance that took the old one would number what follows from there,
+    // past (or behind) what the client expects.
+    let msg = match msg {
+        RoomMsg::SeqSync { .. } => RoomMsg::SeqSync {
+            peer: j.peer.clone(),
+            conn: state.conn_id.clone(),
+            last_seq: state.seq,
+            seq_offset: state.seq_offset,
+        },
+        msg => msg,
+    };
     let reference = reference_of(&msg).cloned();
     let from_client = matches!(
         msg,

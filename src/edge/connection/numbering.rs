@@ -46,6 +46,10 @@ pub(super) async fn write_numbered(
         tracing::info!(conn_id = %state.conn_id, room_seq, client_seq = state.seq, "frame numbers realigned");
     }
     let shifted = (room_seq + state.seq_offset).max(1) as u64;
+    if state.seq > 0 && shifted > state.seq + 1 {
+        // Frames the room numbered for this session that never came here: the client sees a gap.
+        tracing::debug!(conn_id = %state.conn_id, room_seq, offset = state.seq_offset, client_seq = state.seq, ?kind, "frame numbers jumped");
+    }
     state.seq = shifted;
     let text = if state.seq_offset == 0 { body.to_owned() } else { renumber(shifted, body) };
     feed(myself, state, text).await;
