@@ -771,7 +771,7 @@ async fn start_cluster(
     let cluster = Cluster::start(cfg, hello.clone()).await?;
     let me = hello();
     let claimed = store
-        .claim_node_at(
+        .claim_node(
             &me.node_id,
             &me.incarnation.to_string(),
             &cluster.addr().to_string(),

@@ -41,24 +41,12 @@ pub enum ClaimError {
 
 impl Store {
     /// Claims `node_id` for this process with a new lease term, valid for `ttl`, and returns
-    /// the term. A row whose lease has run out (its process crashed, or stopped cleanly) is
-    /// taken at once; a live lease is waited out once, and if it is still renewed after that,
-    /// the id is live elsewhere.
+    /// the term with when the statement that claimed the id was sent: the lease is valid for
+    /// `ttl` from then (not from the call, which may have waited out a predecessor's lease
+    /// first). A row whose lease has run out (its process crashed, or stopped cleanly) is taken
+    /// at once; a live lease is waited out once, and if it is still renewed after that, the id is
+    /// live elsewhere.
     pub async fn claim_node(
-        &self,
-        node_id: &str,
-        incarnation: &str,
-        cluster_addr: &str,
-        http_addr: &str,
-        ttl: Duration,
-    ) -> Result<i64, ClaimError> {
-        self.claim_node_at(node_id, incarnation, cluster_addr, http_addr, ttl).await.map(|(term, _)| term)
-    }
-
-    /// [`claim_node`](Self::claim_node), with when the statement that claimed the id was sent:
-    /// the lease is valid for `ttl` from then (not from the call, which may have waited out a
-    /// predecessor's lease first).
-    pub async fn claim_node_at(
         &self,
         node_id: &str,
         incarnation: &str,

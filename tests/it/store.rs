@@ -115,7 +115,7 @@ async fn takeover(store: &Store) {
     let ttl = Duration::from_secs(30);
     let claim = |node: &'static str| {
         let store = store.clone();
-        async move { store.claim_node(node, "i1", "127.0.0.1:1", "127.0.0.1:2", ttl).await.expect("claim") }
+        async move { store.claim_node(node, "i1", "127.0.0.1:1", "127.0.0.1:2", ttl).await.expect("claim").0 }
     };
     let (t_dead, t_taker, t_live) = (claim("node-t1").await, claim("node-t2").await, claim("node-t3").await);
     let policy = RoomPolicy { max_participants: 6, invitees: None };
@@ -177,7 +177,7 @@ async fn leases(store: &Store) {
     let ttl = Duration::from_millis(400);
     let claim = |node: &'static str, inc: &'static str| {
         let store = store.clone();
-        async move { store.claim_node(node, inc, "127.0.0.1:1", "127.0.0.1:2", ttl).await.expect("claim") }
+        async move { store.claim_node(node, inc, "127.0.0.1:1", "127.0.0.1:2", ttl).await.expect("claim").0 }
     };
     let (ta, tb, tc) = (claim("node-a", "a1").await, claim("node-b", "b1").await, claim("node-c", "c1").await);
     assert!(store.set_cordoned("node-b", true).await.expect("db"));

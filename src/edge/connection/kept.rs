@@ -341,18 +341,7 @@ pub(super) async fn reroute(myself: &Mailbox, state: &mut ConnectionState, room:
     if j.room_id != room {
         return;
     }
-    // A count goes again as the count of now: the client has gone on counting since it was
-    // first sent, and an instance that took the old one would number what follows from there,
-    // past (or behind) what the client expects.
-    let msg = match msg {
-        RoomMsg::SeqSync { .. } => RoomMsg::SeqSync {
-            peer: j.peer.clone(),
-            conn: state.conn_id.clone(),
-            last_seq: state.seq,
-            seq_offset: state.seq_offset,
-        },
-        msg => msg,
-    };
+    let msg = as_of_now(msg, state.seq, state.seq_offset);
     let reference = reference_of(&msg).cloned();
     let from_client = matches!(
         msg,
@@ -394,6 +383,17 @@ pub(super) async fn reroute(myself: &Mailbox, state: &mut ConnectionState, room:
     }
 }
 
+/// A bounced command as it should go again. A count (`SeqSync`) goes as the connection's count
+/// of now (`seq`, `seq_offset`): the client has gone on counting since it was first sent, and an
+/// instance that took the old one would number what follows from there, past (or behind) what
+/// the client expects. Anything else goes as it was.
+fn as_of_now(msg: RoomMsg, seq: u64, seq_offset: i64) -> RoomMsg {
+    match msg {
+        RoomMsg::SeqSync { peer, conn, .. } => RoomMsg::SeqSync { peer, conn, last_seq: seq, seq_offset },
+        msg => msg,
+    }
+}
+
 /// What a session in progress is told when its room could not be reached while finding it
 /// again. `room_elsewhere` (its lease changed hands between the lookup and the start) would
 /// tell the client its session is over, and it is not: the session follows its room, and the
@@ -413,5 +413,30 @@ pub(super) fn reference_of(msg: &RoomMsg) -> Option<&Value> {
         | RoomMsg::EndCall { reference, .. }
         | RoomMsg::Stats { reference, .. } => reference.as_ref(),
         _ => None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_bounced_count_goes_again_as_the_count_of_now() {
+        let (peer, conn) = (PeerId::new("p1"), ConnId::new("n1/c1"));
+        // Sent when the client was at 931; it bounced, and the client is at 1134 when it goes again.
+        let old = RoomMsg::SeqSync { peer: peer.clone(), conn: conn.clone(), last_seq: 931, seq_offset: 0 };
+        match as_of_now(old, 1134, -3) {
+            RoomMsg::SeqSync { peer: p, conn: c, last_seq, seq_offset } => {
+                assert_eq!((p, c), (peer, conn));
+                assert_eq!((last_seq, seq_offset), (1134, -3));
+            }
+            _ => panic!("still a count"),
+        }
+    }
+
+    #[test]
+    fn other_bounced_commands_go_again_as_they_were() {
+        let leave = RoomMsg::Leave { peer: PeerId::new("p1"), reason: "left".into() };
+        assert!(matches!(as_of_now(leave, 1134, 0), RoomMsg::Leave { reason, .. } if reason == "left"));
     }
 }
