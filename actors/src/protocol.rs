@@ -8,11 +8,13 @@
 mod client;
 mod framing;
 mod overlay;
+mod raw_json;
 mod server;
 
 pub use client::*;
 pub use framing::*;
 pub use overlay::*;
+pub use raw_json::RawJson;
 pub use server::*;
 
 use crate::call_status::CallStatus;
@@ -66,6 +68,9 @@ mod tests {
         assert_eq!(e.code, ErrorCode::InvalidMessage);
         assert_eq!(e.reference, Some(Value::from("x")));
         assert!(e.message.contains("sdp"), "{}", e.message);
+        let e = parse_client(r#"{"type":"answer","peerId":"p","sdp":{"v":0},"id":2}"#).unwrap_err();
+        assert_eq!((e.code, e.reference), (ErrorCode::InvalidMessage, Some(Value::from(2))));
+        assert!(e.message.contains("`sdp` must be a string"), "{}", e.message);
         assert_eq!(parse_client("[1]").unwrap_err().code, ErrorCode::InvalidMessage);
         assert_eq!(parse_client(r#"{"roomId":"r"}"#).unwrap_err().code, ErrorCode::UnknownType);
     }
@@ -82,9 +87,24 @@ mod tests {
     }
 
     #[test]
+    fn sdp_and_candidate_are_relayed_as_the_sender_wrote_them() {
+        let text = r#"{"type":"offer","peerId":"p","sdp":"v=0\r\na=x:\u0041\"q\""}"#;
+        let ClientMessage::Offer { sdp, .. } = parse_client(text).expect("offer").message else { panic!("an offer") };
+        let peer = PeerId::new("a");
+        let body = ServerMessage::Offer { peer_id: &peer, msg_id: None, sdp: &sdp }.to_body();
+        assert_eq!(&*body, r#"{"type":"offer","peerId":"a","sdp":"v=0\r\na=x:\u0041\"q\""}"#);
+        let text = r#"{"type":"ice-candidate","peerId":"p","candidate":{ "candidate" : "c", "sdpMid":"0" }}"#;
+        let ClientMessage::IceCandidate { candidate, .. } = parse_client(text).expect("candidate").message else {
+            panic!("a candidate")
+        };
+        let body = ServerMessage::IceCandidate { peer_id: &peer, msg_id: None, candidate: &candidate }.to_body();
+        assert_eq!(&*body, r#"{"type":"ice-candidate","peerId":"a","candidate":{ "candidate" : "c", "sdpMid":"0" }}"#);
+    }
+
+    #[test]
     fn server_messages_have_the_seed_002_shape() {
         let peer = PeerId::new("a");
-        let body = ServerMessage::Offer { peer_id: &peer, msg_id: None, sdp: "v=0" }.to_body();
+        let body = ServerMessage::Offer { peer_id: &peer, msg_id: None, sdp: &RawJson::string("v=0") }.to_body();
         assert_eq!(&*body, r#"{"type":"offer","peerId":"a","sdp":"v=0"}"#);
     }
 }

@@ -16,8 +16,8 @@ use crate::outbox::{Outbox, REPLAY_FRAMES};
 use crate::participant::{Participant, Recorder};
 use crate::ports::{CallChange, Edge, Fence, Frame, RoomPolicy, RoomStore, StoreError, StoredParticipant, now_ms};
 use crate::protocol::{
-    Body, ChatMessage, FrameKind, MAX_CHAT_CHARS, Overlay, ParticipantInfo, PeerOverlay, RelayKind, ServerMessage,
-    with_seq,
+    Body, ChatMessage, FrameKind, MAX_CHAT_CHARS, Overlay, ParticipantInfo, PeerOverlay, RawJson, RelayKind,
+    ServerMessage, with_seq,
 };
 use crate::quality::{FallbackChange, FallbackPolicy, StatsSample};
 use crate::recent::Recent;
@@ -180,10 +180,10 @@ pub struct JoinRequest {
 /// What a relay carries.
 #[derive(Debug)]
 pub enum RelayPayload {
-    /// An offer's or answer's SDP.
-    Sdp(String),
-    /// A trickled candidate.
-    Candidate(Value),
+    /// An offer's or answer's SDP (a JSON string, as the client wrote it).
+    Sdp(RawJson),
+    /// A trickled candidate (as the client wrote it).
+    Candidate(RawJson),
 }
 
 /// A room as `GET /rooms/{id}` shows it.

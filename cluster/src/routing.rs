@@ -23,7 +23,7 @@ use std::time::{Duration, Instant};
 use switchboard_actors::ids::{ConnId, PeerId, RoomId, UserId};
 use switchboard_actors::media::ControlAction;
 use switchboard_actors::ports::{Edge, Frame};
-use switchboard_actors::protocol::{FrameKind, Overlay, RelayKind, ServerMessage};
+use switchboard_actors::protocol::{FrameKind, Overlay, RawJson, RelayKind, ServerMessage};
 use switchboard_actors::room::admin::{AdminAction, AdminDone};
 use switchboard_actors::room::local::LocalRoom;
 use switchboard_actors::room::{Carry, JoinRequest, RelayPayload, RoomMsg};
@@ -60,8 +60,8 @@ pub struct JoinCmd {
 /// The answer to a forwarded join: the peer id, or an error code and message.
 pub type JoinOutcome = Result<String, (String, String)>;
 
-/// A room message forwarded to the owner's node. JSON values travel as text: bincode cannot
-/// carry self-describing values.
+/// A room message forwarded to the owner's node. JSON values travel as text (an SDP and a
+/// candidate as their sender wrote them): bincode cannot carry self-describing values.
 #[derive(Clone, Debug, Serialize, Deserialize)]
 pub enum RoomCmd {
     /// See [`RoomMsg::Leave`].
@@ -106,6 +106,11 @@ fn json_text(v: &Option<Value>) -> Option<String> {
     v.as_ref().map(Value::to_string)
 }
 
+/// An SDP as a peer sent it: JSON text that must be a string.
+fn sdp_text(text: String) -> Option<RawJson> {
+    RawJson::parse(text).ok().filter(RawJson::is_string)
+}
+
 fn json_value(s: &Option<String>) -> Option<Value> {
     s.as_deref().and_then(|s| serde_json::from_str(s).ok())
 }
@@ -117,8 +122,8 @@ impl RoomCmd {
             RoomMsg::Leave { peer, reason } => RoomCmd::Leave { peer: peer.to_string(), reason: reason.clone() },
             RoomMsg::Relay { from, to, kind, payload, reference, again, .. } => {
                 let (sdp, candidate) = match payload {
-                    RelayPayload::Sdp(s) => (Some(s.clone()), None),
-                    RelayPayload::Candidate(c) => (None, Some(c.to_string())),
+                    RelayPayload::Sdp(s) => (Some(s.as_str().to_owned()), None),
+                    RelayPayload::Candidate(c) => (None, Some(c.as_str().to_owned())),
                 };
                 let kind = match kind {
                     RelayKind::Offer => 0,
@@ -184,11 +189,9 @@ impl RoomCmd {
             RoomCmd::Leave { peer, reason } => RoomMsg::Leave { peer: PeerId::new(peer), reason },
             RoomCmd::Relay { from, to, kind, sdp, candidate, reference, again } => {
                 let (kind, payload) = match (kind, sdp, candidate) {
-                    (0, Some(s), _) => (RelayKind::Offer, RelayPayload::Sdp(s)),
-                    (1, Some(s), _) => (RelayKind::Answer, RelayPayload::Sdp(s)),
-                    (2, _, Some(c)) => {
-                        (RelayKind::IceCandidate, RelayPayload::Candidate(serde_json::from_str(&c).ok()?))
-                    }
+                    (0, Some(s), _) => (RelayKind::Offer, RelayPayload::Sdp(sdp_text(s)?)),
+                    (1, Some(s), _) => (RelayKind::Answer, RelayPayload::Sdp(sdp_text(s)?)),
+                    (2, _, Some(c)) => (RelayKind::IceCandidate, RelayPayload::Candidate(RawJson::parse(c).ok()?)),
                     _ => return None,
                 };
                 RoomMsg::Relay {
@@ -657,7 +660,7 @@ mod tests {
             from: PeerId::new("a"),
             to: PeerId::new("b"),
             kind: RelayKind::IceCandidate,
-            payload: RelayPayload::Candidate(serde_json::json!({"candidate": "c", "sdpMid": "0"})),
+            payload: RelayPayload::Candidate(RawJson::of(&serde_json::json!({"candidate": "c", "sdpMid": "0"}))),
             reference: Some(serde_json::json!(7)),
             received_at: Instant::now(),
             again: true,
@@ -669,7 +672,7 @@ mod tests {
             RoomMsg::Relay { kind, payload: RelayPayload::Candidate(c), reference, again, .. } => {
                 assert!(again);
                 assert_eq!(kind, RelayKind::IceCandidate);
-                assert_eq!(c["sdpMid"], "0");
+                assert_eq!(c.as_str(), r#"{"candidate":"c","sdpMid":"0"}"#);
                 assert_eq!(reference, Some(serde_json::json!(7)));
             }
             _ => panic!("wrong message"),

@@ -21,7 +21,7 @@ use std::time::{Duration, Instant};
 use switchboard_actors::ids::{random_id, valid_room_id};
 use switchboard_actors::ports::{Frame, now_ms};
 use switchboard_actors::protocol::{
-    Body, ClientMessage, FrameKind, MAX_NAME_CHARS, RelayKind, ServerMessage, parse_client, renumber, with_seq,
+    Body, ClientMessage, FrameKind, MAX_NAME_CHARS, RawJson, RelayKind, ServerMessage, parse_client, renumber, with_seq,
 };
 use switchboard_actors::recent::Recent;
 use switchboard_actors::room::{JoinRequest, RelayPayload, RoomMsg};

@@ -52,9 +52,9 @@ pub(super) struct RawClient<'a> {
     #[serde(default)]
     peer_id: Option<String>,
     #[serde(default)]
-    sdp: Option<String>,
+    sdp: Option<RawJson>,
     #[serde(default)]
-    candidate: Option<Value>,
+    candidate: Option<RawJson>,
     #[serde(default)]
     action: Option<ControlAction>,
     #[serde(default)]
@@ -99,11 +99,21 @@ impl RawClient<'_> {
             reference: id.clone(),
         };
         let need = |v: Option<String>, field: &str| v.ok_or_else(|| missing(field));
+        // An SDP is relayed as the JSON text the client wrote; it must be a JSON string.
+        let sdp = |v: Option<RawJson>| match v {
+            Some(sdp) if sdp.is_string() => Ok(sdp),
+            Some(_) => Err(ParseError {
+                code: ErrorCode::InvalidMessage,
+                message: format!("invalid {kind:?} message: `sdp` must be a string"),
+                reference: id.clone(),
+            }),
+            None => Err(missing("sdp")),
+        };
         let message = match &*kind {
             "join" => ClientMessage::Join { room_id: need(self.room_id, "roomId")?, display_name: self.display_name },
             "leave" => ClientMessage::Leave {},
-            "offer" => ClientMessage::Offer { peer_id: need(self.peer_id, "peerId")?, sdp: need(self.sdp, "sdp")? },
-            "answer" => ClientMessage::Answer { peer_id: need(self.peer_id, "peerId")?, sdp: need(self.sdp, "sdp")? },
+            "offer" => ClientMessage::Offer { peer_id: need(self.peer_id, "peerId")?, sdp: sdp(self.sdp)? },
+            "answer" => ClientMessage::Answer { peer_id: need(self.peer_id, "peerId")?, sdp: sdp(self.sdp)? },
             "ice-candidate" => ClientMessage::IceCandidate {
                 peer_id: need(self.peer_id, "peerId")?,
                 candidate: self.candidate.ok_or_else(|| missing("candidate"))?,
@@ -209,8 +219,8 @@ pub enum ClientMessage {
         /// The target peer.
         #[serde(rename = "peerId")]
         peer_id: String,
-        /// The session description.
-        sdp: String,
+        /// The session description (a JSON string, kept as the client wrote it).
+        sdp: RawJson,
     },
     /// An SDP answer for one peer.
     #[serde(rename = "answer")]
@@ -218,8 +228,8 @@ pub enum ClientMessage {
         /// The target peer.
         #[serde(rename = "peerId")]
         peer_id: String,
-        /// The session description.
-        sdp: String,
+        /// The session description (a JSON string, kept as the client wrote it).
+        sdp: RawJson,
     },
     /// A trickled ICE candidate (the browser's `RTCIceCandidateInit`) for one peer.
     #[serde(rename = "ice-candidate")]
@@ -227,8 +237,8 @@ pub enum ClientMessage {
         /// The target peer.
         #[serde(rename = "peerId")]
         peer_id: String,
-        /// The candidate object, relayed as is.
-        candidate: Value,
+        /// The candidate object, relayed as the client wrote it.
+        candidate: RawJson,
     },
     /// An in-call control action on one's own media.
     #[serde(rename = "control")]

@@ -97,6 +97,7 @@ pub fn renumber(seq: u64, framed: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::protocol::RawJson;
 
     #[test]
     fn server_messages_say_what_kind_of_frame_they_are() {
@@ -115,9 +116,9 @@ mod tests {
         assert_eq!(kind(general), FrameKind::Other, "nothing to answer");
         assert_eq!(kind(ServerMessage::PeerLeft { peer_id: &peer, reason: "left" }), FrameKind::PeerLeft);
         assert_eq!(kind(ServerMessage::Delivered { reference: &id }), FrameKind::Delivered);
-        let relayed = ServerMessage::Offer { peer_id: &peer, msg_id: Some(&id), sdp: "v=0" };
+        let relayed = ServerMessage::Offer { peer_id: &peer, msg_id: Some(&id), sdp: &RawJson::string("v=0") };
         assert_eq!(kind(relayed), FrameKind::Relayed);
-        let unnamed = ServerMessage::Offer { peer_id: &peer, msg_id: None, sdp: "v=0" };
+        let unnamed = ServerMessage::Offer { peer_id: &peer, msg_id: None, sdp: &RawJson::string("v=0") };
         assert_eq!(kind(unnamed), FrameKind::Other, "nothing to drop a repeat of");
         for k in [
             FrameKind::Other,

@@ -176,8 +176,8 @@ pub enum ServerMessage<'a> {
         /// The sender's message id.
         #[serde(skip_serializing_if = "Option::is_none")]
         msg_id: Option<&'a Value>,
-        /// The session description.
-        sdp: &'a str,
+        /// The session description, as its sender wrote it.
+        sdp: &'a RawJson,
     },
     /// See [`ServerMessage::Offer`].
     #[serde(rename = "answer", rename_all = "camelCase")]
@@ -187,8 +187,8 @@ pub enum ServerMessage<'a> {
         /// The sender's message id.
         #[serde(skip_serializing_if = "Option::is_none")]
         msg_id: Option<&'a Value>,
-        /// The session description.
-        sdp: &'a str,
+        /// The session description, as its sender wrote it.
+        sdp: &'a RawJson,
     },
     /// See [`ServerMessage::Offer`].
     #[serde(rename = "ice-candidate", rename_all = "camelCase")]
@@ -198,8 +198,8 @@ pub enum ServerMessage<'a> {
         /// The sender's message id.
         #[serde(skip_serializing_if = "Option::is_none")]
         msg_id: Option<&'a Value>,
-        /// The candidate, as the sender gave it.
-        candidate: &'a Value,
+        /// The candidate, as the sender wrote it.
+        candidate: &'a RawJson,
     },
     /// A peer's media state changed.
     #[serde(rename = "control", rename_all = "camelCase")]

@@ -19,7 +19,7 @@ use crate::ids::{ConnId, PeerId, RoomId};
 use crate::node_lease::NodeLease;
 use crate::outbox::{Outbox, REPLAY_FRAMES};
 use crate::ports::{Edge, Frame, NO_ROUTE};
-use crate::protocol::{Body, RelayKind, ServerMessage};
+use crate::protocol::{Body, RawJson, RelayKind, ServerMessage};
 use crate::recent::Recent;
 use serde_json::Value;
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -133,10 +133,10 @@ impl RelayRequest<'_> {
 
 /// What a relay carries.
 pub enum RelayBody<'a> {
-    /// An offer's or answer's SDP.
-    Sdp(&'a str),
-    /// A trickled candidate.
-    Candidate(&'a Value),
+    /// An offer's or answer's SDP (a JSON string, as the client wrote it).
+    Sdp(&'a RawJson),
+    /// A trickled candidate (as the client wrote it).
+    Candidate(&'a RawJson),
 }
 
 impl RelayTable {

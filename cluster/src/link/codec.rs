@@ -19,7 +19,7 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Instant;
 use switchboard_actors::ids::{ConnId, PeerId, RoomId};
-use switchboard_actors::protocol::{FrameKind, RelayKind};
+use switchboard_actors::protocol::{FrameKind, RawJson, RelayKind};
 use switchboard_actors::room::{RelayPayload, RoomMsg};
 use thiserror::Error;
 
@@ -177,13 +177,9 @@ impl<'a> Encoder<'a> {
                 self.u32(text.len() as u32);
                 self.buf.extend_from_slice(text.as_bytes());
             }
-            match payload {
-                RelayPayload::Sdp(sdp) => self.buf.extend_from_slice(sdp.as_bytes()),
-                RelayPayload::Candidate(c) => {
-                    // Writing a JSON value into a Vec cannot fail.
-                    let _ = serde_json::to_writer(&mut *self.buf, c);
-                }
-            }
+            // The SDP or candidate as its sender wrote it (JSON text).
+            let (RelayPayload::Sdp(raw) | RelayPayload::Candidate(raw)) = payload;
+            self.buf.extend_from_slice(raw.as_str().as_bytes());
             self.close(at);
             return true;
         }
@@ -340,6 +336,20 @@ fn json(bytes: &[u8]) -> Result<serde_json::Value, LinkError> {
     serde_json::from_slice(bytes).map_err(|e| LinkError::Payload(e.to_string()))
 }
 
+/// A JSON value kept as text (checked, not decoded).
+fn raw_json(bytes: &[u8]) -> Result<RawJson, LinkError> {
+    RawJson::parse(text(bytes)?.to_owned()).map_err(|e| LinkError::Payload(e.to_string()))
+}
+
+/// An SDP: a JSON string kept as text.
+fn raw_sdp(bytes: &[u8]) -> Result<RawJson, LinkError> {
+    let sdp = raw_json(bytes)?;
+    match sdp.is_string() {
+        true => Ok(sdp),
+        false => Err(LinkError::Payload("an SDP that is not a JSON string".into())),
+    }
+}
+
 impl Decoder {
     fn name(&self, f: &mut Fields<'_>) -> Result<Arc<str>, LinkError> {
         let id = f.u32()?;
@@ -380,9 +390,9 @@ impl Decoder {
                 };
                 let rest = f.rest();
                 let (kind, payload) = match kind {
-                    0 => (RelayKind::Offer, RelayPayload::Sdp(text(rest)?.to_owned())),
-                    1 => (RelayKind::Answer, RelayPayload::Sdp(text(rest)?.to_owned())),
-                    2 => (RelayKind::IceCandidate, RelayPayload::Candidate(json(rest)?)),
+                    0 => (RelayKind::Offer, RelayPayload::Sdp(raw_sdp(rest)?)),
+                    1 => (RelayKind::Answer, RelayPayload::Sdp(raw_sdp(rest)?)),
+                    2 => (RelayKind::IceCandidate, RelayPayload::Candidate(raw_json(rest)?)),
                     other => return Err(LinkError::Payload(format!("relay kind {other}"))),
                 };
                 let msg = RoomMsg::Relay {
@@ -453,7 +463,7 @@ mod tests {
             from: PeerId::new("pa"),
             to: PeerId::new("pb"),
             kind: RelayKind::Offer,
-            payload: RelayPayload::Sdp("v=0\r\n\"quoted\"".into()),
+            payload: RelayPayload::Sdp(RawJson::string("v=0\r\n\"quoted\"")),
             reference: Some(serde_json::json!(7)),
             received_at: Instant::now(),
             again: true,
@@ -476,7 +486,7 @@ mod tests {
                 msg: RoomMsg::Relay { payload: RelayPayload::Sdp(s), reference, again, .. },
             } => {
                 assert_eq!((r, c), (&room, &conn));
-                assert_eq!(s, "v=0\r\n\"quoted\"");
+                assert_eq!(s.decoded_string().as_deref(), Some("v=0\r\n\"quoted\""));
                 assert_eq!(reference, &Some(serde_json::json!(7)));
                 assert!(*again);
             }
@@ -508,6 +518,33 @@ mod tests {
         let mut rec = vec![0, 0, 0, 0, EDGE, 0xff, 0xff];
         rec[0] = (rec.len() - 4) as u8;
         assert!(matches!(decode_all(&rec).unwrap_err(), LinkError::Payload(_)));
+        // A relay whose SDP is not a JSON string, and a candidate that is not JSON.
+        for (kind, payload) in [(0u8, &b"17"[..]), (2, &b"{\"candidate\":"[..])] {
+            let (mut buf, mut names) = (Vec::new(), Names::default());
+            let offer = RoomMsg::Relay {
+                from: PeerId::new("pa"),
+                to: PeerId::new("pb"),
+                kind: RelayKind::Offer,
+                payload: RelayPayload::Sdp(RawJson::string("v=0")),
+                reference: None,
+                received_at: Instant::now(),
+                again: false,
+            };
+            let (room, conn) = (RoomId::new("r1"), ConnId::new("n1/c1"));
+            let mut enc = Encoder::new(&mut buf, &mut names);
+            assert!(enc.to_room(&room, &conn, &offer));
+            // A second record names nothing: it is the relay record alone, which ends with the
+            // kind, the flags and the payload. Put others in their place.
+            let at = enc.buf.len();
+            assert!(enc.to_room(&room, &conn, &offer));
+            let tail = 2 + br#""v=0""#.len();
+            buf.truncate(buf.len() - tail);
+            buf.extend_from_slice(&[kind, 0]);
+            buf.extend_from_slice(payload);
+            let len = (buf.len() - at - 4) as u32;
+            buf[at..at + 4].copy_from_slice(&len.to_le_bytes());
+            assert!(matches!(decode_all(&buf).unwrap_err(), LinkError::Payload(_)), "kind {kind}");
+        }
         // A partial record waits for more bytes.
         let mut buf = BytesMut::from(&[9u8, 0, 0, 0, EDGE_GONE][..]);
         assert_eq!(next_record(&mut buf), Ok(None));

@@ -28,11 +28,12 @@ pub(super) fn refusal(grants: &Grants, message: &ClientMessage) -> Option<String
 
 /// Whether an SDP's media sections send or receive what the grants do not allow. Only read when
 /// a grant is missing: a full token's SDP passes untouched.
-fn sdp_refusal(grants: &Grants, sdp: &str) -> Option<String> {
+fn sdp_refusal(grants: &Grants, sdp: &RawJson) -> Option<String> {
     if grants.can_publish && grants.can_subscribe && grants.can_publish_data {
         return None;
     }
-    let d = directions(sdp);
+    // The SDP travels as the client's JSON text; read here, it is decoded once.
+    let d = directions(&sdp.decoded_string().unwrap_or_default());
     if d.sends && !grants.can_publish {
         return Some("this token may not publish media: offer or answer its media recvonly".into());
     }
@@ -171,7 +172,7 @@ mod tests {
     #[test]
     fn each_grant_refuses_what_it_covers() {
         let all = Grants::default();
-        let offer = |sdp: &str| ClientMessage::Offer { peer_id: "p".into(), sdp: sdp.into() };
+        let offer = |sdp: &str| ClientMessage::Offer { peer_id: "p".into(), sdp: RawJson::string(sdp) };
         assert!(refusal(&all, &offer(SENDRECV)).is_none());
         let viewer = Grants { can_publish: false, ..Grants::default() };
         assert!(refusal(&viewer, &offer(SENDRECV)).is_some_and(|m| m.contains("publish")));
