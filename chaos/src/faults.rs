@@ -15,6 +15,11 @@ pub enum Kind {
     Kill,
     /// SIGSTOP a node for a while, then SIGCONT: it must find itself fenced off.
     Freeze,
+    /// SIGSTOP a node for longer than its node lease (1.2 s) but shorter than the heartbeat
+    /// timeout (2 s), then SIGCONT: its peers never declare it down and keep their links to it,
+    /// while its lease ran out and its rooms may have started elsewhere. What it had queued
+    /// before the stop must not reach anyone as if it still owned them.
+    ShortFreeze,
     /// kill -9 a node and start it again at once.
     Restart,
     /// SIGTERM: the node drains (goaway, hand-off), then it is started again.
@@ -30,13 +35,19 @@ pub enum Kind {
 }
 
 impl Kind {
+    /// The kinds the suites (short, long, mixed) draw from.
     pub const ALL: [Kind; 7] =
         [Kind::Kill, Kind::Freeze, Kind::Restart, Kind::Drain, Kind::SocketDrop, Kind::PgRestart, Kind::AwayKill];
+
+    /// Kinds run only when named (`chaos short-freeze`): they find faults that are still open
+    /// (docs/reliability.md), so the suites would fail on them.
+    pub const OPEN: [Kind; 1] = [Kind::ShortFreeze];
 
     pub fn name(self) -> &'static str {
         match self {
             Kind::Kill => "kill",
             Kind::Freeze => "freeze",
+            Kind::ShortFreeze => "short-freeze",
             Kind::Restart => "restart",
             Kind::Drain => "drain",
             Kind::SocketDrop => "socket-drop",
@@ -46,7 +57,7 @@ impl Kind {
     }
 
     pub fn parse(s: &str) -> Option<Kind> {
-        Kind::ALL.into_iter().find(|k| k.name() == s)
+        Kind::ALL.into_iter().chain(Kind::OPEN).find(|k| k.name() == s)
     }
 
     /// Every client must be back (a message sent after the fault acknowledged) within this.
@@ -56,7 +67,7 @@ impl Kind {
     pub fn target(self) -> Duration {
         match self {
             Kind::Kill | Kind::Restart | Kind::Drain | Kind::SocketDrop => Duration::from_secs(2),
-            Kind::Freeze => Duration::from_secs(5),
+            Kind::Freeze | Kind::ShortFreeze => Duration::from_secs(5),
             Kind::PgRestart => Duration::from_secs(10),
             // The away clients are silent for their hold (up to 2 s) by design, then resume.
             Kind::AwayKill => Duration::from_secs(5),
@@ -64,7 +75,7 @@ impl Kind {
     }
 
     fn on_node(self) -> bool {
-        matches!(self, Kind::Kill | Kind::Freeze | Kind::Restart | Kind::Drain | Kind::AwayKill)
+        matches!(self, Kind::Kill | Kind::Freeze | Kind::ShortFreeze | Kind::Restart | Kind::Drain | Kind::AwayKill)
     }
 }
 
@@ -114,6 +125,8 @@ pub fn schedule(seed: u64, kinds: &[Kind], count: usize, nodes: usize, clients: 
             };
             let hold_ms = match kind {
                 Kind::Freeze => Some(rng.random_range(3000..6000)),
+                // Past the default node lease (1.2 s), short of the heartbeat timeout (2 s).
+                Kind::ShortFreeze => Some(rng.random_range(1300..1900)),
                 Kind::AwayKill => Some(rng.random_range(1000..2000)),
                 _ => None,
             };
@@ -143,6 +156,9 @@ mod tests {
         assert_eq!(first, Kind::ALL.to_vec());
         assert!(s.iter().filter(|f| matches!(f.kind, Kind::SocketDrop | Kind::AwayKill)).all(|f| f.clients.len() == 4));
         assert!(s.iter().all(|f| f.node.is_some()
-            == matches!(f.kind, Kind::Kill | Kind::Freeze | Kind::Restart | Kind::Drain | Kind::AwayKill)));
+            == matches!(
+                f.kind,
+                Kind::Kill | Kind::Freeze | Kind::ShortFreeze | Kind::Restart | Kind::Drain | Kind::AwayKill
+            )));
     }
 }

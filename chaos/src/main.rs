@@ -6,7 +6,9 @@
 //! a room, every client back within its target, a consistent database, no panic.
 //!
 //! `chaos short` (the CI suite), `chaos long`, or one scenario by fault kind (`chaos kill`)
-//! or `chaos mixed`. Every run prints its seed; `CHAOS_SEED` replays it.
+//! or `chaos mixed`. `chaos short-freeze` (a stop longer than the node lease and shorter than
+//! the heartbeat timeout) runs only when named: it still finds open faults. Every run prints
+//! its seed; `CHAOS_SEED` replays it.
 
 mod client;
 mod db;
@@ -87,7 +89,7 @@ fn plan(target: &str) -> Result<Vec<RunPlan>> {
         other => match Kind::parse(other) {
             Some(k) => vec![(k.name().to_owned(), vec![k], 6, 8, 1)],
             None => bail!(
-                "unknown scenario {other:?}: short, long, mixed, kill, freeze, restart, drain, socket-drop, pg-restart, away-kill"
+                "unknown scenario {other:?}: short, long, mixed, kill, freeze, short-freeze, restart, drain, socket-drop, pg-restart, away-kill"
             ),
         },
     })

@@ -287,6 +287,12 @@ async fn inject(
     match fault.kind {
         Kind::Kill => cluster.kill(fault.node.unwrap_or(0)),
         Kind::Freeze => cluster.freeze(fault.node.unwrap_or(0)),
+        Kind::ShortFreeze => {
+            let i = fault.node.unwrap_or(0);
+            cluster.freeze(i);
+            tokio::time::sleep(Duration::from_millis(fault.hold_ms.unwrap_or(1600))).await;
+            cluster.thaw(i);
+        }
         Kind::Restart => {
             let i = fault.node.unwrap_or(0);
             cluster.kill(i);
@@ -337,6 +343,7 @@ async fn inject(
             cluster.thaw(fault.node.unwrap_or(0));
             cluster.until_formed(Duration::from_secs(30)).await?;
         }
+        Kind::ShortFreeze => cluster.until_formed(Duration::from_secs(30)).await?,
         _ => {}
     }
     // The WebRTC peers renegotiate once signaling is back.
