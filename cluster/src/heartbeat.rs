@@ -2,6 +2,12 @@
 //! answer marks the peer up and records the round trip; silence past the timeout marks it
 //! down and kills its sessions, which also cuts off a frozen process until it comes back and
 //! rejoins through the dialer. A peer signed with another secret is refused.
+//!
+//! Silence is judged on this process's own running time: when this process itself was stopped
+//! for a while (SIGSTOP, a paused VM) for less than the timeout, the asks that timed out
+//! meanwhile say nothing about the peers, and nobody is declared down on them (the peers, who
+//! kept running, judge this node; its own rooms are fenced by its node lease). A stop of the
+//! timeout or more is judged as before: the peers have declared this node down by then.
 
 use crate::membership::{MemberState, SharedTable, lock};
 use crate::node_agent::{AgentMsg, HelloSource, NodeHello, agent_group};
@@ -26,11 +32,26 @@ fn unix_ms() -> i64 {
     std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_millis() as i64).unwrap_or(0)
 }
 
+/// How long this process was stopped around a heartbeat round, beyond what the round should
+/// take: the round began `late` after the previous one ended (normally one interval) and took
+/// `took` (normally at most one interval, the asks' timeout).
+fn stopped_for(late: Duration, took: Duration, interval: Duration) -> Duration {
+    late.saturating_sub(interval).max(took.saturating_sub(interval))
+}
+
+/// Whether a round's silences can be held against the peers: this process was not stopped
+/// around it for longer than one interval and less than the timeout.
+fn judges_peers(stopped: Duration, interval: Duration, timeout: Duration) -> bool {
+    stopped <= interval || stopped >= timeout
+}
+
 pub(crate) async fn run(table: SharedTable, me: HelloSource, interval: Duration, timeout: Duration) {
     let mut ticker = tokio::time::interval(interval);
     ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut last_round = Instant::now();
     loop {
         ticker.tick().await;
+        let started = Instant::now();
         let peers: Vec<String> = lock(&table)
             .members
             .iter()
@@ -47,6 +68,15 @@ pub(crate) async fn run(table: SharedTable, me: HelloSource, interval: Duration,
             answers.push(answer);
         }
         let now = Instant::now();
+        let stopped = stopped_for(started.duration_since(last_round), now.duration_since(started), interval);
+        let judging = judges_peers(stopped, interval, timeout);
+        if !judging {
+            tracing::info!(
+                stopped_ms = stopped.as_millis() as u64,
+                "this node was stopped; its heartbeat judges no peer this round"
+            );
+        }
+        last_round = now;
         let mut t = lock(&table);
         for (id, answer) in answers {
             let Some(m) = t.members.get_mut(&id) else { continue };
@@ -74,7 +104,7 @@ pub(crate) async fn run(table: SharedTable, me: HelloSource, interval: Duration,
                 }
                 None => {
                     let silent_since = m.last_ok.unwrap_or(m.joined_at);
-                    if now.duration_since(silent_since) >= timeout {
+                    if judging && now.duration_since(silent_since) >= timeout {
                         tracing::warn!(node_id = %id, silent_ms = now.duration_since(silent_since).as_millis() as u64, "peer down: no heartbeat answer");
                         m.state = MemberState::Down;
                         m.kill_sessions();
@@ -99,5 +129,40 @@ pub(crate) async fn run(table: SharedTable, me: HelloSource, interval: Duration,
             let n = t.members.values().filter(|m| m.state == state).count() + usize::from(state == MemberState::Up);
             metrics::gauge!("switchboard_cluster_members", "state" => state.as_str()).set(n as f64);
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const INTERVAL: Duration = Duration::from_millis(500);
+    const TIMEOUT: Duration = Duration::from_secs(2);
+
+    fn ms(n: u64) -> Duration {
+        Duration::from_millis(n)
+    }
+
+    #[test]
+    fn a_round_on_time_judges_the_peers() {
+        let stopped = stopped_for(ms(500), ms(480), INTERVAL);
+        assert_eq!(stopped, Duration::ZERO);
+        assert!(judges_peers(stopped, INTERVAL, TIMEOUT));
+    }
+
+    #[test]
+    fn a_short_stop_of_this_process_judges_nobody() {
+        // Stopped mid-round for 1.6 s: the asks' timeouts fired on waking.
+        let stopped = stopped_for(ms(500), ms(2100), INTERVAL);
+        assert_eq!(stopped, ms(1600));
+        assert!(!judges_peers(stopped, INTERVAL, TIMEOUT));
+        // Stopped between rounds.
+        assert!(!judges_peers(stopped_for(ms(1900), ms(10), INTERVAL), INTERVAL, TIMEOUT));
+    }
+
+    #[test]
+    fn a_stop_past_the_timeout_is_judged_as_before() {
+        // The peers have declared this node down by then; it cuts its links as they did.
+        assert!(judges_peers(stopped_for(ms(500), ms(4000), INTERVAL), INTERVAL, TIMEOUT));
     }
 }
