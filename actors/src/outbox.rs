@@ -87,6 +87,11 @@ impl Outbox {
         }
     }
 
+    /// The number the next frame gets.
+    pub fn next_seq(&self) -> u64 {
+        self.next_seq
+    }
+
     /// The number of the oldest frame kept (the next one's when none is).
     pub fn first_kept(&self) -> u64 {
         self.frames.front().map_or(self.next_seq, |f| f.0)

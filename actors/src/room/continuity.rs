@@ -136,8 +136,21 @@ pub(super) fn seq_sync(state: &mut RoomState, peer: &PeerId, conn: &ConnId, last
         // client's count, in this instance's numbering, which goes on unbroken.
         s.stalled = false;
         s.route = Some(table.edge().route(conn));
-        for (seq, body, kind) in s.outbox.after(room_last.max(0) as u64).unwrap_or_default() {
-            table.edge().deliver(conn, Frame { body, received_at: None, seq: Some(seq), kind });
+        match s.outbox.after(room_last.max(0) as u64) {
+            Some(missed) => {
+                tracing::debug!(peer_id = %peer, room_last, replayed = missed.len(), next_seq = s.outbox.next_seq(), "seq sync replay");
+                for (seq, body, kind) in missed {
+                    table.edge().deliver(conn, Frame { body, received_at: None, seq: Some(seq), kind });
+                }
+            }
+            None => {
+                // The client lacks frames this instance no longer keeps: they cannot be sent.
+                metrics::counter!("switchboard_seq_sync_unserved_total").increment(1);
+                tracing::warn!(
+                    peer_id = %peer, room_last, first_kept = s.outbox.first_kept(), next_seq = s.outbox.next_seq(),
+                    "seq sync asks for frames no longer kept"
+                );
+            }
         }
         came_back
     };
