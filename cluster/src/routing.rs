@@ -106,11 +106,6 @@ fn json_text(v: &Option<Value>) -> Option<String> {
     v.as_ref().map(Value::to_string)
 }
 
-/// An SDP as a peer sent it: JSON text that must be a string.
-fn sdp_text(text: String) -> Option<RawJson> {
-    RawJson::parse(text).ok().filter(RawJson::is_string)
-}
-
 fn json_value(s: &Option<String>) -> Option<Value> {
     s.as_deref().and_then(|s| serde_json::from_str(s).ok())
 }
@@ -189,8 +184,8 @@ impl RoomCmd {
             RoomCmd::Leave { peer, reason } => RoomMsg::Leave { peer: PeerId::new(peer), reason },
             RoomCmd::Relay { from, to, kind, sdp, candidate, reference, again } => {
                 let (kind, payload) = match (kind, sdp, candidate) {
-                    (0, Some(s), _) => (RelayKind::Offer, RelayPayload::Sdp(sdp_text(s)?)),
-                    (1, Some(s), _) => (RelayKind::Answer, RelayPayload::Sdp(sdp_text(s)?)),
+                    (0, Some(s), _) => (RelayKind::Offer, RelayPayload::Sdp(RawJson::parse_string(s)?)),
+                    (1, Some(s), _) => (RelayKind::Answer, RelayPayload::Sdp(RawJson::parse_string(s)?)),
                     (2, _, Some(c)) => (RelayKind::IceCandidate, RelayPayload::Candidate(RawJson::parse(c).ok()?)),
                     _ => return None,
                 };

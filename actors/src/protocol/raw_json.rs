@@ -19,6 +19,12 @@ impl RawJson {
         RawValue::from_string(text).map(RawJson)
     }
 
+    /// Like [`parse`](Self::parse), for a value that must be a JSON string (an SDP); `None`
+    /// when it is not JSON or not a string.
+    pub fn parse_string(text: String) -> Option<RawJson> {
+        RawJson::parse(text).ok().filter(RawJson::is_string)
+    }
+
     /// The JSON string that encodes `s`.
     pub fn string(s: &str) -> RawJson {
         RawJson::of(&s)
@@ -44,12 +50,6 @@ impl RawJson {
     /// The string the value encodes, when it is a JSON string (unescaped).
     pub fn decoded_string(&self) -> Option<String> {
         serde_json::from_str(self.as_str()).ok()
-    }
-}
-
-impl PartialEq for RawJson {
-    fn eq(&self, other: &RawJson) -> bool {
-        self.as_str() == other.as_str()
     }
 }
 
@@ -83,6 +83,9 @@ mod tests {
         assert!(RawJson::parse(r#"{"candidate":"c"}"#.into()).is_ok());
         assert!(RawJson::parse(r#"{"candidate":"#.into()).is_err());
         assert!(!RawJson::parse("17".into()).expect("a number").is_string());
+        assert!(RawJson::parse_string("17".into()).is_none(), "JSON, not a string");
+        assert!(RawJson::parse_string(r#""v=0"#.into()).is_none(), "not JSON");
+        assert_eq!(RawJson::parse_string(r#""v=0""#.into()).map(|s| s.decoded_string()), Some(Some("v=0".into())));
         assert_eq!(RawJson::string("a\"b").as_str(), r#""a\"b""#);
     }
 }

@@ -343,11 +343,8 @@ fn raw_json(bytes: &[u8]) -> Result<RawJson, LinkError> {
 
 /// An SDP: a JSON string kept as text.
 fn raw_sdp(bytes: &[u8]) -> Result<RawJson, LinkError> {
-    let sdp = raw_json(bytes)?;
-    match sdp.is_string() {
-        true => Ok(sdp),
-        false => Err(LinkError::Payload("an SDP that is not a JSON string".into())),
-    }
+    RawJson::parse_string(text(bytes)?.to_owned())
+        .ok_or_else(|| LinkError::Payload("an SDP that is not a JSON string".into()))
 }
 
 impl Decoder {
