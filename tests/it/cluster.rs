@@ -60,6 +60,23 @@ pub(crate) fn states(pairs: &[(&str, &str)]) -> BTreeMap<String, String> {
     pairs.iter().map(|(a, b)| (a.to_string(), b.to_string())).collect()
 }
 
+/// Polls `node`'s `/api/cluster` (every 50 ms, for at most 15 s) until placement there lets
+/// `taker` take new rooms: a restarted node is up in the membership before it holds its node
+/// lease, and `node` reads leases a few times a second.
+pub(crate) async fn until_takes_rooms(node: &Node, taker: &str) {
+    for _ in 0..300 {
+        let v: Value = crate::support::get_json(&node.url("/api/cluster")).await;
+        let takes = v["members"]
+            .as_array()
+            .is_some_and(|members| members.iter().any(|m| m["nodeId"] == taker && m["takesRooms"] == true));
+        if takes {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    panic!("{taker} does not take rooms in 15 s\n{}", node.log());
+}
+
 /// Waits until every node sees n1, n2 and n3 up.
 async fn formed(nodes: &[&Node]) {
     let all_up = states(&[("n1", "up"), ("n2", "up"), ("n3", "up")]);
@@ -134,7 +151,9 @@ async fn dead_and_frozen_nodes_are_detected_and_rejoin() {
     for n in [&n1, &n2, &n3b] {
         until(n, "n3 back", |v| *v == all_up).await;
     }
-    // ...and takes new rooms: one placed on n3, joined through n1, lives on n3.
+    // ...and takes new rooms once it holds its node lease: one placed on n3, joined through
+    // n1, lives on n3.
+    until_takes_rooms(&n1, "n3").await;
     let room = room_on("n3", "fresh");
     let _zoe = join_at(n1.addr, "zoe", &room).await;
     let lease = lease_of(&n1, &room).await;
