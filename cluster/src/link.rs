@@ -16,6 +16,7 @@
 //! there and has told its link address.
 
 pub mod codec;
+pub mod door;
 pub mod handshake;
 pub mod inbound;
 pub mod outbound;

@@ -4,7 +4,8 @@
 //!   wait for an answer: a join (answered with the new peer id), a resume, an operator's
 //!   command, and takes rooms handed off by a draining node.
 //! - Every other room command and every frame for a connection crosses on the node link
-//!   ([`crate::link`]): its reader hands a room command to the room through a [`RoomDoor`]
+//!   ([`crate::link`]): its reader hands a room command to the room through a
+//!   [`RoomDoor`](crate::link::door::RoomDoor)
 //!   and an [`EdgeMsg`] to this node's connections through [`EdgeLinkArgs::handle`].
 //!
 //! Rooms and connections stay local-only actors; only ids and payloads cross nodes.
@@ -16,7 +17,6 @@ use ractor::{Actor, ActorProcessingErr, ActorRef, RpcReplyPort};
 use ractor_cluster::RactorClusterMessage;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
-use std::collections::HashMap;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
@@ -478,62 +478,9 @@ async fn remote_join(rooms: ActorRef<RoomSupervisorMsg>, cmd: JoinCmd) -> JoinOu
     }
 }
 
-/// Where the node link's reader hands room commands: the rooms reached lately, so that a
-/// message costs no lookup on the supervisor. An entry is dropped when its instance stopped (a
-/// cast bounces, or the table is closed) and found again. One per link, owned by its reader.
-pub struct RoomDoor {
-    args: Arc<RoomHostArgs>,
-    rooms: HashMap<RoomId, LocalRoom>,
-    inserted: u64,
-}
-
-impl RoomDoor {
-    /// A door with no room found yet.
-    pub fn new(args: Arc<RoomHostArgs>) -> RoomDoor {
-        RoomDoor { args, rooms: HashMap::new(), inserted: 0 }
-    }
-
-    /// Hands a command to the local room: an offer, answer or candidate through the room's
-    /// relay table, the rest to the Room actor. The room is started here when this node should
-    /// own it (its owner died or handed it off); the command is bounced back to the sender's
-    /// node when this node drains.
-    pub async fn deliver(&mut self, room: RoomId, conn: ConnId, msg: RoomMsg) {
-        // The fast path: a room found before, still running.
-        let msg = match self.rooms.get(&room) {
-            Some(local) if local.running() => {
-                if local.relay(&msg) {
-                    return;
-                }
-                match local.cast(msg).map_err(|e| *e) {
-                    Ok(()) => return,
-                    Err(ractor::MessagingErr::SendErr(msg)) => msg,
-                    Err(_) => return,
-                }
-            }
-            _ => msg,
-        };
-        self.rooms.remove(&room);
-        let local = match find_local_room(&self.args, &room).await {
-            Ok(local) => local,
-            Err(hint) => {
-                let Some(cmd) = RoomCmd::from_room_msg(&msg) else { return };
-                return bounce(&self.args, room, conn, cmd, hint.unwrap_or_default());
-            }
-        };
-        if !local.relay(&msg) {
-            let _ = local.cast(msg);
-        }
-        self.inserted += 1;
-        if self.inserted.is_multiple_of(1024) {
-            self.rooms.retain(|_, l| l.running());
-        }
-        self.rooms.insert(room, local);
-    }
-}
-
 /// The room's instance here, with its relay table; started if nobody runs it. `Err` with where
 /// the room should go instead (when this node drains), if known.
-async fn find_local_room(state: &RoomHostArgs, room: &RoomId) -> Result<LocalRoom, Option<String>> {
+pub(crate) async fn find_local_room(state: &RoomHostArgs, room: &RoomId) -> Result<LocalRoom, Option<String>> {
     let found = state
         .rooms
         .call(|reply| RoomSupervisorMsg::Lookup { room: room.clone(), reply }, Some(Duration::from_secs(5)))
@@ -562,7 +509,7 @@ async fn find_local_room(state: &RoomHostArgs, room: &RoomId) -> Result<LocalRoo
     }
 }
 
-fn bounce(state: &RoomHostArgs, room: RoomId, conn: ConnId, cmd: RoomCmd, hint: String) {
+pub(crate) fn bounce(state: &RoomHostArgs, room: RoomId, conn: ConnId, cmd: RoomCmd, hint: String) {
     metrics::counter!("switchboard_routing_misses_total").increment(1);
     let node = node_of(&conn).map(str::to_owned).unwrap_or_default();
     let bounced = EdgeMsg::Bounce(conn.clone(), room, hint, cmd);

@@ -1,6 +1,7 @@
 //! Links other nodes open to this one: the accept loop, and one reader task per link that
 //! decodes records and hands each straight to its room (through the room's relay table when
-//! it can) or to this node's connections, with no actor in between.
+//! it can; a room not found yet is found off the reader, see [`super::door`]) or to this
+//! node's connections, with no actor in between.
 //!
 //! A link whose handshake fails is refused; a link that sends a malformed record is closed and
 //! counted (`switchboard_cluster_links_closed_total{side="in",cause="malformed"}`). Either way
@@ -9,8 +10,9 @@
 //! answers again: a node that was frozen must not deliver, on waking, what it queued before.
 
 use super::codec::{Decoder, Record, next_record};
+use super::door::RoomDoor;
 use super::{Io, Links, handshake};
-use crate::routing::{EdgeLinkArgs, RoomDoor, RoomHostArgs};
+use crate::routing::{EdgeLinkArgs, RoomHostArgs};
 use std::sync::Arc;
 use tokio::io::AsyncReadExt;
 use tokio::net::TcpListener;
@@ -107,7 +109,7 @@ async fn read(mut stream: Box<dyn Io>, receiver: &Receiver, links: &Links, peer:
     loop {
         while let Some(body) = next_record(&mut buf).map_err(|e| Closed::Malformed(e.to_string()))? {
             match decoder.decode(&body).map_err(|e| Closed::Malformed(e.to_string()))? {
-                Some(Record::ToRoom { room, conn, msg }) => door.deliver(room, conn, msg).await,
+                Some(Record::ToRoom { room, conn, msg }) => door.deliver(room, conn, msg),
                 Some(Record::ToEdge(msg)) => receiver.edge.handle(msg),
                 Some(Record::EdgeGone) => links.edge_gone(peer),
                 None => {}
