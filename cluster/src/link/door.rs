@@ -168,3 +168,157 @@ fn open(args: Arc<RoomHostArgs>, room: RoomId) -> Opening {
     });
     opening
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::link::Links;
+    use ractor::{Actor, ActorProcessingErr, ActorRef};
+    use std::sync::atomic::AtomicBool;
+    use std::time::Duration;
+    use switchboard_actors::ids::PeerId;
+    use switchboard_actors::ports::{Edge, Frame};
+    use switchboard_actors::room::relay_table::RelayTable;
+    use switchboard_actors::room_supervisor::RoomSupervisorMsg;
+    use tokio::sync::{Notify, mpsc::UnboundedSender};
+
+    struct NoEdge;
+    impl Edge for NoEdge {
+        fn deliver(&self, _: &ConnId, _: Frame) -> bool {
+            true
+        }
+        fn is_connected(&self, _: &ConnId) -> bool {
+            true
+        }
+        fn reattach(&self, _: &ConnId, _: &RoomId) {}
+        fn receipt(&self, _: &ConnId, _: &str) {}
+    }
+
+    /// A room that reports every `SeqShift` it gets as (room, number).
+    struct FakeRoom;
+    impl Actor for FakeRoom {
+        type Msg = RoomMsg;
+        type State = (RoomId, UnboundedSender<(String, i64)>);
+        type Arguments = (RoomId, UnboundedSender<(String, i64)>);
+        async fn pre_start(
+            &self,
+            _: ActorRef<RoomMsg>,
+            args: Self::Arguments,
+        ) -> Result<Self::State, ActorProcessingErr> {
+            Ok(args)
+        }
+        async fn handle(
+            &self,
+            _: ActorRef<RoomMsg>,
+            msg: RoomMsg,
+            state: &mut Self::State,
+        ) -> Result<(), ActorProcessingErr> {
+            match msg {
+                RoomMsg::Table(reply) => {
+                    let _ = reply.send(Arc::new(RelayTable::new(state.0.clone(), Arc::new(NoEdge))));
+                }
+                RoomMsg::SeqShift { seq_offset, .. } => {
+                    let _ = state.1.send((state.0.to_string(), seq_offset));
+                }
+                _ => {}
+            }
+            Ok(())
+        }
+    }
+
+    /// A supervisor that runs rooms `fast` and `slow`; `slow` is found only once `release`
+    /// is notified.
+    struct FakeSupervisor;
+    impl Actor for FakeSupervisor {
+        type Msg = RoomSupervisorMsg;
+        type State = (UnboundedSender<(String, i64)>, Arc<Notify>);
+        type Arguments = (UnboundedSender<(String, i64)>, Arc<Notify>);
+        async fn pre_start(
+            &self,
+            _: ActorRef<Self::Msg>,
+            args: Self::Arguments,
+        ) -> Result<Self::State, ActorProcessingErr> {
+            Ok(args)
+        }
+        async fn handle(
+            &self,
+            _: ActorRef<Self::Msg>,
+            msg: Self::Msg,
+            state: &mut Self::State,
+        ) -> Result<(), ActorProcessingErr> {
+            match msg {
+                RoomSupervisorMsg::Lookup { reply, .. } => {
+                    let _ = reply.send(None);
+                }
+                RoomSupervisorMsg::Resolve { room, reply } => {
+                    let (seen, release) = (state.0.clone(), state.1.clone());
+                    tokio::spawn(async move {
+                        if room.as_str() == "slow" {
+                            release.notified().await;
+                        }
+                        let (actor, _) = Actor::spawn(None, FakeRoom, (room, seen)).await.expect("room");
+                        let _ = reply.send(Ok(actor));
+                    });
+                }
+                _ => {}
+            }
+            Ok(())
+        }
+    }
+
+    async fn next(seen: &mut mpsc::UnboundedReceiver<(String, i64)>) -> (String, i64) {
+        tokio::time::timeout(Duration::from_secs(10), seen.recv()).await.expect("in time").expect("open")
+    }
+
+    fn shift(n: i64) -> RoomMsg {
+        RoomMsg::SeqShift { peer: PeerId::new("p"), conn: ConnId::new("n2/c"), seq_offset: n }
+    }
+
+    #[tokio::test]
+    async fn a_room_being_found_holds_up_neither_other_rooms_nor_its_own_order() {
+        let (seen_tx, mut seen) = mpsc::unbounded_channel();
+        let release = Arc::new(Notify::new());
+        let (supervisor, _) = Actor::spawn(None, FakeSupervisor, (seen_tx, release.clone())).await.expect("supervisor");
+        let args = Arc::new(RoomHostArgs {
+            node_id: "n1".into(),
+            rooms: supervisor,
+            edge: Arc::new(NoEdge),
+            draining: Arc::new(AtomicBool::new(false)),
+            successor: Arc::new(|_: &str| None),
+            links: Links::detached("n1"),
+        });
+        let mut door = RoomDoor::new(args);
+        let (slow, fast) = (RoomId::new("slow"), RoomId::new("fast"));
+        let conn = ConnId::new("n2/c");
+        // The slow room's start does not hold up the fast room's commands.
+        for n in 0..3 {
+            door.deliver(slow.clone(), conn.clone(), shift(n));
+        }
+        door.deliver(fast.clone(), conn.clone(), shift(100));
+        assert_eq!(next(&mut seen).await, ("fast".to_owned(), 100));
+        // What queued for the slow room arrives in order once it is found, then what follows.
+        release.notify_one();
+        for n in 3..6 {
+            door.deliver(slow.clone(), conn.clone(), shift(n));
+        }
+        for n in 0..6 {
+            assert_eq!(next(&mut seen).await, ("slow".to_owned(), n));
+        }
+        // Later commands go straight to the room found, still in order.
+        for n in 6..50 {
+            door.deliver(slow.clone(), conn.clone(), shift(n));
+        }
+        for n in 6..50 {
+            assert_eq!(next(&mut seen).await, ("slow".to_owned(), n));
+        }
+        // ...and once its opener has handed everything over, the reader sends straight (the
+        // opener counts a command handed over just after the room got it: polled, bounded).
+        for _ in 0..500 {
+            if door.settled(&slow).is_some() {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(2)).await;
+        }
+        assert!(matches!(door.rooms.get(&slow), Some(Entry::Open(_))), "the reader sends straight");
+    }
+}
