@@ -365,7 +365,7 @@ pub async fn start(mut config: Config, listener: TcpListener) -> anyhow::Result<
         let local = edge.clone();
         let reroute: Reroute = Arc::new(move |conn, room, hint, msg| local.reroute(&conn, room, hint, msg));
         let local = edge.clone();
-        let moved: Moved = Arc::new(move |conn, room, node| local.moved(&conn, room, node));
+        let moved: Moved = Arc::new(move |conn, room, node, epoch| local.moved(&conn, room, node, epoch));
         let local = edge.clone();
         let paired: Paired = Arc::new(move |conn, lobby, room| local.paired(&conn, &lobby, &room));
         let local = edge.clone();
@@ -634,7 +634,7 @@ async fn drain(app: &App, deadline: Instant) {
         for conn in app.store.open_connections(room.as_str()).await.unwrap_or_default() {
             let conn = ConnId::new(conn);
             let Some(node) = node_of(&conn).map(str::to_owned) else { continue };
-            if app.links.to_edge(&node, &EdgeMsg::Moved(conn.clone(), room.clone(), target.clone())) {
+            if app.links.to_edge(&node, &EdgeMsg::Moved(conn.clone(), room.clone(), target.clone(), 0)) {
                 touched.insert(node);
             }
         }

@@ -24,6 +24,12 @@ pub struct Frame {
     pub seq: Option<u64>,
     /// What it is, for the connection that writes it.
     pub kind: FrameKind,
+    /// The ownership epoch of the room instance that numbered it; 0 when the room is not
+    /// fenced (one node) or the frame is not numbered. A connection drops a numbered frame
+    /// from an instance older than one it has heard from: an owner woken from a freeze may
+    /// still write what it numbered before it lost the room, after the new owner has taken up
+    /// the session's count.
+    pub epoch: i64,
 }
 
 /// Delivery of frames to client connections, wherever they are.
@@ -36,7 +42,8 @@ pub trait Edge: Send + Sync + 'static {
     /// restart, a move or a node's death). The connection points itself at it and answers with
     /// [`RoomMsg::SeqSync`](crate::room::RoomMsg::SeqSync), so that the new instance numbers
     /// the session's frames as the client counts them.
-    fn reattach(&self, conn: &ConnId, room: &RoomId);
+    /// `epoch` is the instance's ownership epoch (see [`Frame::epoch`]).
+    fn reattach(&self, conn: &ConnId, room: &RoomId, epoch: i64);
     /// Tells the sender's connection `conn` that its relayed message `msg_id` (the client's
     /// `id`, as JSON text) was written to its target's socket: the sender's edge may forget it.
     fn receipt(&self, conn: &ConnId, msg_id: &str);

@@ -677,6 +677,7 @@ async fn start_room(myself: ActorRef<RoomMsg>, args: RoomArgs) -> Result<RoomSta
         (Some(lease), Some(fence)) => Some((lease.lease.clone(), fence.term)),
         _ => None,
     };
+    table.lock().epoch = fence.as_ref().map_or(0, |f| f.epoch);
     let held = fence.is_some();
     let mut state = RoomState {
         id: args.room_id,
@@ -746,8 +747,9 @@ async fn start_room(myself: ActorRef<RoomMsg>, args: RoomArgs) -> Result<RoomSta
     // Sessions whose connections are still open: ask each connection for its client's count.
     let waiting: Vec<ConnId> =
         state.table.lock().sessions.iter().filter(|s| s.connected && s.adopted).map(|s| s.conn.clone()).collect();
+    let epoch = state.epoch();
     for conn in waiting {
-        ctx.edge.reattach(&conn, &state.id);
+        ctx.edge.reattach(&conn, &state.id, epoch);
     }
     let grace = ctx.config.resume_grace;
     for peer in gone {
@@ -767,6 +769,11 @@ impl RoomState {
 
     /// In a cluster: the room still thinks it owns itself, but the node lease no longer holds
     /// the term it took the room at. It must stop without another write or delivery.
+    /// The instance's ownership epoch (0 outside a cluster): see `Frame::epoch`.
+    fn epoch(&self) -> i64 {
+        self.fence.as_ref().map_or(0, |f| f.epoch)
+    }
+
     fn lapsed(&self) -> bool {
         match (&self.ctx.config.lease, &self.fence) {
             (Some(lease), Some(fence)) => self.held && !lease.lease.holds(fence.term),

@@ -302,8 +302,8 @@ pub enum EdgeMsg {
     /// A frame for one of this node's connections: (connection, JSON body without `seq`).
     Deliver(ConnId, Arc<str>),
     /// A frame the room numbered in the session's sequence: (connection, seq, JSON body with
-    /// its `seq`, what it is).
-    Numbered(ConnId, u64, Arc<str>, FrameKind),
+    /// its `seq`, what it is, the numbering instance's ownership epoch).
+    Numbered(ConnId, u64, Arc<str>, FrameKind, i64),
     /// A delivery receipt for one of this node's connections: (connection, message id).
     Receipt(ConnId, String),
     /// A command of one of this node's connections reached a node that does not serve its
@@ -311,8 +311,8 @@ pub enum EdgeMsg {
     /// and re-sends it.
     Bounce(ConnId, RoomId, String, RoomCmd),
     /// A room one of this node's connections is in has moved, or runs in a new instance:
-    /// (connection, room, node).
-    Moved(ConnId, RoomId, String),
+    /// (connection, room, node, the instance's ownership epoch or 0 when not known).
+    Moved(ConnId, RoomId, String, i64),
     /// One of this node's connections waiting in a lobby was paired: (connection, lobby,
     /// room to join).
     Paired(ConnId, String, String),
@@ -522,7 +522,9 @@ pub(crate) fn bounce(state: &RoomHostArgs, room: RoomId, conn: ConnId, cmd: Room
                 reference: None,
             }
             .to_body();
-            state.edge.deliver(&conn, Frame { body: body.text, received_at: None, seq: None, kind: body.kind });
+            state
+                .edge
+                .deliver(&conn, Frame { body: body.text, received_at: None, seq: None, kind: body.kind, epoch: 0 });
         }
     }
 }
@@ -559,20 +561,22 @@ pub type ToUser = Arc<dyn Fn(String, String) + Send + Sync>;
 /// room).
 pub type Paired = Arc<dyn Fn(ConnId, String, String) + Send + Sync>;
 
-/// Re-points a connection at its room's new node: (connection, room, node).
-pub type Moved = Arc<dyn Fn(ConnId, RoomId, String) + Send + Sync>;
+/// Re-points a connection at its room's new node: (connection, room, node, the instance's
+/// ownership epoch or 0 when not known).
+pub type Moved = Arc<dyn Fn(ConnId, RoomId, String, i64) + Send + Sync>;
 
 impl EdgeLinkArgs {
     /// Hands `msg` to this node's connections.
     pub fn handle(&self, msg: EdgeMsg) {
         match msg {
             EdgeMsg::Deliver(conn, body) => {
-                self.edge.deliver(&conn, Frame { body, received_at: None, seq: None, kind: FrameKind::Other });
+                self.edge
+                    .deliver(&conn, Frame { body, received_at: None, seq: None, kind: FrameKind::Other, epoch: 0 });
             }
-            EdgeMsg::Numbered(conn, seq, body, kind) => {
-                self.edge.deliver(&conn, Frame { body, received_at: None, seq: Some(seq), kind });
+            EdgeMsg::Numbered(conn, seq, body, kind, epoch) => {
+                self.edge.deliver(&conn, Frame { body, received_at: None, seq: Some(seq), kind, epoch });
             }
-            EdgeMsg::Moved(conn, room, node) => (self.moved)(conn, room, node),
+            EdgeMsg::Moved(conn, room, node, epoch) => (self.moved)(conn, room, node, epoch),
             EdgeMsg::Receipt(conn, msg_id) => self.edge.receipt(&conn, &msg_id),
             EdgeMsg::Paired(conn, lobby, room) => (self.paired)(conn, lobby, room),
             EdgeMsg::ToUser(user, body) => (self.to_user)(user, body),

@@ -62,6 +62,8 @@ struct Joined {
     room_id: RoomId,
     peer: PeerId,
     room: RoomHandle,
+    /// The newest ownership epoch heard from the room's instances (see `Frame::epoch`).
+    epoch: i64,
 }
 
 /// Connection state.
@@ -153,6 +155,8 @@ pub enum ConnectionMsg {
         room: RoomId,
         /// Its new node.
         node: String,
+        /// The ownership epoch of the instance there; 0 when not known.
+        epoch: i64,
     },
     /// This connection's person, waiting in `lobby`, was paired: join `room`.
     Paired {
@@ -322,6 +326,7 @@ async fn handle(myself: &Mailbox, state: &mut ConnectionState, message: Connecti
             state.reroutes = 0;
             state.own_reroutes = 0;
             match frame.seq {
+                Some(_) if stale(state, frame.epoch) => {}
                 Some(seq) => write_numbered(myself, state, seq, &frame.body, frame.kind).await,
                 None => write(myself, state, &frame.body).await,
             }
@@ -360,16 +365,39 @@ async fn handle(myself: &Mailbox, state: &mut ConnectionState, message: Connecti
             Box::pin(reply(myself, state, &body)).await;
         }
         ConnectionMsg::LobbyTimeout { attempt } => Box::pin(lobby::lobby_timeout(myself, state, attempt)).await,
-        ConnectionMsg::Moved { room, node } => {
-            tracing::debug!(conn_id = %state.conn_id, room_id = %room, node_id = %node, "room found again");
-            if let Some(j) = state.joined.as_mut()
-                && j.room_id == room
+        ConnectionMsg::Moved { room, node, epoch } => {
+            tracing::debug!(conn_id = %state.conn_id, room_id = %room, node_id = %node, epoch, "room found again");
+            let ours = state.joined.as_ref().is_some_and(|j| j.room_id == room);
+            if ours
+                && !stale(state, epoch)
+                && let Some(j) = state.joined.as_mut()
             {
                 j.room = Box::pin(routing::handle_for(&state.app, &room, &node)).await;
                 Box::pin(resend_pending(state)).await;
             }
         }
     }
+}
+
+/// Whether a frame (or a `Moved`) from an instance of ownership `epoch` comes from an instance
+/// of the room older than one this connection has heard from. An owner woken from a freeze
+/// may still write what it numbered before it lost the room, after the new owner has taken up
+/// the session's count: written, it would push the client's count past the new owner's
+/// numbers. It is dropped instead (what it carried comes again from the new owner: senders
+/// re-send what has no receipt or no ack). A newer epoch is remembered; 0 (a room that is
+/// not fenced) is never stale.
+fn stale(state: &mut ConnectionState, epoch: i64) -> bool {
+    let Some(j) = state.joined.as_mut() else { return false };
+    if epoch == 0 {
+        return false;
+    }
+    if epoch < j.epoch {
+        metrics::counter!("switchboard_stale_frames_dropped_total").increment(1);
+        tracing::debug!(conn_id = %state.conn_id, epoch, newest = j.epoch, "a frame from an older instance of the room; dropped");
+        return true;
+    }
+    j.epoch = epoch;
+    false
 }
 
 /// Sends a close frame (bounded in time: the client may not be reading) and stops.

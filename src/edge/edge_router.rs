@@ -144,10 +144,11 @@ impl EdgeRouter {
         }
     }
 
-    /// Tells a local connection that its room now lives on `node`.
-    pub fn moved(&self, conn: &ConnId, room: RoomId, node: String) {
+    /// Tells a local connection that its room now lives on `node`, in an instance of ownership
+    /// `epoch` (0 when not known).
+    pub fn moved(&self, conn: &ConnId, room: RoomId, node: String, epoch: i64) {
         if let Some(actor) = self.read().get(conn) {
-            actor.cast(ConnectionMsg::Moved { room, node });
+            actor.cast(ConnectionMsg::Moved { room, node, epoch });
         }
     }
 
@@ -188,7 +189,7 @@ impl Edge for EdgeRouter {
         if let Some(node) = self.is_remote(conn) {
             crate::telemetry::hot().cross_node_messages.increment(1);
             let msg = match frame.seq {
-                Some(seq) => EdgeMsg::Numbered(conn.clone(), seq, frame.body, frame.kind),
+                Some(seq) => EdgeMsg::Numbered(conn.clone(), seq, frame.body, frame.kind, frame.epoch),
                 None => EdgeMsg::Deliver(conn.clone(), frame.body),
             };
             return self.to_node(node, &msg);
@@ -199,12 +200,12 @@ impl Edge for EdgeRouter {
         }
     }
 
-    fn reattach(&self, conn: &ConnId, room: &RoomId) {
+    fn reattach(&self, conn: &ConnId, room: &RoomId, epoch: i64) {
         if let Some(node) = self.is_remote(conn) {
-            self.to_node(node, &EdgeMsg::Moved(conn.clone(), room.clone(), self.node_id.clone()));
+            self.to_node(node, &EdgeMsg::Moved(conn.clone(), room.clone(), self.node_id.clone(), epoch));
             return;
         }
-        self.moved(conn, room.clone(), self.node_id.clone());
+        self.moved(conn, room.clone(), self.node_id.clone(), epoch);
     }
 
     fn receipt(&self, conn: &ConnId, msg_id: &str) {

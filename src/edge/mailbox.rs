@@ -285,7 +285,7 @@ mod tests {
 
     #[test]
     fn a_frame_always_wakes_the_task() {
-        let frame = Frame { seq: None, body: Arc::from("{}"), kind: Default::default(), received_at: None };
+        let frame = Frame { seq: None, body: Arc::from("{}"), kind: Default::default(), received_at: None, epoch: 0 };
         let (woken, taken) = woken_by(|m| assert!(m.deliver(frame)));
         assert!(woken);
         assert!(matches!(taken.as_slice(), [ConnectionMsg::Deliver(_)]));

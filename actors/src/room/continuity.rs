@@ -50,6 +50,7 @@ pub(super) fn absorb(state: &mut RoomState, carry: Carry) {
     for c in carry.sessions {
         let adopted_here = {
             let mut t = table.lock();
+            let epoch = t.epoch;
             let Some(s) = t.sessions.iter_mut().find(|s| s.peer.as_str() == c.peer_id) else { continue };
             for id in c.seen_ids {
                 s.seen_ids.insert(id);
@@ -67,7 +68,7 @@ pub(super) fn absorb(state: &mut RoomState, carry: Carry) {
             s.adopted = c.adopted;
             if s.connected && !s.adopted {
                 for (seq, body, kind) in s.outbox.after(first_new - 1).unwrap_or_default() {
-                    table.edge().deliver(&s.conn, Frame { body, received_at: None, seq: Some(seq), kind });
+                    table.edge().deliver(&s.conn, Frame { body, received_at: None, seq: Some(seq), kind, epoch });
                 }
             }
             true
@@ -114,6 +115,7 @@ pub(super) fn seq_sync(state: &mut RoomState, peer: &PeerId, conn: &ConnId, last
     }
     let came_back = {
         let mut t = table.lock();
+        let epoch = t.epoch;
         let Some(s) = t.session_mut(peer) else { return };
         if &s.conn != conn || (s.connected && !s.adopted && !s.stalled) {
             tracing::debug!(
@@ -140,7 +142,7 @@ pub(super) fn seq_sync(state: &mut RoomState, peer: &PeerId, conn: &ConnId, last
             Some(missed) => {
                 tracing::debug!(peer_id = %peer, room_last, replayed = missed.len(), next_seq = s.outbox.next_seq(), "seq sync replay");
                 for (seq, body, kind) in missed {
-                    table.edge().deliver(conn, Frame { body, received_at: None, seq: Some(seq), kind });
+                    table.edge().deliver(conn, Frame { body, received_at: None, seq: Some(seq), kind, epoch });
                 }
             }
             None => {
@@ -187,6 +189,7 @@ pub(super) fn resume(
     let table = state.table.clone();
     {
         let mut t = table.lock();
+        let epoch = t.epoch;
         let Some(s) = t.session_mut(peer) else {
             return fail("expired", "the session has ended (its grace period is over); join again");
         };
@@ -219,10 +222,11 @@ pub(super) fn resume(
                 received_at: None,
                 seq: Some(last_seq),
                 kind: resumed.kind,
+                epoch,
             },
         );
         for (seq, body, kind) in missed {
-            edge.deliver(&conn, Frame { body, received_at: None, seq: Some(seq), kind });
+            edge.deliver(&conn, Frame { body, received_at: None, seq: Some(seq), kind, epoch });
         }
     }
     let m = &mut state.members[idx];

@@ -40,7 +40,7 @@ pub(super) async fn check_lease(myself: &ActorRef<RoomMsg>, state: &mut RoomStat
             }
         }
         if state.ctx.edge.is_connected(&conn) {
-            state.ctx.edge.reattach(&conn, &state.id);
+            state.ctx.edge.reattach(&conn, &state.id, state.epoch());
         }
     }
     // Sessions whose link changed under their frames: ask their connections again (the
@@ -49,7 +49,7 @@ pub(super) async fn check_lease(myself: &ActorRef<RoomMsg>, state: &mut RoomStat
         state.table.lock().sessions.iter().filter(|s| s.stalled).map(|s| s.conn.clone()).collect();
     for conn in stalled {
         if state.ctx.edge.is_connected(&conn) {
-            state.ctx.edge.reattach(&conn, &state.id);
+            state.ctx.edge.reattach(&conn, &state.id, state.epoch());
         }
     }
     for (peer, conn) in gone {

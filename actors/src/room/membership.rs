@@ -146,7 +146,13 @@ pub(super) async fn leave(
     {
         // The session is over, but its last frame still continues its sequence.
         let body = with_seq(next_seq, &ServerMessage::Left { room_id: &state.id }.to_body());
-        let frame = Frame { body: body.into(), received_at: None, seq: Some(next_seq), kind: FrameKind::Other };
+        let frame = Frame {
+            body: body.into(),
+            received_at: None,
+            seq: Some(next_seq),
+            kind: FrameKind::Other,
+            epoch: state.epoch(),
+        };
         state.ctx.edge.deliver(&conn, frame);
     }
     if !hidden {

@@ -42,6 +42,8 @@ pub struct Table {
     pub lease: Option<(Arc<NodeLease>, i64)>,
     /// One per session in the room.
     pub sessions: Vec<Session>,
+    /// The instance's ownership epoch, carried by every frame it numbers (see `Frame::epoch`).
+    pub epoch: i64,
 }
 
 /// A session's delivery state.
@@ -142,7 +144,7 @@ pub enum RelayBody<'a> {
 impl RelayTable {
     /// An empty, open table delivering through `edge`.
     pub fn new(room: RoomId, edge: Arc<dyn Edge>) -> RelayTable {
-        RelayTable { inner: Mutex::new(Table { room, open: true, lease: None, sessions: Vec::new() }), edge }
+        RelayTable { inner: Mutex::new(Table { room, open: true, lease: None, sessions: Vec::new(), epoch: 0 }), edge }
     }
 
     /// The table, locked. Held only for synchronous work (never across an await).
@@ -246,7 +248,7 @@ impl Table {
         body: &Body,
         number: impl FnOnce(&mut Outbox) -> (u64, Arc<str>),
     ) -> bool {
-        let room = &self.room;
+        let (room, epoch) = (&self.room, self.epoch);
         let Some(s) = self.sessions.iter_mut().find(|s| &s.peer == peer) else { return false };
         let (seq, framed) = number(&mut s.outbox);
         if s.connected && !s.adopted && !s.stalled {
@@ -256,14 +258,14 @@ impl Table {
                 // would follow a gap: keep it all until the connection says what it has.
                 s.stalled = true;
                 metrics::counter!("switchboard_session_stalls_total").increment(1);
-                tracing::debug!(peer_id = %s.peer, "link to the connection changed; resyncing");
+                tracing::debug!(peer_id = %s.peer, seq, "link to the connection changed; resyncing");
                 if route != NO_ROUTE {
-                    edge.reattach(&s.conn, room);
+                    edge.reattach(&s.conn, room, epoch);
                 }
                 return true;
             }
             s.route = Some(route);
-            edge.deliver(&s.conn, Frame { body: framed, received_at, seq: Some(seq), kind: body.kind });
+            edge.deliver(&s.conn, Frame { body: framed, received_at, seq: Some(seq), kind: body.kind, epoch });
         }
         true
     }

@@ -122,7 +122,7 @@ impl Edge for TestEdge {
     fn is_connected(&self, conn: &ConnId) -> bool {
         self.open.lock().expect("lock").contains(conn)
     }
-    fn reattach(&self, conn: &ConnId, _: &RoomId) {
+    fn reattach(&self, conn: &ConnId, _: &RoomId, _: i64) {
         let _ = self.seen.send(Seen::Reattach(conn.clone()));
     }
     fn receipt(&self, conn: &ConnId, msg_id: &str) {

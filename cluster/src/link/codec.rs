@@ -34,7 +34,8 @@ const NAME: u8 = 1;
 const RESET: u8 = 2;
 const RELAY: u8 = 3;
 const ROOM: u8 = 4;
-const NUMBERED: u8 = 5;
+/// A numbered frame with its instance's epoch (tag 5 carried one without; it is refused now).
+const NUMBERED: u8 = 10;
 const DELIVER: u8 = 6;
 const RECEIPT: u8 = 7;
 const EDGE: u8 = 8;
@@ -197,11 +198,12 @@ impl<'a> Encoder<'a> {
     /// Something for the receiving node's connections.
     pub fn to_edge(&mut self, msg: &EdgeMsg) {
         match msg {
-            EdgeMsg::Numbered(conn, seq, body, kind) => {
+            EdgeMsg::Numbered(conn, seq, body, kind, epoch) => {
                 let id = self.name(conn.as_arc());
                 let at = self.open(NUMBERED);
                 self.u32(id);
                 self.buf.extend_from_slice(&seq.to_le_bytes());
+                self.buf.extend_from_slice(&epoch.to_le_bytes());
                 self.buf.push(kind.to_u8());
                 self.buf.extend_from_slice(body.as_bytes());
                 self.close(at);
@@ -240,7 +242,7 @@ impl<'a> Encoder<'a> {
 #[derive(Serialize, Deserialize)]
 enum Rare {
     Bounce(String, String, String, RoomCmd),
-    Moved(String, String, String),
+    Moved(String, String, String, i64),
     Paired(String, String, String),
     ToUser(String, String),
     Grants(String, String),
@@ -252,7 +254,9 @@ impl Rare {
             EdgeMsg::Bounce(conn, room, hint, cmd) => {
                 Rare::Bounce(conn.to_string(), room.to_string(), hint.clone(), cmd.clone())
             }
-            EdgeMsg::Moved(conn, room, node) => Rare::Moved(conn.to_string(), room.to_string(), node.clone()),
+            EdgeMsg::Moved(conn, room, node, epoch) => {
+                Rare::Moved(conn.to_string(), room.to_string(), node.clone(), *epoch)
+            }
             EdgeMsg::Paired(conn, lobby, room) => Rare::Paired(conn.to_string(), lobby.clone(), room.clone()),
             EdgeMsg::ToUser(user, body) => Rare::ToUser(user.clone(), body.clone()),
             EdgeMsg::Grants(conn, grants) => Rare::Grants(conn.to_string(), grants.clone()),
@@ -263,7 +267,7 @@ impl Rare {
     fn into_msg(self) -> EdgeMsg {
         match self {
             Rare::Bounce(conn, room, hint, cmd) => EdgeMsg::Bounce(ConnId::new(conn), RoomId::new(room), hint, cmd),
-            Rare::Moved(conn, room, node) => EdgeMsg::Moved(ConnId::new(conn), RoomId::new(room), node),
+            Rare::Moved(conn, room, node, epoch) => EdgeMsg::Moved(ConnId::new(conn), RoomId::new(room), node, epoch),
             Rare::Paired(conn, lobby, room) => EdgeMsg::Paired(ConnId::new(conn), lobby, room),
             Rare::ToUser(user, body) => EdgeMsg::ToUser(user, body),
             Rare::Grants(conn, grants) => EdgeMsg::Grants(ConnId::new(conn), grants),
@@ -413,8 +417,9 @@ impl Decoder {
             NUMBERED => {
                 let conn = ConnId::from(self.name(&mut f)?);
                 let seq = f.u64()?;
+                let epoch = f.u64()? as i64;
                 let kind = FrameKind::from_u8(f.u8()?);
-                Record::ToEdge(EdgeMsg::Numbered(conn, seq, Arc::from(text(f.rest())?), kind))
+                Record::ToEdge(EdgeMsg::Numbered(conn, seq, Arc::from(text(f.rest())?), kind, epoch))
             }
             DELIVER => {
                 let conn = ConnId::from(self.name(&mut f)?);
@@ -470,8 +475,8 @@ mod tests {
         let first = enc.buf.len();
         assert!(enc.to_room(&room, &conn, &offer));
         let second = enc.buf.len() - first;
-        enc.to_edge(&EdgeMsg::Numbered(conn.clone(), 9, Arc::from("{\"seq\":9}"), FrameKind::Relayed));
-        enc.to_edge(&EdgeMsg::Moved(conn.clone(), room.clone(), "n3".into()));
+        enc.to_edge(&EdgeMsg::Numbered(conn.clone(), 9, Arc::from("{\"seq\":9}"), FrameKind::Relayed, 41));
+        enc.to_edge(&EdgeMsg::Moved(conn.clone(), room.clone(), "n3".into(), 42));
         enc.edge_gone();
         assert!(second < first, "the second record names nothing again ({second} vs {first} bytes)");
         let records = decode_all(&buf).expect("decodes");
@@ -490,9 +495,9 @@ mod tests {
             _ => panic!("wrong record"),
         }
         assert!(
-            matches!(&records[2], Record::ToEdge(EdgeMsg::Numbered(c, 9, b, FrameKind::Relayed)) if c == &conn && &**b == "{\"seq\":9}")
+            matches!(&records[2], Record::ToEdge(EdgeMsg::Numbered(c, 9, b, FrameKind::Relayed, 41)) if c == &conn && &**b == "{\"seq\":9}")
         );
-        assert!(matches!(&records[3], Record::ToEdge(EdgeMsg::Moved(_, r, n)) if r == &room && n == "n3"));
+        assert!(matches!(&records[3], Record::ToEdge(EdgeMsg::Moved(_, r, n, 42)) if r == &room && n == "n3"));
         assert!(matches!(records[4], Record::EdgeGone));
     }
 

@@ -190,7 +190,7 @@ mod tests {
         fn is_connected(&self, _: &ConnId) -> bool {
             true
         }
-        fn reattach(&self, _: &ConnId, _: &RoomId) {}
+        fn reattach(&self, _: &ConnId, _: &RoomId, _: i64) {}
         fn receipt(&self, _: &ConnId, _: &str) {}
     }
 

@@ -30,6 +30,7 @@ pub(super) async fn write_numbered(
         if !new {
             // A relayed message this client already has (re-sent after a room moved): not
             // written again, confirmed again, and the numbering closes up behind it.
+            tracing::debug!(conn_id = %state.conn_id, room_seq = seq, %sender, %msg_id, offset = state.seq_offset, "a relayed message written before; dropped");
             send_receipt(state, sender, msg_id);
             state.seq_offset -= 1;
             report_shift(state);
@@ -43,7 +44,7 @@ pub(super) async fn write_numbered(
         state.seq_offset = state.seq as i64 + 1 - room_seq;
         report_shift(state);
         metrics::counter!("switchboard_seq_realigned_total").increment(1);
-        tracing::info!(conn_id = %state.conn_id, room_seq, client_seq = state.seq, "frame numbers realigned");
+        tracing::info!(conn_id = %state.conn_id, room_seq, client_seq = state.seq, ?kind, "frame numbers realigned");
     }
     let shifted = (room_seq + state.seq_offset).max(1) as u64;
     if state.seq > 0 && shifted > state.seq + 1 {

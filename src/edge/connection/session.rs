@@ -79,7 +79,7 @@ pub(super) async fn join(
                 let (app, room, user) = (state.app.clone(), room_id.to_string(), state.claims.sub.clone());
                 tokio::spawn(async move { crate::appointments::joined(&app, &room, &user).await });
             }
-            state.joined = Some(Joined { room_id, peer, room });
+            state.joined = Some(Joined { room_id, peer, room, epoch: 0 });
         }
         Err((code, message)) => send_error(myself, state, code, &message, r).await,
     }
@@ -112,7 +112,9 @@ pub(super) async fn resume(
         last_seq,
     };
     match routing::resume(&state.app, &room, cmd).await {
-        Ok(handle) => state.joined = Some(Joined { room_id: room, peer: PeerId::new(session_id), room: handle }),
+        Ok(handle) => {
+            state.joined = Some(Joined { room_id: room, peer: PeerId::new(session_id), room: handle, epoch: 0 })
+        }
         Err((reason, message)) => write(myself, state, &failed(&reason, &message)).await,
     }
 }
