@@ -452,8 +452,17 @@ async fn reply(myself: &Mailbox, state: &mut ConnectionState, body: &Body) {
     write(myself, state, body).await;
 }
 
+/// Writes a frame this connection numbers itself. In a room, that number of the client's
+/// sequence belongs to no room frame: the room's numbers shift by one more, so that its next
+/// frame follows on and a count sent to the room (`SeqSync`, while the room could not be
+/// reached and this connection answered for it) maps back to the room's last frame, not one
+/// past it (the room would then skip one in its replay).
 async fn write(myself: &Mailbox, state: &mut ConnectionState, body: &str) {
     state.seq += 1;
+    if state.joined.is_some() {
+        state.seq_offset += 1;
+        numbering::report_shift(state);
+    }
     let text = with_seq(state.seq, body);
     feed(myself, state, text).await;
 }

@@ -71,7 +71,7 @@ fn forget_announced(state: &mut ConnectionState, body: &str) {
 }
 
 /// Tells the room how this connection now shifts its numbers (see `RoomMsg::SeqShift`).
-fn report_shift(state: &ConnectionState) {
+pub(super) fn report_shift(state: &ConnectionState) {
     let Some(j) = &state.joined else { return };
     let msg = RoomMsg::SeqShift { peer: j.peer.clone(), conn: state.conn_id.clone(), seq_offset: state.seq_offset };
     let _ = routing::try_send(&j.room, &j.room_id, &state.conn_id, msg);
