@@ -61,14 +61,24 @@ impl RoomDoor {
     /// Hands a command to the local room: an offer, answer or candidate through the room's
     /// relay table, the rest to the Room actor. Never waits: a room not found yet is found by
     /// its opener, and the command waits in its queue.
-    pub fn deliver(&mut self, room: RoomId, conn: ConnId, msg: RoomMsg) {
-        let waiting = matches!(self.rooms.get(&room), Some(Entry::Opening(_))) && self.settled(&room).is_none();
-        let (conn, msg) = match self.rooms.get(&room) {
-            Some(Entry::Open(local)) if local.running() => match hand_to(local, msg) {
+    pub fn deliver(&mut self, room: RoomId, conn: ConnId, mut msg: RoomMsg) {
+        // The hot path: a room found before, still running (one lookup).
+        if let Some(Entry::Open(local)) = self.rooms.get(&room)
+            && local.running()
+        {
+            msg = match hand_to(local, msg) {
                 None => return,
-                Some(msg) => (conn, msg),
-            },
-            Some(Entry::Opening(opening)) if waiting => {
+                Some(msg) => msg,
+            };
+        }
+        // An opener that has handed everything over makes way for the room it found (or for a
+        // new opener): go again.
+        if matches!(self.rooms.get(&room), Some(Entry::Opening(_))) && self.settled(&room).is_some() {
+            return self.deliver(room, conn, msg);
+        }
+        // Being found: the command queues behind its opener.
+        let (conn, msg) = match self.rooms.get(&room) {
+            Some(Entry::Opening(opening)) => {
                 if opening.queued.load(Ordering::Acquire) >= MAX_QUEUED {
                     metrics::counter!("switchboard_cluster_room_queue_dropped_total").increment(1);
                     return;
