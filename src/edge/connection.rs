@@ -39,7 +39,7 @@ use intake::{Intake, room_message};
 use kept::{Kept, MAX_PENDING, MAX_UNRECEIPTED, RETRY_AFTER, Unreceipted};
 use kept::{forget_acknowledged, forget_target, pump, pump_with, receipt, resend_pending};
 use kept::{reroute, retry_pending, to_room};
-use numbering::{send_receipt, write_numbered};
+use numbering::{Fence, Numbers, send_receipt, write_numbered};
 use session::{join, resume};
 
 /// Close codes (RFC 6455).
@@ -63,7 +63,7 @@ struct Joined {
     peer: PeerId,
     room: RoomHandle,
     /// The newest ownership epoch heard from the room's instances (see `Frame::epoch`).
-    epoch: i64,
+    fence: Fence,
 }
 
 /// Connection state.
@@ -74,7 +74,8 @@ pub struct ConnectionState {
     app: Arc<App>,
     /// Frames fed to the socket since the last flush.
     unflushed: bool,
-    seq: u64,
+    /// The session's frame numbers as the client sees them (see [`Numbers`]).
+    numbers: Numbers,
     joined: Option<Joined>,
     /// The session this connection left with `leave` (told again when the connection ends, in
     /// case the room was moving when the first one went).
@@ -84,8 +85,6 @@ pub struct ConnectionState {
     /// The same for the edge's own messages (receipts, numbering shifts, echoes), counted apart
     /// so that they never use up a client's command's tries.
     own_reroutes: u32,
-    /// Added to the room's frame numbers after the room restarted or moved (see `write_numbered`).
-    seq_offset: i64,
     /// Closed for abuse (flood, oversized frame): its session ends instead of waiting for a resume.
     abusive: bool,
     /// The client's side ended the socket without `leave` (not the server's close).
@@ -208,12 +207,11 @@ pub fn run(app: Arc<App>, claims: Claims, socket: WebSocket) -> impl Future<Outp
         socket,
         app,
         unflushed: false,
-        seq: 0,
+        numbers: Numbers::default(),
         joined: None,
         left: None,
         reroutes: 0,
         own_reroutes: 0,
-        seq_offset: 0,
         abusive: false,
         dropped: false,
         token_warned: false,
@@ -307,7 +305,7 @@ async fn finish(state: &mut ConnectionState) {
         let leave = if state.abusive {
             RoomMsg::Leave { peer: j.peer, reason: "disconnected".into() }
         } else {
-            RoomMsg::Disconnected { peer: j.peer, conn: state.conn_id.clone(), seq_shift: state.seq_offset }
+            RoomMsg::Disconnected { peer: j.peer, conn: state.conn_id.clone(), seq_shift: state.numbers.offset }
         };
         // The room must hear this (it carries how this connection numbered the session's
         // frames), and a command bounced back to a closed connection is lost: send it to
@@ -344,7 +342,7 @@ async fn handle(myself: &Mailbox, state: &mut ConnectionState, message: Connecti
             // the session's numbers belong to its room, and a `resume` elsewhere must find
             // the room's next frame under the number the client expects.
             if state.joined.is_some() {
-                let text = with_seq(state.seq, &body);
+                let text = with_seq(state.numbers.seq, &body);
                 feed(myself, state, text).await;
             } else {
                 write(myself, state, &body).await;
@@ -379,25 +377,16 @@ async fn handle(myself: &Mailbox, state: &mut ConnectionState, message: Connecti
     }
 }
 
-/// Whether a frame (or a `Moved`) from an instance of ownership `epoch` comes from an instance
-/// of the room older than one this connection has heard from. An owner woken from a freeze
-/// may still write what it numbered before it lost the room, after the new owner has taken up
-/// the session's count: written, it would push the client's count past the new owner's
-/// numbers. It is dropped instead (what it carried comes again from the new owner: senders
-/// re-send what has no receipt or no ack). A newer epoch is remembered; 0 (a room that is
-/// not fenced) is never stale.
+/// Whether a frame (or a `Moved`) comes from an instance of the room older than one this
+/// connection has heard from (see [`Fence`]); such a frame is dropped and counted.
 fn stale(state: &mut ConnectionState, epoch: i64) -> bool {
     let Some(j) = state.joined.as_mut() else { return false };
-    if epoch == 0 {
+    if j.fence.admits(epoch) {
         return false;
     }
-    if epoch < j.epoch {
-        metrics::counter!("switchboard_stale_frames_dropped_total").increment(1);
-        tracing::debug!(conn_id = %state.conn_id, epoch, newest = j.epoch, "a frame from an older instance of the room; dropped");
-        return true;
-    }
-    j.epoch = epoch;
-    false
+    metrics::counter!("switchboard_stale_frames_dropped_total").increment(1);
+    tracing::debug!(conn_id = %state.conn_id, epoch, newest = j.fence.newest(), "a frame from an older instance of the room; dropped");
+    true
 }
 
 /// Sends a close frame (bounded in time: the client may not be reading) and stops.
@@ -452,18 +441,14 @@ async fn reply(myself: &Mailbox, state: &mut ConnectionState, body: &Body) {
     write(myself, state, body).await;
 }
 
-/// Writes a frame this connection numbers itself. In a room, that number of the client's
-/// sequence belongs to no room frame: the room's numbers shift by one more, so that its next
-/// frame follows on and a count sent to the room (`SeqSync`, while the room could not be
-/// reached and this connection answered for it) maps back to the room's last frame, not one
-/// past it (the room would then skip one in its replay).
+/// Writes a frame this connection numbers itself (see [`Numbers::own`]); in a room, the room
+/// hears of the shift.
 async fn write(myself: &Mailbox, state: &mut ConnectionState, body: &str) {
-    state.seq += 1;
+    let seq = state.numbers.own(state.joined.is_some());
     if state.joined.is_some() {
-        state.seq_offset += 1;
         numbering::report_shift(state);
     }
-    let text = with_seq(state.seq, body);
+    let text = with_seq(seq, body);
     feed(myself, state, text).await;
 }
 

@@ -251,12 +251,8 @@ pub(super) fn message_type(m: &ClientMessage) -> &'static str {
 /// room is told.
 fn confirm(state: &ConnectionState, last_seq: u64) {
     let Some(j) = &state.joined else { return };
-    let room_last = last_seq as i64 - state.seq_offset;
-    if room_last < 1 || last_seq > state.seq {
-        // Nothing to forget, or more than this connection wrote: not the client's to confirm.
-        return;
-    }
-    let room_last = room_last as u64;
+    // Nothing to forget, or more than this connection wrote: not the client's to confirm.
+    let Some(room_last) = state.numbers.room_number(last_seq) else { return };
     match &j.room {
         RoomHandle::Local(local) => local.table.confirmed(&j.peer, &state.conn_id, room_last),
         RoomHandle::Remote(_) => {

@@ -261,8 +261,8 @@ pub(super) async fn resend_pending(state: &mut ConnectionState) {
     let sync = RoomMsg::SeqSync {
         peer: j.peer.clone(),
         conn: state.conn_id.clone(),
-        last_seq: state.seq,
-        seq_offset: state.seq_offset,
+        last_seq: state.numbers.seq,
+        seq_offset: state.numbers.offset,
     };
     let _ = routing::send(&state.app, &mut j.room, &j.room_id, &state.conn_id, sync).await;
     // `delivered` notices the old instance may not have numbered and sent.
@@ -341,7 +341,7 @@ pub(super) async fn reroute(myself: &Mailbox, state: &mut ConnectionState, room:
     if j.room_id != room {
         return;
     }
-    let msg = as_of_now(msg, state.seq, state.seq_offset);
+    let msg = as_of_now(msg, state.numbers.seq, state.numbers.offset);
     let reference = reference_of(&msg).cloned();
     let from_client = matches!(
         msg,

@@ -69,7 +69,7 @@ pub(super) async fn join(
         display_name: name,
         ice_servers: ice,
         admin: state.claims.grants.room_admin,
-        first_seq: state.seq + 1,
+        first_seq: state.numbers.seq + 1,
         hidden: state.claims.grants.hidden,
     };
     match routing::join(&state.app, &room_id, request).await {
@@ -79,7 +79,7 @@ pub(super) async fn join(
                 let (app, room, user) = (state.app.clone(), room_id.to_string(), state.claims.sub.clone());
                 tokio::spawn(async move { crate::appointments::joined(&app, &room, &user).await });
             }
-            state.joined = Some(Joined { room_id, peer, room, epoch: 0 });
+            state.joined = Some(Joined { room_id, peer, room, fence: Fence::default() });
         }
         Err((code, message)) => send_error(myself, state, code, &message, r).await,
     }
@@ -113,7 +113,8 @@ pub(super) async fn resume(
     };
     match routing::resume(&state.app, &room, cmd).await {
         Ok(handle) => {
-            state.joined = Some(Joined { room_id: room, peer: PeerId::new(session_id), room: handle, epoch: 0 })
+            state.joined =
+                Some(Joined { room_id: room, peer: PeerId::new(session_id), room: handle, fence: Fence::default() })
         }
         Err((reason, message)) => write(myself, state, &failed(&reason, &message)).await,
     }
