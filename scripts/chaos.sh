@@ -2,10 +2,9 @@
 # The chaos suite against a real local cluster (needs PostgreSQL on 127.0.0.1:5432):
 #   scripts/chaos.sh                 # the short suite (what CI runs): one mixed run, 8 faults
 #   scripts/chaos.sh long            # every fault kind on its own, then 40 mixed faults
-#   scripts/chaos.sh kill --seed 7   # one scenario: kill, freeze, restart, drain, socket-drop,
-#                                    # pg-restart, away-kill or mixed; CHAOS_SEED=7 replays a run too
-#   scripts/chaos.sh short-freeze    # a stop between the node lease and the heartbeat timeout
-#                                    # (not in the suites: it still finds open faults)
+#   scripts/chaos.sh kill --seed 7   # one scenario: kill, freeze, short-freeze, restart, drain,
+#                                    # socket-drop, pg-restart, away-kill or mixed; CHAOS_SEED=7
+#                                    # replays a run too
 #   scripts/chaos.sh kill --idle-rooms 10000   # the same beside 10,000 silent rooms (a run at size)
 # Reports (JSON) and node logs go to target/chaos/. Exits non-zero when an invariant breaks.
 set -euo pipefail

@@ -36,12 +36,16 @@ pub enum Kind {
 
 impl Kind {
     /// The kinds the suites (short, long, mixed) draw from.
-    pub const ALL: [Kind; 7] =
-        [Kind::Kill, Kind::Freeze, Kind::Restart, Kind::Drain, Kind::SocketDrop, Kind::PgRestart, Kind::AwayKill];
-
-    /// Kinds run only when named (`chaos short-freeze`): they find faults that are still open
-    /// (docs/reliability.md), so the suites would fail on them.
-    pub const OPEN: [Kind; 1] = [Kind::ShortFreeze];
+    pub const ALL: [Kind; 8] = [
+        Kind::Kill,
+        Kind::Freeze,
+        Kind::ShortFreeze,
+        Kind::Restart,
+        Kind::Drain,
+        Kind::SocketDrop,
+        Kind::PgRestart,
+        Kind::AwayKill,
+    ];
 
     pub fn name(self) -> &'static str {
         match self {
@@ -57,7 +61,7 @@ impl Kind {
     }
 
     pub fn parse(s: &str) -> Option<Kind> {
-        Kind::ALL.into_iter().chain(Kind::OPEN).find(|k| k.name() == s)
+        Kind::ALL.into_iter().find(|k| k.name() == s)
     }
 
     /// Every client must be back (a message sent after the fault acknowledged) within this.

@@ -6,9 +6,7 @@
 //! a room, every client back within its target, a consistent database, no panic.
 //!
 //! `chaos short` (the CI suite), `chaos long`, or one scenario by fault kind (`chaos kill`)
-//! or `chaos mixed`. `chaos short-freeze` (a stop longer than the node lease and shorter than
-//! the heartbeat timeout) runs only when named: it still finds open faults. Every run prints
-//! its seed; `CHAOS_SEED` replays it.
+//! or `chaos mixed`. Every run prints its seed; `CHAOS_SEED` replays it.
 
 mod client;
 mod db;
