@@ -85,6 +85,11 @@ pub struct ConnectionState {
     /// The same for the edge's own messages (receipts, numbering shifts, echoes), counted apart
     /// so that they never use up a client's command's tries.
     own_reroutes: u32,
+    /// Passes over the kept messages scheduled after a bounce since the room last delivered
+    /// something (see [`kept::reroute`]); each waits longer than the one before.
+    passes: u32,
+    /// A pass is scheduled (`ResendPass`): bounced kept messages wait for it.
+    pass_due: bool,
     /// Closed for abuse (flood, oversized frame): its session ends instead of waiting for a resume.
     abusive: bool,
     /// The client's side ended the socket without `leave` (not the server's close).
@@ -144,6 +149,9 @@ pub enum ConnectionMsg {
     },
     /// Send again what the room has not acknowledged for a while (a timer sends it).
     RetryPending,
+    /// Kept messages bounced off a node that does not serve the room: find the room and send
+    /// them all again, in order, once (a timer sends it).
+    ResendPass,
     /// The target's connection wrote this connection's relayed message with this `id` (JSON
     /// text).
     Receipt(String),
@@ -212,6 +220,8 @@ pub fn run(app: Arc<App>, claims: Claims, socket: WebSocket) -> impl Future<Outp
         left: None,
         reroutes: 0,
         own_reroutes: 0,
+        passes: 0,
+        pass_due: false,
         abusive: false,
         dropped: false,
         token_warned: false,
@@ -323,6 +333,7 @@ async fn handle(myself: &Mailbox, state: &mut ConnectionState, message: Connecti
             myself.written(frame.body.len());
             state.reroutes = 0;
             state.own_reroutes = 0;
+            state.passes = 0;
             match frame.seq {
                 Some(_) if stale(state, frame.epoch) => {}
                 Some(seq) => write_numbered(myself, state, seq, &frame.body, frame.kind).await,
@@ -350,6 +361,7 @@ async fn handle(myself: &Mailbox, state: &mut ConnectionState, message: Connecti
             close(myself, state, close_code::GOING_AWAY, &reason).await;
         }
         ConnectionMsg::RetryPending => Box::pin(retry_pending(myself, state)).await,
+        ConnectionMsg::ResendPass => Box::pin(kept::resend_pass(state)).await,
         ConnectionMsg::Receipt(id) => Box::pin(receipt(myself, state, &id)).await,
         ConnectionMsg::Reroute { room, hint, msg } => Box::pin(reroute(myself, state, room, hint, *msg)).await,
         ConnectionMsg::Paired { lobby, room } => Box::pin(lobby::paired(myself, state, lobby, room)).await,

@@ -198,6 +198,10 @@ pub(super) fn resume(
         // other.
         let shift = if s.adopted { last_seq as i64 + 1 - s.outbox.first_kept() as i64 } else { seq_shift };
         if s.outbox.after((last_seq as i64 - shift).max(0) as u64).is_none() {
+            tracing::debug!(
+                peer_id = %peer, last_seq, shift, adopted = s.adopted, first_kept = s.outbox.first_kept(),
+                next_seq = s.outbox.next_seq, "resume refused: frames after lastSeq no longer kept"
+            );
             return fail("too_far_behind", "frames after lastSeq are no longer kept; join again");
         }
         tracing::debug!(

@@ -330,9 +330,9 @@ const REROUTES_AT_ONCE: u32 = 3;
 /// Bounces in a row after which the edge's own messages are given up.
 const REROUTES_AT_MOST: u32 = 10;
 
-/// Re-sends a bounced command to wherever its room is now. A client's command bounces at most
-/// a few times in a row; then the client is told to try again (a kept one goes again with the
-/// others kept once the room is found). The edge's own messages (receipts, numbering shifts,
+/// Re-sends a bounced command to wherever its room is now. A kept message (one with an `id`)
+/// is not sent alone: one pass over everything kept follows (see [`schedule_pass`]). Any other
+/// client command bounces at most a few times in a row; then the client is told to try again. The edge's own messages (receipts, numbering shifts,
 /// echoes) are never the client's business: while a room is handed over they keep bouncing
 /// off its old node until the successor has taken it, so they wait a little longer each time
 /// (off the connection's loop), and are dropped after a few more tries.
@@ -352,6 +352,14 @@ pub(super) async fn reroute(myself: &Mailbox, state: &mut ConnectionState, room:
             | RoomMsg::EndCall { .. }
             | RoomMsg::Stats { .. }
     );
+    if from_client && reference.is_some() {
+        // A kept message goes again with the others kept, in order, once the room is found.
+        // A whole pass of them may bounce at once (they went to a node the room has left):
+        // one pass follows, whichever of them bounces, not one per bounced message, and the
+        // next waits longer if that one bounces too.
+        schedule_pass(myself, state);
+        return;
+    }
     let (tries, limit) = match from_client {
         true => (&mut state.reroutes, REROUTES_AT_ONCE),
         false => (&mut state.own_reroutes, REROUTES_AT_MOST),
@@ -366,20 +374,41 @@ pub(super) async fn reroute(myself: &Mailbox, state: &mut ConnectionState, room:
         *tries = 0;
         let _ = routing::relocate(&state.app, &mut j.room, &j.room_id).await;
         Err((ErrorCode::RoomUnavailable, "the room is moving; try again".to_owned()))
-    } else if reference.is_some() {
-        // A kept message goes again with the others kept, in order, once the room is found.
-        routing::relocate(&state.app, &mut j.room, &j.room_id).await
     } else {
         routing::reroute(&state.app, &mut j.room, &j.room_id, &state.conn_id, &hint, msg).await
     };
-    if sent.is_ok() && reference.is_some() {
-        Box::pin(resend_pending(state)).await;
-    }
     if let Err((code, message)) = sent
         && from_client
     {
         let (code, message) = while_moving(code, message);
         send_error(myself, state, code, &message, reference.as_ref()).await;
+    }
+}
+
+/// The wait before the first pass over the kept messages after a bounce (the rest of the
+/// bounced pass arrives meanwhile); each pass in a row waits one more step, up to
+/// [`PASS_STEPS_AT_MOST`].
+const PASS_STEP: Duration = Duration::from_millis(20);
+const PASS_STEPS_AT_MOST: u32 = 10;
+
+/// Schedules one pass over the kept messages (see [`resend_pass`]) unless one is due.
+fn schedule_pass(myself: &Mailbox, state: &mut ConnectionState) {
+    if state.pass_due {
+        metrics::counter!("switchboard_bounces_absorbed_total").increment(1);
+        return;
+    }
+    state.pass_due = true;
+    state.passes = (state.passes + 1).min(PASS_STEPS_AT_MOST);
+    myself.send_after(PASS_STEP * state.passes, || ConnectionMsg::ResendPass);
+}
+
+/// Finds the room (the live lease, else placement) and sends every kept message again, in
+/// order. A room not reachable yet is tried again by the retry timer.
+pub(super) async fn resend_pass(state: &mut ConnectionState) {
+    state.pass_due = false;
+    let Some(j) = state.joined.as_mut() else { return };
+    if routing::relocate(&state.app, &mut j.room, &j.room_id).await.is_ok() {
+        Box::pin(resend_pending(state)).await;
     }
 }
 
