@@ -332,10 +332,11 @@ const REROUTES_AT_MOST: u32 = 10;
 
 /// Re-sends a bounced command to wherever its room is now. A kept message (one with an `id`)
 /// is not sent alone: one pass over everything kept follows (see [`schedule_pass`]). Any other
-/// client command bounces at most a few times in a row; then the client is told to try again. The edge's own messages (receipts, numbering shifts,
-/// echoes) are never the client's business: while a room is handed over they keep bouncing
-/// off its old node until the successor has taken it, so they wait a little longer each time
-/// (off the connection's loop), and are dropped after a few more tries.
+/// client command bounces at most a few times in a row; then the client is told to try again.
+/// The edge's own messages (receipts, numbering shifts, echoes) are never the client's
+/// business: while a room is handed over they keep bouncing off its old node until the
+/// successor has taken it, so they wait a little longer each time (off the connection's loop),
+/// and are dropped after a few more tries.
 pub(super) async fn reroute(myself: &Mailbox, state: &mut ConnectionState, room: RoomId, hint: String, msg: RoomMsg) {
     let Some(j) = state.joined.as_mut() else { return };
     if j.room_id != room {
