@@ -692,7 +692,8 @@ async fn acknowledged_signaling_survives_a_drain_exactly_once_in_order() {
     let (mut alice, _) = join_at(n1.addr, "alice", &room).await;
     let (mut bob, _) = join_at(n2.addr, "bob", &room).await;
     alice.recv_type("peer_joined").await;
-    // Other rooms on the draining node, so that its hand-off takes a while.
+    // Other rooms on the draining node, so that its hand-off takes a while (their clients are
+    // held open to the end).
     let mut others = Vec::new();
     for k in 0..24 {
         others.push(join_at(n2.addr, &format!("other{k}"), &room_on("n3", &format!("busy{k}"))).await);
@@ -793,7 +794,8 @@ async fn frames_on_a_cluster_link_that_closes_are_sent_again_in_order() {
 
 /// Alice sent offers `m0..m{n}` with ids `0..n` to Bob: every one is acknowledged, and Bob got
 /// each exactly once, in order, with nothing repeated after them. Returns how many `ack`s
-/// Alice got in all (repeats of an `ack` included) by the time Bob's last frame was checked.
+/// Alice got in all (repeats of an `ack` included) up to the answer to a ping she sends after
+/// Bob's check, so that every repeat the room sent her is counted.
 async fn assert_exactly_once(alice: &mut crate::support::Client, bob: &mut crate::support::Client, n: u64) -> u64 {
     let mut acked = std::collections::BTreeSet::new();
     let mut acks = 0;
